@@ -1,0 +1,203 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/baton-sh/baton/internal/logging"
+	"github.com/baton-sh/baton/listener"
+	"github.com/baton-sh/baton/pidfile"
+	"github.com/baton-sh/baton/upgrader"
+)
+
+type masterFlags struct {
+	listen       listFlag
+	pidfile      string
+	dir          string
+	ready        string
+	readyTimeout time.Duration
+	drainSignal  string
+	drainTimeout time.Duration
+	restartLimit int
+	logFormat    string
+	logLevel     string
+}
+
+func masterFlagSet(f *masterFlags) *flag.FlagSet {
+	fs := flag.NewFlagSet("baton", flag.ContinueOnError)
+	fs.Var(&f.listen, "listen", "`[NAME=]SPEC` socket to hold and pass to workers, repeatable: tcp://HOST:PORT, tcp4://, tcp6://, udp://HOST:PORT, unix:///PATH?mode=0660")
+	fs.StringVar(&f.pidfile, "pidfile", "", "write the master's PID to `PATH` (atomically; removed on clean exit)")
+	fs.StringVar(&f.dir, "dir", "", "worker working `DIR`, resolved anew at every reload (default: the current directory as the shell names it)")
+	fs.StringVar(&f.ready, "ready", "notify", "how a worker says it is ready: `notify` (READY=1 on NOTIFY_SOCKET) or delay=DURATION")
+	fs.DurationVar(&f.readyTimeout, "ready-timeout", upgrader.DefaultReadyTimeout, "kill a new worker not ready after this long; the old one keeps serving")
+	fs.StringVar(&f.drainSignal, "drain-signal", "TERM", "`SIGNAL` that tells an old worker to finish in-flight work and exit")
+	fs.DurationVar(&f.drainTimeout, "drain-timeout", upgrader.DefaultDrainTimeout, "SIGKILL an old worker's process group still running after this long")
+	fs.IntVar(&f.restartLimit, "restart-limit", upgrader.DefaultRestartLimit, "consecutive worker crashes to restart before exiting 1 (-1: never give up)")
+	fs.StringVar(&f.logFormat, "log-format", "auto", "`json` or console (auto: console when stderr is a terminal)")
+	fs.StringVar(&f.logLevel, "log-level", "info", "`LEVEL`: debug, info, warn or error")
+	return fs
+}
+
+// masterCmd runs the master until it is stopped and returns its exit code.
+func masterCmd(args []string, stderr io.Writer) int {
+	var f masterFlags
+	fs := masterFlagSet(&f)
+	opts, err := f.parse(fs, args)
+	if err != nil {
+		return fail(stderr, fs, err, exitUsage)
+	}
+	log, err := logging.New(os.Stderr, f.logFormat, f.logLevel)
+	if err != nil {
+		return fail(stderr, fs, usageError{err.Error()}, exitUsage)
+	}
+	opts.Log = log
+
+	if f.pidfile != "" {
+		if err := pidfile.Write(f.pidfile); err != nil {
+			return fail(stderr, fs, err, exitStartup)
+		}
+		defer pidfile.Remove(f.pidfile)
+	}
+	for i, raw := range f.listen {
+		spec, _ := listener.ParseSpec(raw, i) // checked in parse
+		s, err := listener.Bind(spec)
+		if err != nil {
+			closeAll(opts.Sockets)
+			return fail(stderr, fs, err, exitStartup)
+		}
+		log.Info().Str("name", spec.Name).Str("addr", s.Addr.String()).Str("network", spec.Network).Msg("listening")
+		opts.Sockets = append(opts.Sockets, s)
+	}
+	defer closeAll(opts.Sockets)
+
+	m, err := upgrader.New(opts)
+	if err != nil {
+		return fail(stderr, fs, err, exitStartup)
+	}
+	stopSignals := handleSignals(m)
+	defer stopSignals()
+
+	err = m.Run()
+	var startup *upgrader.StartupError
+	switch {
+	case err == nil:
+		log.Info().Msg("stopped")
+		return exitOK
+	case errors.As(err, &startup):
+		fmt.Fprintf(stderr, "baton: %s\n", err)
+		return exitStartup
+	default:
+		fmt.Fprintf(stderr, "baton: %s\n", err)
+		return exitRuntime
+	}
+}
+
+// parse checks every flag and turns them into upgrader options.
+func (f *masterFlags) parse(fs *flag.FlagSet, args []string) (upgrader.Options, error) {
+	var o upgrader.Options
+	if err := parseFlags(fs, args); err != nil {
+		return o, err
+	}
+	o.Command = fs.Args()
+	if len(o.Command) == 0 {
+		return o, usagef("no worker command: put it after --, e.g. baton --listen tcp://127.0.0.1:8080 -- ./server")
+	}
+	names := map[string]bool{}
+	for i, raw := range f.listen {
+		spec, err := listener.ParseSpec(raw, i)
+		if err != nil {
+			return o, usageError{err.Error()}
+		}
+		if names[spec.Name] {
+			return o, usagef("listen %q: name %q is used twice", raw, spec.Name)
+		}
+		names[spec.Name] = true
+	}
+	switch {
+	case f.ready == "notify":
+		o.Ready = upgrader.ReadyNotify
+	case strings.HasPrefix(f.ready, "delay="):
+		d, err := time.ParseDuration(strings.TrimPrefix(f.ready, "delay="))
+		if err != nil || d <= 0 {
+			return o, usagef("--ready %q: want delay=DURATION such as delay=2s", f.ready)
+		}
+		o.Ready, o.ReadyDelay = upgrader.ReadyDelay, d
+	default:
+		return o, usagef("--ready %q: want notify or delay=DURATION", f.ready)
+	}
+	if f.readyTimeout <= 0 || f.drainTimeout <= 0 {
+		return o, usagef("--ready-timeout and --drain-timeout must be positive")
+	}
+	o.ReadyTimeout, o.DrainTimeout = f.readyTimeout, f.drainTimeout
+	sig, err := upgrader.ParseSignal(f.drainSignal)
+	if err != nil {
+		return o, usagef("--drain-signal: %v", err)
+	}
+	o.DrainSignal = sig
+	if f.restartLimit == 0 || f.restartLimit < -1 {
+		return o, usagef("--restart-limit %d: want -1 (never give up) or a count of at least 1", f.restartLimit)
+	}
+	o.RestartLimit = f.restartLimit
+	o.Dir = f.dir
+	if o.Dir == "" {
+		o.Dir = logicalWorkDir()
+	}
+	return o, nil
+}
+
+// logicalWorkDir is the current directory as the shell names it ($PWD),
+// so that a directory entered through a symlink is entered through the
+// same symlink again at each reload; os.Getwd would give the target.
+func logicalWorkDir() string {
+	if pwd := os.Getenv("PWD"); filepath.IsAbs(pwd) {
+		a, errA := os.Stat(pwd)
+		b, errB := os.Stat(".")
+		if errA == nil && errB == nil && os.SameFile(a, b) {
+			return pwd
+		}
+	}
+	wd, _ := os.Getwd()
+	return wd
+}
+
+// handleSignals turns signals to the master into requests to m.
+func handleSignals(m *upgrader.Master) (stop func()) {
+	sigc := make(chan os.Signal, 8)
+	signal.Notify(sigc, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT,
+		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case s := <-sigc:
+				switch s {
+				case syscall.SIGHUP:
+					m.Reload()
+				case syscall.SIGTERM, syscall.SIGINT:
+					m.Stop()
+				case syscall.SIGQUIT:
+					m.StopNow()
+				default:
+					m.Signal(s.(syscall.Signal))
+				}
+			}
+		}
+	}()
+	return func() { signal.Stop(sigc); close(done) }
+}
+
+func closeAll(sockets []*listener.Socket) {
+	for _, s := range sockets {
+		s.Close()
+	}
+}

@@ -1,0 +1,83 @@
+// Command testworker is the worker baton's integration tests and demos run:
+// a small HTTP server on the listener API whose misbehaviour (failing at
+// start, never becoming ready, ignoring the drain signal, leaving orphans)
+// is chosen by flags.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/baton-sh/baton/listener"
+)
+
+func main() {
+	var (
+		name        = flag.String("name", "http", "inherited socket name")
+		addr        = flag.String("addr", "127.0.0.1:8080", "address to bind when started without baton")
+		failAtStart = flag.Bool("fail-at-start", false, "exit 1 before serving")
+		neverReady  = flag.Bool("never-ready", false, "serve but never send READY=1")
+		readyAfter  = flag.Duration("ready-after", 0, "wait this long before serving")
+		ignoreDrain = flag.Bool("ignore-drain", false, "ignore SIGTERM (drain only by SIGKILL)")
+		orphan      = flag.Bool("orphan", false, "leave a grandchild process (sleep) re-parented away from us")
+		failFile    = flag.String("fail-if-exists", "", "exit 1 at start if this file exists")
+	)
+	flag.Parse()
+	if *failAtStart || (*failFile != "" && exists(*failFile)) {
+		fmt.Fprintln(os.Stderr, "testworker: failing at start as asked")
+		os.Exit(1)
+	}
+	time.Sleep(*readyAfter)
+
+	l, err := listener.Listen(*name, "tcp", *addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testworker:", err)
+		os.Exit(1)
+	}
+	if *orphan {
+		// sh exits at once; its sleep is re-parented to the nearest
+		// subreaper or to init.
+		exec.Command("sh", "-c", "sleep 300 >/dev/null 2>&1 &").Run()
+	}
+
+	gen := os.Getenv("BATON_GENERATION")
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "gen=%s pid=%d\n", gen, os.Getpid())
+	})
+	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
+		d, _ := time.ParseDuration(r.URL.Query().Get("d"))
+		time.Sleep(d)
+		fmt.Fprintf(w, "slow done after %s gen=%s pid=%d\n", d, gen, os.Getpid())
+	})
+	mux.HandleFunc("/pid", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(strconv.Itoa(os.Getpid())))
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+
+	if *neverReady {
+		go srv.Serve(l)
+		select {}
+	}
+	drain := []os.Signal{syscall.SIGTERM}
+	if *ignoreDrain {
+		signal.Ignore(syscall.SIGTERM)
+		drain = []os.Signal{syscall.SIGUSR2}
+	}
+	if err := listener.ServeHTTP(srv, l, drain...); err != nil {
+		fmt.Fprintln(os.Stderr, "testworker:", err)
+		os.Exit(1)
+	}
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}

@@ -1,0 +1,127 @@
+package listener
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"syscall"
+)
+
+// Socket is a socket the master binds once and holds until it exits. The
+// kernel keeps queueing connections on it while workers come and go, which
+// is what makes a handoff lose nothing.
+type Socket struct {
+	Spec Spec
+	// File is a blocking descriptor of the socket, the form systemd passes
+	// and every socket-activation client expects.
+	File *os.File
+	// Addr is the address actually bound (port 0 resolved).
+	Addr net.Addr
+
+	unlinkPath string      // unix socket file this process created
+	created    os.FileInfo // to recognise that file at exit
+}
+
+// Bind creates the socket described by spec. A stale unix socket file (one
+// nobody accepts on) is replaced; a live one is an error.
+func Bind(spec Spec) (*Socket, error) {
+	if spec.Network == "unix" {
+		if err := removeStaleUnix(spec.Address); err != nil {
+			return nil, fmt.Errorf("bind %s: %w", spec, err)
+		}
+	}
+	var (
+		f    *os.File
+		addr net.Addr
+		err  error
+	)
+	if spec.IsPacket() {
+		var c net.PacketConn
+		if c, err = net.ListenPacket(spec.Network, spec.Address); err == nil {
+			addr = c.LocalAddr()
+			f, err = c.(*net.UDPConn).File()
+			c.Close()
+		}
+	} else {
+		var l net.Listener
+		if l, err = net.Listen(spec.Network, spec.Address); err == nil {
+			addr = l.Addr()
+			if ul, ok := l.(*net.UnixListener); ok {
+				// The file must outlive this Go listener: it belongs to
+				// the socket the master keeps.
+				ul.SetUnlinkOnClose(false)
+			}
+			f, err = l.(interface{ File() (*os.File, error) }).File()
+			l.Close()
+		}
+	}
+	if err != nil {
+		return nil, bindError(spec, err)
+	}
+	if err := syscall.SetNonblock(int(f.Fd()), false); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("bind %s: %w", spec, err)
+	}
+	s := &Socket{Spec: spec, File: f, Addr: addr}
+	if spec.Network == "unix" {
+		if spec.Mode != 0 {
+			if err := os.Chmod(spec.Address, spec.Mode); err != nil {
+				s.File.Close()
+				os.Remove(spec.Address)
+				return nil, fmt.Errorf("bind %s: %w", spec, err)
+			}
+		}
+		s.unlinkPath = spec.Address
+		s.created, _ = os.Lstat(spec.Address)
+	}
+	return s, nil
+}
+
+func bindError(spec Spec, err error) error {
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		return fmt.Errorf("bind %s: address already in use: stop the process that holds it or choose another address", spec)
+	case errors.Is(err, syscall.EACCES):
+		return fmt.Errorf("bind %s: permission denied: ports below 1024 need root or CAP_NET_BIND_SERVICE", spec)
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		return fmt.Errorf("bind %s: address not available on this machine", spec)
+	}
+	return fmt.Errorf("bind %s: %w", spec, err)
+}
+
+// removeStaleUnix deletes a socket file left behind by a process that died
+// without cleaning up, and refuses to touch a live one or a non-socket.
+func removeStaleUnix(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if fi.Mode()&os.ModeSocket == 0 {
+		return fmt.Errorf("%s exists and is not a socket: remove it or choose another path", path)
+	}
+	c, err := net.Dial("unix", path)
+	if err == nil {
+		c.Close()
+		return fmt.Errorf("%s is in use by a running server: stop it or choose another path", path)
+	}
+	return os.Remove(path)
+}
+
+// Close closes the master's descriptor. A unix socket file is removed only
+// if it is still the one Bind created, so a file another process has put in
+// its place since is left alone.
+func (s *Socket) Close() error {
+	err := s.File.Close()
+	if s.unlinkPath != "" && s.created != nil {
+		if fi, statErr := os.Lstat(s.unlinkPath); statErr == nil && os.SameFile(fi, s.created) {
+			if rmErr := os.Remove(s.unlinkPath); err == nil {
+				err = rmErr
+			}
+		}
+	}
+	return err
+}

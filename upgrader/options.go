@@ -1,0 +1,180 @@
+package upgrader
+
+import (
+	"fmt"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/baton-sh/baton/listener"
+)
+
+// Defaults for the zero values of Options.
+const (
+	DefaultReadyTimeout      = 60 * time.Second
+	DefaultDrainSignal       = syscall.SIGTERM
+	DefaultDrainTimeout      = 30 * time.Second
+	DefaultRestartBackoff    = 100 * time.Millisecond
+	DefaultRestartBackoffMax = 30 * time.Second
+	DefaultRestartLimit      = 10
+	// StableAfter is how long a worker must have served before its crash no
+	// longer counts towards the restart limit and backoff starts over.
+	StableAfter = 10 * time.Second
+)
+
+// Readiness says how the master learns that a new worker serves.
+type Readiness int
+
+const (
+	// ReadyNotify waits for READY=1 on NOTIFY_SOCKET from the worker's
+	// main process (sd_notify; listener.Ready in Go).
+	ReadyNotify Readiness = iota
+	// ReadyDelay takes a worker that is still alive after ReadyDelay as
+	// ready, for programs that cannot notify.
+	ReadyDelay
+)
+
+// Options configures a Master. Fields left zero take the named defaults.
+type Options struct {
+	// Command is the worker's argv. Command[0] is looked up anew at every
+	// start: in PATH when it has no slash, relative to Dir when relative.
+	Command []string
+	// Dir is the worker's working directory as a path, resolved by the
+	// kernel at every start, so a "current -> releases/N" symlink swapped
+	// by a deploy is followed by the next reload. Empty means the master's.
+	Dir string
+	// Env is the worker's base environment (nil: the master's). Socket
+	// activation variables are added to it.
+	Env []string
+	// Sockets are handed to every worker as fds 3, 4, … in this order. The
+	// master keeps them open; the caller closes them after Run returns.
+	Sockets []*listener.Socket
+
+	Ready        Readiness
+	ReadyDelay   time.Duration // with ReadyDelay
+	ReadyTimeout time.Duration // DefaultReadyTimeout
+
+	DrainSignal  syscall.Signal // DefaultDrainSignal
+	DrainTimeout time.Duration  // DefaultDrainTimeout
+
+	RestartBackoff    time.Duration // first delay after a crash: DefaultRestartBackoff
+	RestartBackoffMax time.Duration // DefaultRestartBackoffMax
+	// RestartLimit is how many consecutive crashes the master restarts
+	// before it gives up and Run returns a *CrashLoopError. Negative means
+	// never give up.
+	RestartLimit int
+
+	// ShimPath is a baton binary used to start workers so that LISTEN_PID
+	// can be set to the worker's own PID (see listener.RunShim). Default:
+	// this executable, which must call listener.RunShim first in main.
+	ShimPath string
+	// NotifyDir is where the private NOTIFY_SOCKET directory is made
+	// (default: the system's temp dir).
+	NotifyDir string
+	// Stdout and Stderr are the workers' (default: the master's own).
+	Stdout, Stderr *os.File
+
+	Log zerolog.Logger
+
+	// OnEvent, if set, is called from the master's loop at each lifecycle
+	// step. It must not block.
+	OnEvent func(Event)
+}
+
+func (o *Options) setDefaults() error {
+	if len(o.Command) == 0 {
+		return fmt.Errorf("no worker command")
+	}
+	if o.Ready == ReadyDelay && o.ReadyDelay <= 0 {
+		return fmt.Errorf("ready delay must be positive")
+	}
+	if o.ReadyTimeout == 0 {
+		o.ReadyTimeout = DefaultReadyTimeout
+	}
+	if o.DrainSignal == 0 {
+		o.DrainSignal = DefaultDrainSignal
+	}
+	if o.DrainTimeout == 0 {
+		o.DrainTimeout = DefaultDrainTimeout
+	}
+	if o.RestartBackoff == 0 {
+		o.RestartBackoff = DefaultRestartBackoff
+	}
+	if o.RestartBackoffMax == 0 {
+		o.RestartBackoffMax = DefaultRestartBackoffMax
+	}
+	if o.RestartLimit == 0 {
+		o.RestartLimit = DefaultRestartLimit
+	}
+	if o.Env == nil {
+		o.Env = os.Environ()
+	}
+	if o.ShimPath == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("cannot find own executable for the exec shim: %w", err)
+		}
+		o.ShimPath = exe
+	}
+	if o.Stdout == nil {
+		o.Stdout = os.Stdout
+	}
+	if o.Stderr == nil {
+		o.Stderr = os.Stderr
+	}
+	return nil
+}
+
+// Event is one lifecycle step, as logged.
+type Event struct {
+	Kind       EventKind
+	Generation int
+	PID        int
+	Err        error         // with ReloadFailed
+	Took       time.Duration // with WorkerReady and ReloadComplete
+}
+
+// EventKind names a lifecycle step.
+type EventKind string
+
+// The lifecycle steps, in the order a reload goes through them.
+const (
+	ReloadStarted  EventKind = "reload requested"
+	WorkerStarted  EventKind = "worker started"
+	WorkerReady    EventKind = "worker ready"
+	Draining       EventKind = "draining"
+	WorkerExited   EventKind = "worker exited"
+	ReloadComplete EventKind = "reload complete"
+	ReloadFailed   EventKind = "reload failed"
+	Stopping       EventKind = "stopping"
+)
+
+// Result is how one reload ended.
+type Result struct {
+	// Generation is the generation serving afterwards.
+	Generation int
+	Took       time.Duration
+	// Err says why the reload failed; nil when the new generation is
+	// serving and the old one has drained.
+	Err error
+}
+
+// StartupError is returned by Run when the first generation never became
+// ready: there was nothing to keep serving.
+type StartupError struct{ Err error }
+
+func (e *StartupError) Error() string { return "first worker never became ready: " + e.Err.Error() }
+func (e *StartupError) Unwrap() error { return e.Err }
+
+// CrashLoopError is returned by Run when workers kept crashing past
+// Options.RestartLimit.
+type CrashLoopError struct {
+	Crashes int
+	Last    error
+}
+
+func (e *CrashLoopError) Error() string {
+	return fmt.Sprintf("worker crashed %d times in a row (last: %v); giving up", e.Crashes, e.Last)
+}

@@ -1,0 +1,199 @@
+package upgrader
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/baton-sh/baton/listener"
+)
+
+// spawner starts every worker from one OS thread that lives as long as the
+// master. Linux sends a child's parent-death signal when the *thread* that
+// forked it exits, not the process; Go may retire threads, so forking from
+// a locked, long-lived thread is what makes the signal mean "master died".
+type spawner struct {
+	reqs chan spawnReq
+}
+
+type spawnReq struct {
+	argv0 string
+	argv  []string
+	attr  *syscall.ProcAttr
+	reply chan spawnRes
+}
+
+type spawnRes struct {
+	pid int
+	err error
+}
+
+func newSpawner() *spawner {
+	s := &spawner{reqs: make(chan spawnReq)}
+	go func() {
+		runtime.LockOSThread()
+		// Unlock before returning: a goroutine that exits locked takes its
+		// thread down with it, which would signal any child still alive.
+		defer runtime.UnlockOSThread()
+		for r := range s.reqs {
+			pid, err := syscall.ForkExec(r.argv0, r.argv, r.attr)
+			r.reply <- spawnRes{pid, err}
+		}
+	}()
+	return s
+}
+
+func (s *spawner) start(argv0 string, argv []string, attr *syscall.ProcAttr) (int, error) {
+	reply := make(chan spawnRes)
+	s.reqs <- spawnReq{argv0, argv, attr, reply}
+	r := <-reply
+	return r.pid, r.err
+}
+
+func (s *spawner) close() { close(s.reqs) }
+
+// resolveCommand finds the worker program the way a shell would, anew each
+// time, so a binary replaced on disk (or a symlink swapped) is what runs.
+func resolveCommand(name, dir string, env []string) (string, error) {
+	if strings.Contains(name, "/") {
+		path := name
+		if !filepath.IsAbs(path) && dir != "" {
+			path = filepath.Join(dir, path)
+		}
+		if err := executable(path); err != nil {
+			return "", fmt.Errorf("worker command %s: %w", name, err)
+		}
+		return path, nil
+	}
+	for _, kv := range env {
+		if p, ok := strings.CutPrefix(kv, "PATH="); ok {
+			for _, d := range filepath.SplitList(p) {
+				if d == "" {
+					d = "."
+				}
+				path := filepath.Join(d, name)
+				if !filepath.IsAbs(path) && dir != "" {
+					path = filepath.Join(dir, path)
+				}
+				if executable(path) == nil {
+					return path, nil
+				}
+			}
+		}
+	}
+	return "", fmt.Errorf("worker command %s: %w", name, exec.ErrNotFound)
+}
+
+func executable(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			return pe.Err
+		}
+		return err
+	}
+	if fi.IsDir() {
+		return errors.New("is a directory")
+	}
+	if fi.Mode()&0o111 == 0 {
+		return errors.New("permission denied (not executable)")
+	}
+	return nil
+}
+
+// childExit is one reaped child.
+type childExit struct {
+	pid    int
+	status syscall.WaitStatus
+}
+
+// reap collects every exited child of this process, whether a worker or an
+// orphan re-parented to it, and passes each to exited. It runs until stop is
+// closed. It waits on SIGCHLD, never on a timer.
+func reap(exited func(childExit), stop <-chan struct{}) {
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, syscall.SIGCHLD)
+	defer signal.Stop(sigc)
+	for {
+		for {
+			var ws syscall.WaitStatus
+			pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
+			if errors.Is(err, syscall.EINTR) {
+				continue
+			}
+			if pid <= 0 || err != nil {
+				break
+			}
+			exited(childExit{pid, ws})
+		}
+		select {
+		case <-sigc:
+		case <-stop:
+			return
+		}
+	}
+}
+
+// describeExit says how a process ended, in the words a user reads.
+func describeExit(ws syscall.WaitStatus) string {
+	switch {
+	case ws.Exited():
+		return "exited with status " + strconv.Itoa(ws.ExitStatus())
+	case ws.Signaled():
+		return "killed by signal " + signalName(ws.Signal())
+	}
+	return fmt.Sprintf("ended (wait status %#x)", int(ws))
+}
+
+// signalName gives the short name users type with kill: TERM, HUP, ….
+func signalName(s syscall.Signal) string {
+	if n, ok := signalNames[s]; ok {
+		return n
+	}
+	return strconv.Itoa(int(s))
+}
+
+var signalNames = map[syscall.Signal]string{
+	syscall.SIGHUP: "HUP", syscall.SIGINT: "INT", syscall.SIGQUIT: "QUIT",
+	syscall.SIGKILL: "KILL", syscall.SIGUSR1: "USR1", syscall.SIGUSR2: "USR2",
+	syscall.SIGTERM: "TERM", syscall.SIGWINCH: "WINCH", syscall.SIGABRT: "ABRT",
+	syscall.SIGSEGV: "SEGV", syscall.SIGPIPE: "PIPE", syscall.SIGALRM: "ALRM",
+	syscall.SIGCONT: "CONT", syscall.SIGSTOP: "STOP",
+}
+
+// ParseSignal accepts TERM, SIGTERM, term or 15.
+func ParseSignal(s string) (syscall.Signal, error) {
+	if n, err := strconv.Atoi(s); err == nil && n > 0 && n < 65 {
+		return syscall.Signal(n), nil
+	}
+	name := strings.TrimPrefix(strings.ToUpper(s), "SIG")
+	for sig, n := range signalNames {
+		if n == name {
+			return sig, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown signal %q (want a name like TERM or a number)", s)
+}
+
+// EnvGeneration tells a worker which generation it is (1, 2, …).
+const EnvGeneration = "BATON_GENERATION"
+
+// workerEnv is the environment of generation n.
+func workerEnv(o *Options, n int, notifyPath string) []string {
+	env := listener.WorkerEnv(o.Env, o.Sockets, notifyPath)
+	out := env[:0]
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, EnvGeneration+"=") {
+			out = append(out, kv)
+		}
+	}
+	return append(out, EnvGeneration+"="+strconv.Itoa(n))
+}

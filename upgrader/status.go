@@ -1,0 +1,58 @@
+package upgrader
+
+import (
+	"os"
+	"sort"
+	"time"
+)
+
+// Status is a snapshot of a Master.
+type Status struct {
+	PID     int       `json:"pid"`
+	Started time.Time `json:"started"`
+	// Generation is the serving generation, 0 while none serves.
+	Generation int            `json:"generation"`
+	WorkerPID  int            `json:"worker_pid"`
+	Ready      bool           `json:"ready"`
+	Stopping   bool           `json:"stopping"`
+	Workers    []WorkerStatus `json:"workers"`
+	LastReload *ReloadStatus  `json:"last_reload,omitempty"`
+	// Restarts counts crash restarts since the master started.
+	Restarts int `json:"restarts"`
+}
+
+// WorkerStatus describes one live worker process.
+type WorkerStatus struct {
+	Generation int       `json:"generation"`
+	PID        int       `json:"pid"`
+	State      string    `json:"state"` // starting, serving, draining or failed
+	Started    time.Time `json:"started"`
+	Status     string    `json:"status,omitempty"` // its last STATUS=
+}
+
+// ReloadStatus is how the last reload (start, reload or restart) went.
+type ReloadStatus struct {
+	At     time.Time `json:"at"`
+	Kind   string    `json:"kind"`
+	Result Result    `json:"-"`
+}
+
+func (m *Master) status() Status {
+	s := Status{
+		PID:        os.Getpid(),
+		Started:    m.started,
+		Stopping:   m.stopping,
+		LastReload: m.lastReload,
+		Restarts:   m.restarts,
+	}
+	if m.current != nil {
+		s.Generation, s.WorkerPID, s.Ready = m.current.n, m.current.pid, true
+	}
+	for _, g := range m.live {
+		s.Workers = append(s.Workers, WorkerStatus{
+			Generation: g.n, PID: g.pid, State: g.state.String(), Started: g.started, Status: g.status,
+		})
+	}
+	sort.Slice(s.Workers, func(i, j int) bool { return s.Workers[i].Generation < s.Workers[j].Generation })
+	return s
+}
