@@ -1,0 +1,366 @@
+// Package harness is what baton's integration tests share: building the
+// real binaries once, starting a real master with its JSON log parsed into
+// events, bounded HTTP load over loopback, and looking for zombies in /proc.
+// Tests built on it read like the user's story: start baton, load it, HUP
+// it, count failures.
+package harness
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Binaries are the programs built from this module for a test run.
+type Binaries struct {
+	Baton      string
+	TestWorker string
+	Dir        string
+}
+
+var (
+	buildOnce sync.Once
+	built     Binaries
+	buildErr  error
+)
+
+// Build compiles cmd/baton and cmd/testworker once per test process.
+func Build(t testing.TB) Binaries {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "baton-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		root := ModuleRoot()
+		cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/baton", "./cmd/testworker")
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+			return
+		}
+		built = Binaries{Baton: filepath.Join(dir, "baton"), TestWorker: filepath.Join(dir, "testworker"), Dir: dir}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return built
+}
+
+// ModuleRoot is the directory holding go.mod.
+func ModuleRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// Event is one line of baton's JSON log.
+type Event map[string]any
+
+// Msg is the event's message, such as "worker ready".
+func (e Event) Msg() string { s, _ := e["message"].(string); return s }
+
+// Int reads a numeric field, 0 when absent.
+func (e Event) Int(key string) int { f, _ := e[key].(float64); return int(f) }
+
+// Str reads a string field.
+func (e Event) Str(key string) string { s, _ := e[key].(string); return s }
+
+// Baton is a running master started by Start.
+type Baton struct {
+	t       testing.TB
+	Cmd     *exec.Cmd
+	PIDFile string
+	Dir     string
+
+	mu     sync.Mutex
+	events []Event
+	lines  bytes.Buffer // everything it printed, for failure reports
+	exited chan struct{}
+	err    error
+}
+
+// Start runs baton with args (its flags, "--" and the worker command),
+// adding --pidfile and --log-format json, and returns once the first
+// generation is serving. The master is killed, if still running, when the
+// test ends.
+func Start(t testing.TB, args ...string) *Baton {
+	t.Helper()
+	b := StartNoWait(t, args...)
+	b.WaitFor(t, 20*time.Second, func(e Event) bool {
+		return e.Msg() == "reload complete" && e.Int("gen") >= 1
+	})
+	return b
+}
+
+// StartNoWait is Start without waiting for the first generation.
+func StartNoWait(t testing.TB, args ...string) *Baton {
+	t.Helper()
+	bin := Build(t)
+	dir := t.TempDir()
+	b := &Baton{t: t, PIDFile: filepath.Join(dir, "baton.pid"), Dir: dir, exited: make(chan struct{})}
+	full := append([]string{"--pidfile", b.PIDFile, "--log-format", "json", "--log-level", "debug"}, args...)
+	b.Cmd = exec.Command(bin.Baton, full...)
+	b.Cmd.Dir = dir
+	stderr, err := b.Cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Cmd.Stdout = &lockedWriter{b: b}
+	if err := b.Cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go b.readLog(stderr)
+	t.Cleanup(func() {
+		select {
+		case <-b.exited:
+		default:
+			b.Cmd.Process.Signal(syscall.SIGQUIT)
+			select {
+			case <-b.exited:
+			case <-time.After(10 * time.Second):
+				b.Cmd.Process.Kill()
+				<-b.exited
+			}
+		}
+		if t.Failed() {
+			t.Logf("baton output:\n%s", b.Output())
+		}
+	})
+	return b
+}
+
+type lockedWriter struct{ b *Baton }
+
+func (w *lockedWriter) Write(p []byte) (int, error) {
+	w.b.mu.Lock()
+	defer w.b.mu.Unlock()
+	return w.b.lines.Write(p)
+}
+
+func (b *Baton) readLog(r io.Reader) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Bytes()
+		b.mu.Lock()
+		b.lines.Write(line)
+		b.lines.WriteByte('\n')
+		var e Event
+		if json.Unmarshal(line, &e) == nil && e["component"] == "baton" {
+			b.events = append(b.events, e)
+		}
+		b.mu.Unlock()
+	}
+	b.err = b.Cmd.Wait()
+	close(b.exited)
+}
+
+// PID is the master's PID.
+func (b *Baton) PID() int { return b.Cmd.Process.Pid }
+
+// Output is everything baton and its workers printed so far.
+func (b *Baton) Output() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.lines.String()
+}
+
+// Events returns the log events so far.
+func (b *Baton) Events() []Event {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]Event(nil), b.events...)
+}
+
+// Find returns the events matching match.
+func (b *Baton) Find(match func(Event) bool) []Event {
+	var out []Event
+	for _, e := range b.Events() {
+		if match(e) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// WaitFor polls the log until an event matches, failing the test after d.
+func (b *Baton) WaitFor(t testing.TB, d time.Duration, match func(Event) bool) Event {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		if found := b.Find(match); len(found) > 0 {
+			return found[0]
+		}
+		select {
+		case <-b.exited:
+			if found := b.Find(match); len(found) > 0 {
+				return found[0]
+			}
+			t.Fatalf("baton exited (%v) before the awaited event", b.err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no matching baton event within %s", d)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Addr is the address the socket called name was bound to.
+func (b *Baton) Addr(t testing.TB, name string) string {
+	t.Helper()
+	e := b.WaitFor(t, 5*time.Second, func(e Event) bool { return e.Msg() == "listening" && e.Str("name") == name })
+	return e.Str("addr")
+}
+
+// Generation is the generation that completed the latest reload.
+func (b *Baton) Generation() int {
+	gen := 0
+	for _, e := range b.Find(func(e Event) bool { return e.Msg() == "reload complete" }) {
+		gen = e.Int("gen")
+	}
+	return gen
+}
+
+// Signal sends sig to the master.
+func (b *Baton) Signal(t testing.TB, sig syscall.Signal) {
+	t.Helper()
+	if err := b.Cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("signal master: %v", err)
+	}
+}
+
+// Reload sends SIGHUP and waits for the reload it starts to end. It returns
+// the "reload complete" or "reload failed" event.
+func (b *Baton) Reload(t testing.TB, d time.Duration) Event {
+	t.Helper()
+	before := len(b.Find(isReloadEnd))
+	b.Signal(t, syscall.SIGHUP)
+	deadline := time.Now().Add(d)
+	for {
+		if ends := b.Find(isReloadEnd); len(ends) > before {
+			return ends[before]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("reload did not end within %s", d)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func isReloadEnd(e Event) bool {
+	return e.Msg() == "reload complete" || e.Msg() == "reload failed"
+}
+
+// Wait waits for the master to exit and returns its exit code.
+func (b *Baton) Wait(t testing.TB, d time.Duration) int {
+	t.Helper()
+	select {
+	case <-b.exited:
+	case <-time.After(d):
+		t.Fatalf("baton still running after %s", d)
+	}
+	if b.err == nil {
+		return 0
+	}
+	if ee, ok := b.err.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	}
+	t.Fatalf("baton: %v", b.err)
+	return -1
+}
+
+// Exited reports whether the master has exited.
+func (b *Baton) Exited() bool {
+	select {
+	case <-b.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+// Proc is one process as /proc shows it.
+type Proc struct {
+	PID, PPID, PGID int
+	State           string
+	Comm            string
+}
+
+// Procs lists every process on the machine.
+func Procs() []Proc {
+	ents, _ := os.ReadDir("/proc")
+	var out []Proc
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if p, ok := ReadProc(pid); ok {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// ReadProc reads /proc/PID/stat.
+func ReadProc(pid int) (Proc, bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return Proc{}, false
+	}
+	s := string(b)
+	open, closing := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+	if open < 0 || closing < 0 {
+		return Proc{}, false
+	}
+	f := strings.Fields(s[closing+1:])
+	if len(f) < 3 {
+		return Proc{}, false
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	pgid, _ := strconv.Atoi(f[2])
+	return Proc{PID: pid, PPID: ppid, PGID: pgid, State: f[0], Comm: s[open+1 : closing]}, true
+}
+
+// Zombies lists the defunct children of parent.
+func Zombies(parent int) []Proc {
+	var out []Proc
+	for _, p := range Procs() {
+		if p.PPID == parent && p.State == "Z" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Alive reports whether pid exists and is not a zombie.
+func Alive(pid int) bool {
+	p, ok := ReadProc(pid)
+	return ok && p.State != "Z"
+}
+
+// Eventually polls cond until it holds, failing the test after d.
+func Eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, d)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
