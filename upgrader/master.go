@@ -64,10 +64,9 @@ const (
 	starting genState = iota // started, not ready yet
 	serving                  // ready; the current generation
 	draining                 // told to stop; finishing in-flight work
-	failed                   // killed before it became ready
 )
 
-var genStateNames = [...]string{"starting", "serving", "draining", "failed"}
+var genStateNames = [...]string{"starting", "serving", "draining"}
 
 func (s genState) String() string { return genStateNames[s] }
 
@@ -348,10 +347,11 @@ func (m *Master) timerFired(g *generation, armed genState) {
 			m.ready(g)
 			return
 		}
-		g.state = failed
-		killGroup(g.pid, syscall.SIGKILL)
+		// It may already be answering requests: drain it like any old
+		// generation rather than cut them.
 		m.inflight.next = nil
-		m.finishReload(fmt.Errorf("new worker (generation %d, pid %d) was not ready after %s and was killed", g.n, g.pid, m.opts.ReadyTimeout))
+		m.drain(g)
+		m.finishReload(fmt.Errorf("new worker (generation %d, pid %d) was not ready after %s and was told to drain", g.n, g.pid, m.opts.ReadyTimeout))
 	case draining:
 		m.log.Warn().Int("gen", g.n).Int("pid", g.pid).Str("drain_timeout", m.opts.DrainTimeout.String()).
 			Msg("worker still running after the drain timeout: killing its process group")
@@ -525,17 +525,12 @@ func (m *Master) stop(fast bool) {
 		}
 	}
 	if m.inflight != nil {
-		if g := m.inflight.next; g != nil {
-			m.inflight.next = nil
-			g.state = failed
-		}
+		m.inflight.next = nil // drained below with the others
 		m.finishReload(ErrStopping)
 	}
 	for _, g := range m.live {
 		switch {
 		case fast:
-			killGroup(g.pid, syscall.SIGKILL)
-		case g.state == failed:
 			killGroup(g.pid, syscall.SIGKILL)
 		case g.state != draining:
 			m.drain(g)

@@ -25,7 +25,7 @@ type Status struct {
 type WorkerStatus struct {
 	Generation int       `json:"generation"`
 	PID        int       `json:"pid"`
-	State      string    `json:"state"` // starting, serving, draining or failed
+	State      string    `json:"state"` // starting, serving or draining
 	Started    time.Time `json:"started"`
 	Status     string    `json:"status,omitempty"` // its last STATUS=
 }

@@ -23,7 +23,7 @@ func main() {
 		name        = flag.String("name", "http", "inherited socket name")
 		addr        = flag.String("addr", "127.0.0.1:8080", "address to bind when started without baton")
 		failAtStart = flag.Bool("fail-at-start", false, "exit 1 before serving")
-		neverReady  = flag.Bool("never-ready", false, "serve but never send READY=1")
+		neverReady  = flag.Bool("never-ready", false, "serve and drain, but never send READY=1")
 		readyAfter  = flag.Duration("ready-after", 0, "wait this long before serving")
 		ignoreDrain = flag.Bool("ignore-drain", false, "ignore SIGTERM (drain only by SIGKILL)")
 		orphan      = flag.Bool("orphan", false, "leave a grandchild process (sleep) re-parented away from us")
@@ -54,6 +54,8 @@ func main() {
 	})
 	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
 		d, _ := time.ParseDuration(r.URL.Query().Get("d"))
+		// Tests wait for this line to know the request is in flight.
+		fmt.Fprintf(os.Stderr, "testworker: slow request started pid=%d\n", os.Getpid())
 		time.Sleep(d)
 		fmt.Fprintf(w, "slow done after %s gen=%s pid=%d\n", d, gen, os.Getpid())
 	})
@@ -63,8 +65,8 @@ func main() {
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
 	if *neverReady {
-		go srv.Serve(l)
-		select {}
+		// It serves and drains like any worker, but never says so.
+		os.Unsetenv("NOTIFY_SOCKET")
 	}
 	drain := []os.Signal{syscall.SIGTERM}
 	if *ignoreDrain {

@@ -364,3 +364,69 @@ func Eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// Run runs baton to completion with args, for commands and start-up
+// failures, and returns its exit code with what it printed on stdout and
+// stderr.
+func Run(t testing.TB, d time.Duration, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	bin := Build(t)
+	var out, errb bytes.Buffer
+	cmd := exec.Command(bin.Baton, args...)
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(d):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("baton %s: still running after %s\nstderr:\n%s", strings.Join(args, " "), d, errb.String())
+	}
+	code = 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return code, out.String(), errb.String()
+}
+
+// Deploy writes an executable script at path that execs command, the way
+// a deploy puts a new version in place: written aside, then renamed over
+// the old one. baton resolves the worker command anew at each reload, so
+// the next HUP runs what was deployed last.
+func Deploy(t testing.TB, path string, command ...string) {
+	t.Helper()
+	quoted := make([]string, len(command))
+	for i, a := range command {
+		quoted[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+	}
+	script := "#!/bin/sh\nexec " + strings.Join(quoted, " ") + "\n"
+	tmp := path + ".new"
+	if err := os.WriteFile(tmp, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// WorkerPID is the PID of the worker that generation gen started last.
+func (b *Baton) WorkerPID(t testing.TB, gen int) int {
+	t.Helper()
+	e := b.WaitFor(t, 10*time.Second, func(e Event) bool {
+		return e.Msg() == "worker started" && e.Int("gen") == gen
+	})
+	return e.Int("pid")
+}
+
+// OutputContains polls baton's output (its workers' too) for s.
+func (b *Baton) OutputContains(t testing.TB, d time.Duration, s string) {
+	t.Helper()
+	Eventually(t, d, fmt.Sprintf("output %q", s), func() bool { return strings.Contains(b.Output(), s) })
+}

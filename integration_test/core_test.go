@@ -1,0 +1,315 @@
+// Package integration_test runs the real baton binary over real workers,
+// under real load on loopback, the way users run it.
+package integration_test
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/baton-sh/baton/internal/harness"
+	"github.com/baton-sh/baton/internal/loadgen"
+	"github.com/baton-sh/baton/pidfile"
+)
+
+// startWorker starts baton over the test worker on a free loopback port
+// and returns it with the worker's URL.
+func startWorker(t *testing.T, batonFlags []string, workerFlags ...string) (*harness.Baton, string) {
+	t.Helper()
+	bin := harness.Build(t)
+	args := append([]string{"--listen", "http=tcp://127.0.0.1:0"}, batonFlags...)
+	args = append(append(args, "--", bin.TestWorker), workerFlags...)
+	b := harness.Start(t, args...)
+	return b, "http://" + b.Addr(t, "http")
+}
+
+// startLoad keeps 4 loops on new connections and 4 on keep-alive ones
+// busy against url until the test stops it.
+func startLoad(t *testing.T, url string) *loadgen.Load {
+	t.Helper()
+	load, err := loadgen.Start(loadgen.Config{URL: url, NewConns: 4, KeepAlive: 4, MaxDuration: 2 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { load.Stop() })
+	harness.Eventually(t, 10*time.Second, "load under way", func() bool { return load.Done() >= 200 })
+	return load
+}
+
+// requireNoFailures fails the test unless every request succeeded.
+func requireNoFailures(t *testing.T, load *loadgen.Load) loadgen.Summary {
+	t.Helper()
+	sum := load.Stop().Summarize()
+	t.Logf("load: %s", sum)
+	if sum.Failed != 0 || sum.Requests == 0 {
+		t.Fatalf("want 0 failed of >0 requests, got %s", sum)
+	}
+	return sum
+}
+
+func get(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s %v", url, resp.Status, err)
+	}
+	return string(body)
+}
+
+func requireNoZombies(t *testing.T, parent int) {
+	t.Helper()
+	if z := harness.Zombies(parent); len(z) > 0 {
+		t.Fatalf("defunct children of %d: %+v", parent, z)
+	}
+}
+
+func TestReloadsUnderLoadFailNoRequest(t *testing.T) {
+	b, url := startWorker(t, nil)
+	load := startLoad(t, url+"/")
+
+	const reloads = 10
+	pid := b.WorkerPID(t, 1)
+	for i := 0; i < reloads; i++ {
+		before := load.Done()
+		end := b.Reload(t, 20*time.Second)
+		if end.Msg() != "reload complete" {
+			t.Fatalf("reload %d: %v", i+1, end)
+		}
+		next := b.WorkerPID(t, end.Int("gen"))
+		if next == pid {
+			t.Fatalf("reload %d: worker pid %d was not replaced", i+1, pid)
+		}
+		if harness.Alive(pid) {
+			t.Fatalf("reload %d: old worker %d still running after the reload completed", i+1, pid)
+		}
+		if got, err := pidfile.Read(b.PIDFile); err != nil || got != b.PID() {
+			t.Fatalf("reload %d: pidfile says %d (%v), master is %d", i+1, got, err, b.PID())
+		}
+		pid = next
+		harness.Eventually(t, 10*time.Second, "requests served by the new generation",
+			func() bool { return load.Done() >= before+100 })
+	}
+	sum := requireNoFailures(t, load)
+	if len(sum.PIDs) != reloads+1 {
+		t.Errorf("answers came from %d worker pids, want %d (one per generation)", len(sum.PIDs), reloads+1)
+	}
+	requireNoZombies(t, b.PID())
+
+	b.Signal(t, syscall.SIGTERM)
+	if code := b.Wait(t, 30*time.Second); code != 0 {
+		t.Fatalf("baton exited %d after TERM, want 0", code)
+	}
+	if _, err := os.Stat(b.PIDFile); !os.IsNotExist(err) {
+		t.Fatalf("pidfile left behind after a clean stop: %v", err)
+	}
+	if harness.Alive(pid) {
+		t.Fatalf("worker %d outlived the master", pid)
+	}
+}
+
+// A deploy that breaks the new version must not take the old one down.
+func TestFailedReloadKeepsTheOldGenerationServing(t *testing.T) {
+	bin := harness.Build(t)
+	for _, tc := range []struct {
+		name     string
+		flags    []string // baton's
+		broken   []string // the broken version's worker flags
+		wantFail string
+	}{
+		{"new generation exits at start", nil, []string{"-fail-at-start"}, "exited with status 1 before it was ready"},
+		{"new generation never ready", []string{"--ready-timeout", "1s"}, []string{"-never-ready"}, "not ready"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			app := filepath.Join(t.TempDir(), "app")
+			harness.Deploy(t, app, bin.TestWorker)
+			b := harness.Start(t, append(append([]string{"--listen", "http=tcp://127.0.0.1:0"}, tc.flags...), "--", app)...)
+			url := "http://" + b.Addr(t, "http") + "/"
+			load := startLoad(t, url)
+			pid := b.WorkerPID(t, 1)
+
+			harness.Deploy(t, app, append([]string{bin.TestWorker}, tc.broken...)...)
+			end := b.Reload(t, 20*time.Second)
+			if end.Msg() != "reload failed" || !strings.Contains(end.Str("error"), tc.wantFail) ||
+				!strings.Contains(end.Str("error"), "generation 1 is still serving") {
+				t.Fatalf("want a failed reload saying %q and that generation 1 still serves, got %v", tc.wantFail, end)
+			}
+			if !harness.Alive(pid) {
+				t.Fatalf("old worker %d is gone after a failed reload", pid)
+			}
+			if body := get(t, url); !strings.Contains(body, "pid="+strconv.Itoa(pid)) {
+				t.Fatalf("after a failed reload, answered by %q, want the old worker %d", body, pid)
+			}
+
+			// The fix is deployed: the next reload succeeds.
+			harness.Deploy(t, app, bin.TestWorker)
+			if end := b.Reload(t, 20*time.Second); end.Msg() != "reload complete" {
+				t.Fatalf("reload after fixing the deploy: %v", end)
+			}
+			requireNoFailures(t, load)
+			requireNoZombies(t, b.PID())
+		})
+	}
+}
+
+func TestCrashedWorkerIsRestartedOnTheSameSockets(t *testing.T) {
+	b, url := startWorker(t, nil)
+	pid := b.WorkerPID(t, 1)
+	syscall.Kill(pid, syscall.SIGKILL)
+
+	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Msg() == "worker crashed: restarting" })
+	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Msg() == "reload complete" && e.Int("gen") == 2 })
+	next := b.WorkerPID(t, 2)
+	if body := get(t, url+"/"); !strings.Contains(body, "pid="+strconv.Itoa(next)) {
+		t.Fatalf("after the crash, answered by %q, want the restarted worker %d", body, next)
+	}
+	requireNoZombies(t, b.PID())
+}
+
+func TestWorkerCrashLoopGivesUpWithExit1(t *testing.T) {
+	bin := harness.Build(t)
+	app := filepath.Join(t.TempDir(), "app")
+	harness.Deploy(t, app, bin.TestWorker)
+	b := harness.Start(t, "--listen", "http=tcp://127.0.0.1:0", "--restart-limit", "2", "--", app)
+
+	harness.Deploy(t, app, bin.TestWorker, "-fail-at-start")
+	syscall.Kill(b.WorkerPID(t, 1), syscall.SIGKILL)
+	if code := b.Wait(t, 20*time.Second); code != 1 {
+		t.Fatalf("baton exited %d after a crash loop, want 1", code)
+	}
+	if !strings.Contains(b.Output(), "worker keeps crashing: giving up") {
+		t.Fatalf("no clear log line about giving up:\n%s", b.Output())
+	}
+}
+
+func TestStopDrainsAnInFlightRequest(t *testing.T) {
+	b, url := startWorker(t, nil)
+	pid := b.WorkerPID(t, 1)
+	type answer struct {
+		body string
+		err  error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		resp, err := http.Get(url + "/slow?d=1500ms")
+		if err != nil {
+			done <- answer{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		done <- answer{string(body), err}
+	}()
+	b.OutputContains(t, 10*time.Second, "slow request started")
+
+	b.Signal(t, syscall.SIGTERM)
+	a := <-done
+	if a.err != nil || !strings.Contains(a.body, "slow done") {
+		t.Fatalf("in-flight request cut by the stop: %q %v", a.body, a.err)
+	}
+	if code := b.Wait(t, 30*time.Second); code != 0 {
+		t.Fatalf("baton exited %d, want 0", code)
+	}
+	if harness.Alive(pid) {
+		t.Fatalf("worker %d still running", pid)
+	}
+	if _, err := net.DialTimeout("tcp", strings.TrimPrefix(url, "http://"), time.Second); err == nil {
+		t.Fatalf("port still accepting after baton stopped")
+	}
+}
+
+// A reload drains the old generation: a slow request it was serving still
+// completes, while new requests go to the new generation.
+func TestReloadLetsTheOldGenerationFinishItsRequest(t *testing.T) {
+	b, url := startWorker(t, nil)
+	old := b.WorkerPID(t, 1)
+	done := make(chan string, 1)
+	go func() {
+		resp, err := http.Get(url + "/slow?d=1500ms")
+		if err != nil {
+			done <- err.Error()
+			return
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		done <- string(body)
+	}()
+	b.OutputContains(t, 10*time.Second, "slow request started")
+
+	b.Signal(t, syscall.SIGHUP)
+	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Msg() == "draining" && e.Int("pid") == old })
+	if body := get(t, url+"/"); strings.Contains(body, "pid="+strconv.Itoa(old)) {
+		t.Fatalf("draining worker %d still accepted a new request: %q", old, body)
+	}
+	if body := <-done; !strings.Contains(body, "slow done") || !strings.Contains(body, "pid="+strconv.Itoa(old)) {
+		t.Fatalf("the old generation's in-flight request: %q", body)
+	}
+	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Msg() == "reload complete" && e.Int("gen") == 2 })
+}
+
+// Start-up refusals: each one exits with the contract's code and says
+// what is wrong in one line.
+func TestStartupFailures(t *testing.T) {
+	bin := harness.Build(t)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+
+	held := harness.Start(t, "--listen", "tcp://127.0.0.1:0", "--", bin.TestWorker, "-name", "tcp0")
+	missingDir := filepath.Join(t.TempDir(), "no-such-dir")
+
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"unknown flag", []string{"--no-such-flag", "--", "true"}, 2, "flag provided but not defined"},
+		{"no command", []string{"--listen", "tcp://127.0.0.1:0"}, 2, "no worker command"},
+		{"bad listen spec", []string{"--listen", "sctp://1.2.3.4:5", "--", "true"}, 2, "sctp"},
+		{"bad ready", []string{"--ready", "whenever", "--", "true"}, 2, "--ready"},
+		{"port in use", []string{"--listen", "tcp://" + busy.Addr().String(), "--", bin.TestWorker}, 3, "in use"},
+		{"pidfile held", []string{"--pidfile", held.PIDFile, "--", bin.TestWorker}, 3, fmt.Sprint(held.PID())},
+		{"pidfile unwritable", []string{"--pidfile", filepath.Join(missingDir, "b.pid"), "--", bin.TestWorker}, 3, "pidfile"},
+		{"first worker fails", []string{"--listen", "tcp://127.0.0.1:0", "--", bin.TestWorker, "-fail-at-start"}, 3, "first worker never became ready"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, stderr := harness.Run(t, 30*time.Second, tc.args...)
+			firstLine, _, _ := strings.Cut(stderr, "\n")
+			if tc.code == 3 {
+				// The log may precede it; the verdict is the last line.
+				lines := strings.Split(strings.TrimSpace(stderr), "\n")
+				firstLine = lines[len(lines)-1]
+			}
+			if code != tc.code || !strings.Contains(firstLine, tc.want) || !strings.HasPrefix(firstLine, "baton: ") {
+				t.Fatalf("exit %d, line %q; want exit %d and a line containing %q\nstderr:\n%s", code, firstLine, tc.code, tc.want, stderr)
+			}
+		})
+	}
+	if !harness.Alive(held.PID()) {
+		t.Fatal("the master holding the pidfile was disturbed")
+	}
+}
+
+// Signals the master does not act on itself reach the serving worker.
+func TestUserSignalsAreForwardedToTheWorker(t *testing.T) {
+	b, _ := startWorker(t, []string{"--drain-signal", "USR2"}, "-ignore-drain")
+	pid := b.WorkerPID(t, 1)
+	b.Signal(t, syscall.SIGUSR2) // the worker drains on USR2
+	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Msg() == "forwarding signal" && e.Str("signal") == "USR2" })
+	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Msg() == "worker exited" && e.Int("pid") == pid })
+}
