@@ -99,7 +99,7 @@ func TestReloadsUnderLoadFailNoRequest(t *testing.T) {
 			t.Fatalf("reload %d: pidfile says %d (%v), master is %d", i+1, got, err, b.PID())
 		}
 		pid = next
-		harness.Eventually(t, 10*time.Second, "requests served by the new generation",
+		harness.Eventually(t, 10*time.Second, "requests flowing after the reload",
 			func() bool { return load.Done() >= before+100 })
 	}
 	sum := requireNoFailures(t, load)
@@ -312,4 +312,13 @@ func TestUserSignalsAreForwardedToTheWorker(t *testing.T) {
 	b.Signal(t, syscall.SIGUSR2) // the worker drains on USR2
 	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Msg() == "forwarding signal" && e.Str("signal") == "USR2" })
 	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Msg() == "worker exited" && e.Int("pid") == pid })
+}
+
+// The README's first command.
+func TestDemo(t *testing.T) {
+	code, stdout, stderr := harness.Run(t, 60*time.Second, "demo", "--reloads", "3")
+	if code != 0 || !strings.Contains(stdout, "3 reloads") || !strings.Contains(stdout, " 0 failed") {
+		t.Fatalf("baton demo exited %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	t.Logf("baton demo:\n%s", stdout)
 }

@@ -46,7 +46,11 @@ func Build(t testing.TB) Binaries {
 			return
 		}
 		root := ModuleRoot()
-		cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/baton", "./cmd/testworker")
+		args := []string{"build", "-o", dir + "/"}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		cmd := exec.Command("go", append(args, "./cmd/baton", "./cmd/testworker")...)
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
@@ -134,6 +138,9 @@ func StartNoWait(t testing.TB, args ...string) *Baton {
 				b.Cmd.Process.Kill()
 				<-b.exited
 			}
+		}
+		if strings.Contains(b.Output(), "WARNING: DATA RACE") {
+			t.Errorf("the race detector found a data race in baton or its worker")
 		}
 		if t.Failed() {
 			t.Logf("baton output:\n%s", b.Output())
