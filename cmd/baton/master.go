@@ -37,11 +37,11 @@ func masterFlagSet(f *masterFlags) *flag.FlagSet {
 	fs.StringVar(&f.pidfile, "pidfile", "", "write the master's PID to `PATH` (atomically; removed on clean exit)")
 	fs.StringVar(&f.dir, "dir", "", "worker working `DIR`, resolved anew at every reload (default: the current directory as the shell names it)")
 	fs.StringVar(&f.ready, "ready", "notify", "how a worker says it is ready: `notify` (READY=1 on NOTIFY_SOCKET) or delay=DURATION")
-	fs.DurationVar(&f.readyTimeout, "ready-timeout", upgrader.DefaultReadyTimeout, "kill a new worker not ready after this long; the old one keeps serving")
+	fs.DurationVar(&f.readyTimeout, "ready-timeout", upgrader.DefaultReadyTimeout, "drain a new worker not ready after this long; the old one keeps serving")
 	fs.StringVar(&f.drainSignal, "drain-signal", "TERM", "`SIGNAL` that tells an old worker to finish in-flight work and exit")
 	fs.DurationVar(&f.drainTimeout, "drain-timeout", upgrader.DefaultDrainTimeout, "SIGKILL an old worker's process group still running after this long")
 	fs.IntVar(&f.restartLimit, "restart-limit", upgrader.DefaultRestartLimit, "consecutive worker crashes to restart before exiting 1 (-1: never give up)")
-	fs.StringVar(&f.logFormat, "log-format", "auto", "`json` or console (auto: console when stderr is a terminal)")
+	fs.StringVar(&f.logFormat, "log-format", "auto", "`FORMAT`: json, console, or auto (console when stderr is a terminal)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "`LEVEL`: debug, info, warn or error")
 	return fs
 }
