@@ -18,6 +18,9 @@ type Socket struct {
 	File *os.File
 	// Addr is the address actually bound (port 0 resolved).
 	Addr net.Addr
+	// Activated is set when a service manager bound the socket and passed
+	// it to this process (see Activated); Close then leaves its file alone.
+	Activated bool
 
 	unlinkPath string      // unix socket file this process created
 	created    os.FileInfo // to recognise that file at exit
@@ -104,9 +107,17 @@ func removeStaleUnix(path string) error {
 		return fmt.Errorf("%s exists and is not a socket: remove it or choose another path", path)
 	}
 	c, err := net.Dial("unix", path)
-	if err == nil {
+	switch {
+	case err == nil:
 		c.Close()
 		return fmt.Errorf("%s is in use by a running server: stop it or choose another path", path)
+	case errors.Is(err, syscall.EAGAIN):
+		// A server listens there, its accept queue full.
+		return fmt.Errorf("%s is in use by a running server (its queue is full): stop it or choose another path", path)
+	case !errors.Is(err, syscall.ECONNREFUSED):
+		// Only a refused connection shows that nobody is bound to the
+		// file; EACCES or EPROTOTYPE (a live datagram socket) do not.
+		return fmt.Errorf("%s exists and cannot be checked for a running server (%v): remove it or choose another path", path, errors.Unwrap(err))
 	}
 	return os.Remove(path)
 }
@@ -115,13 +126,16 @@ func removeStaleUnix(path string) error {
 // if it is still the one Bind created, so a file another process has put in
 // its place since is left alone.
 func (s *Socket) Close() error {
-	err := s.File.Close()
+	var err error
+	// Compare while the descriptor still pins the socket's inode: once it
+	// is closed, a new file at the path may get the same inode number.
 	if s.unlinkPath != "" && s.created != nil {
 		if fi, statErr := os.Lstat(s.unlinkPath); statErr == nil && os.SameFile(fi, s.created) {
-			if rmErr := os.Remove(s.unlinkPath); err == nil {
-				err = rmErr
-			}
+			err = os.Remove(s.unlinkPath)
 		}
+	}
+	if closeErr := s.File.Close(); closeErr != nil {
+		err = closeErr
 	}
 	return err
 }

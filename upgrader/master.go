@@ -261,7 +261,7 @@ func (m *Master) start(r *reload) {
 	m.inflight = r
 	m.lastGen++
 	n := m.lastGen
-	m.emit(Event{Kind: ReloadStarted, Generation: n}, m.log.Info().Str("kind", r.kind))
+	m.emit(Event{Kind: ReloadStarted, Generation: n, Trigger: r.kind}, m.log.Info().Str("kind", r.kind))
 
 	g, err := m.spawn(n)
 	if err != nil {
@@ -394,11 +394,11 @@ func (m *Master) finishReload(err error) {
 		err = fmt.Errorf("%w; generation %d is still serving", err, m.current.n)
 	}
 	res := Result{Generation: m.currentGen(), Took: took, Err: err}
-	m.lastReload = &ReloadStatus{At: r.started, Kind: r.kind, Result: res}
+	m.lastReload = newReloadStatus(r, res)
 	if err != nil {
-		m.emit(Event{Kind: ReloadFailed, Err: err, Generation: res.Generation, Took: took}, m.log.Error().Err(err))
+		m.emit(Event{Kind: ReloadFailed, Err: err, Generation: res.Generation, Took: took, Trigger: r.kind}, m.log.Error().Err(err))
 	} else {
-		m.emit(Event{Kind: ReloadComplete, Generation: res.Generation, Took: took}, m.log.Info())
+		m.emit(Event{Kind: ReloadComplete, Generation: res.Generation, Took: took, Trigger: r.kind}, m.log.Info())
 	}
 	for _, w := range r.waiters {
 		w <- res
@@ -573,6 +573,7 @@ func (m *Master) emit(e Event, ev *zerolog.Event) {
 		ev = ev.Str("took", e.Took.Round(time.Millisecond).String())
 	}
 	ev.Msg(string(e.Kind))
+	m.tellService(e)
 	if m.opts.OnEvent != nil {
 		m.opts.OnEvent(e)
 	}

@@ -81,6 +81,14 @@ type Options struct {
 	// OnEvent, if set, is called from the master's loop at each lifecycle
 	// step. It must not block.
 	OnEvent func(Event)
+
+	// ServiceNotify is the NOTIFY_SOCKET of the service manager that runs
+	// the master itself (systemd with Type=notify or notify-reload), or
+	// empty. The master then reports READY=1 once a generation serves,
+	// RELOADING=1 with MONOTONIC_USEC when a reload begins and READY=1 when
+	// it ends (failed or not: the service still serves), STOPPING=1 on
+	// stop, and a STATUS= line a human can read at each step.
+	ServiceNotify string
 }
 
 func (o *Options) setDefaults() error {
@@ -132,6 +140,9 @@ type Event struct {
 	Kind       EventKind
 	Generation int
 	PID        int
+	// Trigger is why a reload began (with ReloadStarted, ReloadComplete and
+	// ReloadFailed): "start", "reload" or "restart".
+	Trigger string
 	Err        error         // with ReloadFailed
 	Took       time.Duration // with WorkerReady and ReloadComplete
 }

@@ -32,9 +32,21 @@ type WorkerStatus struct {
 
 // ReloadStatus is how the last reload (start, reload or restart) went.
 type ReloadStatus struct {
-	At     time.Time `json:"at"`
-	Kind   string    `json:"kind"`
-	Result Result    `json:"-"`
+	At   time.Time `json:"at"`
+	Kind string    `json:"kind"` // start, reload or restart
+	// Generation is the one serving after it.
+	Generation  int     `json:"generation"`
+	OK          bool    `json:"ok"`
+	Error       string  `json:"error,omitempty"`
+	TookSeconds float64 `json:"took_seconds"`
+}
+
+func newReloadStatus(r *reload, res Result) *ReloadStatus {
+	s := &ReloadStatus{At: r.started, Kind: r.kind, Generation: res.Generation, OK: res.Err == nil, TookSeconds: res.Took.Seconds()}
+	if res.Err != nil {
+		s.Error = res.Err.Error()
+	}
+	return s
 }
 
 func (m *Master) status() Status {

@@ -12,6 +12,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rs/zerolog"
+
+	"github.com/baton-sh/baton/admin"
+	"github.com/baton-sh/baton/control"
 	"github.com/baton-sh/baton/internal/logging"
 	"github.com/baton-sh/baton/listener"
 	"github.com/baton-sh/baton/pidfile"
@@ -27,6 +31,9 @@ type masterFlags struct {
 	drainSignal  string
 	drainTimeout time.Duration
 	restartLimit int
+	control      string
+	admin        string
+	lifecycle    bool
 	logFormat    string
 	logLevel     string
 }
@@ -41,6 +48,9 @@ func masterFlagSet(f *masterFlags) *flag.FlagSet {
 	fs.StringVar(&f.drainSignal, "drain-signal", "TERM", "`SIGNAL` that tells an old worker to finish in-flight work and exit")
 	fs.DurationVar(&f.drainTimeout, "drain-timeout", upgrader.DefaultDrainTimeout, "SIGKILL an old worker's process group still running after this long")
 	fs.IntVar(&f.restartLimit, "restart-limit", upgrader.DefaultRestartLimit, "consecutive worker crashes to restart before exiting 1 (-1: never give up)")
+	fs.StringVar(&f.control, "control", "", "unix control socket `PATH` for baton reload/status, mode 0600 (default: next to --pidfile, app.pid → app.control.sock)")
+	fs.StringVar(&f.admin, "admin", "", "serve /-/healthy, /-/ready and /metrics over HTTP on `HOST:PORT` (off by default)")
+	fs.BoolVar(&f.lifecycle, "admin-lifecycle", false, "also accept POST /-/reload on the --admin endpoint")
 	fs.StringVar(&f.logFormat, "log-format", "auto", "`FORMAT`: json, console, or auto (console when stderr is a terminal)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "`LEVEL`: debug, info, warn or error")
 	return fs
@@ -66,21 +76,42 @@ func masterCmd(args []string, stderr io.Writer) int {
 		}
 		defer pidfile.Remove(f.pidfile)
 	}
-	for i, raw := range f.listen {
-		spec, _ := listener.ParseSpec(raw, i) // checked in parse
-		s, err := listener.Bind(spec)
-		if err != nil {
-			closeAll(opts.Sockets)
-			return fail(stderr, fs, err, exitStartup)
-		}
-		log.Info().Str("name", spec.Name).Str("addr", s.Addr.String()).Str("network", spec.Network).Msg("listening")
-		opts.Sockets = append(opts.Sockets, s)
-	}
-	defer closeAll(opts.Sockets)
-
-	m, err := upgrader.New(opts)
+	sockets, err := openSockets(f.listen, log)
 	if err != nil {
 		return fail(stderr, fs, err, exitStartup)
+	}
+	opts.Sockets = sockets
+	defer closeAll(sockets)
+
+	// The gauges read the master's status at each scrape.
+	var m *upgrader.Master
+	metrics := admin.NewMetrics(func() (upgrader.Status, error) { return m.Status() })
+	opts.OnEvent = metrics.Observe
+	// baton's own service manager, when systemd runs it as Type=notify;
+	// workers get baton's NOTIFY_SOCKET instead of this one.
+	opts.ServiceNotify = os.Getenv("NOTIFY_SOCKET")
+	m, err = upgrader.New(opts)
+	if err != nil {
+		return fail(stderr, fs, err, exitStartup)
+	}
+
+	if path := f.controlPath(); path != "" {
+		ctl, err := control.Listen(path)
+		if err != nil {
+			return fail(stderr, fs, err, exitStartup)
+		}
+		defer ctl.Close()
+		go ctl.Serve(m)
+		log.Info().Str("path", path).Msg("control socket")
+	}
+	if f.admin != "" {
+		adm, err := admin.Listen(f.admin, m, metrics, f.lifecycle)
+		if err != nil {
+			return fail(stderr, fs, err, exitStartup)
+		}
+		defer adm.Close()
+		go adm.Serve()
+		log.Info().Str("addr", adm.Addr().String()).Bool("lifecycle", f.lifecycle).Msg("admin endpoint")
 	}
 	stopSignals := handleSignals(m)
 	defer stopSignals()
@@ -151,6 +182,44 @@ func (f *masterFlags) parse(fs *flag.FlagSet, args []string) (upgrader.Options, 
 		o.Dir = logicalWorkDir()
 	}
 	return o, nil
+}
+
+func (f *masterFlags) controlPath() string {
+	if f.control == "" && f.pidfile != "" {
+		return control.DefaultPath(f.pidfile)
+	}
+	return f.control
+}
+
+// openSockets takes each --listen socket from the service manager when it
+// passed one (socket activation: by name, or else by address), and binds
+// the others.
+func openSockets(listen []string, log zerolog.Logger) ([]*listener.Socket, error) {
+	activated, err := listener.Activated()
+	if err != nil {
+		return nil, err
+	}
+	var sockets []*listener.Socket
+	for i, raw := range listen {
+		spec, _ := listener.ParseSpec(raw, i) // checked in parse
+		s := activated.Take(spec)
+		if s == nil {
+			if s, err = listener.Bind(spec); err != nil {
+				closeAll(sockets)
+				closeAll(activated.Rest())
+				return nil, err
+			}
+		}
+		log.Info().Str("name", spec.Name).Str("addr", s.Addr.String()).Str("network", s.Addr.Network()).
+			Bool("activated", s.Activated).Msg("listening")
+		sockets = append(sockets, s)
+	}
+	for _, s := range activated.Rest() {
+		log.Warn().Str("name", s.Spec.Name).Str("addr", s.Addr.String()).
+			Msg("closing a socket the service manager passed that no --listen names")
+		s.Close()
+	}
+	return sockets, nil
 }
 
 // logicalWorkDir is the current directory as the shell names it ($PWD),

@@ -112,11 +112,29 @@ func Start(t testing.TB, args ...string) *Baton {
 // StartNoWait is Start without waiting for the first generation.
 func StartNoWait(t testing.TB, args ...string) *Baton {
 	t.Helper()
+	return StartWith(t, Setup{}, args...)
+}
+
+// Setup is how StartWith runs baton beyond its arguments.
+type Setup struct {
+	// Env is added to the test's environment.
+	Env []string
+	// Wrap is a command that runs baton, such as systemd-socket-activate
+	// with its options; baton's path and arguments follow it.
+	Wrap []string
+}
+
+// StartWith starts baton as Setup says, without waiting for the first
+// generation.
+func StartWith(t testing.TB, setup Setup, args ...string) *Baton {
+	t.Helper()
 	bin := Build(t)
 	dir := t.TempDir()
 	b := &Baton{t: t, PIDFile: filepath.Join(dir, "baton.pid"), Dir: dir, exited: make(chan struct{})}
-	full := append([]string{"--pidfile", b.PIDFile, "--log-format", "json", "--log-level", "debug"}, args...)
-	b.Cmd = exec.Command(bin.Baton, full...)
+	full := append([]string{bin.Baton, "--pidfile", b.PIDFile, "--log-format", "json", "--log-level", "debug"}, args...)
+	full = append(append([]string(nil), setup.Wrap...), full...)
+	b.Cmd = exec.Command(full[0], full[1:]...)
+	b.Cmd.Env = append(os.Environ(), setup.Env...)
 	b.Cmd.Dir = dir
 	stderr, err := b.Cmd.StderrPipe()
 	if err != nil {

@@ -1,0 +1,154 @@
+// Package admin is baton's optional HTTP admin endpoint: health and
+// readiness probes, Prometheus metrics, and, only when enabled, a reload
+// endpoint (the same opt-in as Prometheus' --web.enable-lifecycle).
+//
+//	GET  /-/healthy  200 while the master runs
+//	GET  /-/ready    200 while a generation serves, 503 otherwise
+//	GET  /metrics    Prometheus text format
+//	POST /-/reload   reload and answer when it has ended (with Lifecycle)
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/baton-sh/baton/control"
+	"github.com/baton-sh/baton/upgrader"
+)
+
+// Metrics are the master's Prometheus metrics, fed by Observe.
+type Metrics struct {
+	registry       *prometheus.Registry
+	reloads        *prometheus.CounterVec
+	reloadDuration prometheus.Histogram
+	restarts       prometheus.Counter
+}
+
+// NewMetrics registers baton's metrics, plus the Go and process collectors,
+// in a registry of their own. The gauges read status, the master's Status,
+// at each scrape.
+func NewMetrics(status func() (upgrader.Status, error)) *Metrics {
+	m := &Metrics{
+		registry: prometheus.NewRegistry(),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "baton_reloads_total",
+			Help: "Reloads requested by HUP, control socket or admin endpoint, by result (ok or failed).",
+		}, []string{"result"}),
+		reloadDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "baton_reload_duration_seconds",
+			Help:    "Time from a reload request until the old generation is gone, or the reload failed.",
+			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}),
+		restarts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "baton_worker_restarts_total",
+			Help: "Workers restarted after they died outside a reload.",
+		}),
+	}
+	generation := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "baton_generation",
+		Help: "The generation now serving (0 while none serves).",
+	}, func() float64 {
+		st, _ := status()
+		return float64(st.Generation)
+	})
+	workerUp := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "baton_worker_up",
+		Help: "1 while a ready worker serves, else 0.",
+	}, func() float64 {
+		if st, err := status(); err == nil && st.Ready && !st.Stopping {
+			return 1
+		}
+		return 0
+	})
+	m.reloads.WithLabelValues("ok")
+	m.reloads.WithLabelValues("failed")
+	m.registry.MustRegister(m.reloads, m.reloadDuration, m.restarts, generation, workerUp,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Observe counts reloads and restarts from a master's events; it is an
+// upgrader.Options.OnEvent and does not block.
+func (m *Metrics) Observe(e upgrader.Event) {
+	switch {
+	case e.Kind == upgrader.ReloadStarted && e.Trigger == "restart":
+		m.restarts.Inc()
+	case e.Kind == upgrader.ReloadComplete && e.Trigger == "reload":
+		m.reloads.WithLabelValues("ok").Inc()
+		m.reloadDuration.Observe(e.Took.Seconds())
+	case e.Kind == upgrader.ReloadFailed && e.Trigger == "reload":
+		m.reloads.WithLabelValues("failed").Inc()
+		m.reloadDuration.Observe(e.Took.Seconds())
+	}
+}
+
+// Server is the admin HTTP endpoint.
+type Server struct {
+	srv *http.Server
+	l   net.Listener
+}
+
+// Listen binds the admin endpoint on addr (host:port; keep it on loopback
+// or a private network). With lifecycle, POST /-/reload is enabled.
+func Listen(addr string, master control.Master, metrics *Metrics, lifecycle bool) (*Server, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("admin endpoint %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /-/healthy", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "baton is healthy")
+	})
+	mux.HandleFunc("GET /-/ready", func(w http.ResponseWriter, r *http.Request) {
+		st, err := master.Status()
+		if err != nil || st.Generation == 0 || st.Stopping {
+			http.Error(w, "baton is not ready: no generation serves", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintf(w, "baton is ready: generation %d, pid %d\n", st.Generation, st.WorkerPID)
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics.registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("POST /-/reload", func(w http.ResponseWriter, r *http.Request) {
+		if !lifecycle {
+			http.Error(w, "reload over HTTP is disabled: start baton with --admin-lifecycle to enable it", http.StatusForbidden)
+			return
+		}
+		res := <-master.Reload()
+		w.Header().Set("Content-Type", "application/json")
+		resp := control.Response{OK: res.Err == nil, Generation: res.Generation, TookSeconds: res.Took.Seconds()}
+		if res.Err != nil {
+			resp.Error = res.Err.Error()
+			w.WriteHeader(http.StatusInternalServerError)
+		}
+		json.NewEncoder(w).Encode(resp)
+	})
+	s := &Server{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, l: l}
+	return s, nil
+}
+
+// Addr is the bound address.
+func (s *Server) Addr() net.Addr { return s.l.Addr() }
+
+// Serve serves until Close.
+func (s *Server) Serve() error {
+	if err := s.srv.Serve(s.l); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// Close stops the endpoint, letting requests in flight finish for up to 5s.
+func (s *Server) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return s.srv.Shutdown(ctx)
+}
