@@ -143,8 +143,8 @@ type Event struct {
 	// Trigger is why a reload began (with ReloadStarted, ReloadComplete and
 	// ReloadFailed): "start", "reload" or "restart".
 	Trigger string
-	Err        error         // with ReloadFailed
-	Took       time.Duration // with WorkerReady and ReloadComplete
+	Err     error         // with ReloadFailed
+	Took    time.Duration // with WorkerReady and ReloadComplete
 }
 
 // EventKind names a lifecycle step.
