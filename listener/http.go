@@ -47,7 +47,7 @@ func ServeHTTP(srv *http.Server, l net.Listener, drainSignals ...os.Signal) erro
 	signal.Notify(sigc, drainSignals...)
 	defer signal.Stop(sigc)
 
-	conns := trackConns(srv)
+	drainer := NewHTTPDrainer(srv)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
 	if err := Ready(); err != nil {
@@ -62,9 +62,38 @@ func ServeHTTP(srv *http.Server, l net.Listener, drainSignals ...os.Signal) erro
 	Stopping()
 	l.Close()
 	<-served // the accept loop has ended: no connection is added after this
-	srv.SetKeepAlivesEnabled(false)
-	conns.waitQuiet()
-	return srv.Shutdown(context.Background())
+	return drainer.Drain(context.Background())
+}
+
+// HTTPDrainer shuts an http.Server down without losing a request, for
+// servers whose listener something else closes (a tableflip app's
+// Upgrader.Stop, say); ServeHTTP uses one. http.Server.Shutdown alone
+// closes, unanswered, a connection it accepted whose request it reads
+// after the shutdown began, and a client cannot safely retry the first
+// request of a new connection.
+type HTTPDrainer struct {
+	srv   *http.Server
+	conns *connTracker
+}
+
+// NewHTTPDrainer prepares srv; call it before srv.Serve. It sets
+// srv.ConnState, calling any hook already there.
+func NewHTTPDrainer(srv *http.Server) *HTTPDrainer {
+	return &HTTPDrainer{srv: srv, conns: trackConns(srv)}
+}
+
+// Drain finishes srv's work once its listeners are closed and Serve has
+// returned: it turns keep-alives off (idle connections close; responses
+// still to be written carry "Connection: close"), waits until every
+// accepted connection has sent and been answered its request (a new one
+// for up to NewConnGrace), then calls srv.Shutdown(ctx), which closes
+// what is left, all of it idle. It returns ctx's error if ctx ends first.
+func (d *HTTPDrainer) Drain(ctx context.Context) error {
+	d.srv.SetKeepAlivesEnabled(false)
+	if err := d.conns.waitQuiet(ctx); err != nil {
+		return err
+	}
+	return d.srv.Shutdown(ctx)
 }
 
 // connTracker follows srv's connections through their states, so a drain
@@ -104,22 +133,24 @@ func trackConns(srv *http.Server) *connTracker {
 }
 
 // waitQuiet returns once no connection is active and none is new for less
-// than NewConnGrace. It waits on connection state changes, and on a timer
-// only for the grace of the youngest new connection.
-func (t *connTracker) waitQuiet() {
+// than NewConnGrace, or ctx is done. It waits on connection state changes,
+// and on a timer only for the grace of the youngest new connection.
+func (t *connTracker) waitQuiet(ctx context.Context) error {
 	for {
 		busy, graceEnds := t.busy()
 		if !busy && graceEnds.IsZero() {
-			return
-		}
-		if busy {
-			<-t.changed
-			continue
+			return nil
 		}
 		timer := time.NewTimer(time.Until(graceEnds))
+		if busy {
+			timer.Stop() // an active connection: only its state change matters
+		}
 		select {
 		case <-t.changed:
 		case <-timer.C:
+		case <-ctx.Done():
+			timer.Stop()
+			return ctx.Err()
 		}
 		timer.Stop()
 	}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"github.com/baton-sh/baton/listener"
 	"github.com/baton-sh/baton/notify"
@@ -79,6 +80,7 @@ type generation struct {
 	readyAt time.Time
 	timer   *time.Timer // ready timeout, ready delay or drain timeout
 	status  string      // last STATUS= it sent
+	handoff *handoff
 }
 
 // reload is one replacement of the current generation by a new one. The
@@ -98,6 +100,8 @@ type (
 	signalReq  struct{ sig syscall.Signal }
 	statusReq  struct{ reply chan<- Status }
 	restartReq struct{}
+	// readyByPipe is a tableflip worker's ready byte.
+	readyByPipe struct{ pid int }
 	timerFired struct {
 		g     *generation
 		state genState // the state the timer was armed in
@@ -126,6 +130,11 @@ func New(opts Options) (*Master, error) {
 func (m *Master) Run() error {
 	defer close(m.done)
 	m.started = time.Now()
+	if m.opts.Subreaper {
+		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+			return &StartupError{fmt.Errorf("cannot become a subreaper: %w", err)}
+		}
+	}
 
 	sock, err := notify.ListenDir(m.opts.NotifyDir)
 	if err != nil {
@@ -217,6 +226,8 @@ func (m *Master) handle(e any) {
 		m.exited(e)
 	case notify.Datagram:
 		m.notified(e)
+	case readyByPipe:
+		m.readyFrom(e.pid)
 	case timerFired:
 		m.timerFired(e.g, e.state)
 	case restartReq:
@@ -283,15 +294,14 @@ func (m *Master) spawn(n int) (*generation, error) {
 			return nil, fmt.Errorf("working directory: %w", err)
 		}
 	}
-	files := []uintptr{devNull(), o.Stdout.Fd(), o.Stderr.Fd()}
-	for _, s := range o.Sockets {
-		files = append(files, s.File.Fd())
+	h, err := m.newHandoff(n)
+	if err != nil {
+		return nil, err
 	}
-	env := append(workerEnv(o, n, m.notifyPath), listener.ShimVar(path))
 	pid, err := m.spawner.start(o.ShimPath, o.Command, &syscall.ProcAttr{
 		Dir:   o.Dir,
-		Env:   env,
-		Files: files,
+		Env:   append(h.env, listener.ShimVar(path)),
+		Files: append([]uintptr{devNull(), o.Stdout.Fd(), o.Stderr.Fd()}, h.files...),
 		Sys: &syscall.SysProcAttr{
 			// Its own group, so a drain timeout can kill the worker
 			// together with everything it started.
@@ -301,10 +311,11 @@ func (m *Master) spawn(n int) (*generation, error) {
 			Pdeathsig: o.DrainSignal,
 		},
 	})
+	h.started(m, pid)
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", path, err)
 	}
-	g := &generation{n: n, pid: pid, state: starting, started: time.Now()}
+	g := &generation{n: n, pid: pid, state: starting, started: time.Now(), handoff: h}
 	m.live[pid] = g
 	if o.Ready == ReadyDelay {
 		m.arm(g, o.ReadyDelay)
@@ -393,6 +404,9 @@ func (m *Master) finishReload(err error) {
 	if err != nil && m.current != nil {
 		err = fmt.Errorf("%w; generation %d is still serving", err, m.current.n)
 	}
+	if err == nil && r.next != nil {
+		r.next.handoff.release() // it has taken over: its predecessor is gone
+	}
 	res := Result{Generation: m.currentGen(), Took: took, Err: err}
 	m.lastReload = newReloadStatus(r, res)
 	if err != nil {
@@ -429,6 +443,7 @@ func (m *Master) exited(c childExit) {
 		return
 	}
 	delete(m.live, c.pid)
+	g.handoff.release()
 	if g.timer != nil {
 		g.timer.Stop()
 	}
@@ -499,7 +514,14 @@ func (m *Master) notified(d notify.Datagram) {
 	if d.Message["STOPPING"] == "1" {
 		m.log.Info().Int("gen", g.n).Int("pid", g.pid).Msg("worker stopping")
 	}
-	if d.Message["READY"] == "1" && g.state == starting && m.opts.Ready == ReadyNotify {
+	if d.Message["READY"] == "1" {
+		m.readyFrom(g.pid)
+	}
+}
+
+// readyFrom handles a worker's own word that it is ready.
+func (m *Master) readyFrom(pid int) {
+	if g := m.live[pid]; g != nil && g.state == starting && m.opts.Ready == ReadyNotify {
 		m.ready(g)
 	}
 }

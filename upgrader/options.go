@@ -52,6 +52,10 @@ type Options struct {
 	// master keeps them open; the caller closes them after Run returns.
 	Sockets []*listener.Socket
 
+	// Protocol is how sockets and readiness reach workers
+	// (ProtocolSystemd unless set).
+	Protocol Protocol
+
 	Ready        Readiness
 	ReadyDelay   time.Duration // with ReadyDelay
 	ReadyTimeout time.Duration // DefaultReadyTimeout
@@ -65,6 +69,11 @@ type Options struct {
 	// before it gives up and Run returns a *CrashLoopError. Negative means
 	// never give up.
 	RestartLimit int
+
+	// Subreaper makes the master adopt every orphaned descendant
+	// (PR_SET_CHILD_SUBREAPER) and reap it, as PID 1 in a container must;
+	// a worker that double-forks a helper then leaves no zombie behind.
+	Subreaper bool
 
 	// ShimPath is a baton binary used to start workers so that LISTEN_PID
 	// can be set to the worker's own PID (see listener.RunShim). Default:

@@ -11,8 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-
-	"github.com/baton-sh/baton/listener"
 )
 
 // spawner starts every worker from one OS thread that lives as long as the
@@ -185,15 +183,3 @@ func ParseSignal(s string) (syscall.Signal, error) {
 
 // EnvGeneration tells a worker which generation it is (1, 2, …).
 const EnvGeneration = "BATON_GENERATION"
-
-// workerEnv is the environment of generation n.
-func workerEnv(o *Options, n int, notifyPath string) []string {
-	env := listener.WorkerEnv(o.Env, o.Sockets, notifyPath)
-	out := env[:0]
-	for _, kv := range env {
-		if !strings.HasPrefix(kv, EnvGeneration+"=") {
-			out = append(out, kv)
-		}
-	}
-	return append(out, EnvGeneration+"="+strconv.Itoa(n))
-}

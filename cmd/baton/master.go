@@ -31,6 +31,8 @@ type masterFlags struct {
 	drainSignal  string
 	drainTimeout time.Duration
 	restartLimit int
+	protocol     string
+	subreaper    bool
 	control      string
 	admin        string
 	lifecycle    bool
@@ -48,6 +50,8 @@ func masterFlagSet(f *masterFlags) *flag.FlagSet {
 	fs.StringVar(&f.drainSignal, "drain-signal", "TERM", "`SIGNAL` that tells an old worker to finish in-flight work and exit")
 	fs.DurationVar(&f.drainTimeout, "drain-timeout", upgrader.DefaultDrainTimeout, "SIGKILL an old worker's process group still running after this long")
 	fs.IntVar(&f.restartLimit, "restart-limit", upgrader.DefaultRestartLimit, "consecutive worker crashes to restart before exiting 1 (-1: never give up)")
+	fs.StringVar(&f.protocol, "protocol", "systemd", "how sockets and readiness reach the worker: `systemd` (LISTEN_FDS, NOTIFY_SOCKET) or tableflip (an unmodified github.com/cloudflare/tableflip app)")
+	fs.BoolVar(&f.subreaper, "subreaper", false, "adopt and reap orphaned descendants (always on as PID 1)")
 	fs.StringVar(&f.control, "control", "", "unix control socket `PATH` for baton reload/status, mode 0600 (default: next to --pidfile, app.pid → app.control.sock)")
 	fs.StringVar(&f.admin, "admin", "", "serve /-/healthy, /-/ready and /metrics over HTTP on `HOST:PORT` (off by default)")
 	fs.BoolVar(&f.lifecycle, "admin-lifecycle", false, "also accept POST /-/reload on the --admin endpoint")
@@ -177,6 +181,10 @@ func (f *masterFlags) parse(fs *flag.FlagSet, args []string) (upgrader.Options, 
 		return o, usagef("--restart-limit %d: want -1 (never give up) or a count of at least 1", f.restartLimit)
 	}
 	o.RestartLimit = f.restartLimit
+	if o.Protocol, err = upgrader.ParseProtocol(f.protocol); err != nil {
+		return o, usagef("--protocol: %v", err)
+	}
+	o.Subreaper = f.subreaper || os.Getpid() == 1
 	o.Dir = f.dir
 	if o.Dir == "" {
 		o.Dir = logicalWorkDir()

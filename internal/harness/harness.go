@@ -455,3 +455,36 @@ func (b *Baton) OutputContains(t testing.TB, d time.Duration, s string) {
 	t.Helper()
 	Eventually(t, d, fmt.Sprintf("output %q", s), func() bool { return strings.Contains(b.Output(), s) })
 }
+
+var programs struct {
+	sync.Mutex
+	built map[string]string
+}
+
+// BuildProgram compiles the main package pkg (relative to the module
+// root, such as "./cmd/tableflipworker") once per test process and
+// returns the binary's path.
+func BuildProgram(t testing.TB, pkg string) string {
+	t.Helper()
+	bins := Build(t)
+	programs.Lock()
+	defer programs.Unlock()
+	if path, ok := programs.built[pkg]; ok {
+		return path
+	}
+	out := filepath.Join(bins.Dir, filepath.Base(pkg))
+	args := []string{"build", "-o", out}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	cmd := exec.Command("go", append(args, pkg)...)
+	cmd.Dir = ModuleRoot()
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
+	}
+	if programs.built == nil {
+		programs.built = map[string]string{}
+	}
+	programs.built[pkg] = out
+	return out
+}

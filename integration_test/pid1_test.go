@@ -1,0 +1,103 @@
+package integration_test
+
+import (
+	"io"
+	"net/http"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/baton-sh/baton/internal/harness"
+)
+
+// In a container baton is PID 1: it must adopt and reap the orphans its
+// workers leave (a double-forked helper), and on TERM wait for its workers
+// to drain before it exits, unlike tini or dumb-init, which exit once they
+// have forwarded the signal and so cut the requests still in flight.
+func TestBatonAsPID1InAPIDNamespace(t *testing.T) {
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Fatal("unshare is not installed (util-linux)")
+	}
+	bin := harness.Build(t)
+	// --kill-child: should unshare die, baton dies with it.
+	b := harness.StartWith(t, harness.Setup{Wrap: []string{unshare, "--pid", "--fork", "--mount-proc", "--kill-child"}},
+		"--listen", "http=tcp://127.0.0.1:0", "--", bin.TestWorker, "-orphan")
+	b.WaitFor(t, 20*time.Second, func(e harness.Event) bool { return e.Msg() == "reload complete" && e.Int("gen") == 1 })
+	url := "http://" + b.Addr(t, "http")
+
+	// baton's PID on this side of the namespace: unshare's child.
+	var master harness.Proc
+	harness.Eventually(t, 10*time.Second, "baton running under unshare", func() bool {
+		for _, p := range harness.Procs() {
+			if p.PPID == b.PID() && p.Comm == "baton" {
+				master = p
+				return true
+			}
+		}
+		return false
+	})
+	// The worker's helper (sh -c "sleep 300 &") was orphaned when sh
+	// exited: baton, PID 1 in the namespace, adopted it.
+	var orphan harness.Proc
+	harness.Eventually(t, 10*time.Second, "the orphaned sleep adopted by baton", func() bool {
+		for _, p := range harness.Procs() {
+			if p.PPID == master.PID && p.Comm == "sleep" {
+				orphan = p
+				return true
+			}
+		}
+		return false
+	})
+	// An orphan that dies is reaped by baton, not left defunct.
+	syscall.Kill(orphan.PID, syscall.SIGKILL)
+	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Msg() == "reaped orphan" })
+	requireNoZombies(t, master.PID)
+
+	// TERM with a request in flight: baton waits for the drain.
+	done := make(chan string, 1)
+	go func() {
+		resp, err := http.Get(url + "/slow?d=1500ms")
+		if err != nil {
+			done <- err.Error()
+			return
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		done <- string(body)
+	}()
+	b.OutputContains(t, 10*time.Second, "slow request started")
+	if err := syscall.Kill(master.PID, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if body := <-done; !strings.Contains(body, "slow done") {
+		t.Fatalf("in-flight request during the stop of PID 1: %q", body)
+	}
+	if code := b.Wait(t, 30*time.Second); code != 0 {
+		t.Fatalf("unshare (baton as PID 1) exited %d, want 0", code)
+	}
+	if harness.Alive(master.PID) {
+		t.Fatalf("baton %d still running", master.PID)
+	}
+}
+
+// Outside a container, --subreaper gives the same adoption: a helper a
+// worker leaves behind is baton's child, and is reaped when it dies.
+func TestSubreaperAdoptsAndReapsOrphans(t *testing.T) {
+	b, _ := startWorker(t, []string{"--subreaper"}, "-orphan")
+	var orphan harness.Proc
+	harness.Eventually(t, 10*time.Second, "the orphaned sleep adopted by baton", func() bool {
+		for _, p := range harness.Procs() {
+			if p.PPID == b.PID() && p.Comm == "sleep" {
+				orphan = p
+				return true
+			}
+		}
+		return false
+	})
+	syscall.Kill(orphan.PID, syscall.SIGKILL)
+	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Msg() == "reaped orphan" && e.Int("pid") == orphan.PID })
+	requireNoZombies(t, b.PID())
+}
