@@ -102,7 +102,7 @@ type (
 	restartReq struct{}
 	// readyByPipe is a tableflip worker's ready byte.
 	readyByPipe struct{ pid int }
-	timerFired struct {
+	timerFired  struct {
 		g     *generation
 		state genState // the state the timer was armed in
 	}
