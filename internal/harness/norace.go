@@ -3,3 +3,5 @@
 package harness
 
 const raceEnabled = false
+
+var raceEnv []string

@@ -5,3 +5,7 @@ package harness
 // raceEnabled builds the binaries under test with the race detector when
 // the tests themselves run with it.
 const raceEnabled = true
+
+// raceEnv stops race-built programs from sleeping a second at exit (the
+// race runtime's default atexit_sleep_ms), which would slow every drain.
+var raceEnv = []string{"GORACE=atexit_sleep_ms=10"}
