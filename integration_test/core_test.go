@@ -3,6 +3,7 @@
 package integration_test
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -321,4 +322,42 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("baton demo exited %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
 	t.Logf("baton demo:\n%s", stdout)
+}
+
+// A unix socket is bound once with its mode, kept across reloads, and
+// removed when baton exits.
+func TestUnixSocketAcrossReloads(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app.sock")
+	bin := harness.Build(t)
+	b := harness.Start(t, "--listen", "web=unix://"+path+"?mode=0660", "--", bin.TestWorker, "-name", "web")
+	if fi, err := os.Stat(path); err != nil || fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o660 {
+		t.Fatalf("socket file %s: %v %v, want a socket with mode 0660", path, fi.Mode(), err)
+	}
+	client := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", path)
+		},
+	}}
+	for gen := 1; gen <= 3; gen++ {
+		resp, err := client.Get("http://app/")
+		if err != nil {
+			t.Fatalf("generation %d over %s: %v", gen, path, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(body), fmt.Sprintf("gen=%d ", gen)) {
+			t.Fatalf("answered %q, want generation %d", body, gen)
+		}
+		if gen < 3 {
+			b.Reload(t, 20*time.Second)
+		}
+	}
+	client.CloseIdleConnections()
+	b.Signal(t, syscall.SIGTERM)
+	if code := b.Wait(t, 30*time.Second); code != 0 {
+		t.Fatalf("baton exited %d", code)
+	}
+	if _, err := os.Lstat(path); !os.IsNotExist(err) {
+		t.Fatalf("socket file left behind: %v", err)
+	}
 }
