@@ -198,27 +198,12 @@ func TestWorkerCrashLoopGivesUpWithExit1(t *testing.T) {
 func TestStopDrainsAnInFlightRequest(t *testing.T) {
 	b, url := startWorker(t, nil)
 	pid := b.WorkerPID(t, 1)
-	type answer struct {
-		body string
-		err  error
-	}
-	done := make(chan answer, 1)
-	go func() {
-		resp, err := http.Get(url + "/slow?d=1500ms")
-		if err != nil {
-			done <- answer{err: err}
-			return
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		done <- answer{string(body), err}
-	}()
+	slow := harness.GetInBackground(url + "/slow?d=1500ms")
 	b.OutputContains(t, 10*time.Second, "slow request started")
 
 	b.Signal(t, syscall.SIGTERM)
-	a := <-done
-	if a.err != nil || !strings.Contains(a.body, "slow done") {
-		t.Fatalf("in-flight request cut by the stop: %q %v", a.body, a.err)
+	if a := <-slow; a.Err != nil || !strings.Contains(a.Body, "slow done") {
+		t.Fatalf("in-flight request cut by the stop: %q %v", a.Body, a.Err)
 	}
 	if code := b.Wait(t, 30*time.Second); code != 0 {
 		t.Fatalf("baton exited %d, want 0", code)
@@ -236,17 +221,7 @@ func TestStopDrainsAnInFlightRequest(t *testing.T) {
 func TestReloadLetsTheOldGenerationFinishItsRequest(t *testing.T) {
 	b, url := startWorker(t, nil)
 	old := b.WorkerPID(t, 1)
-	done := make(chan string, 1)
-	go func() {
-		resp, err := http.Get(url + "/slow?d=1500ms")
-		if err != nil {
-			done <- err.Error()
-			return
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		done <- string(body)
-	}()
+	slow := harness.GetInBackground(url + "/slow?d=1500ms")
 	b.OutputContains(t, 10*time.Second, "slow request started")
 
 	b.Signal(t, syscall.SIGHUP)
@@ -254,8 +229,8 @@ func TestReloadLetsTheOldGenerationFinishItsRequest(t *testing.T) {
 	if body := get(t, url+"/"); strings.Contains(body, "pid="+strconv.Itoa(old)) {
 		t.Fatalf("draining worker %d still accepted a new request: %q", old, body)
 	}
-	if body := <-done; !strings.Contains(body, "slow done") || !strings.Contains(body, "pid="+strconv.Itoa(old)) {
-		t.Fatalf("the old generation's in-flight request: %q", body)
+	if a := <-slow; a.Err != nil || !strings.Contains(a.Body, "slow done") || !strings.Contains(a.Body, "pid="+strconv.Itoa(old)) {
+		t.Fatalf("the old generation's in-flight request: %q %v", a.Body, a.Err)
 	}
 	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Msg() == "reload complete" && e.Int("gen") == 2 })
 }

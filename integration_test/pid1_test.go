@@ -1,8 +1,6 @@
 package integration_test
 
 import (
-	"io"
-	"net/http"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -57,23 +55,13 @@ func TestBatonAsPID1InAPIDNamespace(t *testing.T) {
 	requireNoZombies(t, master.PID)
 
 	// TERM with a request in flight: baton waits for the drain.
-	done := make(chan string, 1)
-	go func() {
-		resp, err := http.Get(url + "/slow?d=1500ms")
-		if err != nil {
-			done <- err.Error()
-			return
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		done <- string(body)
-	}()
+	slow := harness.GetInBackground(url + "/slow?d=1500ms")
 	b.OutputContains(t, 10*time.Second, "slow request started")
 	if err := syscall.Kill(master.PID, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if body := <-done; !strings.Contains(body, "slow done") {
-		t.Fatalf("in-flight request during the stop of PID 1: %q", body)
+	if a := <-slow; a.Err != nil || !strings.Contains(a.Body, "slow done") {
+		t.Fatalf("in-flight request during the stop of PID 1: %q %v", a.Body, a.Err)
 	}
 	if code := b.Wait(t, 30*time.Second); code != 0 {
 		t.Fatalf("unshare (baton as PID 1) exited %d, want 0", code)

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -488,4 +489,31 @@ func BuildProgram(t testing.TB, pkg string) string {
 	}
 	programs.built[pkg] = out
 	return out
+}
+
+// Answer is how one HTTP request ended.
+type Answer struct {
+	Body string
+	Err  error
+}
+
+// GetInBackground requests url in a goroutine, for a request that must be
+// in flight while the test does something else; the channel receives how it
+// ended.
+func GetInBackground(url string) <-chan Answer {
+	done := make(chan Answer, 1)
+	go func() {
+		resp, err := http.Get(url)
+		if err != nil {
+			done <- Answer{Err: err}
+			return
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err == nil && resp.StatusCode != http.StatusOK {
+			err = fmt.Errorf("status %s", resp.Status)
+		}
+		done <- Answer{string(body), err}
+	}()
+	return done
 }
