@@ -60,6 +60,10 @@ func ServeHTTP(srv *http.Server, l net.Listener, drainSignals ...os.Signal) erro
 	case <-sigc:
 	}
 	Stopping()
+	// Keep-alives go off before l closes (Drain repeats it): once this
+	// process stops accepting, no response may invite a client to reuse
+	// its connection.
+	srv.SetKeepAlivesEnabled(false)
 	l.Close()
 	<-served // the accept loop has ended: no connection is added after this
 	return drainer.Drain(context.Background())

@@ -191,6 +191,9 @@ type Samples []Sample
 func (s Samples) Between(from, to time.Time) Samples {
 	lo := sort.Search(len(s), func(i int) bool { return !s[i].Start.Before(from) })
 	hi := sort.Search(len(s), func(i int) bool { return !s[i].Start.Before(to) })
+	if hi < lo { // to before from: an empty range
+		hi = lo
+	}
 	return s[lo:hi]
 }
 

@@ -1,0 +1,431 @@
+package notify_test
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"maps"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/baton-sh/baton/notify"
+)
+
+// senderEnv makes the test binary send one notify message to the socket
+// it names and exit, instead of running tests.
+const senderEnv = "BATON_NOTIFY_TEST_SEND"
+
+func TestMain(m *testing.M) {
+	if path := os.Getenv(senderEnv); path != "" {
+		if err := notify.SendTo(path, fmt.Sprintf("READY=1\nMAINPID=%d", os.Getpid())); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// newChild is a copy of this test binary that sends to path.
+func newChild(self, path string) *exec.Cmd {
+	cmd := exec.Command(self, "-test.run=^$")
+	cmd.Env = append(os.Environ(), senderEnv+"="+path,
+		// Spare a race-enabled child the race runtime's 1s pause at exit.
+		strings.TrimSpace("GORACE="+os.Getenv("GORACE")+" atexit_sleep_ms=0"))
+	cmd.Stderr = os.Stderr
+	return cmd
+}
+
+var parseTests = []struct {
+	name string
+	in   string
+	want notify.Message
+	bad  []string // quoted lines the error must name; none: no error
+}{
+	{"empty", "", notify.Message{}, nil},
+	{"ready", "READY=1", notify.Message{"READY": "1"}, nil},
+	{"trailing newline", "READY=1\n", notify.Message{"READY": "1"}, nil},
+	{"several", "READY=1\nSTATUS=serving\nMAINPID=42", notify.Message{"READY": "1", "STATUS": "serving", "MAINPID": "42"}, nil},
+	{"empty lines skipped", "\n\nREADY=1\n\n\nSTOPPING=1\n", notify.Message{"READY": "1", "STOPPING": "1"}, nil},
+	{"'=' in value", "STATUS=a=b==c", notify.Message{"STATUS": "a=b==c"}, nil},
+	{"empty value", "STATUS=", notify.Message{"STATUS": ""}, nil},
+	{"spaces in value kept", "STATUS= 3 workers, 1 draining ", notify.Message{"STATUS": " 3 workers, 1 draining "}, nil},
+	{"later assignment wins", "STATUS=one\nSTATUS=two", notify.Message{"STATUS": "two"}, nil},
+	{"digits and underscore", "X_1=a\n_=b\n9=c", notify.Message{"X_1": "a", "_": "b", "9": "c"}, nil},
+	{"carriage return belongs to the value", "READY=1\r\n", notify.Message{"READY": "1\r"}, nil},
+	{"non-ASCII value", "STATUS=h\u00e9llo \u2713", notify.Message{"STATUS": "h\u00e9llo \u2713"}, nil},
+
+	// Bad lines are reported; good ones are still parsed.
+	{"no '='", "READY=1\nbogus\nSTATUS=ok", notify.Message{"READY": "1", "STATUS": "ok"}, []string{`"bogus"`}},
+	{"lower-case key", "ready=1\nSTATUS=ok", notify.Message{"STATUS": "ok"}, []string{`"ready=1"`}},
+	{"mixed-case key", "Ready=1", notify.Message{}, []string{`"Ready=1"`}},
+	{"empty key", "=1\nREADY=1", notify.Message{"READY": "1"}, []string{`"=1"`}},
+	{"space in key", "READY =1\n READY=1", notify.Message{}, []string{`"READY =1"`, `" READY=1"`}},
+	{"dash in key", "MY-KEY=1", notify.Message{}, []string{`"MY-KEY=1"`}},
+	{"only a carriage return", "\r\nREADY=1", notify.Message{"READY": "1"}, []string{`"\r"`}},
+	{"all bad, in order", "a\nb\nc", notify.Message{}, []string{`"a", "b", "c"`}},
+	{"long bad line cut to 40 characters", strings.Repeat("x", 100) + "\nREADY=1", notify.Message{"READY": "1"}, []string{`"` + strings.Repeat("x", 40) + `"`}},
+}
+
+func TestParse(t *testing.T) {
+	for _, tt := range parseTests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := notify.Parse([]byte(tt.in))
+			if !maps.Equal(got, tt.want) || got == nil {
+				t.Errorf("Parse(%q) = %#v, want %#v", tt.in, got, tt.want)
+			}
+			if tt.bad == nil {
+				if err != nil {
+					t.Errorf("Parse(%q) error: %v", tt.in, err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("Parse(%q): no error, want one naming %s", tt.in, tt.bad)
+			}
+			if !strings.HasPrefix(err.Error(), "malformed notify line(s): ") {
+				t.Errorf("Parse(%q) error %q", tt.in, err)
+			}
+			for _, b := range tt.bad {
+				if !strings.Contains(err.Error(), b) {
+					t.Errorf("Parse(%q) error %q does not name %s", tt.in, err, b)
+				}
+			}
+		})
+	}
+}
+
+// TestParseLongLineCut checks that a bad line is quoted only in part, so
+// a hostile worker cannot flood the master's log through its errors.
+func TestParseLongLineCut(t *testing.T) {
+	_, err := notify.Parse([]byte(strings.Repeat("y", notify.MaxDatagram)))
+	if err == nil {
+		t.Fatal("no error")
+	}
+	if len(err.Error()) > 100 {
+		t.Errorf("error for one long bad line is %d bytes long", len(err.Error()))
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	for _, tt := range parseTests {
+		f.Add([]byte(tt.in))
+	}
+	f.Add([]byte("READY=1\nFDSTORE=1\nFDNAME=x:y\nWATCHDOG=1\n"))
+	f.Add([]byte("\xff\xfe=1\nA=\xff"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		m, err := notify.Parse(in)
+		if m == nil {
+			t.Fatalf("Parse(%q) returned a nil Message", in)
+		}
+		// Work out the expected result line by line.
+		want := notify.Message{}
+		bad := 0
+		for _, line := range strings.Split(string(in), "\n") {
+			if line == "" {
+				continue
+			}
+			k, v, ok := strings.Cut(line, "=")
+			if !ok || k == "" || strings.Trim(k, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") != "" {
+				bad++
+				continue
+			}
+			want[k] = v
+		}
+		if !maps.Equal(m, want) {
+			t.Fatalf("Parse(%q) = %q, want %q", in, m, want)
+		}
+		if (err != nil) != (bad > 0) {
+			t.Fatalf("Parse(%q) error %v with %d bad lines", in, err, bad)
+		}
+		// What parsed is sent the same way again.
+		keys := make([]string, 0, len(m))
+		for k := range m {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		var b strings.Builder
+		for _, k := range keys {
+			fmt.Fprintf(&b, "%s=%s\n", k, m[k])
+		}
+		again, err := notify.Parse([]byte(b.String()))
+		if err != nil || !maps.Equal(again, m) {
+			t.Fatalf("Parse(%q) = %q, which reads back as %q, %v", in, m, again, err)
+		}
+	})
+}
+
+// receive runs s.Receive with a time limit.
+func receive(t *testing.T, s *notify.Socket) notify.Datagram {
+	t.Helper()
+	type result struct {
+		d   notify.Datagram
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		d, err := s.Receive()
+		ch <- result{d, err}
+	}()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			t.Fatalf("Receive: %v", r.err)
+		}
+		return r.d
+	case <-time.After(5 * time.Second):
+		t.Fatal("Receive: nothing within 5s")
+	}
+	panic("unreachable")
+}
+
+func TestSendReceive(t *testing.T) {
+	s, err := notify.ListenDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+
+	tests := []struct {
+		send    string
+		want    notify.Message
+		wantErr bool
+	}{
+		{"READY=1\nSTATUS=hi", notify.Message{"READY": "1", "STATUS": "hi"}, false},
+		{"STOPPING=1", notify.Message{"STOPPING": "1"}, false},
+		{"STATUS=x=y\nnonsense\n", notify.Message{"STATUS": "x=y"}, true},
+		{strings.Repeat("A", notify.MaxDatagram-2) + "=1", notify.Message{strings.Repeat("A", notify.MaxDatagram-2): "1"}, false},
+		{"STATUS=" + strings.Repeat("z", notify.MaxDatagram), notify.Message{}, true}, // one byte too long
+	}
+	for _, tt := range tests {
+		if err := notify.SendTo(s.Path(), tt.send); err != nil {
+			t.Fatalf("SendTo: %v", err)
+		}
+		d := receive(t, s)
+		if d.PID != os.Getpid() {
+			t.Errorf("Datagram.PID = %d, want this process, %d", d.PID, os.Getpid())
+		}
+		if !maps.Equal(d.Message, tt.want) || d.Message == nil {
+			t.Errorf("sent %.60q, received %.60q", tt.send, d.Message)
+		}
+		if (d.Err != nil) != tt.wantErr {
+			t.Errorf("sent %.60q: Datagram.Err = %v, want an error: %v", tt.send, d.Err, tt.wantErr)
+		}
+	}
+}
+
+// TestReceiveSender checks that the PID is the kernel's word, whoever
+// sends: here a child process.
+func TestReceiveSender(t *testing.T) {
+	s, err := notify.ListenDir("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := newChild(self, s.Path())
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d := receive(t, s)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("child: %v", err)
+	}
+	if d.PID != cmd.Process.Pid || d.PID == os.Getpid() {
+		t.Errorf("Datagram.PID = %d, want the child's %d", d.PID, cmd.Process.Pid)
+	}
+	if want := (notify.Message{"READY": "1", "MAINPID": fmt.Sprint(cmd.Process.Pid)}); !maps.Equal(d.Message, want) {
+		t.Errorf("Message = %q, want %q", d.Message, want)
+	}
+}
+
+func TestSendViaEnvironment(t *testing.T) {
+	t.Setenv("NOTIFY_SOCKET", "")
+	if err := notify.Send("READY=1"); err != nil {
+		t.Errorf("Send without NOTIFY_SOCKET: %v, want nil", err)
+	}
+
+	s, err := notify.ListenDir("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	t.Setenv("NOTIFY_SOCKET", s.Path())
+	if err := notify.Send("STATUS=via env"); err != nil {
+		t.Fatal(err)
+	}
+	if d := receive(t, s); d.Message["STATUS"] != "via env" {
+		t.Errorf("received %q", d.Message)
+	}
+
+	t.Setenv("NOTIFY_SOCKET", filepath.Join(t.TempDir(), "nobody.sock"))
+	if err := notify.Send("READY=1"); err == nil || !strings.Contains(err.Error(), "nobody.sock") {
+		t.Errorf("Send to a missing socket: %v, want an error naming it", err)
+	}
+}
+
+func TestSendToAbstract(t *testing.T) {
+	name := fmt.Sprintf("@baton-notify-test-%d-%d", os.Getpid(), time.Now().UnixNano())
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: name, Net: "unixgram"})
+	if err != nil {
+		t.Skipf("abstract unix sockets: %v", err)
+	}
+	defer c.Close()
+	if err := notify.SendTo(name, "READY=1"); err != nil {
+		t.Fatalf("SendTo(%s): %v", name, err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 64)
+	n, err := c.Read(buf)
+	if err != nil || string(buf[:n]) != "READY=1" {
+		t.Errorf("abstract socket received %q, %v", buf[:n], err)
+	}
+	// No file of that name appears in the working directory.
+	if _, err := os.Lstat(name); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("Lstat(%q) = %v: SendTo to an abstract name touched the filesystem", name, err)
+	}
+}
+
+// TestReceiveClosesPassedFDs checks that descriptors a sender attaches
+// (FDSTORE=1) do not pile up in the receiver.
+func TestReceiveClosesPassedFDs(t *testing.T) {
+	s, err := notify.ListenDir("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+
+	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_DGRAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	if err := syscall.Sendmsg(fd, []byte("FDSTORE=1"), syscall.UnixRights(int(r.Fd())), &syscall.SockaddrUnix{Name: s.Path()}, 0); err != nil {
+		t.Fatal(err)
+	}
+	r.Close() // the only read end left is the one in flight
+
+	d := receive(t, s)
+	if d.Message["FDSTORE"] != "1" || d.Err != nil {
+		t.Errorf("received %q, %v", d.Message, d.Err)
+	}
+	// Receive closed the copy it got: no read end is left, so writing
+	// fails with EPIPE.
+	if _, err := w.Write([]byte("x")); !errors.Is(err, syscall.EPIPE) {
+		t.Errorf("write to the pipe after Receive: %v, want EPIPE (the passed read end is still open)", err)
+	}
+}
+
+func TestListen(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "n.sock")
+	// A leftover file is replaced.
+	if err := os.WriteFile(path, []byte("old"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := notify.Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Path() != path {
+		t.Errorf("Path() = %q, want %q", s.Path(), path)
+	}
+	fi, err := os.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode()&fs.ModeSocket == 0 || fi.Mode().Perm() != 0o666 {
+		t.Errorf("notify socket file is %v, want a socket with mode 0666", fi.Mode())
+	}
+	if err := notify.SendTo(path, "READY=1"); err != nil {
+		t.Fatal(err)
+	}
+	if d := receive(t, s); d.Message["READY"] != "1" {
+		t.Errorf("received %q", d.Message)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("after Close, the socket file: %v, want it removed", err)
+	}
+	// Close leaves a directory it did not make.
+	if _, err := os.Stat(dir); err != nil {
+		t.Errorf("Close removed the directory it was given: %v", err)
+	}
+
+	if _, err := notify.Listen(filepath.Join(dir, "missing", "n.sock")); err == nil {
+		t.Error("Listen in a missing directory succeeded")
+	}
+}
+
+func TestListenDir(t *testing.T) {
+	parent := t.TempDir()
+	s, err := notify.ListenDir(parent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Dir(s.Path())
+	if filepath.Dir(dir) != parent || !strings.HasPrefix(filepath.Base(dir), "baton-") || filepath.Base(s.Path()) != "notify.sock" {
+		t.Errorf("ListenDir(%q).Path() = %q, want %s/baton-*/notify.sock", parent, s.Path(), parent)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o700 {
+		t.Errorf("private directory has mode %v, want 0700", fi.Mode().Perm())
+	}
+	// Two managers in one directory do not collide.
+	s2, err := notify.ListenDir(parent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s2.Path() == s.Path() {
+		t.Errorf("two ListenDir sockets share the path %s", s.Path())
+	}
+	s2.Close()
+
+	if err := s.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("after Close, the private directory: %v, want it removed", err)
+	}
+	if entries, _ := os.ReadDir(parent); len(entries) != 0 {
+		t.Errorf("after Close, %s still holds %v", parent, entries)
+	}
+
+	if _, err := notify.ListenDir(filepath.Join(parent, "missing")); err == nil {
+		t.Error("ListenDir in a missing directory succeeded")
+	}
+	if entries, _ := os.ReadDir(parent); len(entries) != 0 {
+		t.Errorf("a failed ListenDir left %v", entries)
+	}
+}
+
+func TestReceiveAfterClose(t *testing.T) {
+	s, err := notify.ListenDir("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if _, err := s.Receive(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Receive after Close: %v, want %v", err, net.ErrClosed)
+	}
+}
