@@ -1,0 +1,49 @@
+package listener
+
+import (
+	"net"
+	"testing"
+)
+
+func TestActivationTakeMatchesByNameThenAddress(t *testing.T) {
+	tcp := func(name, addr string) *Socket {
+		a, _ := net.ResolveTCPAddr("tcp", addr)
+		return &Socket{Spec: Spec{Name: name, Network: "tcp", Address: addr}, Addr: a, Activated: true}
+	}
+	unix := &Socket{Spec: Spec{Name: "fd5", Network: "unix", Address: "/run/app.sock"},
+		Addr: &net.UnixAddr{Name: "/run/app.sock", Net: "unix"}, Activated: true}
+	udp := &Socket{Spec: Spec{Name: "fd6", Network: "udp", Address: "127.0.0.1:53"},
+		Addr: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 53}, Activated: true}
+
+	for _, tc := range []struct {
+		name string
+		spec string
+		want string // the Spec.Address of the socket taken, "" for none
+	}{
+		{"by name, whatever the address", "http=tcp://127.0.0.1:9999", "127.0.0.1:8080"},
+		{"by address when no name matches", "web=tcp://127.0.0.1:8081", "127.0.0.1:8081"},
+		{"localhost resolves to the bound IP", "web=tcp://localhost:8081", "127.0.0.1:8081"},
+		{"a port-0 spec only ever matches by name", "web=tcp://127.0.0.1:0", ""},
+		{"another port", "web=tcp://127.0.0.1:8082", ""},
+		{"a stream spec never takes a datagram socket", "dns=tcp://127.0.0.1:53", ""},
+		{"udp by address", "dns=udp://127.0.0.1:53", "127.0.0.1:53"},
+		{"unix by path", "sock=unix:///run/app.sock", "/run/app.sock"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := &Activation{sockets: []*Socket{tcp("http", "127.0.0.1:8080"), tcp("fd4", "127.0.0.1:8081"), unix, udp}}
+			spec, err := ParseSpec(tc.spec, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := a.Take(spec)
+			switch {
+			case tc.want == "" && got != nil:
+				t.Fatalf("took %v, want none", got.Spec)
+			case tc.want != "" && (got == nil || got.Spec.Address != tc.want):
+				t.Fatalf("took %v, want the socket on %s", got, tc.want)
+			case got != nil && (got.Spec.Name != spec.Name || len(a.Rest()) != 3):
+				t.Fatalf("taken socket named %q (want %q), %d left (want 3)", got.Spec.Name, spec.Name, len(a.Rest()))
+			}
+		})
+	}
+}
