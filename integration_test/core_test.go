@@ -17,108 +17,12 @@ import (
 	"time"
 
 	"github.com/baton-sh/baton/internal/harness"
-	"github.com/baton-sh/baton/internal/loadgen"
-	"github.com/baton-sh/baton/pidfile"
 )
 
-// startWorker starts baton over the test worker on a free loopback port
-// and returns it with the worker's URL.
-func startWorker(t *testing.T, batonFlags []string, workerFlags ...string) (*harness.Baton, string) {
-	t.Helper()
-	bin := harness.Build(t)
-	args := append([]string{"--listen", "http=tcp://127.0.0.1:0"}, batonFlags...)
-	args = append(append(args, "--", bin.TestWorker), workerFlags...)
-	b := harness.Start(t, args...)
-	return b, "http://" + b.Addr(t, "http")
-}
-
-// startLoad keeps 4 loops on new connections and 4 on keep-alive ones
-// busy against url until the test stops it.
-func startLoad(t *testing.T, url string) *loadgen.Load {
-	t.Helper()
-	load, err := loadgen.Start(loadgen.Config{URL: url, NewConns: 4, KeepAlive: 4, MaxDuration: 2 * time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { load.Stop() })
-	harness.Eventually(t, 10*time.Second, "load under way", func() bool { return load.Done() >= 200 })
-	return load
-}
-
-// requireNoFailures fails the test unless every request succeeded.
-func requireNoFailures(t *testing.T, load *loadgen.Load) loadgen.Summary {
-	t.Helper()
-	sum := load.Stop().Summarize()
-	t.Logf("load: %s", sum)
-	if sum.Failed != 0 || sum.Requests == 0 {
-		t.Fatalf("want 0 failed of >0 requests, got %s", sum)
-	}
-	return sum
-}
-
-func get(t *testing.T, url string) string {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %s %v", url, resp.Status, err)
-	}
-	return string(body)
-}
-
-func requireNoZombies(t *testing.T, parent int) {
-	t.Helper()
-	if z := harness.Zombies(parent); len(z) > 0 {
-		t.Fatalf("defunct children of %d: %+v", parent, z)
-	}
-}
-
 func TestReloadsUnderLoadFailNoRequest(t *testing.T) {
-	b, url := startWorker(t, nil)
-	load := startLoad(t, url+"/")
-
-	const reloads = 10
-	pid := b.WorkerPID(t, 1)
-	for i := 0; i < reloads; i++ {
-		before := load.Done()
-		end := b.Reload(t, 20*time.Second)
-		if end.Msg() != "reload complete" {
-			t.Fatalf("reload %d: %v", i+1, end)
-		}
-		next := b.WorkerPID(t, end.Int("gen"))
-		if next == pid {
-			t.Fatalf("reload %d: worker pid %d was not replaced", i+1, pid)
-		}
-		if harness.Alive(pid) {
-			t.Fatalf("reload %d: old worker %d still running after the reload completed", i+1, pid)
-		}
-		if got, err := pidfile.Read(b.PIDFile); err != nil || got != b.PID() {
-			t.Fatalf("reload %d: pidfile says %d (%v), master is %d", i+1, got, err, b.PID())
-		}
-		pid = next
-		harness.Eventually(t, 10*time.Second, "requests flowing after the reload",
-			func() bool { return load.Done() >= before+100 })
-	}
-	sum := requireNoFailures(t, load)
-	if len(sum.PIDs) != reloads+1 {
-		t.Errorf("answers came from %d worker pids, want %d (one per generation)", len(sum.PIDs), reloads+1)
-	}
-	requireNoZombies(t, b.PID())
-
-	b.Signal(t, syscall.SIGTERM)
-	if code := b.Wait(t, 30*time.Second); code != 0 {
-		t.Fatalf("baton exited %d after TERM, want 0", code)
-	}
-	if _, err := os.Stat(b.PIDFile); !os.IsNotExist(err) {
-		t.Fatalf("pidfile left behind after a clean stop: %v", err)
-	}
-	if harness.Alive(pid) {
-		t.Fatalf("worker %d outlived the master", pid)
-	}
+	b, _ := startWorker(t, nil)
+	pid := reloadsUnderLoad(t, b, 10)
+	stopCleanly(t, b, pid)
 }
 
 // A deploy that breaks the new version must not take the old one down.
@@ -225,7 +129,8 @@ func TestReloadLetsTheOldGenerationFinishItsRequest(t *testing.T) {
 	b.OutputContains(t, 10*time.Second, "slow request started")
 
 	b.Signal(t, syscall.SIGHUP)
-	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Msg() == "draining" && e.Int("pid") == old })
+	// The worker says STOPPING=1 once it has stopped accepting.
+	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Msg() == "worker stopping" && e.Int("pid") == old })
 	if body := get(t, url+"/"); strings.Contains(body, "pid="+strconv.Itoa(old)) {
 		t.Fatalf("draining worker %d still accepted a new request: %q", old, body)
 	}

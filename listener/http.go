@@ -59,12 +59,12 @@ func ServeHTTP(srv *http.Server, l net.Listener, drainSignals ...os.Signal) erro
 		return err
 	case <-sigc:
 	}
-	Stopping()
 	// Keep-alives go off before l closes (Drain repeats it): once this
 	// process stops accepting, no response may invite a client to reuse
 	// its connection.
 	srv.SetKeepAlivesEnabled(false)
 	l.Close()
+	Stopping() // only now: baton may rely on it to mean "no longer accepting
 	<-served // the accept loop has ended: no connection is added after this
 	return drainer.Drain(context.Background())
 }

@@ -1,0 +1,132 @@
+package integration_test
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/baton-sh/baton/internal/harness"
+	"github.com/baton-sh/baton/internal/loadgen"
+	"github.com/baton-sh/baton/pidfile"
+)
+
+// startWorker starts baton over the test worker on a free loopback port
+// and returns it with the worker's URL.
+func startWorker(t *testing.T, batonFlags []string, workerFlags ...string) (*harness.Baton, string) {
+	t.Helper()
+	bin := harness.Build(t)
+	args := append([]string{"--listen", "http=tcp://127.0.0.1:0"}, batonFlags...)
+	args = append(append(args, "--", bin.TestWorker), workerFlags...)
+	b := harness.Start(t, args...)
+	return b, "http://" + b.Addr(t, "http")
+}
+
+// startLoad keeps 4 loops on new connections and 4 on keep-alive ones
+// busy against url until the test stops it.
+func startLoad(t *testing.T, url string) *loadgen.Load {
+	t.Helper()
+	load, err := loadgen.Start(loadgen.Config{URL: url, NewConns: 4, KeepAlive: 4, MaxDuration: 2 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { load.Stop() })
+	harness.Eventually(t, 10*time.Second, "load under way", func() bool { return load.Done() >= 200 })
+	return load
+}
+
+// requireNoFailures fails the test unless every request succeeded.
+func requireNoFailures(t *testing.T, load *loadgen.Load) loadgen.Summary {
+	t.Helper()
+	sum := load.Stop().Summarize()
+	t.Logf("load: %s", sum)
+	if sum.Failed != 0 || sum.Requests == 0 {
+		t.Fatalf("want 0 failed of >0 requests, got %s", sum)
+	}
+	return sum
+}
+
+func get(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s %v", url, resp.Status, err)
+	}
+	return string(body)
+}
+
+func requireNoZombies(t *testing.T, parent int) {
+	t.Helper()
+	if z := harness.Zombies(parent); len(z) > 0 {
+		t.Fatalf("defunct children of %d: %+v", parent, z)
+	}
+}
+
+// reloadsUnderLoad keeps load on b's socket "http" while it reloads b n
+// times, and requires what baton promises: every reload completes with a
+// new worker PID and the old worker gone, the master's PID (and pidfile)
+// never changes, requests keep flowing, none fails, and no zombie is left.
+// It returns the PID of the last worker.
+func reloadsUnderLoad(t *testing.T, b *harness.Baton, n int) int {
+	t.Helper()
+	load := startLoad(t, "http://"+b.Addr(t, "http")+"/")
+	gen := b.Generation()
+	pid := b.WorkerPID(t, gen)
+	var took []string
+	for i := 1; i <= n; i++ {
+		before := load.Done()
+		end := b.Reload(t, 60*time.Second)
+		if end.Msg() != "reload complete" || end.Int("gen") != gen+i {
+			t.Fatalf("reload %d: %v", i, end)
+		}
+		took = append(took, end.Str("took"))
+		next := b.WorkerPID(t, gen+i)
+		if next == pid || harness.Alive(pid) {
+			t.Fatalf("reload %d: worker %d not replaced (now %d, old alive: %v)", i, pid, next, harness.Alive(pid))
+		}
+		if got, err := pidfile.Read(b.PIDFile); err != nil || got != b.PID() {
+			t.Fatalf("reload %d: pidfile says %d (%v), master is %d", i, got, err, b.PID())
+		}
+		pid = next
+		harness.Eventually(t, 20*time.Second, "requests flowing after the reload",
+			func() bool { return load.Done() >= before+100 })
+	}
+	sum := requireNoFailures(t, load)
+	if len(sum.PIDs) < n+1 {
+		t.Errorf("answers came from %d worker pids, want at least %d (one per generation)", len(sum.PIDs), n+1)
+	}
+	t.Logf("reloads took %s", strings.Join(took, ", "))
+	requireNoZombies(t, b.PID())
+	return pid
+}
+
+// stopCleanly sends TERM and requires exit 0 with the worker gone.
+func stopCleanly(t *testing.T, b *harness.Baton, worker int) {
+	t.Helper()
+	b.Signal(t, syscall.SIGTERM)
+	if code := b.Wait(t, 30*time.Second); code != 0 {
+		t.Fatalf("baton exited %d after TERM, want 0", code)
+	}
+	if harness.Alive(worker) {
+		t.Fatalf("worker %d outlived the master", worker)
+	}
+}
+
+// freePort returns a loopback address nobody listens on right now.
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}

@@ -1,0 +1,481 @@
+package integration_test
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/baton-sh/baton/internal/harness"
+)
+
+// supervisorCtl is a supervisord started by a test, with its program "app"
+// taken from scripts/supervisord/baton.conf.
+type supervisorCtl struct {
+	t       *testing.T
+	ctlBin  string // the supervisorctl binary
+	conf    string
+	appLog  string // the program's stdout_logfile: baton's JSON log and the worker's output
+	pidfile string // baton's
+	url     string
+	marker  string // environment entry every process of the program carries
+	cmd     *exec.Cmd
+	output  ecoBuffer // supervisord's own log on stdout
+	exited  chan struct{}
+}
+
+// supervisordConf writes a supervisord configuration in dir whose
+// [program:app] is the example in scripts/supervisord/baton.conf, with its
+// paths replaced by the built binaries and dir, and its address by addr.
+func supervisordConf(t *testing.T, dir, addr, marker string) (conf, appLog, pidfile string) {
+	t.Helper()
+	bin := harness.Build(t)
+	example, err := os.ReadFile(filepath.Join(harness.ModuleRoot(), "scripts", "supervisord", "baton.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	appLog = filepath.Join(dir, "app.log")
+	pidfile = filepath.Join(dir, "baton.pid")
+	program := string(example)
+	// supervisord must wait longer than baton's drain before its SIGKILL.
+	wait := regexp.MustCompile(`(?m)^stopwaitsecs=(\d+)`).FindStringSubmatch(program)
+	drain := regexp.MustCompile(`--drain-timeout (\d+)s`).FindStringSubmatch(program)
+	if wait == nil || drain == nil {
+		t.Fatal("scripts/supervisord/baton.conf: no stopwaitsecs or --drain-timeout in seconds")
+	}
+	if w, d := svAtoi(wait[1]), svAtoi(drain[1]); w <= d {
+		t.Fatalf("scripts/supervisord/baton.conf: stopwaitsecs=%d is not above --drain-timeout %ds", w, d)
+	}
+	for _, r := range []struct{ old, new string }{
+		{"/usr/local/bin/baton", bin.Baton},
+		{"/srv/app/current/server", bin.TestWorker},
+		{"/srv/app/current", dir},
+		{"/run/app/baton.pid", pidfile},
+		{"127.0.0.1:8080", addr},
+		{"/var/log/supervisor/app.log", appLog},
+	} {
+		if !strings.Contains(program, r.old) {
+			t.Fatalf("scripts/supervisord/baton.conf no longer mentions %s", r.old)
+		}
+		program = strings.ReplaceAll(program, r.old, r.new)
+	}
+	sock := filepath.Join(dir, "supervisor.sock")
+	if len(sock) > 100 { // unix socket names are limited to 108 bytes
+		short, err := os.MkdirTemp("", "sv")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(short) })
+		sock = filepath.Join(short, "s.sock")
+	}
+	conf = filepath.Join(dir, "supervisord.conf")
+	// The marker finds every process of the program. GORACE: binaries
+	// built with -race otherwise sleep a second at exit while goroutines
+	// remain, which would add a second to every drain measured here.
+	text := fmt.Sprintf(`[unix_http_server]
+file=%[1]s
+chmod=0700
+
+[supervisord]
+logfile=%[2]s/supervisord.log
+pidfile=%[2]s/supervisord.pid
+childlogdir=%[2]s
+loglevel=info
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[supervisorctl]
+serverurl=unix://%[1]s
+
+%[3]s
+environment=%[4]s,GORACE="atexit_sleep_ms=0"
+`, sock, dir, program, marker)
+	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return conf, appLog, pidfile
+}
+
+// startSupervisord runs supervisord in the foreground as a child of the
+// test over a free loopback port, and waits for app to be RUNNING.
+func startSupervisord(t *testing.T) *supervisorCtl {
+	t.Helper()
+	supervisord, err := exec.LookPath("supervisord")
+	if err != nil {
+		t.Fatal("supervisord is not installed (Debian package supervisor; .ci/run installs it)")
+	}
+	ctl, err := exec.LookPath("supervisorctl")
+	if err != nil {
+		t.Fatal("supervisorctl is not installed (Debian package supervisor; .ci/run installs it)")
+	}
+	addr := ecoFreeAddr(t)
+	dir := t.TempDir()
+	s := &supervisorCtl{t: t, ctlBin: ctl, url: "http://" + addr, exited: make(chan struct{})}
+	s.marker = fmt.Sprintf("BATON_SUPERVISORD_TEST=%d-%d", os.Getpid(), time.Now().UnixNano())
+	s.conf, s.appLog, s.pidfile = supervisordConf(t, dir, addr, s.marker)
+
+	s.cmd = exec.Command(supervisord, "--nodaemon", "--configuration", s.conf)
+	s.cmd.Dir = dir
+	s.cmd.Stdout = &s.output
+	s.cmd.Stderr = s.cmd.Stdout
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { s.cmd.Wait(); close(s.exited) }()
+	t.Cleanup(s.cleanup)
+
+	harness.Eventually(t, 20*time.Second, "supervisorctl status app: RUNNING", func() bool {
+		state, _ := s.status()
+		return state == "RUNNING"
+	})
+	return s
+}
+
+// cleanup is the last resort: whatever the test left running is stopped.
+func (s *supervisorCtl) cleanup() {
+	select {
+	case <-s.exited:
+	default:
+		s.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-s.exited:
+		case <-time.After(15 * time.Second):
+			s.cmd.Process.Kill()
+			<-s.exited
+		}
+	}
+	for _, pid := range s.programProcs() {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	if strings.Contains(s.log(), "WARNING: DATA RACE") {
+		s.t.Errorf("the race detector found a data race in baton or its worker")
+	}
+	if s.t.Failed() {
+		s.t.Logf("supervisord output:\n%s", s.output.String())
+		s.t.Logf("app log:\n%s", s.log())
+	}
+}
+
+// ctl runs supervisorctl with args and returns its output.
+func (s *supervisorCtl) ctl(args ...string) (string, error) {
+	cmd := exec.Command(s.ctlBin, append([]string{"--configuration", s.conf}, args...)...)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-done:
+		case <-time.After(60 * time.Second):
+			cmd.Process.Kill()
+		}
+	}()
+	out, err := cmd.CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+// mustCtl runs supervisorctl and fails the test unless its output
+// contains want.
+func (s *supervisorCtl) mustCtl(want string, args ...string) string {
+	s.t.Helper()
+	out, err := s.ctl(args...)
+	if !strings.Contains(out, want) {
+		s.t.Fatalf("supervisorctl %s: %q (%v), want %q", strings.Join(args, " "), out, err, want)
+	}
+	return out
+}
+
+var supervisorStatusLine = regexp.MustCompile(`^app\s+([A-Z]+)\s*(?:pid (\d+),)?`)
+
+// status is app's state and PID as `supervisorctl status app` shows them.
+func (s *supervisorCtl) status() (state string, pid int) {
+	out, _ := s.ctl("status", "app")
+	m := supervisorStatusLine.FindStringSubmatch(out)
+	if m == nil {
+		return "", 0
+	}
+	pid, _ = strconv.Atoi(m[2])
+	return m[1], pid
+}
+
+func (s *supervisorCtl) log() string {
+	b, _ := os.ReadFile(s.appLog)
+	return string(b)
+}
+
+// events are baton's JSON log events in the program's log, across every
+// baton supervisord has run.
+func (s *supervisorCtl) events() []harness.Event {
+	var out []harness.Event
+	sc := bufio.NewScanner(strings.NewReader(s.log()))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		var e harness.Event
+		if json.Unmarshal(sc.Bytes(), &e) == nil && e["component"] == "baton" {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func (s *supervisorCtl) count(match func(harness.Event) bool) int {
+	n := 0
+	for _, e := range s.events() {
+		if match(e) {
+			n++
+		}
+	}
+	return n
+}
+
+// programProcs are the processes started for the program (baton, the exec
+// shim, workers and whatever they start), found by the marker in their
+// environment.
+func (s *supervisorCtl) programProcs() []int {
+	var pids []int
+	for _, p := range harness.Procs() {
+		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", p.PID))
+		if err != nil || p.State == "Z" {
+			continue
+		}
+		for _, kv := range bytes.Split(env, []byte{0}) {
+			if string(kv) == s.marker {
+				pids = append(pids, p.PID)
+				break
+			}
+		}
+	}
+	return pids
+}
+
+// workerPID asks the serving worker for its PID.
+func (s *supervisorCtl) workerPID(t *testing.T) int {
+	t.Helper()
+	pid, err := strconv.Atoi(get(t, s.url+"/pid"))
+	if err != nil {
+		t.Fatalf("GET /pid: %v", err)
+	}
+	return pid
+}
+
+func (s *supervisorCtl) requireNoZombies(t *testing.T, batonPID int) {
+	t.Helper()
+	requireNoZombies(t, s.cmd.Process.Pid)
+	if batonPID != 0 {
+		requireNoZombies(t, batonPID)
+	}
+}
+
+// requireServing waits until app answers on its address.
+func (s *supervisorCtl) requireServing(t *testing.T) {
+	t.Helper()
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
+	harness.Eventually(t, 20*time.Second, "app serving", func() bool {
+		resp, err := client.Get(s.url + "/")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode == http.StatusOK && strings.Contains(string(body), "pid=")
+	})
+}
+
+func svAtoi(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
+}
+
+func ecoFreeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// ecoBuffer collects a child's output from the goroutines os/exec copies
+// it with.
+type ecoBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (w *ecoBuffer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.Write(p)
+}
+
+func (w *ecoBuffer) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
+}
+
+// Under supervisord, which watches one PID, a reload is `supervisorctl
+// signal HUP app`: baton's PID stays the one supervisord started, the
+// worker behind it is replaced with no failed request, and nothing is left
+// defunct. stop drains; start and restart work.
+func TestSupervisordSignalHUPStopStartRestart(t *testing.T) {
+	t0 := time.Now()
+	phase := func(what string) { t.Logf("%6s %s", time.Since(t0).Round(time.Millisecond), what) }
+	s := startSupervisord(t)
+	phase("supervisord: app RUNNING")
+	svPID := s.cmd.Process.Pid
+	_, batonPID := s.status()
+	if p, ok := harness.ReadProc(batonPID); !ok || p.PPID != svPID {
+		t.Fatalf("app's pid %d is not a child of supervisord %d: %+v", batonPID, svPID, p)
+	}
+	isComplete := func(e harness.Event) bool { return e.Msg() == "reload complete" }
+	harness.Eventually(t, 20*time.Second, "generation 1 serving", func() bool { return s.count(isComplete) >= 1 })
+	s.requireServing(t)
+	phase("serving")
+
+	// Reloads under load, the way a deploy does it.
+	load := startLoad(t, s.url+"/")
+	const reloads = 5
+	worker := s.workerPID(t)
+	var took []string
+	for i := 1; i <= reloads; i++ {
+		before, completed := load.Done(), s.count(isComplete)
+		start := time.Now()
+		s.mustCtl("app: signalled", "signal", "HUP", "app")
+		harness.Eventually(t, 20*time.Second, fmt.Sprintf("reload %d complete", i), func() bool {
+			return s.count(isComplete) > completed
+		})
+		wall := time.Since(start)
+		var end harness.Event
+		for _, e := range s.events() {
+			if e.Msg() == "reload complete" || e.Msg() == "reload failed" {
+				end = e
+			}
+		}
+		if end.Msg() != "reload complete" || end.Int("gen") != i+1 {
+			t.Fatalf("reload %d: %v, want generation %d complete", i, end, i+1)
+		}
+		phase(fmt.Sprintf("reload %d complete", i))
+		took = append(took, fmt.Sprintf("%s (supervisorctl to complete: %s)", end.Str("took"), wall.Round(time.Millisecond)))
+
+		next := s.workerPID(t)
+		if next == worker || harness.Alive(worker) {
+			t.Fatalf("reload %d: worker %d not replaced (now %d, old alive: %v)", i, worker, next, harness.Alive(worker))
+		}
+		worker = next
+		if state, pid := s.status(); state != "RUNNING" || pid != batonPID {
+			t.Fatalf("reload %d: supervisorctl status app: %s pid %d, want RUNNING pid %d", i, state, pid, batonPID)
+		}
+		s.requireNoZombies(t, batonPID)
+		harness.Eventually(t, 10*time.Second, "requests flowing after the reload",
+			func() bool { return load.Done() >= before+100 })
+	}
+	sum := requireNoFailures(t, load)
+	if len(sum.PIDs) != reloads+1 {
+		t.Errorf("answers came from %d worker pids, want %d (one per generation)", len(sum.PIDs), reloads+1)
+	}
+	t.Logf("reload took: %s", strings.Join(took, ", "))
+	if got, err := os.ReadFile(s.pidfile); err != nil || strings.TrimSpace(string(got)) != strconv.Itoa(batonPID) {
+		t.Fatalf("pidfile says %q (%v), supervisord's pid is %d", got, err, batonPID)
+	}
+
+	phase("load stopped")
+	// stop drains: a request in flight when it starts is answered.
+	type answer struct {
+		status int
+		body   string
+		err    error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		resp, err := http.Get(s.url + "/slow?d=1s")
+		if err != nil {
+			done <- answer{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		done <- answer{resp.StatusCode, string(body), err}
+	}()
+	harness.Eventually(t, 10*time.Second, "slow request in flight", func() bool {
+		return strings.Contains(s.log(), fmt.Sprintf("slow request started pid=%d", worker))
+	})
+	start := time.Now()
+	s.mustCtl("app: stopped", "stop", "app")
+	t.Logf("supervisorctl stop app with a 1s request in flight: %s", time.Since(start).Round(time.Millisecond))
+	select {
+	case a := <-done:
+		if a.err != nil || a.status != http.StatusOK || !strings.Contains(a.body, "slow done") {
+			t.Fatalf("in-flight request cut by supervisorctl stop: %d %q %v", a.status, a.body, a.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the in-flight request got no answer")
+	}
+	if state, _ := s.status(); state != "STOPPED" {
+		t.Fatalf("after stop, app is %s", state)
+	}
+	if harness.Alive(batonPID) || harness.Alive(worker) {
+		t.Fatalf("after stop: baton %d alive %v, worker %d alive %v", batonPID, harness.Alive(batonPID), worker, harness.Alive(worker))
+	}
+	if left := s.programProcs(); len(left) > 0 {
+		t.Fatalf("after stop, processes of the program are left: %v", left)
+	}
+	if _, err := os.Stat(s.pidfile); !os.IsNotExist(err) {
+		t.Fatalf("pidfile left behind by stop: %v", err)
+	}
+	if c, err := net.DialTimeout("tcp", strings.TrimPrefix(s.url, "http://"), time.Second); err == nil {
+		c.Close()
+		t.Fatal("the port still accepts after stop")
+	}
+	if n := s.count(func(e harness.Event) bool { return e.Msg() == "stopped" }); n != 1 {
+		t.Fatalf("baton logged %d clean stops, want 1", n)
+	}
+	s.requireNoZombies(t, 0)
+	phase("stopped")
+
+	// start, then restart.
+	s.mustCtl("app: started", "start", "app")
+	state, started := s.status()
+	if state != "RUNNING" || started == batonPID {
+		t.Fatalf("after start: %s pid %d (was %d)", state, started, batonPID)
+	}
+	s.requireServing(t)
+
+	phase("started")
+	s.mustCtl("app: started", "restart", "app")
+	state, restarted := s.status()
+	if state != "RUNNING" || restarted == started || harness.Alive(started) {
+		t.Fatalf("after restart: %s pid %d, the previous baton %d alive: %v", state, restarted, started, harness.Alive(started))
+	}
+	s.requireServing(t)
+	if n := s.count(func(e harness.Event) bool { return e.Msg() == "stopped" }); n != 2 {
+		t.Fatalf("baton logged %d clean stops, want 2", n)
+	}
+	s.requireNoZombies(t, restarted)
+
+	phase("restarted")
+	// supervisord's own shutdown stops the program the same way.
+	s.mustCtl("Shut down", "shutdown")
+	select {
+	case <-s.exited:
+	case <-time.After(30 * time.Second):
+		t.Fatal("supervisord still running 30s after supervisorctl shutdown")
+	}
+	if left := s.programProcs(); len(left) > 0 {
+		t.Fatalf("after supervisord's shutdown, processes of the program are left: %v", left)
+	}
+	phase("supervisord shut down")
+}
