@@ -1,0 +1,133 @@
+package integration_test
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/baton-sh/baton/internal/harness"
+)
+
+// The reload benchmark (scripts/bench.sh) keeps working: batonbench runs
+// every mode with 2 reloads and writes its table and JSON. Only baton's row
+// is held to a result: zero failed requests with a stable PID. The other
+// rows are what they measure.
+func TestBenchmarkRuns(t *testing.T) {
+	proofFastRaceExit(t)
+	bin := harness.Build(t)
+	bench, tableflip := benchBuild(t)
+	out := filepath.Join(t.TempDir(), "bench.json")
+	cmd := exec.Command(bench, "-reloads", "2", "-gap", "200ms", "-rate", "200", "-json", out,
+		"-baton", bin.Baton, "-worker", bin.TestWorker, "-tableflip", tableflip)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("batonbench: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+		}
+	case <-time.After(90 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("batonbench still running after 90s\nstderr:\n%s", stderr.String())
+	}
+	t.Logf("batonbench:\n%s", stdout.String())
+
+	var rep struct {
+		Machine struct {
+			CPUs   int
+			Kernel string
+		}
+		Results []struct {
+			Mode             string
+			Requests, Failed int
+			ReloadMS         []float64 `json:"reload_ms"`
+			MasterRSSKB      int       `json:"master_rss_kb"`
+			PIDStable        bool      `json:"pid_stable"`
+		}
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatalf("batonbench -json: %v\n%s", err, b)
+	}
+	if rep.Machine.CPUs < 1 || rep.Machine.Kernel == "" {
+		t.Errorf("the report does not say what machine it ran on: %s", b)
+	}
+	want := []string{"baton", "naive", "socket-holder", "tableflip"}
+	if len(rep.Results) != len(want) {
+		t.Fatalf("%d results, want %d: %s", len(rep.Results), len(want), b)
+	}
+	for i, r := range rep.Results {
+		if r.Mode != want[i] || r.Requests == 0 || len(r.ReloadMS) != 2 {
+			t.Fatalf("result %d: %+v, want mode %s with requests and 2 reload durations", i, r, want[i])
+		}
+		if !strings.Contains(stdout.String(), r.Mode) {
+			t.Fatalf("the table has no row for %s", r.Mode)
+		}
+		switch r.Mode {
+		case "baton":
+			if r.Failed != 0 || !r.PIDStable || r.MasterRSSKB == 0 {
+				t.Fatalf("baton: %+v, want 0 failed requests, a stable PID and the master's RSS", r)
+			}
+		case "socket-holder":
+			if r.PIDStable || r.MasterRSSKB == 0 {
+				t.Fatalf("socket-holder: %+v, want the server's PID changed and the holder's RSS", r)
+			}
+		default:
+			if r.PIDStable {
+				t.Fatalf("%s: the server's PID did not change across restarts", r.Mode)
+			}
+		}
+	}
+}
+
+var benchBuilt struct {
+	sync.Once
+	bench, tableflip string
+	err              error
+	out              []byte
+}
+
+// benchBuild compiles batonbench and the tableflip worker once, with the
+// race detector when the tests run with it (so the build reuses theirs).
+func benchBuild(t *testing.T) (bench, tableflip string) {
+	t.Helper()
+	benchBuilt.Do(func() {
+		dir, err := os.MkdirTemp(harness.Build(t).Dir, "bench-")
+		if err != nil {
+			benchBuilt.err = err
+			return
+		}
+		args := []string{"build", "-o", dir + "/"}
+		if info, ok := debug.ReadBuildInfo(); ok {
+			for _, s := range info.Settings {
+				if s.Key == "-race" && s.Value == "true" {
+					args = append(args, "-race")
+				}
+			}
+		}
+		cmd := exec.Command("go", append(args, "./cmd/batonbench", "./cmd/tableflipworker")...)
+		cmd.Dir = harness.ModuleRoot()
+		benchBuilt.out, benchBuilt.err = cmd.CombinedOutput()
+		benchBuilt.bench = filepath.Join(dir, "batonbench")
+		benchBuilt.tableflip = filepath.Join(dir, "tableflipworker")
+	})
+	if benchBuilt.err != nil {
+		t.Fatalf("go build: %v\n%s", benchBuilt.err, benchBuilt.out)
+	}
+	return benchBuilt.bench, benchBuilt.tableflip
+}
