@@ -1,11 +1,10 @@
 package listener
 
 import (
-	"fmt"
-	"os"
 	"strconv"
 	"strings"
-	"syscall"
+
+	"github.com/baton-sh/baton/internal/execshim"
 )
 
 // Environment variables of the systemd socket-activation protocol.
@@ -22,7 +21,7 @@ const FirstFD = 3
 
 // shimEnv marks a process started as the exec shim and carries the path of
 // the worker program it is to become.
-const shimEnv = "BATON_EXEC_SHIM"
+const shimEnv = execshim.Env
 
 // WorkerEnv returns base with the socket-activation variables for sockets
 // and, if notifySocket is not empty, NOTIFY_SOCKET. Variables of the same
@@ -60,19 +59,8 @@ func WorkerEnv(base []string, sockets []*Socket, notifySocket string) []string {
 func ShimVar(worker string) string { return shimEnv + "=" + worker }
 
 // RunShim turns this process into the worker if it was started with
-// ShimVar; otherwise it returns at once. Call it first in main, before
-// anything else reads the environment. It only returns on failure, which
-// it reports on stderr before exiting with status 127 like a shell would.
-func RunShim() {
-	worker, ok := os.LookupEnv(shimEnv)
-	if !ok {
-		return
-	}
-	os.Unsetenv(shimEnv)
-	if _, ok := os.LookupEnv(EnvListenFDs); ok {
-		os.Setenv(EnvListenPID, strconv.Itoa(os.Getpid()))
-	}
-	err := syscall.Exec(worker, os.Args, os.Environ())
-	fmt.Fprintf(os.Stderr, "baton: exec %s: %v\n", worker, err)
-	os.Exit(127)
-}
+// ShimVar; otherwise it returns at once. Importing listener already does
+// this, from an init function that runs before the heavier packages of the
+// program initialise (see internal/execshim), so a ShimPath binary need
+// not call it. It only returns on failure, reported before exiting 127.
+func RunShim() { execshim.Run() }

@@ -77,7 +77,8 @@ type Options struct {
 
 	// ShimPath is a baton binary used to start workers so that LISTEN_PID
 	// can be set to the worker's own PID (see listener.RunShim). Default:
-	// this executable, which must call listener.RunShim first in main.
+	// this executable, which must import listener (whose initialisation
+	// runs the shim) or call listener.RunShim first in main.
 	ShimPath string
 	// NotifyDir is where the private NOTIFY_SOCKET directory is made
 	// (default: the system's temp dir).

@@ -10,8 +10,6 @@ import (
 	"io"
 	"os"
 	"strings"
-
-	"github.com/baton-sh/baton/listener"
 )
 
 // Exit codes, as in the product contract.
@@ -26,8 +24,8 @@ const (
 var version = "dev"
 
 func main() {
-	// A worker start passes through here first (see listener.ShimVar).
-	listener.RunShim()
+	// A worker start never gets here: importing listener runs the exec
+	// shim during initialisation (see listener.ShimVar).
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
