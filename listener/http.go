@@ -65,7 +65,7 @@ func ServeHTTP(srv *http.Server, l net.Listener, drainSignals ...os.Signal) erro
 	srv.SetKeepAlivesEnabled(false)
 	l.Close()
 	Stopping() // only now: baton may rely on it to mean "no longer accepting
-	<-served // the accept loop has ended: no connection is added after this
+	<-served   // the accept loop has ended: no connection is added after this
 	return drainer.Drain(context.Background())
 }
 
