@@ -64,7 +64,7 @@ func ServeHTTP(srv *http.Server, l net.Listener, drainSignals ...os.Signal) erro
 	// its connection.
 	srv.SetKeepAlivesEnabled(false)
 	l.Close()
-	Stopping() // only now: baton may rely on it to mean "no longer accepting
+	Stopping() // only now: baton may take it to mean "no longer accepting"
 	<-served   // the accept loop has ended: no connection is added after this
 	return drainer.Drain(context.Background())
 }
