@@ -45,7 +45,7 @@ func TestExampleGoWorker(t *testing.T) {
 	// The same binary without baton binds its own address, serves, and
 	// exits 0 on SIGTERM.
 	t.Run("without baton", func(t *testing.T) {
-		addr := ecoFreeAddr(t)
+		addr := freePort(t)
 		ecoStandalone(t, addr, worker, "-addr", addr)
 	})
 }
@@ -117,7 +117,7 @@ func TestExamplePythonWorker(t *testing.T) {
 	})
 
 	t.Run("without baton", func(t *testing.T) {
-		addr := ecoFreeAddr(t)
+		addr := freePort(t)
 		ecoStandalone(t, addr, python, script, addr)
 	})
 }

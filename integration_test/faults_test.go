@@ -402,24 +402,12 @@ func faultSettle(t *testing.T, b *harness.Baton, last time.Time) {
 // zombies. (An orphan killed with the group may stay a zombie of a parent
 // that is not baton; it runs nothing and holds nothing.)
 func faultLiveGroup(pgid int) []harness.Proc {
-	var out []harness.Proc
-	for _, p := range harness.Procs() {
-		if p.PGID == pgid && p.State != "Z" {
-			out = append(out, p)
-		}
-	}
-	return out
+	return harness.ProcsWhere(func(p harness.Proc) bool { return p.PGID == pgid && p.State != "Z" })
 }
 
 // faultLiveChildren lists parent's children that are not zombies.
 func faultLiveChildren(parent int) []harness.Proc {
-	var out []harness.Proc
-	for _, p := range harness.Procs() {
-		if p.PPID == parent && p.State != "Z" {
-			out = append(out, p)
-		}
-	}
-	return out
+	return harness.ProcsWhere(func(p harness.Proc) bool { return p.PPID == parent && p.State != "Z" })
 }
 
 func faultCopyFile(t *testing.T, from, to string) {

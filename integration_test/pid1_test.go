@@ -27,27 +27,13 @@ func TestBatonAsPID1InAPIDNamespace(t *testing.T) {
 	url := "http://" + b.Addr(t, "http")
 
 	// baton's PID on this side of the namespace: unshare's child.
-	var master harness.Proc
-	harness.Eventually(t, 10*time.Second, "baton running under unshare", func() bool {
-		for _, p := range harness.Procs() {
-			if p.PPID == b.PID() && p.Comm == "baton" {
-				master = p
-				return true
-			}
-		}
-		return false
+	master := harness.WaitProc(t, 10*time.Second, "baton running under unshare", func(p harness.Proc) bool {
+		return p.PPID == b.PID() && p.Comm == "baton"
 	})
 	// The worker's helper (sh -c "sleep 300 &") was orphaned when sh
 	// exited: baton, PID 1 in the namespace, adopted it.
-	var orphan harness.Proc
-	harness.Eventually(t, 10*time.Second, "the orphaned sleep adopted by baton", func() bool {
-		for _, p := range harness.Procs() {
-			if p.PPID == master.PID && p.Comm == "sleep" {
-				orphan = p
-				return true
-			}
-		}
-		return false
+	orphan := harness.WaitProc(t, 10*time.Second, "the orphaned sleep adopted by baton", func(p harness.Proc) bool {
+		return p.PPID == master.PID && p.Comm == "sleep"
 	})
 	// An orphan that dies is reaped by baton, not left defunct.
 	syscall.Kill(orphan.PID, syscall.SIGKILL)
@@ -75,15 +61,8 @@ func TestBatonAsPID1InAPIDNamespace(t *testing.T) {
 // worker leaves behind is baton's child, and is reaped when it dies.
 func TestSubreaperAdoptsAndReapsOrphans(t *testing.T) {
 	b, _ := startWorker(t, []string{"--subreaper"}, "-orphan")
-	var orphan harness.Proc
-	harness.Eventually(t, 10*time.Second, "the orphaned sleep adopted by baton", func() bool {
-		for _, p := range harness.Procs() {
-			if p.PPID == b.PID() && p.Comm == "sleep" {
-				orphan = p
-				return true
-			}
-		}
-		return false
+	orphan := harness.WaitProc(t, 10*time.Second, "the orphaned sleep adopted by baton", func(p harness.Proc) bool {
+		return p.PPID == b.PID() && p.Comm == "sleep"
 	})
 	syscall.Kill(orphan.PID, syscall.SIGKILL)
 	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Msg() == "reaped orphan" && e.Int("pid") == orphan.PID })

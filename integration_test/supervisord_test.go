@@ -122,7 +122,7 @@ func startSupervisord(t *testing.T) *supervisorCtl {
 	if err != nil {
 		t.Fatal("supervisorctl is not installed (Debian package supervisor; .ci/run installs it)")
 	}
-	addr := ecoFreeAddr(t)
+	addr := freePort(t)
 	dir := t.TempDir()
 	s := &supervisorCtl{t: t, ctlBin: ctl, url: "http://" + addr, exited: make(chan struct{})}
 	s.marker = fmt.Sprintf("BATON_SUPERVISORD_TEST=%d-%d", os.Getpid(), time.Now().UnixNano())
@@ -296,16 +296,6 @@ func (s *supervisorCtl) requireServing(t *testing.T) {
 func svAtoi(s string) int {
 	n, _ := strconv.Atoi(s)
 	return n
-}
-
-func ecoFreeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // ecoBuffer collects a child's output from the goroutines os/exec copies

@@ -362,15 +362,34 @@ func ReadProc(pid int) (Proc, bool) {
 	return Proc{PID: pid, PPID: ppid, PGID: pgid, State: f[0], Comm: s[open+1 : closing]}, true
 }
 
-// Zombies lists the defunct children of parent.
-func Zombies(parent int) []Proc {
+// ProcsWhere lists the processes that match.
+func ProcsWhere(match func(Proc) bool) []Proc {
 	var out []Proc
 	for _, p := range Procs() {
-		if p.PPID == parent && p.State == "Z" {
+		if match(p) {
 			out = append(out, p)
 		}
 	}
 	return out
+}
+
+// WaitProc polls /proc until a process matches, failing the test after d.
+func WaitProc(t testing.TB, d time.Duration, what string, match func(Proc) bool) Proc {
+	t.Helper()
+	var found Proc
+	Eventually(t, d, what, func() bool {
+		ps := ProcsWhere(match)
+		if len(ps) > 0 {
+			found = ps[0]
+		}
+		return len(ps) > 0
+	})
+	return found
+}
+
+// Zombies lists the defunct children of parent.
+func Zombies(parent int) []Proc {
+	return ProcsWhere(func(p Proc) bool { return p.PPID == parent && p.State == "Z" })
 }
 
 // Alive reports whether pid exists and is not a zombie.
