@@ -41,6 +41,12 @@ IDLE_TIMEOUT = 60.0
 GENERATION = os.environ.get("BATON_GENERATION", "none")
 
 
+def log(msg):
+    """One line on stderr in a single write: baton and other workers share
+    the stream, and a line written in pieces can be split by theirs."""
+    os.write(2, ("worker.py: gen %s pid %d %s\n" % (GENERATION, os.getpid(), msg)).encode())
+
+
 def inherited_socket():
     """Returns the socket passed as fd 3, or None without one."""
     if os.environ.get("LISTEN_PID") != str(os.getpid()):
@@ -183,8 +189,7 @@ def main():
     serving = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05})
     serving.start()
     sd_notify("READY=1")
-    print("worker.py: gen %s pid %d serving on %s" % (GENERATION, os.getpid(), sock.getsockname()[:2]),
-          file=sys.stderr, flush=True)
+    log("serving on %s" % (sock.getsockname()[:2],))
 
     signal.sigwait({signal.SIGTERM, signal.SIGINT})
 
@@ -198,7 +203,7 @@ def main():
     sock.close()
     httpd.drain()
     httpd.server_close()  # waits for the requests in flight
-    print("worker.py: gen %s pid %d drained" % (GENERATION, os.getpid()), file=sys.stderr, flush=True)
+    log("drained")
     return 0
 
 

@@ -184,9 +184,13 @@ func (b *Baton) readLog(r io.Reader) {
 		b.mu.Lock()
 		b.lines.Write(line)
 		b.lines.WriteByte('\n')
-		var e Event
-		if json.Unmarshal(line, &e) == nil && e["component"] == "baton" {
-			b.events = append(b.events, e)
+		// Workers share baton's stderr: a worker's partial line may
+		// precede baton's JSON on the same line.
+		if i := bytes.Index(line, []byte(`{"level":`)); i >= 0 {
+			var e Event
+			if json.Unmarshal(line[i:], &e) == nil && e["component"] == "baton" {
+				b.events = append(b.events, e)
+			}
 		}
 		b.mu.Unlock()
 	}
