@@ -5,9 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime/debug"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,13 +17,14 @@ import (
 // is held to a result: zero failed requests with a stable PID. The other
 // rows are what they measure.
 func TestBenchmarkRuns(t *testing.T) {
-	proofFastRaceExit(t)
 	bin := harness.Build(t)
-	bench, tableflip := benchBuild(t)
+	bench := harness.BuildProgram(t, "./cmd/batonbench")
+	tableflip := harness.BuildProgram(t, "./cmd/tableflipworker")
 	out := filepath.Join(t.TempDir(), "bench.json")
 	cmd := exec.Command(bench, "-reloads", "2", "-gap", "200ms", "-rate", "200", "-json", out,
 		"-baton", bin.Baton, "-worker", bin.TestWorker, "-tableflip", tableflip)
 	var stdout, stderr strings.Builder
+	cmd.Env = append(os.Environ(), harness.ProcessEnv...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -93,41 +92,4 @@ func TestBenchmarkRuns(t *testing.T) {
 			}
 		}
 	}
-}
-
-var benchBuilt struct {
-	sync.Once
-	bench, tableflip string
-	err              error
-	out              []byte
-}
-
-// benchBuild compiles batonbench and the tableflip worker once, with the
-// race detector when the tests run with it (so the build reuses theirs).
-func benchBuild(t *testing.T) (bench, tableflip string) {
-	t.Helper()
-	benchBuilt.Do(func() {
-		dir, err := os.MkdirTemp(harness.Build(t).Dir, "bench-")
-		if err != nil {
-			benchBuilt.err = err
-			return
-		}
-		args := []string{"build", "-o", dir + "/"}
-		if info, ok := debug.ReadBuildInfo(); ok {
-			for _, s := range info.Settings {
-				if s.Key == "-race" && s.Value == "true" {
-					args = append(args, "-race")
-				}
-			}
-		}
-		cmd := exec.Command("go", append(args, "./cmd/batonbench", "./cmd/tableflipworker")...)
-		cmd.Dir = harness.ModuleRoot()
-		benchBuilt.out, benchBuilt.err = cmd.CombinedOutput()
-		benchBuilt.bench = filepath.Join(dir, "batonbench")
-		benchBuilt.tableflip = filepath.Join(dir, "tableflipworker")
-	})
-	if benchBuilt.err != nil {
-		t.Fatalf("go build: %v\n%s", benchBuilt.err, benchBuilt.out)
-	}
-	return benchBuilt.bench, benchBuilt.tableflip
 }

@@ -26,7 +26,6 @@ import (
 // --drain-timeout together with everything in its process group, and the
 // reload completes.
 func TestFaultOldGenerationIgnoresTheDrainSignal(t *testing.T) {
-	proofFastRaceExit(t)
 	bin := harness.Build(t)
 	app := filepath.Join(t.TempDir(), "app")
 	// Generation 1 ignores TERM and leaves a grandchild (sleep 300) in its
@@ -80,7 +79,6 @@ func TestFaultOldGenerationIgnoresTheDrainSignal(t *testing.T) {
 // last generation serves. Two storms: 100 HUPs at once, then 100 paced
 // over 900ms.
 func TestFaultHUPStorm(t *testing.T) {
-	proofFastRaceExit(t)
 	b, url := startWorker(t, nil)
 	load := startLoad(t, url+"/")
 
@@ -169,7 +167,6 @@ func TestFaultHUPStorm(t *testing.T) {
 // death signal (the drain signal), finish their requests and exit, so no
 // orphan is left holding the port and a new master can bind it.
 func TestFaultMasterSIGKILLed(t *testing.T) {
-	proofFastRaceExit(t)
 	bin := harness.Build(t)
 	b, url := startWorker(t, nil)
 	addr := b.Addr(t, "http")
@@ -222,7 +219,6 @@ func TestFaultMasterSIGKILLed(t *testing.T) {
 // A reload after the worker's binary was deleted fails with a message that
 // says so, and the old generation keeps serving.
 func TestFaultWorkerBinaryDeletedBeforeAReload(t *testing.T) {
-	proofFastRaceExit(t)
 	bin := harness.Build(t)
 	for _, tc := range []struct {
 		name   string
@@ -285,7 +281,6 @@ func TestFaultWorkerBinaryDeletedBeforeAReload(t *testing.T) {
 // after --restart-limit consecutive crashes baton gives up, says so, and
 // exits 1.
 func TestFaultCrashLoopBacksOffThenGivesUp(t *testing.T) {
-	proofFastRaceExit(t)
 	bin := harness.Build(t)
 	broken := filepath.Join(t.TempDir(), "broken")
 	b := harness.Start(t, "--listen", "http=tcp://127.0.0.1:0", "--restart-limit", "3",

@@ -21,7 +21,6 @@ import (
 // (mean under 3× plus 20ms).
 func TestSoakReloadsUnderLoad(t *testing.T) {
 	reloads := soakEnvInt(t, "BATON_SOAK_RELOADS", 30)
-	proofFastRaceExit(t)
 	b, url := startWorker(t, nil)
 	master := b.PID()
 
@@ -123,13 +122,6 @@ func TestIdleMasterUsesNoCPU(t *testing.T) {
 	if used > 2 {
 		t.Fatalf("an idle master used %d clock ticks of CPU in %s, want at most 2", used, window)
 	}
-}
-
-// proofFastRaceExit makes race-built workers exit as soon as they are done:
-// by default the race runtime sleeps a second at exit, which would make
-// every drain a second longer than the worker's own.
-func proofFastRaceExit(t *testing.T) {
-	t.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
 }
 
 func soakEnvInt(t *testing.T, name string, def int) int {

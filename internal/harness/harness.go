@@ -135,7 +135,7 @@ func StartWith(t testing.TB, setup Setup, args ...string) *Baton {
 	full := append([]string{bin.Baton, "--pidfile", b.PIDFile, "--log-format", "json", "--log-level", "debug"}, args...)
 	full = append(append([]string(nil), setup.Wrap...), full...)
 	b.Cmd = exec.Command(full[0], full[1:]...)
-	b.Cmd.Env = append(append(os.Environ(), raceEnv...), setup.Env...)
+	b.Cmd.Env = append(append(os.Environ(), ProcessEnv...), setup.Env...)
 	b.Cmd.Dir = dir
 	stderr, err := b.Cmd.StderrPipe()
 	if err != nil {
@@ -422,7 +422,7 @@ func Run(t testing.TB, d time.Duration, args ...string) (code int, stdout, stder
 	bin := Build(t)
 	var out, errb bytes.Buffer
 	cmd := exec.Command(bin.Baton, args...)
-	cmd.Env = append(os.Environ(), raceEnv...)
+	cmd.Env = append(os.Environ(), ProcessEnv...)
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

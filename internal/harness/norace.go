@@ -4,4 +4,5 @@ package harness
 
 const raceEnabled = false
 
-var raceEnv []string
+// ProcessEnv is added to the environment of every program the tests start.
+var ProcessEnv []string

@@ -6,6 +6,7 @@ package harness
 // the tests themselves run with it.
 const raceEnabled = true
 
-// raceEnv stops race-built programs from sleeping a second at exit (the
+// ProcessEnv is added to the environment of every program the tests
+// start. It stops race-built programs from sleeping a second at exit (the
 // race runtime's default atexit_sleep_ms), which would slow every drain.
-var raceEnv = []string{"GORACE=atexit_sleep_ms=10"}
+var ProcessEnv = []string{"GORACE=atexit_sleep_ms=10"}
