@@ -140,6 +140,32 @@ func TestReloadLetsTheOldGenerationFinishItsRequest(t *testing.T) {
 	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Msg() == "reload complete" && e.Int("gen") == 2 })
 }
 
+// A quiet service: the old generation answers one last request while the
+// new one is still starting, then no traffic comes. The old generation
+// must still drain at once when told to. (Had the master switched the
+// shared socket back to blocking mode when it started the new worker, the
+// old Go worker's next accept(2) would block in the kernel, out of reach of
+// its own listener's Close, until the drain timeout killed it.)
+func TestQuietOldGenerationDrainsAtOnce(t *testing.T) {
+	// Every generation sleeps 1s before it listens: the request below,
+	// sent during that second, can only reach generation 1.
+	b, url := startWorker(t, []string{"--drain-timeout", "20s"}, "-ready-after", "1s")
+	old := b.WorkerPID(t, 1)
+	b.Signal(t, syscall.SIGHUP)
+	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Msg() == "worker started" && e.Int("gen") == 2 })
+	if body := get(t, url+"/"); !strings.Contains(body, "gen=1") {
+		t.Fatalf("during the new generation's start, answered by %q, want generation 1", body)
+	}
+	drain := b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Msg() == "draining" && e.Int("pid") == old })
+	end := b.WaitFor(t, 30*time.Second, func(e harness.Event) bool { return e.Msg() == "worker exited" && e.Int("pid") == old })
+	if how := end.Str("how"); how != "exited with status 0" {
+		t.Fatalf("old worker %s, want it to drain by itself and exit 0", how)
+	}
+	if d := faultTime(t, end).Sub(faultTime(t, drain)); d > 5*time.Second {
+		t.Fatalf("old worker took %s to drain with nothing in flight: it waited for traffic", d)
+	}
+}
+
 // Start-up refusals: each one exits with the contract's code and says
 // what is wrong in one line.
 func TestStartupFailures(t *testing.T) {

@@ -65,7 +65,9 @@ func adopt(name string, f *os.File) (*Socket, error) {
 		}
 		l.Close()
 	}
-	syscall.SetNonblock(int(f.Fd()), false)
+	if f, err = holdable(f); err != nil {
+		return nil, fmt.Errorf("activated socket %q: %w", name, err)
+	}
 	return &Socket{Spec: Spec{Name: name, Network: addr.Network(), Address: addr.String()}, File: f, Addr: addr, Activated: true}, nil
 }
 

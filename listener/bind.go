@@ -6,6 +6,8 @@ import (
 	"net"
 	"os"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Socket is a socket the master binds once and holds until it exits. The
@@ -13,8 +15,10 @@ import (
 // is what makes a handoff lose nothing.
 type Socket struct {
 	Spec Spec
-	// File is a blocking descriptor of the socket, the form systemd passes
-	// and every socket-activation client expects.
+	// File is a descriptor of the socket, blocking when bound, the form
+	// systemd passes and every socket-activation client expects. Its Fd
+	// never changes the socket's flags (see holdable), so passing it to
+	// workers keeps whatever mode they set.
 	File *os.File
 	// Addr is the address actually bound (port 0 resolved).
 	Addr net.Addr
@@ -62,8 +66,7 @@ func Bind(spec Spec) (*Socket, error) {
 	if err != nil {
 		return nil, bindError(spec, err)
 	}
-	if err := syscall.SetNonblock(int(f.Fd()), false); err != nil {
-		f.Close()
+	if f, err = holdable(f); err != nil {
 		return nil, fmt.Errorf("bind %s: %w", spec, err)
 	}
 	s := &Socket{Spec: spec, File: f, Addr: addr}
@@ -79,6 +82,46 @@ func Bind(spec Spec) (*Socket, error) {
 		s.created, _ = os.Lstat(spec.Address)
 	}
 	return s, nil
+}
+
+// holdable returns the socket behind f as a blocking descriptor whose
+// flags the master's later f.Fd calls leave alone, and closes f.
+//
+// O_NONBLOCK belongs to the open file description, which the master and
+// every generation share. A Go worker sets it; os.File.Fd on a file that
+// came from a Go listener (or that Go polls) clears it again, on every
+// call. Had the master called that Fd to start each generation, an old Go
+// worker's next accept(2) would block in the kernel, where closing its
+// listener cannot reach it: its drain would hang until some connection
+// happened to arrive. A file made by os.NewFile from a blocking descriptor
+// is neither polled by the master nor switched by Fd, so the socket starts
+// blocking, as systemd passes it, and only workers change that.
+func holdable(f *os.File) (*os.File, error) {
+	defer f.Close()
+	fd, err := dupCloseOnExec(f)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.SetNonblock(fd, false); err != nil {
+		syscall.Close(fd)
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), f.Name()), nil
+}
+
+// dupCloseOnExec duplicates f's descriptor without going through f.Fd.
+func dupCloseOnExec(f *os.File) (int, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd, dupErr := -1, error(nil)
+	if err := rc.Control(func(s uintptr) {
+		fd, dupErr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return -1, err
+	}
+	return fd, dupErr
 }
 
 func bindError(spec Spec, err error) error {

@@ -109,6 +109,12 @@ func TestBindStream(t *testing.T) {
 		if err != nil {
 			t.Fatalf("FileListener(%s): %v", tt.spec, err)
 		}
+		// The worker's listener made the shared socket non-blocking; the
+		// master passing the file to the next worker must not undo that.
+		sock.File.Fd()
+		if !nonblocking(t, sock.File) {
+			t.Errorf("Bind(%s): File.Fd cleared the O_NONBLOCK a worker set", tt.spec)
+		}
 		if ul, ok := l.(*net.UnixListener); ok {
 			ul.SetUnlinkOnClose(false)
 		}
@@ -148,6 +154,10 @@ func TestBindPacket(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pc.Close()
+	sock.File.Fd()
+	if !nonblocking(t, sock.File) {
+		t.Errorf("Bind(udp): File.Fd cleared the O_NONBLOCK a worker set")
+	}
 	c, err := net.Dial("udp", sock.Addr.String())
 	if err != nil {
 		t.Fatal(err)
