@@ -1,4 +1,4 @@
-package listener
+package listener_test
 
 import (
 	"net"
@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/baton-sh/baton/listener"
 )
 
 // The master holds sockets of two origins: files of its own Go listeners,
@@ -44,12 +46,12 @@ func TestHoldableFileKeepsTheWorkersMode(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer l.Close()
-			held, err := holdable(tc.file(l))
+			held, err := listener.Holdable(tc.file(l))
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer held.Close()
-			if flags(t, held)&unix.O_NONBLOCK != 0 {
+			if nonblocking(t, held) {
 				t.Fatal("held socket is non-blocking; it must start blocking, as systemd passes it")
 			}
 			worker, err := net.FileListener(held) // sets O_NONBLOCK, as any Go worker does
@@ -58,26 +60,9 @@ func TestHoldableFileKeepsTheWorkersMode(t *testing.T) {
 			}
 			defer worker.Close()
 			held.Fd() // what the master does at every worker start
-			if flags(t, held)&unix.O_NONBLOCK == 0 {
+			if !nonblocking(t, held) {
 				t.Fatal("Fd of the held file cleared the worker's O_NONBLOCK: an old Go worker would block in accept(2) and never drain")
 			}
 		})
 	}
-}
-
-func flags(t *testing.T, f *os.File) int {
-	t.Helper()
-	rc, err := f.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var fl int
-	var ferr error
-	if err := rc.Control(func(fd uintptr) { fl, ferr = unix.FcntlInt(fd, unix.F_GETFL, 0) }); err != nil {
-		t.Fatal(err)
-	}
-	if ferr != nil {
-		t.Fatal(ferr)
-	}
-	return fl
 }

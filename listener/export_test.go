@@ -1,0 +1,4 @@
+package listener
+
+// Holdable exposes holdable to the external tests.
+var Holdable = holdable
