@@ -267,3 +267,75 @@ func TestUnixSocketAcrossReloads(t *testing.T) {
 		t.Fatalf("socket file left behind: %v", err)
 	}
 }
+
+// A UDP service keeps answering across reloads: a datagram the old
+// generation has read is answered before it exits, and those it has not
+// read wait on the shared socket for the new one. Clients send one
+// datagram at a time and wait for its answer, so any loss shows.
+func TestUDPAcrossReloads(t *testing.T) {
+	b, _ := startWorker(t, []string{"--listen", "dns=udp://127.0.0.1:0"}, "-udp", "dns")
+	addr := b.Addr(t, "dns")
+
+	stop := make(chan struct{})
+	type result struct {
+		answered int
+		lost     []string
+		pids     map[string]bool
+	}
+	results := make(chan result, 4)
+	for c := 0; c < 4; c++ {
+		go func() {
+			r := result{pids: map[string]bool{}}
+			defer func() { results <- r }()
+			conn, err := net.Dial("udp", addr)
+			if err != nil {
+				r.lost = append(r.lost, err.Error())
+				return
+			}
+			defer conn.Close()
+			buf := make([]byte, 1500)
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				msg := fmt.Sprintf("client=%d seq=%d", c, i)
+				conn.Write([]byte(msg))
+				// Long enough that a loaded machine is not taken for a
+				// lost datagram.
+				conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+				n, err := conn.Read(buf)
+				answer := string(buf[:n])
+				if err != nil || !strings.HasSuffix(answer, " "+msg) {
+					r.lost = append(r.lost, fmt.Sprintf("%s: %q %v", msg, answer, err))
+					continue
+				}
+				r.answered++
+				r.pids[strings.Fields(answer)[1]] = true
+			}
+		}()
+	}
+
+	for i := 0; i < 5; i++ {
+		if end := b.Reload(t, 20*time.Second); end.Msg() != "reload complete" {
+			t.Fatalf("reload %d: %v", i+1, end)
+		}
+	}
+	close(stop)
+	total, pids := 0, map[string]bool{}
+	for c := 0; c < 4; c++ {
+		r := <-results
+		for _, l := range r.lost {
+			t.Errorf("lost datagram %s", l)
+		}
+		total += r.answered
+		for p := range r.pids {
+			pids[p] = true
+		}
+	}
+	t.Logf("udp: %d datagrams answered by %d worker pids across 5 reloads", total, len(pids))
+	if total == 0 || len(pids) < 6 {
+		t.Fatalf("%d datagrams answered by %d worker pids, want answers from all 6 generations", total, len(pids))
+	}
+}

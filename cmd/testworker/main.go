@@ -1,12 +1,15 @@
 // Command testworker is the worker baton's integration tests and demos run:
-// a small HTTP server on the listener API whose misbehaviour (failing at
+// a small HTTP server (and, with -udp, a datagram echo) on the listener API
+// whose misbehaviour (failing at
 // start, never becoming ready, ignoring the drain signal, leaving orphans)
 // is chosen by flags.
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -28,6 +31,7 @@ func main() {
 		ignoreDrain = flag.Bool("ignore-drain", false, "ignore SIGTERM (drain only by SIGKILL)")
 		orphan      = flag.Bool("orphan", false, "leave a grandchild process (sleep) re-parented away from us")
 		failFile    = flag.String("fail-if-exists", "", "exit 1 at start if this file exists")
+		udp         = flag.String("udp", "", "also echo datagrams on the inherited socket of this name")
 	)
 	flag.Parse()
 	if *failAtStart || (*failFile != "" && exists(*failFile)) {
@@ -73,10 +77,54 @@ func main() {
 		signal.Ignore(syscall.SIGTERM)
 		drain = []os.Signal{syscall.SIGUSR2}
 	}
+	echoed := make(chan struct{})
+	if *udp != "" {
+		c, err := listener.ListenPacket(*udp, "udp", "127.0.0.1:8053")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "testworker:", err)
+			os.Exit(1)
+		}
+		go echo(c, gen, signalled(drain), echoed)
+	} else {
+		close(echoed)
+	}
 	if err := listener.ServeHTTP(srv, l, drain...); err != nil {
 		fmt.Fprintln(os.Stderr, "testworker:", err)
 		os.Exit(1)
 	}
+	<-echoed
+}
+
+// echo answers each datagram with "gen=G pid=P " and the datagram, until
+// drain closes. Draining stops the reading, not the socket: the datagram
+// in hand is still answered, and those not read yet stay queued on the
+// shared socket for the next generation.
+func echo(c net.PacketConn, gen string, drain <-chan os.Signal, done chan<- struct{}) {
+	defer close(done)
+	go func() {
+		<-drain
+		c.SetReadDeadline(time.Now())
+	}()
+	buf := make([]byte, 1500)
+	for {
+		n, from, err := c.ReadFrom(buf)
+		if err != nil {
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				fmt.Fprintln(os.Stderr, "testworker: udp:", err)
+			}
+			c.Close()
+			return
+		}
+		c.WriteTo(fmt.Appendf(nil, "gen=%s pid=%d %s", gen, os.Getpid(), buf[:n]), from)
+	}
+}
+
+// signalled is notified of sigs from now on, so a drain signal that comes
+// as soon as the worker is ready is not missed.
+func signalled(sigs []os.Signal) <-chan os.Signal {
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, sigs...)
+	return c
 }
 
 func exists(path string) bool {
