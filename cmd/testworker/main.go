@@ -1,8 +1,7 @@
 // Command testworker is the worker baton's integration tests and demos run:
-// a small HTTP server (and, with -udp, a datagram echo) on the listener API
-// whose misbehaviour (failing at
-// start, never becoming ready, ignoring the drain signal, leaving orphans)
-// is chosen by flags.
+// a small HTTP server (and, with -udp, a datagram echo) on the listener
+// API whose misbehaviour (failing at start, never becoming ready, ignoring
+// the drain signal, leaving orphans) is chosen by flags.
 package main
 
 import (
