@@ -147,23 +147,11 @@ func startSupervisord(t *testing.T) *supervisorCtl {
 
 // cleanup is the last resort: whatever the test left running is stopped.
 func (s *supervisorCtl) cleanup() {
-	select {
-	case <-s.exited:
-	default:
-		s.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-s.exited:
-		case <-time.After(15 * time.Second):
-			s.cmd.Process.Kill()
-			<-s.exited
-		}
-	}
+	harness.Terminate(s.cmd.Process, s.exited, syscall.SIGTERM, 15*time.Second)
 	for _, pid := range s.programProcs() {
 		syscall.Kill(pid, syscall.SIGKILL)
 	}
-	if strings.Contains(s.log(), "WARNING: DATA RACE") {
-		s.t.Errorf("the race detector found a data race in baton or its worker")
-	}
+	harness.CheckNoRace(s.t, s.log())
 	if s.t.Failed() {
 		s.t.Logf("supervisord output:\n%s", s.output.String())
 		s.t.Logf("app log:\n%s", s.log())

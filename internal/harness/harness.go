@@ -147,20 +147,8 @@ func StartWith(t testing.TB, setup Setup, args ...string) *Baton {
 	}
 	go b.readLog(stderr)
 	t.Cleanup(func() {
-		select {
-		case <-b.exited:
-		default:
-			b.Cmd.Process.Signal(syscall.SIGQUIT)
-			select {
-			case <-b.exited:
-			case <-time.After(10 * time.Second):
-				b.Cmd.Process.Kill()
-				<-b.exited
-			}
-		}
-		if strings.Contains(b.Output(), "WARNING: DATA RACE") {
-			t.Errorf("the race detector found a data race in baton or its worker")
-		}
+		Terminate(b.Cmd.Process, b.exited, syscall.SIGQUIT, 10*time.Second)
+		CheckNoRace(t, b.Output())
 		if t.Failed() {
 			t.Logf("baton output:\n%s", b.Output())
 		}
@@ -246,6 +234,34 @@ func (b *Baton) WaitFor(t testing.TB, d time.Duration, match func(Event) bool) E
 			t.Fatalf("no matching baton event within %s", d)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Terminate is a test's last resort for a process it started: unless
+// exited (closed once p has been waited for) shows p is gone, it sends sig,
+// and SIGKILL if p has not exited within grace.
+func Terminate(p *os.Process, exited <-chan struct{}, sig syscall.Signal, grace time.Duration) {
+	select {
+	case <-exited:
+		return
+	default:
+	}
+	p.Signal(sig)
+	select {
+	case <-exited:
+	case <-time.After(grace):
+		p.Kill()
+		<-exited
+	}
+}
+
+// CheckNoRace fails t if output holds a race detector report: the
+// programs under test are built with -race, and their reports go to the
+// output the test captured, not to the test's own result.
+func CheckNoRace(t testing.TB, output string) {
+	t.Helper()
+	if strings.Contains(output, "WARNING: DATA RACE") {
+		t.Errorf("the race detector found a data race in baton or its worker")
 	}
 }
 
