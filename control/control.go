@@ -16,7 +16,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/baton-sh/baton/listener"
+	"github.com/baton-sh/baton/internal/sockets"
 	"github.com/baton-sh/baton/upgrader"
 )
 
@@ -50,14 +50,14 @@ func DefaultPath(pidfile string) string {
 
 // Server answers requests on a control socket.
 type Server struct {
-	sock *listener.Socket
+	sock *sockets.Socket
 	l    net.Listener
 }
 
 // Listen binds the control socket at path with mode 0600. A stale socket
 // file is replaced; one a running master answers on is an error.
 func Listen(path string) (*Server, error) {
-	sock, err := listener.Bind(listener.Spec{Name: "control", Network: "unix", Address: path, Mode: 0o600})
+	sock, err := sockets.Bind(sockets.Spec{Name: "control", Network: "unix", Address: path, Mode: 0o600})
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}

@@ -84,7 +84,7 @@ type drainServer struct {
 // (empty: no manager).
 func startServeHTTP(t *testing.T, h http.Handler, notifySocket string) *drainServer {
 	t.Helper()
-	t.Setenv(listener.EnvNotifySocket, notifySocket)
+	t.Setenv("NOTIFY_SOCKET", notifySocket)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -377,7 +377,7 @@ func TestServeHTTPNotifies(t *testing.T) {
 
 func TestServeHTTPErrors(t *testing.T) {
 	t.Run("notify socket missing", func(t *testing.T) {
-		t.Setenv(listener.EnvNotifySocket, filepath.Join(t.TempDir(), "none.sock"))
+		t.Setenv("NOTIFY_SOCKET", filepath.Join(t.TempDir(), "none.sock"))
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
@@ -402,7 +402,7 @@ func TestServeHTTPErrors(t *testing.T) {
 		}
 	})
 	t.Run("listener fails", func(t *testing.T) {
-		t.Setenv(listener.EnvNotifySocket, "")
+		t.Setenv("NOTIFY_SOCKET", "")
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)

@@ -19,7 +19,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
-	"github.com/baton-sh/baton/listener"
+	"github.com/baton-sh/baton/internal/sockets"
 	"github.com/baton-sh/baton/notify"
 )
 
@@ -300,7 +300,7 @@ func (m *Master) spawn(n int) (*generation, error) {
 	}
 	pid, err := m.spawner.start(o.ShimPath, o.Command, &syscall.ProcAttr{
 		Dir:   o.Dir,
-		Env:   append(h.env, listener.ShimVar(path)),
+		Env:   append(h.env, sockets.ShimVar(path)),
 		Files: append([]uintptr{devNull(), o.Stdout.Fd(), o.Stderr.Fd()}, h.files...),
 		Sys: &syscall.SysProcAttr{
 			// Its own group, so a drain timeout can kill the worker

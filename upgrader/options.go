@@ -8,7 +8,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/baton-sh/baton/listener"
+	"github.com/baton-sh/baton/internal/sockets"
 )
 
 // Defaults for the zero values of Options.
@@ -50,7 +50,7 @@ type Options struct {
 	Env []string
 	// Sockets are handed to every worker as fds 3, 4, … in this order. The
 	// master keeps them open; the caller closes them after Run returns.
-	Sockets []*listener.Socket
+	Sockets []*sockets.Socket
 
 	// Protocol is how sockets and readiness reach workers
 	// (ProtocolSystemd unless set).
@@ -76,9 +76,9 @@ type Options struct {
 	Subreaper bool
 
 	// ShimPath is a baton binary used to start workers so that LISTEN_PID
-	// can be set to the worker's own PID (see listener.RunShim). Default:
-	// this executable, which must import listener (whose initialisation
-	// runs the shim) or call listener.RunShim first in main.
+	// can be set to the worker's own PID (see internal/execshim). Default:
+	// this executable, which must import internal/execshim, whose
+	// initialisation runs the shim.
 	ShimPath string
 	// NotifyDir is where the private NOTIFY_SOCKET directory is made
 	// (default: the system's temp dir).

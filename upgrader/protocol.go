@@ -6,7 +6,7 @@ import (
 	"os"
 	"strconv"
 
-	"github.com/baton-sh/baton/listener"
+	"github.com/baton-sh/baton/internal/sockets"
 )
 
 // Protocol is how the sockets and the readiness signal pass between the
@@ -65,7 +65,7 @@ func (m *Master) newHandoff(n int) (*handoff, error) {
 	o := &m.opts
 	h := &handoff{}
 	if o.Protocol != ProtocolTableflip {
-		h.env = withGeneration(listener.WorkerEnv(o.Env, o.Sockets, m.notifyPath), n)
+		h.env = withGeneration(sockets.WorkerEnv(o.Env, o.Sockets, m.notifyPath), n)
 		for _, s := range o.Sockets {
 			h.files = append(h.files, s.File.Fd())
 		}
@@ -84,7 +84,7 @@ func (m *Master) newHandoff(n int) (*handoff, error) {
 	for _, s := range o.Sockets {
 		h.files = append(h.files, s.File.Fd())
 	}
-	h.env = append(withGeneration(listener.WorkerEnv(o.Env, nil, m.notifyPath), n), tableflipEnv)
+	h.env = append(withGeneration(sockets.WorkerEnv(o.Env, nil, m.notifyPath), n), tableflipEnv)
 	return h, nil
 }
 

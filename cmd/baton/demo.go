@@ -10,6 +10,7 @@ import (
 
 	"github.com/baton-sh/baton/internal/loadgen"
 	"github.com/baton-sh/baton/internal/logging"
+	"github.com/baton-sh/baton/internal/sockets"
 	"github.com/baton-sh/baton/listener"
 	"github.com/baton-sh/baton/upgrader"
 )
@@ -39,8 +40,8 @@ func demoCmd(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, fs, fmt.Errorf("cannot find the baton binary to run the demo worker: %w", err), exitStartup)
 	}
-	spec, _ := listener.ParseSpec("http=tcp://127.0.0.1:0", 0)
-	sock, err := listener.Bind(spec)
+	spec, _ := sockets.ParseSpec("http=tcp://127.0.0.1:0", 0)
+	sock, err := sockets.Bind(spec)
 	if err != nil {
 		return fail(stderr, fs, err, exitStartup)
 	}
@@ -49,7 +50,7 @@ func demoCmd(args []string, stdout, stderr io.Writer) int {
 	served := make(chan upgrader.Event, 1)
 	m, err := upgrader.New(upgrader.Options{
 		Command:      []string{exe, demoWorkerArg},
-		Sockets:      []*listener.Socket{sock},
+		Sockets:      []*sockets.Socket{sock},
 		ReadyTimeout: 10 * time.Second,
 		DrainTimeout: 10 * time.Second,
 		Log:          log,

@@ -10,6 +10,11 @@ import (
 	"io"
 	"os"
 	"strings"
+
+	// First of baton's packages to initialise: a process started as a
+	// worker's exec shim becomes the worker before the rest of baton
+	// (Prometheus, protobuf) has spent time initialising.
+	_ "github.com/baton-sh/baton/internal/execshim"
 )
 
 // Exit codes, as in the product contract.
@@ -24,8 +29,8 @@ const (
 var version = "dev"
 
 func main() {
-	// A worker start never gets here: importing listener runs the exec
-	// shim during initialisation (see listener.ShimVar).
+	// A worker start never gets here: the exec shim imported below runs
+	// during initialisation and execs the worker.
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

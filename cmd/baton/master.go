@@ -17,7 +17,7 @@ import (
 	"github.com/baton-sh/baton/admin"
 	"github.com/baton-sh/baton/control"
 	"github.com/baton-sh/baton/internal/logging"
-	"github.com/baton-sh/baton/listener"
+	"github.com/baton-sh/baton/internal/sockets"
 	"github.com/baton-sh/baton/pidfile"
 	"github.com/baton-sh/baton/upgrader"
 )
@@ -147,7 +147,7 @@ func (f *masterFlags) parse(fs *flag.FlagSet, args []string) (upgrader.Options, 
 	}
 	names := map[string]bool{}
 	for i, raw := range f.listen {
-		spec, err := listener.ParseSpec(raw, i)
+		spec, err := sockets.ParseSpec(raw, i)
 		if err != nil {
 			return o, usageError{err.Error()}
 		}
@@ -202,32 +202,32 @@ func (f *masterFlags) controlPath() string {
 // openSockets takes each --listen socket from the service manager when it
 // passed one (socket activation: by name, or else by address), and binds
 // the others.
-func openSockets(listen []string, log zerolog.Logger) ([]*listener.Socket, error) {
-	activated, err := listener.Activated()
+func openSockets(listen []string, log zerolog.Logger) ([]*sockets.Socket, error) {
+	activated, err := sockets.Activated()
 	if err != nil {
 		return nil, err
 	}
-	var sockets []*listener.Socket
+	var held []*sockets.Socket
 	for i, raw := range listen {
-		spec, _ := listener.ParseSpec(raw, i) // checked in parse
+		spec, _ := sockets.ParseSpec(raw, i) // checked in parse
 		s := activated.Take(spec)
 		if s == nil {
-			if s, err = listener.Bind(spec); err != nil {
-				closeAll(sockets)
-				closeAll(activated.Rest())
+			if s, err = sockets.Bind(spec); err != nil {
+				closeAll(held)
+				activated.Close()
 				return nil, err
 			}
 		}
 		log.Info().Str("name", spec.Name).Str("addr", s.Addr.String()).Str("network", s.Addr.Network()).
 			Bool("activated", s.Activated).Msg("listening")
-		sockets = append(sockets, s)
+		held = append(held, s)
 	}
 	for _, s := range activated.Rest() {
 		log.Warn().Str("name", s.Spec.Name).Str("addr", s.Addr.String()).
 			Msg("closing a socket the service manager passed that no --listen names")
 		s.Close()
 	}
-	return sockets, nil
+	return held, nil
 }
 
 // logicalWorkDir is the current directory as the shell names it ($PWD),
@@ -273,7 +273,7 @@ func handleSignals(m *upgrader.Master) (stop func()) {
 	return func() { signal.Stop(sigc); close(done) }
 }
 
-func closeAll(sockets []*listener.Socket) {
+func closeAll(sockets []*sockets.Socket) {
 	for _, s := range sockets {
 		s.Close()
 	}

@@ -1,11 +1,12 @@
-package listener
+package sockets
 
 import (
 	"fmt"
 	"net"
 	"os"
-	"sort"
 	"syscall"
+
+	"github.com/baton-sh/baton/internal/activation"
 )
 
 // Activation is the set of sockets a service manager passed to this
@@ -20,25 +21,31 @@ type Activation struct {
 // (only when LISTEN_PID is this process), naming each by LISTEN_FDNAMES and
 // reading the address each is bound to.
 func Activated() (*Activation, error) {
-	files, err := Inherited()
+	files, err := activation.Files()
 	if err != nil {
 		return nil, err
 	}
-	names := make([]string, 0, len(files))
-	for name := range files {
-		names = append(names, name)
-	}
-	sort.Strings(names)
 	a := &Activation{}
-	for _, name := range names {
-		f, _ := take(name)
-		s, err := adopt(name, f)
+	for i, f := range files {
+		s, err := adopt(f.Name, f.File)
 		if err != nil {
+			for _, f := range files[i:] {
+				f.File.Close()
+			}
+			a.Close()
 			return nil, err
 		}
 		a.sockets = append(a.sockets, s)
 	}
 	return a, nil
+}
+
+// Close closes every socket no spec has taken.
+func (a *Activation) Close() {
+	for _, s := range a.sockets {
+		s.Close()
+	}
+	a.sockets = nil
 }
 
 func adopt(name string, f *os.File) (*Socket, error) {
@@ -72,19 +79,36 @@ func adopt(name string, f *os.File) (*Socket, error) {
 }
 
 // Take removes and returns the activated socket for spec: the one named
-// spec.Name, or else the one bound to spec's address (never for port 0).
-// It returns nil when none matches; the caller then binds spec itself.
+// spec.Name; among several of that name (systemd names every socket of a
+// .socket unit after the unit unless FileDescriptorName= is set), the one
+// bound to spec's address; with none of that name, the one bound to spec's
+// address (never for port 0). It returns nil when none matches; the caller
+// then binds spec itself.
 func (a *Activation) Take(spec Spec) *Socket {
-	for _, byName := range []bool{true, false} {
+	var named []int
+	for i, s := range a.sockets {
+		if s.Spec.Name == spec.Name {
+			named = append(named, i)
+		}
+	}
+	pick := -1
+	if len(named) == 1 {
+		pick = named[0]
+	} else {
 		for i, s := range a.sockets {
-			if (byName && s.Spec.Name == spec.Name) || (!byName && sameAddress(spec, s.Addr)) {
-				a.sockets = append(a.sockets[:i], a.sockets[i+1:]...)
-				s.Spec.Name, s.Spec.Mode = spec.Name, spec.Mode
-				return s
+			if (len(named) == 0 || s.Spec.Name == spec.Name) && sameAddress(spec, s.Addr) {
+				pick = i
+				break
 			}
 		}
 	}
-	return nil
+	if pick < 0 {
+		return nil
+	}
+	s := a.sockets[pick]
+	a.sockets = append(a.sockets[:pick], a.sockets[pick+1:]...)
+	s.Spec.Name, s.Spec.Mode = spec.Name, spec.Mode
+	return s
 }
 
 // Rest returns the activated sockets no spec has taken.

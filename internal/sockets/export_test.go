@@ -1,4 +1,4 @@
-package listener
+package sockets
 
 // Holdable exposes holdable to the external tests.
 var Holdable = holdable

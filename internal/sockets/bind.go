@@ -1,4 +1,4 @@
-package listener
+package sockets
 
 import (
 	"errors"

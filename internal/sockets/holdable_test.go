@@ -1,4 +1,4 @@
-package listener_test
+package sockets_test
 
 import (
 	"net"
@@ -7,7 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/baton-sh/baton/listener"
+	"github.com/baton-sh/baton/internal/sockets"
 )
 
 // The master holds sockets of two origins: files of its own Go listeners,
@@ -46,7 +46,7 @@ func TestHoldableFileKeepsTheWorkersMode(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer l.Close()
-			held, err := listener.Holdable(tc.file(l))
+			held, err := sockets.Holdable(tc.file(l))
 			if err != nil {
 				t.Fatal(err)
 			}

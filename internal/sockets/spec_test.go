@@ -1,57 +1,57 @@
-package listener_test
+package sockets_test
 
 import (
 	"fmt"
 	"strings"
 	"testing"
 
-	"github.com/baton-sh/baton/listener"
+	"github.com/baton-sh/baton/internal/sockets"
 )
 
 var parseSpecTests = []struct {
 	in    string
 	index int
-	want  listener.Spec
+	want  sockets.Spec
 	str   string // String() of the result
 }{
 	// Every scheme, with the default name: scheme + index.
-	{"tcp://127.0.0.1:8080", 0, listener.Spec{Name: "tcp0", Network: "tcp", Address: "127.0.0.1:8080"}, "tcp0=tcp://127.0.0.1:8080"},
-	{"tcp4://0.0.0.0:80", 1, listener.Spec{Name: "tcp41", Network: "tcp4", Address: "0.0.0.0:80"}, "tcp41=tcp4://0.0.0.0:80"},
-	{"tcp6://[::1]:443", 2, listener.Spec{Name: "tcp62", Network: "tcp6", Address: "[::1]:443"}, "tcp62=tcp6://[::1]:443"},
-	{"udp://127.0.0.1:53", 3, listener.Spec{Name: "udp3", Network: "udp", Address: "127.0.0.1:53"}, "udp3=udp://127.0.0.1:53"},
-	{"udp4://127.0.0.1:0", 0, listener.Spec{Name: "udp40", Network: "udp4", Address: "127.0.0.1:0"}, "udp40=udp4://127.0.0.1:0"},
-	{"udp6://[::]:65535", 7, listener.Spec{Name: "udp67", Network: "udp6", Address: "[::]:65535"}, "udp67=udp6://[::]:65535"},
-	{"unix:///run/app.sock", 12, listener.Spec{Name: "unix12", Network: "unix", Address: "/run/app.sock"}, "unix12=unix:///run/app.sock"},
+	{"tcp://127.0.0.1:8080", 0, sockets.Spec{Name: "tcp0", Network: "tcp", Address: "127.0.0.1:8080"}, "tcp0=tcp://127.0.0.1:8080"},
+	{"tcp4://0.0.0.0:80", 1, sockets.Spec{Name: "tcp41", Network: "tcp4", Address: "0.0.0.0:80"}, "tcp41=tcp4://0.0.0.0:80"},
+	{"tcp6://[::1]:443", 2, sockets.Spec{Name: "tcp62", Network: "tcp6", Address: "[::1]:443"}, "tcp62=tcp6://[::1]:443"},
+	{"udp://127.0.0.1:53", 3, sockets.Spec{Name: "udp3", Network: "udp", Address: "127.0.0.1:53"}, "udp3=udp://127.0.0.1:53"},
+	{"udp4://127.0.0.1:0", 0, sockets.Spec{Name: "udp40", Network: "udp4", Address: "127.0.0.1:0"}, "udp40=udp4://127.0.0.1:0"},
+	{"udp6://[::]:65535", 7, sockets.Spec{Name: "udp67", Network: "udp6", Address: "[::]:65535"}, "udp67=udp6://[::]:65535"},
+	{"unix:///run/app.sock", 12, sockets.Spec{Name: "unix12", Network: "unix", Address: "/run/app.sock"}, "unix12=unix:///run/app.sock"},
 
 	// Hosts: empty (all addresses), localhost, IPv4, IPv6, IPv4-mapped.
-	{"tcp://:8080", 0, listener.Spec{Name: "tcp0", Network: "tcp", Address: ":8080"}, "tcp0=tcp://:8080"},
-	{"tcp://localhost:0", 0, listener.Spec{Name: "tcp0", Network: "tcp", Address: "localhost:0"}, "tcp0=tcp://localhost:0"},
-	{"tcp://[::ffff:10.0.0.1]:1", 0, listener.Spec{Name: "tcp0", Network: "tcp", Address: "[::ffff:10.0.0.1]:1"}, "tcp0=tcp://[::ffff:10.0.0.1]:1"},
-	{"tcp://[::]:0", 0, listener.Spec{Name: "tcp0", Network: "tcp", Address: "[::]:0"}, "tcp0=tcp://[::]:0"},
+	{"tcp://:8080", 0, sockets.Spec{Name: "tcp0", Network: "tcp", Address: ":8080"}, "tcp0=tcp://:8080"},
+	{"tcp://localhost:0", 0, sockets.Spec{Name: "tcp0", Network: "tcp", Address: "localhost:0"}, "tcp0=tcp://localhost:0"},
+	{"tcp://[::ffff:10.0.0.1]:1", 0, sockets.Spec{Name: "tcp0", Network: "tcp", Address: "[::ffff:10.0.0.1]:1"}, "tcp0=tcp://[::ffff:10.0.0.1]:1"},
+	{"tcp://[::]:0", 0, sockets.Spec{Name: "tcp0", Network: "tcp", Address: "[::]:0"}, "tcp0=tcp://[::]:0"},
 
 	// NAME= prefix.
-	{"web=tcp://127.0.0.1:8080", 5, listener.Spec{Name: "web", Network: "tcp", Address: "127.0.0.1:8080"}, "web=tcp://127.0.0.1:8080"},
-	{"metrics_v2.x-y=udp://127.0.0.1:9", 0, listener.Spec{Name: "metrics_v2.x-y", Network: "udp", Address: "127.0.0.1:9"}, "metrics_v2.x-y=udp://127.0.0.1:9"},
-	{"~!?=unix:///a", 0, listener.Spec{Name: "~!?", Network: "unix", Address: "/a"}, "~!?=unix:///a"},
-	{strings.Repeat("n", 255) + "=tcp://:1", 0, listener.Spec{Name: strings.Repeat("n", 255), Network: "tcp", Address: ":1"}, strings.Repeat("n", 255) + "=tcp://:1"},
+	{"web=tcp://127.0.0.1:8080", 5, sockets.Spec{Name: "web", Network: "tcp", Address: "127.0.0.1:8080"}, "web=tcp://127.0.0.1:8080"},
+	{"metrics_v2.x-y=udp://127.0.0.1:9", 0, sockets.Spec{Name: "metrics_v2.x-y", Network: "udp", Address: "127.0.0.1:9"}, "metrics_v2.x-y=udp://127.0.0.1:9"},
+	{"~!?=unix:///a", 0, sockets.Spec{Name: "~!?", Network: "unix", Address: "/a"}, "~!?=unix:///a"},
+	{strings.Repeat("n", 255) + "=tcp://:1", 0, sockets.Spec{Name: strings.Repeat("n", 255), Network: "tcp", Address: ":1"}, strings.Repeat("n", 255) + "=tcp://:1"},
 
 	// An '=' after "://" belongs to the address, not to a name.
-	{"unix:///tmp/a=b.sock", 1, listener.Spec{Name: "unix1", Network: "unix", Address: "/tmp/a=b.sock"}, "unix1=unix:///tmp/a=b.sock"},
-	{"s=unix:///tmp/a=b.sock", 1, listener.Spec{Name: "s", Network: "unix", Address: "/tmp/a=b.sock"}, "s=unix:///tmp/a=b.sock"},
+	{"unix:///tmp/a=b.sock", 1, sockets.Spec{Name: "unix1", Network: "unix", Address: "/tmp/a=b.sock"}, "unix1=unix:///tmp/a=b.sock"},
+	{"s=unix:///tmp/a=b.sock", 1, sockets.Spec{Name: "s", Network: "unix", Address: "/tmp/a=b.sock"}, "s=unix:///tmp/a=b.sock"},
 
 	// unix: relative paths and ?mode= in octal, with or without a leading 0.
-	{"unix://app.sock", 0, listener.Spec{Name: "unix0", Network: "unix", Address: "app.sock"}, "unix0=unix://app.sock"},
-	{"unix:///run/app.sock?mode=0660", 0, listener.Spec{Name: "unix0", Network: "unix", Address: "/run/app.sock", Mode: 0o660}, "unix0=unix:///run/app.sock?mode=0660"},
-	{"unix:///run/app.sock?mode=600", 0, listener.Spec{Name: "unix0", Network: "unix", Address: "/run/app.sock", Mode: 0o600}, "unix0=unix:///run/app.sock?mode=0600"},
-	{"unix:///run/app.sock?mode=777", 0, listener.Spec{Name: "unix0", Network: "unix", Address: "/run/app.sock", Mode: 0o777}, "unix0=unix:///run/app.sock?mode=0777"},
-	{"unix:///run/app.sock?mode=7", 0, listener.Spec{Name: "unix0", Network: "unix", Address: "/run/app.sock", Mode: 0o7}, "unix0=unix:///run/app.sock?mode=0007"},
-	{"app=unix:///run/app.sock?mode=0", 0, listener.Spec{Name: "app", Network: "unix", Address: "/run/app.sock"}, "app=unix:///run/app.sock"},
-	{"unix:///run/app.sock?", 0, listener.Spec{Name: "unix0", Network: "unix", Address: "/run/app.sock"}, "unix0=unix:///run/app.sock"},
+	{"unix://app.sock", 0, sockets.Spec{Name: "unix0", Network: "unix", Address: "app.sock"}, "unix0=unix://app.sock"},
+	{"unix:///run/app.sock?mode=0660", 0, sockets.Spec{Name: "unix0", Network: "unix", Address: "/run/app.sock", Mode: 0o660}, "unix0=unix:///run/app.sock?mode=0660"},
+	{"unix:///run/app.sock?mode=600", 0, sockets.Spec{Name: "unix0", Network: "unix", Address: "/run/app.sock", Mode: 0o600}, "unix0=unix:///run/app.sock?mode=0600"},
+	{"unix:///run/app.sock?mode=777", 0, sockets.Spec{Name: "unix0", Network: "unix", Address: "/run/app.sock", Mode: 0o777}, "unix0=unix:///run/app.sock?mode=0777"},
+	{"unix:///run/app.sock?mode=7", 0, sockets.Spec{Name: "unix0", Network: "unix", Address: "/run/app.sock", Mode: 0o7}, "unix0=unix:///run/app.sock?mode=0007"},
+	{"app=unix:///run/app.sock?mode=0", 0, sockets.Spec{Name: "app", Network: "unix", Address: "/run/app.sock"}, "app=unix:///run/app.sock"},
+	{"unix:///run/app.sock?", 0, sockets.Spec{Name: "unix0", Network: "unix", Address: "/run/app.sock"}, "unix0=unix:///run/app.sock"},
 }
 
 func TestParseSpec(t *testing.T) {
 	for _, tt := range parseSpecTests {
-		got, err := listener.ParseSpec(tt.in, tt.index)
+		got, err := sockets.ParseSpec(tt.in, tt.index)
 		if err != nil {
 			t.Errorf("ParseSpec(%q, %d): %v", tt.in, tt.index, err)
 			continue
@@ -64,7 +64,7 @@ func TestParseSpec(t *testing.T) {
 		}
 		// String gives a form ParseSpec reads back to the same spec,
 		// whatever the index: the name is now explicit.
-		again, err := listener.ParseSpec(got.String(), tt.index+100)
+		again, err := sockets.ParseSpec(got.String(), tt.index+100)
 		if err != nil {
 			t.Errorf("ParseSpec(%q) (String of %q): %v", got.String(), tt.in, err)
 		} else if again != got {
@@ -127,7 +127,7 @@ func TestParseSpecErrors(t *testing.T) {
 		{"unix:///a.sock?mode=0600;x", "bad query"},
 	}
 	for _, tt := range tests {
-		got, err := listener.ParseSpec(tt.in, 0)
+		got, err := sockets.ParseSpec(tt.in, 0)
 		if err == nil {
 			t.Errorf("ParseSpec(%q) = %#v, want error containing %q", tt.in, got, tt.want)
 			continue
@@ -139,7 +139,7 @@ func TestParseSpecErrors(t *testing.T) {
 		if want := fmt.Sprintf("listen %q: ", tt.in); !strings.HasPrefix(err.Error(), want) {
 			t.Errorf("ParseSpec(%q) error %q does not start with %q", tt.in, err, want)
 		}
-		if got != (listener.Spec{}) {
+		if got != (sockets.Spec{}) {
 			t.Errorf("ParseSpec(%q) returned %#v along with its error, want the zero Spec", tt.in, got)
 		}
 	}
@@ -159,7 +159,7 @@ func TestSpecIsPacket(t *testing.T) {
 		{"unix:///a.sock", false},
 	}
 	for _, tt := range tests {
-		s, err := listener.ParseSpec(tt.in, 0)
+		s, err := sockets.ParseSpec(tt.in, 0)
 		if err != nil {
 			t.Fatalf("ParseSpec(%q): %v", tt.in, err)
 		}
@@ -178,7 +178,7 @@ func FuzzParseSpec(f *testing.F) {
 	f.Add("tcp://[127.0.0.1]:80", 0)
 	f.Add("tcp://127.0.0.1:0080", -1)
 	f.Fuzz(func(t *testing.T, in string, index int) {
-		spec, err := listener.ParseSpec(in, index)
+		spec, err := sockets.ParseSpec(in, index)
 		if err != nil {
 			return
 		}
@@ -189,7 +189,7 @@ func FuzzParseSpec(f *testing.F) {
 			t.Fatalf("ParseSpec(%q, %d) = %#v: bad mode", in, index, spec)
 		}
 		s := spec.String()
-		again, err := listener.ParseSpec(s, index+1)
+		again, err := sockets.ParseSpec(s, index+1)
 		if err != nil {
 			t.Fatalf("ParseSpec(%q, %d) = %#v, but its String %q does not parse: %v", in, index, spec, s, err)
 		}

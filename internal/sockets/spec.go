@@ -1,11 +1,13 @@
-// Package listener owns baton's sockets from both ends: parsing and binding
-// the master's --listen specs, handing them to a worker the way systemd
-// socket activation does (fds 3, 4, … plus LISTEN_FDS, LISTEN_FDNAMES and
-// LISTEN_PID), and the worker-side Go API that picks them up again.
+// Package sockets is the master's side of baton's sockets: parsing the
+// --listen specs, binding them once (or adopting the ones a service manager
+// passed), holding them for the master's whole life, and describing them to
+// a worker the way systemd socket activation does (fds 3, 4, … plus
+// LISTEN_FDS and LISTEN_FDNAMES; the exec shim adds LISTEN_PID).
 //
-// The same worker program runs without baton: Listen falls back to binding
-// the address itself, and Ready is a no-op when no NOTIFY_SOCKET is set.
-package listener
+// Its guarantee is that a socket, once bound, stays open and listening in
+// the master until Close, and that nothing here changes the socket's
+// blocking mode after it is bound (see holdable): the workers share it.
+package sockets
 
 import (
 	"fmt"

@@ -1,23 +1,15 @@
-package listener
+package sockets
 
 import (
 	"strconv"
 	"strings"
 
+	"github.com/baton-sh/baton/internal/activation"
 	"github.com/baton-sh/baton/internal/execshim"
 )
 
-// Environment variables of the systemd socket-activation protocol.
-const (
-	EnvListenFDs     = "LISTEN_FDS"
-	EnvListenFDNames = "LISTEN_FDNAMES"
-	EnvListenPID     = "LISTEN_PID"
-	EnvNotifySocket  = "NOTIFY_SOCKET"
-)
-
-// FirstFD is the descriptor number of the first passed socket, as in
-// sd_listen_fds(3): 0, 1 and 2 are stdio.
-const FirstFD = 3
+// EnvNotifySocket is the sd_notify socket variable a worker is given.
+const EnvNotifySocket = "NOTIFY_SOCKET"
 
 // shimEnv marks a process started as the exec shim and carries the path of
 // the worker program it is to become.
@@ -32,7 +24,7 @@ func WorkerEnv(base []string, sockets []*Socket, notifySocket string) []string {
 	env := make([]string, 0, len(base)+4)
 	for _, kv := range base {
 		switch strings.SplitN(kv, "=", 2)[0] {
-		case EnvListenFDs, EnvListenFDNames, EnvListenPID, EnvNotifySocket, shimEnv:
+		case activation.EnvFDs, activation.EnvFDNames, activation.EnvPID, EnvNotifySocket, shimEnv:
 			continue
 		}
 		env = append(env, kv)
@@ -43,8 +35,8 @@ func WorkerEnv(base []string, sockets []*Socket, notifySocket string) []string {
 			names[i] = s.Spec.Name
 		}
 		env = append(env,
-			EnvListenFDs+"="+strconv.Itoa(len(sockets)),
-			EnvListenFDNames+"="+strings.Join(names, ":"))
+			activation.EnvFDs+"="+strconv.Itoa(len(sockets)),
+			activation.EnvFDNames+"="+strings.Join(names, ":"))
 	}
 	if notifySocket != "" {
 		env = append(env, EnvNotifySocket+"="+notifySocket)
@@ -54,13 +46,6 @@ func WorkerEnv(base []string, sockets []*Socket, notifySocket string) []string {
 
 // ShimVar is the environment entry that makes a baton binary, started
 // with it, set LISTEN_PID to its own PID and exec worker in place (see
-// RunShim). Go offers no hook between fork and exec to set the variable
-// directly, and the PID does not change across exec.
+// internal/execshim). Go offers no hook between fork and exec to set the
+// variable directly, and the PID does not change across exec.
 func ShimVar(worker string) string { return shimEnv + "=" + worker }
-
-// RunShim turns this process into the worker if it was started with
-// ShimVar; otherwise it returns at once. Importing listener already does
-// this, from an init function that runs before the heavier packages of the
-// program initialise (see internal/execshim), so a ShimPath binary need
-// not call it. It only returns on failure, reported before exiting 127.
-func RunShim() { execshim.Run() }

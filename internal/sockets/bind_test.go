@@ -1,4 +1,4 @@
-package listener_test
+package sockets_test
 
 import (
 	"errors"
@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/baton-sh/baton/listener"
+	"github.com/baton-sh/baton/internal/sockets"
 )
 
 // shortDir is a fresh directory with a path short enough for unix socket
@@ -27,18 +27,18 @@ func shortDir(t *testing.T) string {
 	return d
 }
 
-func mustSpec(t *testing.T, s string) listener.Spec {
+func mustSpec(t *testing.T, s string) sockets.Spec {
 	t.Helper()
-	spec, err := listener.ParseSpec(s, 0)
+	spec, err := sockets.ParseSpec(s, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return spec
 }
 
-func mustBind(t *testing.T, s string) *listener.Socket {
+func mustBind(t *testing.T, s string) *sockets.Socket {
 	t.Helper()
-	sock, err := listener.Bind(mustSpec(t, s))
+	sock, err := sockets.Bind(mustSpec(t, s))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +178,7 @@ func TestBindUnixMode(t *testing.T) {
 	dir := shortDir(t)
 	for _, mode := range []os.FileMode{0o600, 0o660, 0o666, 0o777, 0o640} {
 		path := filepath.Join(dir, "m.sock")
-		sock, err := listener.Bind(mustSpec(t, fmt.Sprintf("unix://%s?mode=%o", path, mode)))
+		sock, err := sockets.Bind(mustSpec(t, fmt.Sprintf("unix://%s?mode=%o", path, mode)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -219,7 +219,7 @@ func staleSocket(t *testing.T, path string) {
 func TestBindUnixStale(t *testing.T) {
 	path := filepath.Join(shortDir(t), "stale.sock")
 	staleSocket(t, path)
-	sock, err := listener.Bind(mustSpec(t, "unix://"+path))
+	sock, err := sockets.Bind(mustSpec(t, "unix://"+path))
 	if err != nil {
 		t.Fatalf("Bind over a stale socket: %v", err)
 	}
@@ -268,7 +268,7 @@ func TestBindUnixRefused(t *testing.T) {
 		{filepath.Join(dir, "no-such-dir", "s.sock"), "no such file or directory"},
 	}
 	for _, tt := range tests {
-		sock, err := listener.Bind(mustSpec(t, "unix://"+tt.path))
+		sock, err := sockets.Bind(mustSpec(t, "unix://"+tt.path))
 		if err == nil {
 			sock.Close()
 			t.Errorf("Bind(%s) succeeded, want an error", tt.path)
@@ -366,7 +366,7 @@ func TestBindAddressInUse(t *testing.T) {
 		"udp://" + uc.LocalAddr().String(),
 		"tcp://" + held.Addr.String(),
 	} {
-		sock, err := listener.Bind(mustSpec(t, spec))
+		sock, err := sockets.Bind(mustSpec(t, spec))
 		if err == nil {
 			sock.Close()
 			t.Errorf("Bind(%s) succeeded on an address in use", spec)
@@ -381,7 +381,7 @@ func TestBindAddressInUse(t *testing.T) {
 
 func TestBindAddressNotAvailable(t *testing.T) {
 	// 192.0.2.0/24 is reserved for documentation: no machine has it.
-	sock, err := listener.Bind(mustSpec(t, "tcp://192.0.2.1:0"))
+	sock, err := sockets.Bind(mustSpec(t, "tcp://192.0.2.1:0"))
 	if err == nil {
 		sock.Close()
 		t.Skip("this machine has 192.0.2.1")
@@ -448,7 +448,7 @@ func TestBindUnixLiveNotAccepting(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		sock, err := listener.Bind(mustSpec(t, "unix://"+tt.path))
+		sock, err := sockets.Bind(mustSpec(t, "unix://"+tt.path))
 		if err == nil {
 			sock.Close()
 			t.Errorf("Bind(%s) took over a live socket", tt.path)

@@ -1,4 +1,4 @@
-package listener
+package sockets
 
 import (
 	"net"
@@ -45,5 +45,32 @@ func TestActivationTakeMatchesByNameThenAddress(t *testing.T) {
 				t.Fatalf("taken socket named %q (want %q), %d left (want 3)", got.Spec.Name, spec.Name, len(a.Rest()))
 			}
 		})
+	}
+}
+
+// TestActivationTakeRepeatedNames: systemd names every socket of a .socket
+// unit after the unit unless FileDescriptorName= is set, so names repeat;
+// each --listen then takes the one on its own address, and none is lost.
+func TestActivationTakeRepeatedNames(t *testing.T) {
+	tcp := func(name, addr string) *Socket {
+		a, _ := net.ResolveTCPAddr("tcp", addr)
+		return &Socket{Spec: Spec{Name: name, Network: "tcp", Address: addr}, Addr: a, Activated: true}
+	}
+	a := &Activation{sockets: []*Socket{tcp("app.socket", "127.0.0.1:9001"), tcp("app.socket", "127.0.0.1:9002")}}
+	for _, tc := range []struct{ spec, want string }{
+		{"app.socket=tcp://127.0.0.1:9002", "127.0.0.1:9002"},
+		{"api=tcp://127.0.0.1:9001", "127.0.0.1:9001"},
+	} {
+		spec, err := ParseSpec(tc.spec, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := a.Take(spec)
+		if got == nil || got.Spec.Address != tc.want || got.Spec.Name != spec.Name {
+			t.Fatalf("Take(%s) = %v, want the socket on %s named %q", tc.spec, got, tc.want, spec.Name)
+		}
+	}
+	if len(a.Rest()) != 0 {
+		t.Fatalf("%d sockets left, want 0", len(a.Rest()))
 	}
 }

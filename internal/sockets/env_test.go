@@ -1,4 +1,4 @@
-package listener_test
+package sockets_test
 
 import (
 	"bufio"
@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/baton-sh/baton/internal/execshim"
+	"github.com/baton-sh/baton/internal/sockets"
 	"github.com/baton-sh/baton/listener"
 )
 
@@ -22,7 +24,7 @@ const workerModeEnv = "BATON_LISTENER_TEST_WORKER"
 
 func TestMain(m *testing.M) {
 	// Started with ShimVar, the binary becomes the worker right here.
-	listener.RunShim()
+	execshim.Run()
 	if os.Getenv(workerModeEnv) != "" {
 		os.Exit(runWorker())
 	}
@@ -42,15 +44,15 @@ type workerReport struct {
 // runWorker picks up its sockets the way a baton worker does, prints a
 // report, and answers one connection on the socket named "web".
 func runWorker() int {
-	r := workerReport{PID: os.Getpid(), ListenPID: os.Getenv(listener.EnvListenPID)}
+	r := workerReport{PID: os.Getpid(), ListenPID: os.Getenv("LISTEN_PID")}
 	_, r.Shim = os.LookupEnv("BATON_EXEC_SHIM")
-	files, err := listener.Inherited()
-	for name := range files {
-		r.Names = append(r.Names, name)
+	if names := os.Getenv("LISTEN_FDNAMES"); names != "" && r.ListenPID == strconv.Itoa(r.PID) {
+		r.Names = strings.Split(names, ":")
 	}
 	slices.Sort(r.Names)
 	var l net.Listener
-	if err == nil && files["web"] != nil {
+	var err error
+	if slices.Contains(r.Names, "web") {
 		// The fallback address is unusable: only the inherited socket works.
 		l, err = listener.Listen("web", "tcp", "192.0.2.1:1")
 	}
@@ -79,15 +81,15 @@ func quickExit() string {
 }
 
 func TestWorkerEnv(t *testing.T) {
-	web := &listener.Socket{Spec: listener.Spec{Name: "web", Network: "tcp", Address: "127.0.0.1:8080"}}
-	dns := &listener.Socket{Spec: listener.Spec{Name: "dns", Network: "udp", Address: "127.0.0.1:53"}}
-	ctl := &listener.Socket{Spec: listener.Spec{Name: "ctl", Network: "unix", Address: "/run/ctl.sock"}}
-	shimKey, _, _ := strings.Cut(listener.ShimVar("/usr/bin/app"), "=")
+	web := &sockets.Socket{Spec: sockets.Spec{Name: "web", Network: "tcp", Address: "127.0.0.1:8080"}}
+	dns := &sockets.Socket{Spec: sockets.Spec{Name: "dns", Network: "udp", Address: "127.0.0.1:53"}}
+	ctl := &sockets.Socket{Spec: sockets.Spec{Name: "ctl", Network: "unix", Address: "/run/ctl.sock"}}
+	shimKey, _, _ := strings.Cut(sockets.ShimVar("/usr/bin/app"), "=")
 
 	tests := []struct {
 		name    string
 		base    []string
-		sockets []*listener.Socket
+		sockets []*sockets.Socket
 		notify  string
 		want    []string
 	}{
@@ -99,20 +101,20 @@ func TestWorkerEnv(t *testing.T) {
 		{
 			name:    "empty base",
 			base:    nil,
-			sockets: []*listener.Socket{web},
+			sockets: []*sockets.Socket{web},
 			notify:  "/run/baton/notify.sock",
 			want:    []string{"LISTEN_FDS=1", "LISTEN_FDNAMES=web", "NOTIFY_SOCKET=/run/baton/notify.sock"},
 		},
 		{
 			name:    "names in socket order",
 			base:    []string{"PATH=/bin"},
-			sockets: []*listener.Socket{web, dns, ctl},
+			sockets: []*sockets.Socket{web, dns, ctl},
 			notify:  "@baton/notify",
 			want:    []string{"PATH=/bin", "LISTEN_FDS=3", "LISTEN_FDNAMES=web:dns:ctl", "NOTIFY_SOCKET=@baton/notify"},
 		},
 		{
 			name:    "order follows the sockets, not the names",
-			sockets: []*listener.Socket{ctl, web},
+			sockets: []*sockets.Socket{ctl, web},
 			want:    []string{"LISTEN_FDS=2", "LISTEN_FDNAMES=ctl:web"},
 		},
 		{
@@ -122,7 +124,7 @@ func TestWorkerEnv(t *testing.T) {
 				"NOTIFY_SOCKET=/run/systemd/notify", shimKey + "=/old/worker",
 				"LISTEN_FDS=9", "USER=app",
 			},
-			sockets: []*listener.Socket{dns},
+			sockets: []*sockets.Socket{dns},
 			notify:  "/tmp/n.sock",
 			want:    []string{"PATH=/bin", "USER=app", "LISTEN_FDS=1", "LISTEN_FDNAMES=dns", "NOTIFY_SOCKET=/tmp/n.sock"},
 		},
@@ -149,7 +151,7 @@ func TestWorkerEnv(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			base := slices.Clone(tt.base)
-			got := listener.WorkerEnv(base, tt.sockets, tt.notify)
+			got := sockets.WorkerEnv(base, tt.sockets, tt.notify)
 			if !slices.Equal(got, tt.want) {
 				t.Errorf("WorkerEnv(%q, …, %q) =\n  %q\nwant\n  %q", tt.base, tt.notify, got, tt.want)
 			}
@@ -157,7 +159,7 @@ func TestWorkerEnv(t *testing.T) {
 				t.Errorf("WorkerEnv changed its base to %q", base)
 			}
 			for _, kv := range got {
-				if strings.HasPrefix(kv, listener.EnvListenPID+"=") {
+				if strings.HasPrefix(kv, "LISTEN_PID"+"=") {
 					t.Errorf("WorkerEnv set %q: LISTEN_PID is the shim's to set", kv)
 				}
 			}
@@ -167,13 +169,13 @@ func TestWorkerEnv(t *testing.T) {
 
 func TestShimVar(t *testing.T) {
 	for _, worker := range []string{"/usr/bin/app", "./worker", "/path with spaces/w=x"} {
-		got := listener.ShimVar(worker)
+		got := sockets.ShimVar(worker)
 		if want := "BATON_EXEC_SHIM=" + worker; got != want {
 			t.Errorf("ShimVar(%q) = %q, want %q", worker, got, want)
 		}
 		// WorkerEnv drops a shim variable inherited from baton's parent:
 		// a worker must not turn into a shim again.
-		if env := listener.WorkerEnv([]string{got, "A=1"}, nil, ""); !slices.Equal(env, []string{"A=1"}) {
+		if env := sockets.WorkerEnv([]string{got, "A=1"}, nil, ""); !slices.Equal(env, []string{"A=1"}) {
 			t.Errorf("WorkerEnv kept %q: %q", got, env)
 		}
 	}
@@ -184,11 +186,11 @@ func TestShimVar(t *testing.T) {
 // fd 3; the shim sets LISTEN_PID to its PID and execs the worker, which
 // finds the socket under its name and answers on it.
 func TestShimHandoff(t *testing.T) {
-	spec, err := listener.ParseSpec("web=tcp://127.0.0.1:0", 0)
+	spec, err := sockets.ParseSpec("web=tcp://127.0.0.1:0", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sock, err := listener.Bind(spec)
+	sock, err := sockets.Bind(spec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +205,7 @@ func TestShimHandoff(t *testing.T) {
 		// What baton itself may have inherited: must not reach the worker.
 		"LISTEN_FDS=5", "LISTEN_PID=1", "LISTEN_FDNAMES=a:b:c:d:e")
 	cmd := exec.Command(self, "-test.run=^$")
-	cmd.Env = append(listener.WorkerEnv(base, []*listener.Socket{sock}, ""), listener.ShimVar(self))
+	cmd.Env = append(sockets.WorkerEnv(base, []*sockets.Socket{sock}, ""), sockets.ShimVar(self))
 	cmd.ExtraFiles = []*os.File{sock.File}
 	cmd.Stderr = os.Stderr
 	stdout, err := cmd.StdoutPipe()
@@ -256,34 +258,6 @@ func TestShimHandoff(t *testing.T) {
 	}
 }
 
-// TestListenFallback checks the program started without baton: nothing is
-// inherited, and Listen binds the address itself.
-func TestListenFallback(t *testing.T) {
-	files, err := listener.Inherited()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(files) != 0 {
-		t.Fatalf("Inherited() = %v in a process started without sockets", files)
-	}
-	l, err := listener.Listen("web", "tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	if a := l.Addr().(*net.TCPAddr); !a.IP.IsLoopback() || a.Port == 0 {
-		t.Errorf("fallback listener on %s, want 127.0.0.1 and a port", a)
-	}
-	pc, err := listener.ListenPacket("dns", "udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	if a := pc.LocalAddr().(*net.UDPAddr); !a.IP.IsLoopback() || a.Port == 0 {
-		t.Errorf("fallback packet conn on %s, want 127.0.0.1 and a port", a)
-	}
-}
-
 // TestShimWithoutSockets checks that the shim sets LISTEN_PID only when
 // there are sockets to go with it, and fails like a shell when the worker
 // cannot be executed.
@@ -294,7 +268,7 @@ func TestShimWithoutSockets(t *testing.T) {
 	}
 	base := append(os.Environ(), workerModeEnv+"=1", quickExit(), "LISTEN_PID=1")
 	cmd := exec.Command(self, "-test.run=^$")
-	cmd.Env = append(listener.WorkerEnv(base, nil, "/nonexistent/notify.sock"), listener.ShimVar(self))
+	cmd.Env = append(sockets.WorkerEnv(base, nil, "/nonexistent/notify.sock"), sockets.ShimVar(self))
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
 	if err != nil {
@@ -309,7 +283,7 @@ func TestShimWithoutSockets(t *testing.T) {
 	}
 
 	cmd = exec.Command(self, "-test.run=^$")
-	cmd.Env = append(listener.WorkerEnv(base, nil, ""), listener.ShimVar("/nonexistent/worker"))
+	cmd.Env = append(sockets.WorkerEnv(base, nil, ""), sockets.ShimVar("/nonexistent/worker"))
 	out, err = cmd.CombinedOutput()
 	if code := cmd.ProcessState.ExitCode(); code != 127 {
 		t.Errorf("shim with a missing worker exited with %d (%v), want 127", code, err)
