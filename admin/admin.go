@@ -80,12 +80,12 @@ func NewMetrics(status func() (upgrader.Status, error)) *Metrics {
 // upgrader.Options.OnEvent and does not block.
 func (m *Metrics) Observe(e upgrader.Event) {
 	switch {
-	case e.Kind == upgrader.ReloadStarted && e.Trigger == "restart":
+	case e.Kind == upgrader.ReloadStarted && e.Trigger == upgrader.TriggerRestart:
 		m.restarts.Inc()
-	case e.Kind == upgrader.ReloadComplete && e.Trigger == "reload":
+	case e.Kind == upgrader.ReloadComplete && e.Trigger == upgrader.TriggerReload:
 		m.reloads.WithLabelValues("ok").Inc()
 		m.reloadDuration.Observe(e.Took.Seconds())
-	case e.Kind == upgrader.ReloadFailed && e.Trigger == "reload":
+	case e.Kind == upgrader.ReloadFailed && e.Trigger == upgrader.TriggerReload:
 		m.reloads.WithLabelValues("failed").Inc()
 		m.reloadDuration.Observe(e.Took.Seconds())
 	}

@@ -50,7 +50,7 @@ func TestFaultOldGenerationIgnoresTheDrainSignal(t *testing.T) {
 		t.Fatalf("reload took %s: the old generation did not hold out until the drain timeout (1s)", took)
 	}
 	if len(b.Find(func(e harness.Event) bool {
-		return strings.Contains(e.Msg(), "after the drain timeout: killing its process group") && e.Int("pid") == old
+		return strings.Contains(e.Msg(), "after the drain timeout: sending SIGKILL to its process group") && e.Int("pid") == old
 	})) != 1 {
 		t.Fatalf("no log line about killing generation 1's process group after the drain timeout")
 	}

@@ -1,12 +1,3 @@
-// Package upgrader is baton's engine: it runs generations of a worker
-// process over sockets the caller holds, replaces one generation with the
-// next on request without refusing or cutting a connection, restarts
-// crashed workers, and reaps every child.
-//
-// A Master keeps all of its state in one goroutine (Run). Everything else,
-// signals, child exits, notify datagrams, timers and API calls, reaches it
-// as an event on one channel; callers that want an answer send a reply
-// channel along.
 package upgrader
 
 import (
@@ -17,9 +8,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
-	"golang.org/x/sys/unix"
 
-	"github.com/baton-sh/baton/internal/sockets"
 	"github.com/baton-sh/baton/notify"
 )
 
@@ -41,10 +30,9 @@ type Master struct {
 	log    zerolog.Logger
 	events chan any
 	done   chan struct{}
+	env    env
 
 	// Everything below is owned by the goroutine in Run.
-	spawner    *spawner
-	notifyPath string
 	started    time.Time
 	lastGen    int
 	live       map[int]*generation // every unreaped worker, by PID
@@ -54,20 +42,21 @@ type Master struct {
 	stopping   bool
 	exitErr    error
 	crashes    int // consecutive, for backoff and RestartLimit
-	restarts   int // ever
-	restartDue *time.Timer
+	restarts   int // crash restarts begun
+	restartDue func()
 	lastReload *ReloadStatus
 }
 
 type genState int
 
 const (
-	starting genState = iota // started, not ready yet
-	serving                  // ready; the current generation
-	draining                 // told to stop; finishing in-flight work
+	starting  genState = iota // started, not ready yet
+	probation                 // ready, serving beside the current one for MinReady
+	serving                   // the current generation
+	draining                  // told to stop; finishing in-flight work
 )
 
-var genStateNames = [...]string{"starting", "serving", "draining"}
+var genStateNames = [...]string{"starting", "probation", "serving", "draining"}
 
 func (s genState) String() string { return genStateNames[s] }
 
@@ -78,18 +67,19 @@ type generation struct {
 	state   genState
 	started time.Time
 	readyAt time.Time
-	timer   *time.Timer // ready timeout, ready delay or drain timeout
-	status  string      // last STATUS= it sent
-	handoff *handoff
+	timer   func() // stops the one timer of its state
+	waited  int    // "still waiting" lines logged while starting
+	killed  bool   // its drain timeout passed and its group got SIGKILL
+	status  statusLine
 }
 
 // reload is one replacement of the current generation by a new one. The
 // first start and crash restarts are reloads too, with nothing to drain.
 type reload struct {
-	kind    string // "start", "reload" or "restart"
+	trigger Trigger
 	started time.Time
 	next    *generation // nil once it has failed
-	old     *generation // set when next is ready and old drains
+	old     *generation // set when next serves and old drains
 	waiters []chan<- Result
 }
 
@@ -100,11 +90,28 @@ type (
 	signalReq  struct{ sig syscall.Signal }
 	statusReq  struct{ reply chan<- Status }
 	restartReq struct{}
-	// readyByPipe is a tableflip worker's ready byte.
-	readyByPipe struct{ pid int }
-	timerFired  struct {
+	// readySeen is readiness learned outside the notify socket: a
+	// protocol's own channel, or a generation seen accepting.
+	readySeen struct {
+		pid int
+		how string
+	}
+	// childExit is one reaped child.
+	childExit struct {
+		pid    int
+		status syscall.WaitStatus
+	}
+	timerFired struct {
 		g     *generation
 		state genState // the state the timer was armed in
+	}
+	waitTick struct{ g *generation }
+	// socketsLost says that the master had to bind sockets anew because a
+	// worker shut the shared ones down; by is the generation suspected.
+	socketsLost struct {
+		names []string
+		by    int
+		err   error
 	}
 )
 
@@ -113,13 +120,21 @@ func New(opts Options) (*Master, error) {
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
 	}
+	m := newMaster(opts, nil)
+	return m, nil
+}
+
+func newMaster(opts Options, e env) *Master {
 	return &Master{
-		opts:   opts,
-		log:    opts.Log,
-		events: make(chan any, 16),
+		opts: opts,
+		log:  opts.Log,
+		// Unbuffered: a send either reaches the loop or, once Run has
+		// ended, fails (see send); nothing is left unanswered in a buffer.
+		events: make(chan any),
 		done:   make(chan struct{}),
 		live:   map[int]*generation{},
-	}, nil
+		env:    e,
+	}
 }
 
 // Run starts the first generation and supervises workers until a stop has
@@ -130,39 +145,22 @@ func New(opts Options) (*Master, error) {
 func (m *Master) Run() error {
 	defer close(m.done)
 	m.started = time.Now()
-	if m.opts.Subreaper {
-		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
-			return &StartupError{fmt.Errorf("cannot become a subreaper: %w", err)}
-		}
-	}
-
-	sock, err := notify.ListenDir(m.opts.NotifyDir)
+	sys, err := startSystem(m)
 	if err != nil {
 		return &StartupError{err}
 	}
-	defer sock.Close()
-	m.notifyPath = sock.Path()
-	go func() {
-		for {
-			d, err := sock.Receive()
-			if err != nil {
-				return
-			}
-			m.send(d)
-		}
-	}()
+	defer sys.close()
+	m.env = sys
+	m.loop()
+	return m.exitErr
+}
 
-	m.spawner = newSpawner()
-	defer m.spawner.close()
-	stopReaper := make(chan struct{})
-	defer close(stopReaper)
-	go reap(func(c childExit) { m.send(c) }, stopReaper)
-
-	m.beginReload("start", nil)
+// loop handles events until a stop has reaped every worker.
+func (m *Master) loop() {
+	m.beginReload(TriggerStart, nil)
 	for !m.stopping || len(m.live) > 0 {
 		m.handle(<-m.events)
 	}
-	return m.exitErr
 }
 
 // send delivers an event to the loop, or drops it once Run has ended.
@@ -179,7 +177,7 @@ func (m *Master) send(e any) bool {
 // result of the reload that covers this request: the one about to start,
 // or, if one is already under way, the single one queued behind it (all
 // requests made during a reload share it). A failed reload leaves the
-// current generation serving.
+// current generation serving. Once Run has ended it receives ErrNotRunning.
 func (m *Master) Reload() <-chan Result {
 	c := make(chan Result, 1)
 	if !m.send(reloadReq{c}) {
@@ -204,18 +202,13 @@ func (m *Master) Status() (Status, error) {
 	if !m.send(statusReq{c}) {
 		return Status{}, ErrNotRunning
 	}
-	select {
-	case s := <-c:
-		return s, nil
-	case <-m.done:
-		return Status{}, ErrNotRunning
-	}
+	return <-c, nil
 }
 
 func (m *Master) handle(e any) {
 	switch e := e.(type) {
 	case reloadReq:
-		m.beginReload("reload", e.reply)
+		m.beginReload(TriggerReload, e.reply)
 	case stopReq:
 		m.stop(e.fast)
 	case signalReq:
@@ -226,21 +219,27 @@ func (m *Master) handle(e any) {
 		m.exited(e)
 	case notify.Datagram:
 		m.notified(e)
-	case readyByPipe:
-		m.readyFrom(e.pid)
+	case readySeen:
+		if g := m.live[e.pid]; g != nil {
+			m.ready(g, e.how)
+		}
 	case timerFired:
 		m.timerFired(e.g, e.state)
+	case waitTick:
+		m.stillWaiting(e.g)
 	case restartReq:
 		m.restartDue = nil
 		if !m.stopping && m.current == nil && m.inflight == nil {
-			m.beginReload("restart", nil)
+			m.beginReload(TriggerRestart, nil)
 		}
+	case socketsLost:
+		m.socketsLost(e)
 	}
 }
 
 // beginReload starts a new generation, or queues the request behind the
 // reload under way.
-func (m *Master) beginReload(kind string, reply chan<- Result) {
+func (m *Master) beginReload(t Trigger, reply chan<- Result) {
 	if m.stopping {
 		if reply != nil {
 			reply <- Result{Generation: m.currentGen(), Err: ErrStopping}
@@ -249,7 +248,7 @@ func (m *Master) beginReload(kind string, reply chan<- Result) {
 	}
 	if m.inflight != nil {
 		if m.queued == nil {
-			m.queued = &reload{kind: kind}
+			m.queued = &reload{trigger: t}
 			m.log.Info().Int("gen", m.inflight.gen()).Msg("reload requested during a reload: queued to run after it")
 		}
 		if reply != nil {
@@ -257,11 +256,8 @@ func (m *Master) beginReload(kind string, reply chan<- Result) {
 		}
 		return
 	}
-	if m.restartDue != nil {
-		m.restartDue.Stop()
-		m.restartDue = nil
-	}
-	r := &reload{kind: kind, started: time.Now()}
+	m.cancelRestart()
+	r := &reload{trigger: t, started: m.env.now()}
 	if reply != nil {
 		r.waiters = append(r.waiters, reply)
 	}
@@ -272,80 +268,41 @@ func (m *Master) start(r *reload) {
 	m.inflight = r
 	m.lastGen++
 	n := m.lastGen
-	m.emit(Event{Kind: ReloadStarted, Generation: n, Trigger: r.kind}, m.log.Info().Str("kind", r.kind))
+	if r.trigger == TriggerRestart {
+		m.restarts++
+	}
+	m.emit(Event{Kind: ReloadStarted, Generation: n, Trigger: r.trigger}, m.log.Info().Stringer("kind", r.trigger))
 
-	g, err := m.spawn(n)
+	pid, err := m.env.start(n)
 	if err != nil {
 		m.finishReload(fmt.Errorf("cannot start generation %d: %w", n, err))
 		return
 	}
+	g := &generation{n: n, pid: pid, state: starting, started: m.env.now()}
 	r.next = g
-}
-
-// spawn starts generation n through the exec shim, in its own process group.
-func (m *Master) spawn(n int) (*generation, error) {
-	o := &m.opts
-	path, err := resolveCommand(o.Command[0], o.Dir, o.Env)
-	if err != nil {
-		return nil, err
-	}
-	if o.Dir != "" {
-		if _, err := os.Stat(o.Dir); err != nil {
-			return nil, fmt.Errorf("working directory: %w", err)
-		}
-	}
-	h, err := m.newHandoff(n)
-	if err != nil {
-		return nil, err
-	}
-	pid, err := m.spawner.start(o.ShimPath, o.Command, &syscall.ProcAttr{
-		Dir:   o.Dir,
-		Env:   append(h.env, sockets.ShimVar(path)),
-		Files: append([]uintptr{devNull(), o.Stdout.Fd(), o.Stderr.Fd()}, h.files...),
-		Sys: &syscall.SysProcAttr{
-			// Its own group, so a drain timeout can kill the worker
-			// together with everything it started.
-			Setpgid: true,
-			// If the master dies, the worker is told to drain and exit
-			// instead of holding the sockets with nobody to replace it.
-			Pdeathsig: o.DrainSignal,
-		},
-	})
-	h.started(m, pid)
-	if err != nil {
-		return nil, fmt.Errorf("start %s: %w", path, err)
-	}
-	g := &generation{n: n, pid: pid, state: starting, started: time.Now(), handoff: h}
 	m.live[pid] = g
-	if o.Ready == ReadyDelay {
-		m.arm(g, o.ReadyDelay)
+	if m.opts.Ready == ReadyDelay {
+		m.arm(g, m.opts.ReadyDelay)
 	} else {
-		m.arm(g, o.ReadyTimeout)
+		m.arm(g, m.opts.ReadyTimeout)
 	}
-	m.emit(Event{Kind: WorkerStarted, Generation: n, PID: pid}, m.log.Info().Str("command", path))
-	return g, nil
-}
-
-var devNullFile *os.File
-
-func devNull() uintptr {
-	if devNullFile == nil {
-		f, err := os.Open(os.DevNull)
-		if err != nil {
-			return os.Stdin.Fd()
-		}
-		devNullFile = f
-	}
-	return devNullFile.Fd()
+	m.env.after(waitEvery, waitTick{g})
+	m.emit(Event{Kind: WorkerStarted, Generation: n, PID: pid}, m.log.Info())
 }
 
 // arm sets g's one timer for its current state.
 func (m *Master) arm(g *generation, d time.Duration) {
 	if g.timer != nil {
-		g.timer.Stop()
+		g.timer()
 	}
-	state := g.state
-	g.timer = time.AfterFunc(d, func() { m.send(timerFired{g, state}) })
+	g.timer = m.env.after(d, timerFired{g, g.state})
+}
+
+func (m *Master) disarm(g *generation) {
+	if g.timer != nil {
+		g.timer()
+		g.timer = nil
+	}
 }
 
 func (m *Master) timerFired(g *generation, armed genState) {
@@ -355,27 +312,46 @@ func (m *Master) timerFired(g *generation, armed genState) {
 	switch g.state {
 	case starting:
 		if m.opts.Ready == ReadyDelay {
-			m.ready(g)
+			m.ready(g, "alive after --ready delay")
 			return
 		}
 		// It may already be answering requests: drain it like any old
 		// generation rather than cut them.
 		m.inflight.next = nil
 		m.drain(g)
-		m.finishReload(fmt.Errorf("new worker (generation %d, pid %d) was not ready after %s and was told to drain", g.n, g.pid, m.opts.ReadyTimeout))
+		m.finishReload(fmt.Errorf("new worker (generation %d, pid %d) was not ready after %s (--ready-timeout) and was told to drain: %s",
+			g.n, g.pid, m.opts.ReadyTimeout, m.waitingFor()))
+	case probation:
+		m.promote(g)
 	case draining:
+		g.timer, g.killed = nil, true
 		m.log.Warn().Int("gen", g.n).Int("pid", g.pid).Str("drain_timeout", m.opts.DrainTimeout.String()).
-			Msg("worker still running after the drain timeout: killing its process group")
-		killGroup(g.pid, syscall.SIGKILL)
+			Msg("worker still running after the drain timeout: sending SIGKILL to its process group")
+		m.env.signal(g.pid, syscall.SIGKILL, true)
 	}
 }
 
-// ready makes g the serving generation and drains the one it replaces.
-func (m *Master) ready(g *generation) {
-	g.timer.Stop()
+// ready handles a generation's word, by whatever channel, that it serves.
+func (m *Master) ready(g *generation, how string) {
+	if g.state != starting {
+		return
+	}
+	g.readyAt = m.env.now()
+	m.emit(Event{Kind: WorkerReady, Generation: g.n, PID: g.pid, Took: g.readyAt.Sub(g.started)}, m.log.Info().Str("how", how))
+	if m.opts.MinReady > 0 && m.current != nil {
+		g.state = probation
+		m.arm(g, m.opts.MinReady)
+		m.log.Info().Int("gen", g.n).Int("pid", g.pid).Str("min_ready", m.opts.MinReady.String()).
+			Int("serving", m.current.n).Msg("both generations serve until the new one has stayed up for --min-ready")
+		return
+	}
+	m.promote(g)
+}
+
+// promote makes g the serving generation and drains the one it replaces.
+func (m *Master) promote(g *generation) {
+	m.disarm(g)
 	g.state = serving
-	g.readyAt = time.Now()
-	m.emit(Event{Kind: WorkerReady, Generation: g.n, PID: g.pid, Took: g.readyAt.Sub(g.started)}, m.log.Info())
 	old := m.current
 	m.current = g
 	if old == nil {
@@ -389,8 +365,8 @@ func (m *Master) ready(g *generation) {
 func (m *Master) drain(g *generation) {
 	g.state = draining
 	m.arm(g, m.opts.DrainTimeout)
-	m.emit(Event{Kind: Draining, Generation: g.n, PID: g.pid}, m.log.Info().Str("signal", signalName(m.opts.DrainSignal)))
-	if err := syscall.Kill(g.pid, m.opts.DrainSignal); err != nil && !errors.Is(err, syscall.ESRCH) {
+	m.emit(Event{Kind: Draining, Generation: g.n, PID: g.pid}, m.log.Info().Str("signal", signalName(m.opts.DrainSignal)).Bool("group", m.opts.DrainGroup))
+	if err := m.env.signal(g.pid, m.opts.DrainSignal, m.opts.DrainGroup); err != nil && !errors.Is(err, syscall.ESRCH) {
 		m.log.Error().Err(err).Int("gen", g.n).Int("pid", g.pid).Msg("cannot signal worker to drain")
 	}
 }
@@ -400,19 +376,19 @@ func (m *Master) drain(g *generation) {
 func (m *Master) finishReload(err error) {
 	r := m.inflight
 	m.inflight = nil
-	took := time.Since(r.started)
-	if err != nil && m.current != nil {
+	took := m.env.now().Sub(r.started)
+	if err != nil && m.current != nil && !errors.Is(err, ErrStopping) {
 		err = fmt.Errorf("%w; generation %d is still serving", err, m.current.n)
 	}
 	if err == nil && r.next != nil {
-		r.next.handoff.release() // it has taken over: its predecessor is gone
+		m.env.tookOver(r.next.pid) // its predecessor is gone
 	}
 	res := Result{Generation: m.currentGen(), Took: took, Err: err}
 	m.lastReload = newReloadStatus(r, res)
 	if err != nil {
-		m.emit(Event{Kind: ReloadFailed, Err: err, Generation: res.Generation, Took: took, Trigger: r.kind}, m.log.Error().Err(err))
+		m.emit(Event{Kind: ReloadFailed, Err: err, Generation: res.Generation, Took: took, Trigger: r.trigger}, m.log.Error().Err(err))
 	} else {
-		m.emit(Event{Kind: ReloadComplete, Generation: res.Generation, Took: took, Trigger: r.kind}, m.log.Info())
+		m.emit(Event{Kind: ReloadComplete, Generation: res.Generation, Took: took, Trigger: r.trigger}, m.log.Info())
 	}
 	for _, w := range r.waiters {
 		w <- res
@@ -420,16 +396,24 @@ func (m *Master) finishReload(err error) {
 
 	switch {
 	case m.stopping:
-	case err != nil && r.kind == "start":
+		return
+	case err != nil && r.trigger == TriggerStart:
 		m.exitErr = &StartupError{err}
 		m.stop(false)
 		return
 	case err != nil && m.current == nil:
-		m.crashed(time.Time{}, err)
+		var readyAt time.Time
+		if r.next != nil {
+			readyAt = r.next.readyAt
+		}
+		m.crashed(readyAt, err)
+		if m.stopping {
+			return
+		}
 	}
-	if q := m.queued; q != nil && !m.stopping {
+	if q := m.queued; q != nil {
 		m.queued = nil
-		q.started = time.Now()
+		q.started = m.env.now()
 		m.start(q)
 	}
 }
@@ -443,33 +427,48 @@ func (m *Master) exited(c childExit) {
 		return
 	}
 	delete(m.live, c.pid)
-	g.handoff.release()
-	if g.timer != nil {
-		g.timer.Stop()
+	if m.current == g {
+		m.current = nil
 	}
-	// The worker's group ends with it: whatever it started and left
-	// behind would otherwise run on unsupervised.
-	if killGroup(g.pid, syscall.SIGKILL) == nil {
-		m.log.Warn().Int("gen", g.n).Int("pgid", g.pid).Msg("killed processes the worker left behind in its process group")
-	}
+	m.disarm(g)
+	m.env.gone(g.pid)
 	how := describeExit(c.status)
+	ran := m.env.now().Sub(g.started)
 	m.emit(Event{Kind: WorkerExited, Generation: g.n, PID: g.pid},
-		m.log.Info().Str("how", how).Str("ran", time.Since(g.started).Round(time.Millisecond).String()).Str("state", g.state.String()))
+		m.log.Info().Str("how", how).Str("ran", ran.Round(time.Millisecond).String()).Stringer("state", g.state))
+	defer func() {
+		// Checked once the exit is handled: a restore is one more reload.
+		if m.stopping {
+			return
+		}
+		if lost := m.env.checkSockets(g.n); lost != nil {
+			m.socketsLost(*lost)
+		}
+	}()
 
-	switch g.state {
-	case starting:
+	isNext := m.inflight != nil && m.inflight.next == g
+	switch {
+	case g.state == starting && isNext:
 		m.inflight.next = nil
 		m.finishReload(fmt.Errorf("new worker (generation %d, pid %d) %s before it was ready", g.n, g.pid, how))
-	case serving:
-		m.current = nil
+	case g.state == probation && isNext:
+		m.inflight.next = nil
+		m.finishReload(fmt.Errorf("new worker (generation %d, pid %d) %s %s after it was ready, within --min-ready %s",
+			g.n, g.pid, how, m.env.now().Sub(g.readyAt).Round(time.Millisecond), m.opts.MinReady))
+	case g.state == serving:
 		switch {
 		case m.stopping:
+		case m.inflight != nil && m.inflight.next == g:
+			// It took over, and died while its predecessor drained.
+			m.finishReload(fmt.Errorf("new worker (generation %d, pid %d) %s %s after it was ready, while generation %d drained",
+				g.n, g.pid, how, m.env.now().Sub(g.readyAt).Round(time.Millisecond), m.inflight.old.n))
 		case m.inflight != nil && m.inflight.next != nil:
-			m.log.Warn().Int("gen", g.n).Msg("serving worker exited during a reload: the new generation takes over when ready")
+			m.log.Warn().Int("gen", g.n).Int("next", m.inflight.next.n).
+				Msg("serving worker exited during a reload: the new generation takes over when ready")
 		default:
 			m.crashed(g.readyAt, fmt.Errorf("worker (generation %d, pid %d) %s", g.n, g.pid, how))
 		}
-	case draining:
+	case g.state == draining:
 		if m.inflight != nil && m.inflight.old == g {
 			m.finishReload(nil)
 		}
@@ -479,7 +478,7 @@ func (m *Master) exited(c childExit) {
 // crashed schedules a restart after a worker died with nothing else
 // serving, backing off exponentially, or gives up past RestartLimit.
 func (m *Master) crashed(readyAt time.Time, why error) {
-	if !readyAt.IsZero() && time.Since(readyAt) >= StableAfter {
+	if !readyAt.IsZero() && m.env.now().Sub(readyAt) >= StableAfter {
 		m.crashes = 0
 	}
 	m.crashes++
@@ -493,36 +492,15 @@ func (m *Master) crashed(readyAt time.Time, why error) {
 	if delay > m.opts.RestartBackoffMax || delay <= 0 {
 		delay = m.opts.RestartBackoffMax
 	}
-	m.restarts++
 	m.log.Warn().Err(why).Int("crashes", m.crashes).Str("restart_in", delay.String()).Msg("worker crashed: restarting")
-	m.restartDue = time.AfterFunc(delay, func() { m.send(restartReq{}) })
+	m.cancelRestart()
+	m.restartDue = m.env.after(delay, restartReq{})
 }
 
-func (m *Master) notified(d notify.Datagram) {
-	g := m.live[d.PID]
-	if g == nil {
-		m.log.Debug().Int("pid", d.PID).Msg("ignored notify message from a process that is not a worker's main process")
-		return
-	}
-	if d.Err != nil {
-		m.log.Warn().Err(d.Err).Int("gen", g.n).Int("pid", g.pid).Msg("worker sent a malformed notify message")
-	}
-	if s, ok := d.Message["STATUS"]; ok {
-		g.status = s
-		m.log.Info().Int("gen", g.n).Int("pid", g.pid).Str("status", s).Msg("worker status")
-	}
-	if d.Message["STOPPING"] == "1" {
-		m.log.Info().Int("gen", g.n).Int("pid", g.pid).Msg("worker stopping")
-	}
-	if d.Message["READY"] == "1" {
-		m.readyFrom(g.pid)
-	}
-}
-
-// readyFrom handles a worker's own word that it is ready.
-func (m *Master) readyFrom(pid int) {
-	if g := m.live[pid]; g != nil && g.state == starting && m.opts.Ready == ReadyNotify {
-		m.ready(g)
+func (m *Master) cancelRestart() {
+	if m.restartDue != nil {
+		m.restartDue()
+		m.restartDue = nil
 	}
 }
 
@@ -536,24 +514,27 @@ func (m *Master) stop(fast bool) {
 		m.stopping = true
 		m.emit(Event{Kind: Stopping}, m.log.Info().Bool("fast", fast).Int("workers", len(m.live)))
 	}
-	if m.restartDue != nil {
-		m.restartDue.Stop()
-		m.restartDue = nil
-	}
+	m.cancelRestart()
 	if q := m.queued; q != nil {
 		m.queued = nil
 		for _, w := range q.waiters {
 			w <- Result{Generation: m.currentGen(), Err: ErrStopping}
 		}
 	}
-	if m.inflight != nil {
-		m.inflight.next = nil // drained below with the others
-		m.finishReload(ErrStopping)
+	if r := m.inflight; r != nil {
+		if r.old != nil {
+			// The new generation took over; only the old one's drain was
+			// left, and the stop finishes that.
+			m.finishReload(nil)
+		} else {
+			r.next = nil // drained below with the others
+			m.finishReload(ErrStopping)
+		}
 	}
 	for _, g := range m.live {
 		switch {
 		case fast:
-			killGroup(g.pid, syscall.SIGKILL)
+			m.env.signal(g.pid, syscall.SIGKILL, true)
 		case g.state != draining:
 			m.drain(g)
 		}
@@ -566,7 +547,25 @@ func (m *Master) forward(sig syscall.Signal) {
 		return
 	}
 	m.log.Info().Str("signal", signalName(sig)).Int("gen", m.current.n).Int("pid", m.current.pid).Msg("forwarding signal")
-	syscall.Kill(m.current.pid, sig)
+	m.env.signal(m.current.pid, sig, false)
+}
+
+// socketsLost replaces the serving generation after the master bound
+// sockets anew: the serving one holds the dead ones.
+func (m *Master) socketsLost(e socketsLost) {
+	if m.stopping {
+		return
+	}
+	ev := m.log.Error().Strs("sockets", e.names)
+	if e.by != 0 {
+		ev = ev.Int("gen", e.by)
+	}
+	if e.err != nil {
+		ev.Err(e.err).Msg("a worker shut down a listening socket every generation shares, and binding it anew failed: connections to it are refused until baton restarts")
+		return
+	}
+	ev.Msg("a worker shut down a listening socket every generation shares (shutdown(2) on its inherited copy); baton bound it anew and starts a generation on it. Fix the server to close, not shut down, its listener")
+	m.beginReload(TriggerRestore, nil)
 }
 
 func (m *Master) currentGen() int {
@@ -594,15 +593,12 @@ func (m *Master) emit(e Event, ev *zerolog.Event) {
 	if e.Took != 0 {
 		ev = ev.Str("took", e.Took.Round(time.Millisecond).String())
 	}
-	ev.Msg(string(e.Kind))
+	ev.Msg(e.Kind.String())
 	m.tellService(e)
 	if m.opts.OnEvent != nil {
 		m.opts.OnEvent(e)
 	}
 }
 
-// killGroup signals the process group led by pid. It returns nil only if
-// some process received the signal.
-func killGroup(pid int, sig syscall.Signal) error {
-	return syscall.Kill(-pid, sig)
-}
+// selfPID is the master's own PID, for Status.
+var selfPID = os.Getpid()

@@ -32,8 +32,36 @@ const (
 	// main process (sd_notify; listener.Ready in Go).
 	ReadyNotify Readiness = iota
 	// ReadyDelay takes a worker that is still alive after ReadyDelay as
-	// ready, for programs that cannot notify.
+	// ready, for programs that cannot notify. It is a timer, not a
+	// readiness check: prefer ReadyAccepting.
 	ReadyDelay
+	// ReadyAccepting takes a worker as ready once one of its processes
+	// waits for connections on one of the passed sockets (a thread in
+	// accept, or the socket in an epoll set), or says READY=1, whichever
+	// comes first: for servers that cannot notify.
+	ReadyAccepting
+)
+
+func (r Readiness) String() string {
+	switch r {
+	case ReadyDelay:
+		return "delay"
+	case ReadyAccepting:
+		return "accepting"
+	}
+	return "notify"
+}
+
+// NotifyAccess says whose sd_notify messages count for a generation, as
+// systemd's NotifyAccess= does for a service.
+type NotifyAccess int
+
+const (
+	// NotifyAll accepts messages from any process of the generation's
+	// process group, so that a wrapper script's systemd-notify works.
+	NotifyAll NotifyAccess = iota
+	// NotifyMain accepts messages from the worker's main process only.
+	NotifyMain
 )
 
 // Options configures a Master. Fields left zero take the named defaults.
@@ -59,9 +87,19 @@ type Options struct {
 	Ready        Readiness
 	ReadyDelay   time.Duration // with ReadyDelay
 	ReadyTimeout time.Duration // DefaultReadyTimeout
+	NotifyAccess NotifyAccess
+	// MinReady is how long a new generation must stay up after it is
+	// ready before it replaces the old one (Kubernetes' minReadySeconds).
+	// Both serve meanwhile; if the new one dies first, the reload fails
+	// and the old one, never told to drain, keeps serving.
+	MinReady time.Duration
 
 	DrainSignal  syscall.Signal // DefaultDrainSignal
 	DrainTimeout time.Duration  // DefaultDrainTimeout
+	// DrainGroup sends the drain signal to the generation's whole process
+	// group instead of its main process: for shell wrappers that do not
+	// exec, and servers whose every process drains on the signal.
+	DrainGroup bool
 
 	RestartBackoff    time.Duration // first delay after a crash: DefaultRestartBackoff
 	RestartBackoffMax time.Duration // DefaultRestartBackoffMax
@@ -150,27 +188,54 @@ type Event struct {
 	Kind       EventKind
 	Generation int
 	PID        int
-	// Trigger is why a reload began (with ReloadStarted, ReloadComplete and
-	// ReloadFailed): "start", "reload" or "restart".
-	Trigger string
+	// Trigger is why the reload began (with ReloadStarted, ReloadComplete
+	// and ReloadFailed).
+	Trigger Trigger
 	Err     error         // with ReloadFailed
 	Took    time.Duration // with WorkerReady and ReloadComplete
 }
 
 // EventKind names a lifecycle step.
-type EventKind string
+type EventKind int
 
 // The lifecycle steps, in the order a reload goes through them.
 const (
-	ReloadStarted  EventKind = "reload requested"
-	WorkerStarted  EventKind = "worker started"
-	WorkerReady    EventKind = "worker ready"
-	Draining       EventKind = "draining"
-	WorkerExited   EventKind = "worker exited"
-	ReloadComplete EventKind = "reload complete"
-	ReloadFailed   EventKind = "reload failed"
-	Stopping       EventKind = "stopping"
+	ReloadStarted EventKind = iota
+	WorkerStarted
+	WorkerReady
+	Draining
+	WorkerExited
+	ReloadComplete
+	ReloadFailed
+	Stopping
 )
+
+var eventKindText = [...]string{"reload requested", "worker started", "worker ready", "draining", "worker exited", "reload complete", "reload failed", "stopping"}
+
+// String is the log message of the step.
+func (k EventKind) String() string { return eventKindText[k] }
+
+// Trigger is why a reload began.
+type Trigger int
+
+const (
+	// TriggerStart is the first generation.
+	TriggerStart Trigger = iota
+	// TriggerReload is a requested reload: HUP, control socket, admin.
+	TriggerReload
+	// TriggerRestart replaces a worker that died with nothing else serving.
+	TriggerRestart
+	// TriggerRestore replaces a serving generation after the master had to
+	// bind a socket anew (a worker shut the shared one down).
+	TriggerRestore
+)
+
+var triggerText = [...]string{"start", "reload", "restart", "restore"}
+
+func (t Trigger) String() string { return triggerText[t] }
+
+// MarshalText makes a Trigger read as its name in JSON.
+func (t Trigger) MarshalText() ([]byte, error) { return []byte(t.String()), nil }
 
 // Result is how one reload ended.
 type Result struct {
@@ -195,6 +260,8 @@ type CrashLoopError struct {
 	Crashes int
 	Last    error
 }
+
+func (e *CrashLoopError) Unwrap() error { return e.Last }
 
 func (e *CrashLoopError) Error() string {
 	return fmt.Sprintf("worker crashed %d times in a row (last: %v); giving up", e.Crashes, e.Last)

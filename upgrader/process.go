@@ -107,12 +107,6 @@ func executable(path string) error {
 	return nil
 }
 
-// childExit is one reaped child.
-type childExit struct {
-	pid    int
-	status syscall.WaitStatus
-}
-
 // reap collects every exited child of this process, whether a worker or an
 // orphan re-parented to it, and passes each to exited. It runs until stop is
 // closed. It waits on SIGCHLD, never on a timer.
@@ -180,6 +174,3 @@ func ParseSignal(s string) (syscall.Signal, error) {
 	}
 	return 0, fmt.Errorf("unknown signal %q (want a name like TERM or a number)", s)
 }
-
-// EnvGeneration tells a worker which generation it is (1, 2, …).
-const EnvGeneration = "BATON_GENERATION"

@@ -19,13 +19,13 @@ func (m *Master) tellService(e Event) {
 	var msg string
 	switch e.Kind {
 	case ReloadStarted:
-		if e.Trigger != "reload" {
+		if e.Trigger != TriggerReload {
 			msg = fmt.Sprintf("STATUS=starting generation %d", e.Generation)
 			break
 		}
 		msg = fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%s\nSTATUS=reloading: starting generation %d", monotonicUsec(), e.Generation)
 	case ReloadComplete:
-		msg = fmt.Sprintf("READY=1\nSTATUS=serving: generation %d, pid %d", e.Generation, m.current.pid)
+		msg = fmt.Sprintf("READY=1\nSTATUS=serving: generation %d, pid %d", e.Generation, m.currentPID())
 	case ReloadFailed:
 		if e.Generation == 0 {
 			msg = "STATUS=not serving: " + e.Err.Error()

@@ -1,7 +1,6 @@
 package upgrader
 
 import (
-	"os"
 	"sort"
 	"time"
 )
@@ -25,7 +24,7 @@ type Status struct {
 type WorkerStatus struct {
 	Generation int       `json:"generation"`
 	PID        int       `json:"pid"`
-	State      string    `json:"state"` // starting, serving or draining
+	State      string    `json:"state"` // starting, probation, serving or draining
 	Started    time.Time `json:"started"`
 	Status     string    `json:"status,omitempty"` // its last STATUS=
 }
@@ -42,16 +41,23 @@ type ReloadStatus struct {
 }
 
 func newReloadStatus(r *reload, res Result) *ReloadStatus {
-	s := &ReloadStatus{At: r.started, Kind: r.kind, Generation: res.Generation, OK: res.Err == nil, TookSeconds: res.Took.Seconds()}
+	s := &ReloadStatus{At: r.started, Kind: r.trigger.String(), Generation: res.Generation, OK: res.Err == nil, TookSeconds: res.Took.Seconds()}
 	if res.Err != nil {
 		s.Error = res.Err.Error()
 	}
 	return s
 }
 
+func (m *Master) currentPID() int {
+	if m.current == nil {
+		return 0
+	}
+	return m.current.pid
+}
+
 func (m *Master) status() Status {
 	s := Status{
-		PID:        os.Getpid(),
+		PID:        selfPID,
 		Started:    m.started,
 		Stopping:   m.stopping,
 		LastReload: m.lastReload,
@@ -62,7 +68,7 @@ func (m *Master) status() Status {
 	}
 	for _, g := range m.live {
 		s.Workers = append(s.Workers, WorkerStatus{
-			Generation: g.n, PID: g.pid, State: g.state.String(), Started: g.started, Status: g.status,
+			Generation: g.n, PID: g.pid, State: g.state.String(), Started: g.started, Status: g.status.text,
 		})
 	}
 	sort.Slice(s.Workers, func(i, j int) bool { return s.Workers[i].Generation < s.Workers[j].Generation })

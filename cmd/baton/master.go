@@ -28,8 +28,11 @@ type masterFlags struct {
 	dir          string
 	ready        string
 	readyTimeout time.Duration
+	notifyAccess string
+	minReady     time.Duration
 	drainSignal  string
 	drainTimeout time.Duration
+	drainGroup   bool
 	restartLimit int
 	protocol     string
 	subreaper    bool
@@ -47,6 +50,9 @@ func masterFlagSet(f *masterFlags) *flag.FlagSet {
 	fs.StringVar(&f.dir, "dir", "", "worker working `DIR`, resolved anew at every reload (default: the current directory as the shell names it)")
 	fs.StringVar(&f.ready, "ready", "notify", "how a worker says it is ready: `notify` (READY=1 on NOTIFY_SOCKET) or delay=DURATION")
 	fs.DurationVar(&f.readyTimeout, "ready-timeout", upgrader.DefaultReadyTimeout, "drain a new worker not ready after this long; the old one keeps serving")
+	fs.StringVar(&f.notifyAccess, "notify-access", "all", "whose READY=1, STATUS= and STOPPING=1 count: `all` (any process of the worker's process group) or main (its main process)")
+	fs.DurationVar(&f.minReady, "min-ready", 0, "keep both generations serving until the new one has stayed up this long after it is ready; if it dies first the reload fails and the old one serves on")
+	fs.BoolVar(&f.drainGroup, "drain-group", false, "send the drain signal to the worker's whole process group (shell wrappers without exec; servers whose every process drains on it)")
 	fs.StringVar(&f.drainSignal, "drain-signal", "TERM", "`SIGNAL` that tells an old worker to finish in-flight work and exit")
 	fs.DurationVar(&f.drainTimeout, "drain-timeout", upgrader.DefaultDrainTimeout, "SIGKILL an old worker's process group still running after this long")
 	fs.IntVar(&f.restartLimit, "restart-limit", upgrader.DefaultRestartLimit, "consecutive worker crashes to restart before exiting 1 (-1: never give up)")
@@ -73,6 +79,14 @@ func masterCmd(args []string, stderr io.Writer) int {
 		return fail(stderr, fs, usageError{err.Error()}, exitUsage)
 	}
 	opts.Log = log
+
+	// Signals are caught before anything else exists: a HUP or TERM that
+	// arrives as soon as the pidfile names this process must be a request
+	// to the master, not the default action that would kill it. They wait
+	// in sigc until the master runs; a HUP before the first generation is
+	// ready becomes a reload queued behind that start.
+	sigc := catchSignals()
+	defer signal.Stop(sigc)
 
 	if f.pidfile != "" {
 		if err := pidfile.Write(f.pidfile); err != nil {
@@ -117,8 +131,7 @@ func masterCmd(args []string, stderr io.Writer) int {
 		go adm.Serve()
 		log.Info().Str("addr", adm.Addr().String()).Bool("lifecycle", f.lifecycle).Msg("admin endpoint")
 	}
-	stopSignals := handleSignals(m)
-	defer stopSignals()
+	go dispatchSignals(sigc, m)
 
 	err = m.Run()
 	var startup *upgrader.StartupError
@@ -171,6 +184,18 @@ func (f *masterFlags) parse(fs *flag.FlagSet, args []string) (upgrader.Options, 
 	if f.readyTimeout <= 0 || f.drainTimeout <= 0 {
 		return o, usagef("--ready-timeout and --drain-timeout must be positive")
 	}
+	switch f.notifyAccess {
+	case "all":
+		o.NotifyAccess = upgrader.NotifyAll
+	case "main":
+		o.NotifyAccess = upgrader.NotifyMain
+	default:
+		return o, usagef("--notify-access %q: want all or main", f.notifyAccess)
+	}
+	if f.minReady < 0 {
+		return o, usagef("--min-ready %s: want a duration of 0 or more", f.minReady)
+	}
+	o.MinReady, o.DrainGroup = f.minReady, f.drainGroup
 	o.ReadyTimeout, o.DrainTimeout = f.readyTimeout, f.drainTimeout
 	sig, err := upgrader.ParseSignal(f.drainSignal)
 	if err != nil {
@@ -245,32 +270,31 @@ func logicalWorkDir() string {
 	return wd
 }
 
-// handleSignals turns signals to the master into requests to m.
-func handleSignals(m *upgrader.Master) (stop func()) {
+// masterSignals are the signals the master acts on.
+var masterSignals = []os.Signal{syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT,
+	syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH}
+
+func catchSignals() chan os.Signal {
 	sigc := make(chan os.Signal, 8)
-	signal.Notify(sigc, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT,
-		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH)
-	done := make(chan struct{})
-	go func() {
-		for {
-			select {
-			case <-done:
-				return
-			case s := <-sigc:
-				switch s {
-				case syscall.SIGHUP:
-					m.Reload()
-				case syscall.SIGTERM, syscall.SIGINT:
-					m.Stop()
-				case syscall.SIGQUIT:
-					m.StopNow()
-				default:
-					m.Signal(s.(syscall.Signal))
-				}
-			}
+	signal.Notify(sigc, masterSignals...)
+	return sigc
+}
+
+// dispatchSignals turns signals to the master into requests to m, for as
+// long as the process lives.
+func dispatchSignals(sigc <-chan os.Signal, m *upgrader.Master) {
+	for s := range sigc {
+		switch s {
+		case syscall.SIGHUP:
+			m.Reload()
+		case syscall.SIGTERM, syscall.SIGINT:
+			m.Stop()
+		case syscall.SIGQUIT:
+			m.StopNow()
+		default:
+			m.Signal(s.(syscall.Signal))
 		}
-	}()
-	return func() { signal.Stop(sigc); close(done) }
+	}
 }
 
 func closeAll(sockets []*sockets.Socket) {

@@ -182,3 +182,36 @@ func (s *Socket) Close() error {
 	}
 	return err
 }
+
+// Listening reports whether a stream socket still listens. A worker can
+// stop it for every generation at once: shutdown(2) on its inherited copy
+// acts on the one socket they all share. Datagram sockets always count as
+// listening.
+func (s *Socket) Listening() bool {
+	if s.Spec.IsPacket() {
+		return true
+	}
+	on, err := syscall.GetsockoptInt(int(s.File.Fd()), syscall.SOL_SOCKET, syscall.SO_ACCEPTCONN)
+	return err != nil || on == 1
+}
+
+// Rebind puts a freshly bound socket on s's address in s's place and
+// closes the master's descriptor of the old one, which no longer listens.
+// Workers still holding the old one keep it bound; SO_REUSEADDR, set on
+// both, lets the new one bind beside a socket that does not listen.
+// (listen(2) on the old socket again would not do: it would get a new
+// ephemeral port.)
+func (s *Socket) Rebind() error {
+	spec := s.Spec
+	if spec.Network != "unix" {
+		spec.Address = s.Addr.String()
+	}
+	syscall.SetsockoptInt(int(s.File.Fd()), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1)
+	fresh, err := Bind(spec)
+	if err != nil {
+		return err
+	}
+	s.File.Close()
+	*s = *fresh
+	return nil
+}

@@ -1,0 +1,225 @@
+package upgrader
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/baton-sh/baton/internal/sockets"
+	"github.com/baton-sh/baton/notify"
+)
+
+// env is everything the master's loop does to the world outside its own
+// state. system is the real one; tests drive the loop with a fake.
+// Methods are called from the loop only and must not block on it.
+type env interface {
+	now() time.Time
+	// after delivers e to the loop once d has passed, unless the
+	// returned function is called first.
+	after(d time.Duration, e any) (stop func())
+	// start starts generation n and returns its main PID.
+	start(n int) (pid int, err error)
+	// signal sends sig to pid, or to the process group it leads.
+	signal(pid int, sig syscall.Signal, group bool) error
+	// tookOver: generation pid serves and its predecessor is gone.
+	tookOver(pid int)
+	// gone: generation pid's main process has been reaped.
+	gone(pid int)
+	// processGroup is the process group of pid, 0 if unknown.
+	processGroup(pid int) int
+	// accepting reports a process of generation pid seen waiting for
+	// connections on a passed socket, and how.
+	accepting(pid int) (int, string)
+	// checkSockets binds anew every held socket that no longer listens;
+	// generation by is the suspect. It returns nil when all listen.
+	checkSockets(by int) *socketsLost
+}
+
+// system is the env of a running Master: real processes, timers and
+// sockets.
+type system struct {
+	m        *Master
+	notify   *notify.Socket
+	spawner  *spawner
+	stop     chan struct{}
+	proto    protocol
+	handoffs map[int]*handoff // by worker PID, until it is gone
+	devNull  *os.File
+}
+
+func startSystem(m *Master) (*system, error) {
+	o := &m.opts
+	if o.Subreaper {
+		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+			return nil, fmt.Errorf("cannot become a subreaper: %w", err)
+		}
+	}
+	devNull, err := os.Open(os.DevNull)
+	if err != nil {
+		return nil, err
+	}
+	sock, err := notify.ListenDir(o.NotifyDir)
+	if err != nil {
+		devNull.Close()
+		return nil, err
+	}
+	s := &system{
+		m:        m,
+		notify:   sock,
+		spawner:  newSpawner(),
+		stop:     make(chan struct{}),
+		proto:    newProtocol(o.Protocol, o.Env),
+		handoffs: map[int]*handoff{},
+		devNull:  devNull,
+	}
+	go func() {
+		for {
+			d, err := sock.Receive()
+			if err != nil {
+				return
+			}
+			m.send(d)
+		}
+	}()
+	go reap(func(c childExit) { m.send(c) }, s.stop)
+	return s, nil
+}
+
+func (s *system) close() {
+	close(s.stop)
+	s.spawner.close()
+	s.notify.Close()
+	s.devNull.Close()
+}
+
+func (s *system) now() time.Time { return time.Now() }
+
+func (s *system) after(d time.Duration, e any) func() {
+	t := time.AfterFunc(d, func() { s.m.send(e) })
+	return func() { t.Stop() }
+}
+
+// start starts generation n through the exec shim, in its own process
+// group.
+func (s *system) start(n int) (int, error) {
+	o := &s.m.opts
+	path, err := resolveCommand(o.Command[0], o.Dir, o.Env)
+	if err != nil {
+		return 0, err
+	}
+	if o.Dir != "" {
+		if _, err := os.Stat(o.Dir); err != nil {
+			return 0, fmt.Errorf("working directory: %w", err)
+		}
+	}
+	h, err := s.proto.handoff(n, o.Sockets, s.notify.Path())
+	if err != nil {
+		return 0, err
+	}
+	files := []uintptr{s.devNull.Fd(), o.Stdout.Fd(), o.Stderr.Fd()}
+	for _, f := range h.files {
+		files = append(files, f.Fd())
+	}
+	pid, err := s.spawner.start(o.ShimPath, o.Command, &syscall.ProcAttr{
+		Dir:   o.Dir,
+		Env:   append(h.env, sockets.ShimVar(path)),
+		Files: files,
+		Sys: &syscall.SysProcAttr{
+			// Its own group, so a drain timeout can kill the worker
+			// together with everything it started.
+			Setpgid: true,
+			// If the master dies, the worker is told to drain and exit
+			// instead of holding the sockets with nobody to replace it.
+			Pdeathsig: o.DrainSignal,
+		},
+	})
+	if h.started != nil {
+		h.started(pid, func(pid int) { s.m.send(readySeen{pid, "ready by " + o.Protocol.String()}) })
+	}
+	if err != nil {
+		return 0, fmt.Errorf("start %s: %w", path, err)
+	}
+	s.handoffs[pid] = h
+	return pid, nil
+}
+
+func (s *system) signal(pid int, sig syscall.Signal, group bool) error {
+	if group {
+		return syscall.Kill(-pid, sig)
+	}
+	return syscall.Kill(pid, sig)
+}
+
+func (s *system) tookOver(pid int) {
+	if h := s.handoffs[pid]; h != nil && h.release != nil {
+		h.release()
+	}
+}
+
+// gone releases what generation pid held, and kills what it left behind in
+// its process group: it would otherwise run on unsupervised.
+func (s *system) gone(pid int) {
+	if h := s.handoffs[pid]; h != nil && h.release != nil {
+		h.release()
+	}
+	delete(s.handoffs, pid)
+	left := groupMembers(pid)
+	if syscall.Kill(-pid, syscall.SIGKILL) == nil {
+		s.m.log.Warn().Int("pgid", pid).Strs("processes", left).
+			Msg("sent SIGKILL to processes the worker left in its process group after its main process exited: if the worker is a shell script, exec the server (exec ./server) or pass --drain-group so that they get the drain signal too")
+	}
+}
+
+func (s *system) processGroup(pid int) int {
+	pgid, err := syscall.Getpgid(pid)
+	if err != nil {
+		return 0
+	}
+	return pgid
+}
+
+func (s *system) accepting(pid int) (int, string) { return 0, "" }
+
+func (s *system) checkSockets(by int) *socketsLost {
+	var lost *socketsLost
+	for _, sock := range s.m.opts.Sockets {
+		if sock.Listening() {
+			continue
+		}
+		if lost == nil {
+			lost = &socketsLost{by: by}
+		}
+		lost.names = append(lost.names, sock.Spec.Name)
+		if err := sock.Rebind(); err != nil && lost.err == nil {
+			lost.err = err
+		}
+	}
+	return lost
+}
+
+// groupMembers names the processes of process group pgid, as "PID (comm)".
+// It reads /proc, once, when a generation ends.
+func groupMembers(pgid int) []string {
+	dir, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, e := range dir {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if g, err := syscall.Getpgid(pid); err != nil || g != pgid {
+			continue
+		}
+		comm, _ := os.ReadFile("/proc/" + e.Name() + "/comm")
+		out = append(out, fmt.Sprintf("%d (%s)", pid, strings.TrimSpace(string(comm))))
+	}
+	return out
+}
