@@ -556,9 +556,18 @@ func (m *Master) socketsLost(e socketsLost) {
 	if m.stopping {
 		return
 	}
+	// A generation told to drain is the likely culprit (servers shut the
+	// listener down as they stop); the one whose exit or STOPPING=1 showed
+	// the loss may only have died of it.
+	by := e.by
+	for _, g := range m.live {
+		if g.state == draining && (by == e.by || g.n < by) {
+			by = g.n
+		}
+	}
 	ev := m.log.Error().Strs("sockets", e.names)
-	if e.by != 0 {
-		ev = ev.Int("gen", e.by)
+	if by != 0 {
+		ev = ev.Int("gen", by)
 	}
 	if e.err != nil {
 		ev.Err(e.err).Msg("a worker shut down a listening socket every generation shares, and binding it anew failed: connections to it are refused until baton restarts")

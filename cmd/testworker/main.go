@@ -31,6 +31,9 @@ func main() {
 		orphan      = flag.Bool("orphan", false, "leave a grandchild process (sleep) re-parented away from us")
 		failFile    = flag.String("fail-if-exists", "", "exit 1 at start if this file exists")
 		udp         = flag.String("udp", "", "also echo datagrams on the inherited socket of this name")
+		crashAfter  = flag.Duration("crash-after", 0, "exit 1 this long after becoming ready (with -crash-if-exists: only if that file exists at start)")
+		crashFile   = flag.String("crash-if-exists", "", "see -crash-after")
+		shutdown    = flag.Bool("shutdown-on-drain", false, "shutdown(2) the inherited listening socket on the drain signal, as old HAProxy did")
 	)
 	flag.Parse()
 	if *failAtStart || (*failFile != "" && exists(*failFile)) {
@@ -86,6 +89,27 @@ func main() {
 		go echo(c, gen, signalled(drain), echoed)
 	} else {
 		close(echoed)
+	}
+	if *crashAfter > 0 && (*crashFile == "" || exists(*crashFile)) {
+		go func() {
+			time.Sleep(*crashAfter)
+			fmt.Fprintln(os.Stderr, "testworker: crashing after ready as asked")
+			os.Exit(1)
+		}()
+	}
+	if *shutdown {
+		// shutdown(2) acts on the socket itself, which every generation
+		// shares; close(2) would only drop this process's reference. The
+		// drain proper starts once it is done.
+		term := signalled(drain)
+		drain = []os.Signal{syscall.SIGUSR1}
+		go func() {
+			<-term
+			if rc, err := l.(*net.TCPListener).SyscallConn(); err == nil {
+				rc.Control(func(fd uintptr) { syscall.Shutdown(int(fd), syscall.SHUT_RDWR) })
+			}
+			syscall.Kill(os.Getpid(), syscall.SIGUSR1)
+		}()
 	}
 	if err := listener.ServeHTTP(srv, l, drain...); err != nil {
 		fmt.Fprintln(os.Stderr, "testworker:", err)
