@@ -70,6 +70,9 @@ type generation struct {
 	timer   func() // stops the one timer of its state
 	waited  int    // "still waiting" lines logged while starting
 	killed  bool   // its drain timeout passed and its group got SIGKILL
+	// mainExit says how its main process ended while the rest of its
+	// process group still drained; the generation ends with the group.
+	mainExit string
 	status  statusLine
 }
 
@@ -105,7 +108,8 @@ type (
 		g     *generation
 		state genState // the state the timer was armed in
 	}
-	waitTick struct{ g *generation }
+	waitTick   struct{ g *generation }
+	groupCheck struct{}
 	// socketsLost says that the master had to bind sockets anew because a
 	// worker shut the shared ones down; by is the generation suspected.
 	socketsLost struct {
@@ -227,6 +231,14 @@ func (m *Master) handle(e any) {
 		m.timerFired(e.g, e.state)
 	case waitTick:
 		m.stillWaiting(e.g)
+	case groupCheck:
+		m.settleGroups()
+		for _, g := range m.live {
+			if g.mainExit != "" {
+				m.env.after(groupRecheck, groupCheck{})
+				break
+			}
+		}
 	case restartReq:
 		m.restartDue = nil
 		if !m.stopping && m.current == nil && m.inflight == nil {
@@ -328,8 +340,17 @@ func (m *Master) timerFired(g *generation, armed genState) {
 		m.log.Warn().Int("gen", g.n).Int("pid", g.pid).Str("drain_timeout", m.opts.DrainTimeout.String()).
 			Msg("worker still running after the drain timeout: sending SIGKILL to its process group")
 		m.env.signal(g.pid, syscall.SIGKILL, true)
+		if g.mainExit != "" {
+			// Its members are not our children unless we are their
+			// subreaper: look again shortly rather than wait for a reap.
+			m.env.after(groupRecheck, groupCheck{})
+		}
 	}
 }
+
+// groupRecheck is how soon a generation whose main process has exited is
+// looked at again after its group was sent SIGKILL.
+const groupRecheck = 50 * time.Millisecond
 
 // ready handles a generation's word, by whatever channel, that it serves.
 func (m *Master) ready(g *generation, how string) {
@@ -424,15 +445,41 @@ func (m *Master) exited(c childExit) {
 	g := m.live[c.pid]
 	if g == nil {
 		m.log.Debug().Int("pid", c.pid).Str("how", describeExit(c.status)).Msg("reaped orphan")
+		m.settleGroups()
 		return
 	}
-	delete(m.live, c.pid)
+	how := describeExit(c.status)
+	if g.state == draining && m.env.groupAlive(g.pid) {
+		// The main process is gone but others of its group still finish
+		// their requests (a shell wrapper under --drain-group, a server
+		// whose children drain on their own): the generation ends with
+		// its group, or at its drain timeout.
+		g.mainExit = how
+		m.log.Info().Int("gen", g.n).Int("pid", g.pid).Str("how", how).
+			Msg("worker's main process exited; the rest of its process group is still draining")
+		return
+	}
+	m.ended(g, how)
+}
+
+// settleGroups ends every draining generation whose main process has
+// exited and whose process group is now empty.
+func (m *Master) settleGroups() {
+	for _, g := range m.live {
+		if g.mainExit != "" && !m.env.groupAlive(g.pid) {
+			m.ended(g, g.mainExit)
+		}
+	}
+}
+
+// ended handles the end of generation g, how its main process ended.
+func (m *Master) ended(g *generation, how string) {
+	delete(m.live, g.pid)
 	if m.current == g {
 		m.current = nil
 	}
 	m.disarm(g)
 	m.env.gone(g.pid)
-	how := describeExit(c.status)
 	ran := m.env.now().Sub(g.started)
 	m.emit(Event{Kind: WorkerExited, Generation: g.n, PID: g.pid},
 		m.log.Info().Str("how", how).Str("ran", ran.Round(time.Millisecond).String()).Stringer("state", g.state))

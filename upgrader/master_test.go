@@ -25,6 +25,7 @@ type fakeEnv struct {
 	groups    map[int]int // pid → process group, for members other than a main process
 	lost      *socketsLost
 	released  map[int]int // pid → release count
+	alive     map[int]bool // process groups with members besides a reaped main process
 }
 
 type fakeTimer struct {
@@ -58,6 +59,7 @@ func (f *fakeEnv) signal(pid int, sig syscall.Signal, group bool) error {
 }
 func (f *fakeEnv) tookOver(pid int) { f.released[pid]++ }
 func (f *fakeEnv) gone(pid int)     { f.released[pid]++ }
+func (f *fakeEnv) groupAlive(pgid int) bool { return f.alive[pgid] }
 func (f *fakeEnv) processGroup(pid int) int {
 	if g, ok := f.groups[pid]; ok {
 		return g
@@ -107,7 +109,7 @@ func newSim(t *testing.T, tweak func(*Options)) *sim {
 	if err := o.setDefaults(); err != nil {
 		t.Fatal(err)
 	}
-	env := &fakeEnv{clock: time.Unix(1000, 0), nextPID: 100, groups: map[int]int{}, released: map[int]int{}}
+	env := &fakeEnv{clock: time.Unix(1000, 0), nextPID: 100, groups: map[int]int{}, released: map[int]int{}, alive: map[int]bool{}}
 	s := &sim{t: t, m: newMaster(o, env), env: env, log: log}
 	s.m.started = env.clock
 	s.m.beginReload(TriggerStart, nil)
@@ -427,6 +429,46 @@ func TestDrainTimeoutKillsTheGroup(t *testing.T) {
 		}
 	}
 	t.Fatalf("no SIGKILL to generation 1's group after the drain timeout: %v", s.env.signals)
+}
+
+// With --drain-group a shell wrapper exits on TERM before the server it
+// started has finished: the generation ends with its process group, not
+// with its main process, so nothing is killed mid-request.
+func TestDrainEndsWithTheProcessGroup(t *testing.T) {
+	s := up(t, func(o *Options) { o.DrainGroup = true; o.DrainTimeout = 5 * time.Second })
+	r := s.reload()
+	s.ready(102)
+	if x := s.env.signals[len(s.env.signals)-1]; x.pid != 101 || !x.group {
+		t.Fatalf("drain signal %+v, want to generation 1's group", x)
+	}
+	s.env.alive[101] = true
+	s.exit(101, 143) // the shell
+	s.want("serving=2 workers=[1:101:draining 2:102:serving] inflight=true queued=false stopping=false restartDue=false")
+	s.env.alive[101] = false
+	s.exit(555, 0) // the server, re-parented to the master and reaped
+	if res := result(t, r); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	for _, x := range s.env.signals {
+		if x.sig == syscall.SIGKILL {
+			t.Fatalf("SIGKILL sent: %+v", x)
+		}
+	}
+	// Past the drain timeout the group is killed, and the generation ends
+	// once it is empty even if no member is ours to reap.
+	r = s.reload()
+	s.ready(103)
+	s.env.alive[102] = true
+	s.exit(102, 143)
+	s.advance(5 * time.Second)
+	if !s.env.signalled(102, syscall.SIGKILL) {
+		t.Fatal("no SIGKILL at the drain timeout")
+	}
+	s.env.alive[102] = false
+	s.advance(time.Second)
+	if res := result(t, r); res.Err != nil {
+		t.Fatal(res.Err)
+	}
 }
 
 func TestCrashesBackOffThenGiveUp(t *testing.T) {

@@ -30,6 +30,8 @@ type env interface {
 	tookOver(pid int)
 	// gone: generation pid's main process has been reaped.
 	gone(pid int)
+	// groupAlive reports whether the process group led by pid has members.
+	groupAlive(pgid int) bool
 	// processGroup is the process group of pid, 0 if unknown.
 	processGroup(pid int) int
 	// accepting reports a process of generation pid seen waiting for
@@ -174,6 +176,8 @@ func (s *system) gone(pid int) {
 			Msg("sent SIGKILL to processes the worker left in its process group after its main process exited: if the worker is a shell script, exec the server (exec ./server) or pass --drain-group so that they get the drain signal too")
 	}
 }
+
+func (s *system) groupAlive(pgid int) bool { return syscall.Kill(-pgid, 0) == nil }
 
 func (s *system) processGroup(pid int) int {
 	pgid, err := syscall.Getpgid(pid)
