@@ -73,7 +73,7 @@ type generation struct {
 	// mainExit says how its main process ended while the rest of its
 	// process group still drained; the generation ends with the group.
 	mainExit string
-	status  statusLine
+	status   statusLine
 }
 
 // reload is one replacement of the current generation by a new one. The
@@ -340,16 +340,13 @@ func (m *Master) timerFired(g *generation, armed genState) {
 		m.log.Warn().Int("gen", g.n).Int("pid", g.pid).Str("drain_timeout", m.opts.DrainTimeout.String()).
 			Msg("worker still running after the drain timeout: sending SIGKILL to its process group")
 		m.env.signal(g.pid, syscall.SIGKILL, true)
-		if g.mainExit != "" {
-			// Its members are not our children unless we are their
-			// subreaper: look again shortly rather than wait for a reap.
-			m.env.after(groupRecheck, groupCheck{})
-		}
 	}
 }
 
-// groupRecheck is how soon a generation whose main process has exited is
-// looked at again after its group was sent SIGKILL.
+// groupRecheck is how often a draining generation whose main process has
+// exited is looked at again. Its other members are not the master's
+// children unless it is their subreaper, so their end may come with no
+// event; this runs only while such a group drains, never when idle.
 const groupRecheck = 50 * time.Millisecond
 
 // ready handles a generation's word, by whatever channel, that it serves.
@@ -454,6 +451,9 @@ func (m *Master) exited(c childExit) {
 		// their requests (a shell wrapper under --drain-group, a server
 		// whose children drain on their own): the generation ends with
 		// its group, or at its drain timeout.
+		if g.mainExit == "" {
+			m.env.after(groupRecheck, groupCheck{})
+		}
 		g.mainExit = how
 		m.log.Info().Int("gen", g.n).Int("pid", g.pid).Str("how", how).
 			Msg("worker's main process exited; the rest of its process group is still draining")

@@ -24,7 +24,7 @@ type fakeEnv struct {
 	failStart error
 	groups    map[int]int // pid → process group, for members other than a main process
 	lost      *socketsLost
-	released  map[int]int // pid → release count
+	released  map[int]int  // pid → release count
 	alive     map[int]bool // process groups with members besides a reaped main process
 }
 
@@ -57,8 +57,8 @@ func (f *fakeEnv) signal(pid int, sig syscall.Signal, group bool) error {
 	f.signals = append(f.signals, sent{pid, sig, group})
 	return nil
 }
-func (f *fakeEnv) tookOver(pid int) { f.released[pid]++ }
-func (f *fakeEnv) gone(pid int)     { f.released[pid]++ }
+func (f *fakeEnv) tookOver(pid int)         { f.released[pid]++ }
+func (f *fakeEnv) gone(pid int)             { f.released[pid]++ }
 func (f *fakeEnv) groupAlive(pgid int) bool { return f.alive[pgid] }
 func (f *fakeEnv) processGroup(pid int) int {
 	if g, ok := f.groups[pid]; ok {
