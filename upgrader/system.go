@@ -38,6 +38,9 @@ type env interface {
 	// checkSockets binds anew every held socket that no longer listens;
 	// generation by is the suspect. It returns nil when all listen.
 	checkSockets(by int) *socketsLost
+	// hook runs a lifecycle hook beside the loop and reports its end to
+	// the loop as a hookDone.
+	hook(h hookRun)
 }
 
 // system is the env of a running Master: real processes, timers and
@@ -50,6 +53,7 @@ type system struct {
 	proto    protocol
 	handoffs map[int]*handoff // by worker PID, until it is gone
 	devNull  *os.File
+	hookPIDs hookProcs // running hooks, reaped apart from workers
 }
 
 func startSystem(m *Master) (*system, error) {
@@ -86,7 +90,11 @@ func startSystem(m *Master) (*system, error) {
 			m.send(d)
 		}
 	}()
-	go reap(func(c childExit) { m.send(c) }, s.stop)
+	go reap(func(c childExit) {
+		if !s.hookPIDs.exited(c) {
+			m.send(c)
+		}
+	}, s.stop)
 	return s, nil
 }
 
