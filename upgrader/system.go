@@ -77,7 +77,7 @@ func startSystem(m *Master) (*system, error) {
 		notify:   sock,
 		spawner:  newSpawner(),
 		stop:     make(chan struct{}),
-		proto:    newProtocol(o.Protocol, o.Env),
+		proto:    newProtocol(o.Protocol, o.Env, o.DrainSignal),
 		handoffs: map[int]*handoff{},
 		devNull:  devNull,
 	}
@@ -129,13 +129,17 @@ func (s *system) start(n int) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	shim := sockets.ShimVar(path)
+	if h.stub {
+		shim = stubEnv + "=" + path
+	}
 	files := []uintptr{s.devNull.Fd(), o.Stdout.Fd(), o.Stderr.Fd()}
 	for _, f := range h.files {
 		files = append(files, f.Fd())
 	}
 	pid, err := s.spawner.start(o.ShimPath, o.Command, &syscall.ProcAttr{
 		Dir:   o.Dir,
-		Env:   append(h.env, sockets.ShimVar(path)),
+		Env:   append(h.env, shim),
 		Files: files,
 		Sys: &syscall.SysProcAttr{
 			// Its own group, so a drain timeout can kill the worker
@@ -160,6 +164,9 @@ func (s *system) signal(pid int, sig syscall.Signal, group bool) error {
 	if group {
 		return syscall.Kill(-pid, sig)
 	}
+	if h := s.handoffs[pid]; h != nil && h.signal != nil {
+		return h.signal(sig)
+	}
 	return syscall.Kill(pid, sig)
 }
 
@@ -174,6 +181,9 @@ func (s *system) tookOver(pid int) {
 func (s *system) gone(pid int) {
 	if h := s.handoffs[pid]; h != nil && h.release != nil {
 		h.release()
+	}
+	if h := s.handoffs[pid]; h != nil && h.done != nil {
+		h.done()
 	}
 	delete(s.handoffs, pid)
 	left := groupMembers(pid)

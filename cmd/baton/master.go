@@ -61,7 +61,7 @@ func masterFlagSet(f *masterFlags) *flag.FlagSet {
 	fs.StringVar(&f.drainSignal, "drain-signal", "TERM", "`SIGNAL` that tells an old worker to finish in-flight work and exit")
 	fs.DurationVar(&f.drainTimeout, "drain-timeout", upgrader.DefaultDrainTimeout, "SIGKILL an old worker's process group still running after this long")
 	fs.IntVar(&f.restartLimit, "restart-limit", upgrader.DefaultRestartLimit, "consecutive worker crashes to restart before exiting 1 (-1: never give up)")
-	fs.StringVar(&f.protocol, "protocol", "systemd", "how sockets and readiness reach the worker: `systemd` (LISTEN_FDS, NOTIFY_SOCKET) or tableflip (an unmodified github.com/cloudflare/tableflip app)")
+	fs.StringVar(&f.protocol, "protocol", "systemd", "how sockets and readiness reach the worker: `systemd` (LISTEN_FDS, NOTIFY_SOCKET), or the parent side of tableflip, endless or grace (an unmodified github.com/cloudflare/tableflip, github.com/fvbock/endless or github.com/facebookgo/grace app)")
 	fs.BoolVar(&f.subreaper, "subreaper", false, "adopt and reap orphaned descendants (always on as PID 1)")
 	fs.StringVar(&f.control, "control", "", "unix control socket `PATH` for baton reload/status, mode 0600 (default: next to --pidfile, app.pid → app.control.sock)")
 	fs.StringVar(&f.admin, "admin", "", "serve /-/healthy, /-/ready and /metrics over HTTP on `HOST:PORT` (off by default)")
