@@ -6,6 +6,7 @@
 //	GET  /-/ready    200 while a generation serves, 503 otherwise
 //	GET  /metrics    Prometheus text format
 //	POST /-/reload   reload and answer when it has ended (with Lifecycle)
+//	POST /-/quit     begin a graceful stop, as TERM does (with Lifecycle)
 package admin
 
 import (
@@ -69,9 +70,21 @@ func NewMetrics(status func() (upgrader.Status, error)) *Metrics {
 		}
 		return 0
 	})
+	stopping := func(phase string) prometheus.GaugeFunc {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "baton_stopping",
+			Help:        "1 while the master stops and is in this phase: delay (--stop-delay: still serving, not ready) or drain.",
+			ConstLabels: prometheus.Labels{"phase": phase},
+		}, func() float64 {
+			if st, err := status(); err == nil && st.StopPhase == phase {
+				return 1
+			}
+			return 0
+		})
+	}
 	m.reloads.WithLabelValues("ok")
 	m.reloads.WithLabelValues("failed")
-	m.registry.MustRegister(m.reloads, m.reloadDuration, m.restarts, generation, workerUp,
+	m.registry.MustRegister(m.reloads, m.reloadDuration, m.restarts, generation, workerUp, stopping("delay"), stopping("drain"),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -97,9 +110,17 @@ type Server struct {
 	l   net.Listener
 }
 
+// Master is what the admin endpoint steers; *upgrader.Master is one.
+type Master interface {
+	control.Master
+	// Stop begins a graceful stop and returns at once.
+	Stop()
+}
+
 // Listen binds the admin endpoint on addr (host:port; keep it on loopback
-// or a private network). With lifecycle, POST /-/reload is enabled.
-func Listen(addr string, master control.Master, metrics *Metrics, lifecycle bool) (*Server, error) {
+// or a private network). With lifecycle, POST /-/reload and POST /-/quit
+// are enabled.
+func Listen(addr string, master Master, metrics *Metrics, lifecycle bool) (*Server, error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("admin endpoint %s: %w", addr, err)
@@ -110,7 +131,11 @@ func Listen(addr string, master control.Master, metrics *Metrics, lifecycle bool
 	})
 	mux.HandleFunc("GET /-/ready", func(w http.ResponseWriter, r *http.Request) {
 		st, err := master.Status()
-		if err != nil || st.Generation == 0 || st.Stopping {
+		switch {
+		case err == nil && st.Stopping:
+			http.Error(w, "baton is not ready: stopping", http.StatusServiceUnavailable)
+			return
+		case err != nil || st.Generation == 0:
 			http.Error(w, "baton is not ready: no generation serves", http.StatusServiceUnavailable)
 			return
 		}
@@ -130,6 +155,14 @@ func Listen(addr string, master control.Master, metrics *Metrics, lifecycle bool
 			w.WriteHeader(http.StatusInternalServerError)
 		}
 		json.NewEncoder(w).Encode(resp)
+	})
+	mux.HandleFunc("POST /-/quit", func(w http.ResponseWriter, r *http.Request) {
+		if !lifecycle {
+			http.Error(w, "quit over HTTP is disabled: start baton with --admin-lifecycle to enable it", http.StatusForbidden)
+			return
+		}
+		master.Stop()
+		fmt.Fprintln(w, "baton is stopping")
 	})
 	s := &Server{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, l: l}
 	return s, nil

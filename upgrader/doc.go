@@ -36,7 +36,12 @@
 //   - whenever no generation serves and the master is not stopping, a
 //     start is under way or scheduled (a reload, or a restart timer);
 //   - once stopping, no generation is started again, and Run returns only
-//     when every worker has been reaped.
+//     when every worker has been reaped and no hook runs;
+//   - during a stop delay (stop.go) nothing is starting, and the delay ends
+//     as soon as its time has passed and the on-stopping hook has ended;
+//     after it, every generation drains or has been killed;
+//   - at most one hook (hooks.go) runs at a time, and one waits only
+//     while another runs.
 //
 // master_test.go drives the loop through every state and event with a fake
 // env and checks these after each step.

@@ -45,6 +45,8 @@ type Master struct {
 	restarts   int // crash restarts begun
 	restartDue func()
 	lastReload *ReloadStatus
+	delay      stopDelay // see stop.go
+	hooks      hookState // see hooks.go
 }
 
 type genState int
@@ -162,7 +164,7 @@ func (m *Master) Run() error {
 // loop handles events until a stop has reaped every worker.
 func (m *Master) loop() {
 	m.beginReload(TriggerStart, nil)
-	for !m.stopping || len(m.live) > 0 {
+	for !m.stopping || len(m.live) > 0 || m.hooks.running != nil {
 		m.handle(<-m.events)
 	}
 }
@@ -214,7 +216,11 @@ func (m *Master) handle(e any) {
 	case reloadReq:
 		m.beginReload(TriggerReload, e.reply)
 	case stopReq:
-		m.stop(e.fast)
+		m.requestStop(e.fast)
+	case stopDelayOver:
+		m.stopDelayOver()
+	case hookDone:
+		m.hookEnded(e)
 	case signalReq:
 		m.forward(e.sig)
 	case statusReq:
@@ -372,6 +378,7 @@ func (m *Master) promote(g *generation) {
 	g.state = serving
 	old := m.current
 	m.current = g
+	m.runHook(hookOnReady, g)
 	if old == nil {
 		m.finishReload(nil)
 		return
@@ -554,13 +561,32 @@ func (m *Master) cancelRestart() {
 // stop begins a graceful (drain) or fast (kill) stop of every generation.
 // Run returns once all of them have been reaped.
 func (m *Master) stop(fast bool) {
-	if m.stopping && !fast {
+	if m.stopping && !fast && !m.delay.active {
 		return
 	}
+	m.cancelStopDelay()
 	if !m.stopping {
 		m.stopping = true
 		m.emit(Event{Kind: Stopping}, m.log.Info().Bool("fast", fast).Int("workers", len(m.live)))
+		if m.hooks.served {
+			m.runHook(hookOnStopping, m.current)
+		}
 	}
+	m.abandonReloads()
+	for _, g := range m.live {
+		switch {
+		case fast:
+			g.killed = true
+			m.env.signal(g.pid, syscall.SIGKILL, true)
+		case g.state != draining:
+			m.drain(g)
+		}
+	}
+}
+
+// abandonReloads ends the reload under way and the one queued, as a stop
+// does: nothing starts any more.
+func (m *Master) abandonReloads() {
 	m.cancelRestart()
 	if q := m.queued; q != nil {
 		m.queued = nil
@@ -574,16 +600,8 @@ func (m *Master) stop(fast bool) {
 			// left, and the stop finishes that.
 			m.finishReload(nil)
 		} else {
-			r.next = nil // drained below with the others
+			r.next = nil // drained with the others
 			m.finishReload(ErrStopping)
-		}
-	}
-	for _, g := range m.live {
-		switch {
-		case fast:
-			m.env.signal(g.pid, syscall.SIGKILL, true)
-		case g.state != draining:
-			m.drain(g)
 		}
 	}
 }

@@ -26,6 +26,7 @@ type fakeEnv struct {
 	lost      *socketsLost
 	released  map[int]int  // pid → release count
 	alive     map[int]bool // process groups with members besides a reaped main process
+	hooks     []hookRun    // every hook started, in order
 }
 
 type fakeTimer struct {
@@ -67,6 +68,7 @@ func (f *fakeEnv) processGroup(pid int) int {
 	return pid
 }
 func (f *fakeEnv) accepting(int) (int, string) { return 0, "" }
+func (f *fakeEnv) hook(h hookRun)              { f.hooks = append(f.hooks, h) }
 func (f *fakeEnv) checkSockets(by int) *socketsLost {
 	l := f.lost
 	f.lost = nil
@@ -245,6 +247,30 @@ func invariants(m *Master) error {
 	}
 	if m.stopping && (m.restartDue != nil || m.queued != nil || m.inflight != nil) {
 		return errors.New("a start is pending while stopping")
+	}
+	// The stop delay: nothing starts, what served serves on, and it ends
+	// once its time has passed and the on-stopping hook has ended.
+	if m.delay.active {
+		if !m.stopping {
+			return errors.New("a stop delay runs while not stopping")
+		}
+		if !m.delay.passed && m.delay.cancel == nil {
+			return errors.New("a stop delay runs with no timer to end it")
+		}
+		if m.delay.passed && !m.stoppingHookBusy() {
+			return errors.New("the stop delay is over but the drain has not begun")
+		}
+	}
+	for _, g := range m.live {
+		if m.delay.active && g.state == starting {
+			return fmt.Errorf("generation %d is starting during the stop delay", g.n)
+		}
+		if m.stopping && !m.delay.active && g.state != draining && !g.killed {
+			return fmt.Errorf("generation %d is %s after the stop delay: not drained", g.n, g.state)
+		}
+	}
+	if m.hooks.waiting != nil && m.hooks.running == nil {
+		return errors.New("a hook waits with none running")
 	}
 	return nil
 }
@@ -581,6 +607,21 @@ func TestEveryStateAndEvent(t *testing.T) {
 		"restart starting":    func(s *sim) { s.ready(101); s.exit(101, 1); s.advance(time.Second) },
 		"stopping":            func(s *sim) { s.ready(101); s.reload(); s.step(stopReq{}) },
 		"new died, old drain": func(s *sim) { s.ready(101); s.reload(); s.ready(102); s.exit(102, 1) },
+		"stop delay": func(s *sim) {
+			s.m.opts.StopDelay = time.Minute
+			s.m.opts.MinReady = time.Second
+			s.ready(101)
+			s.reload()
+			s.ready(102)
+			s.step(stopReq{})
+		},
+		"on-stopping runs": func(s *sim) {
+			s.m.opts.OnReady, s.m.opts.OnStopping = []string{"r"}, []string{"d"}
+			s.ready(101)
+			s.hookEnds(nil)
+			s.step(stopReq{})
+		},
+		"on-ready runs": func(s *sim) { s.m.opts.OnReady = []string{"r"}; s.ready(101); s.reload(); s.ready(102) },
 	}
 	events := map[string]func(*sim){
 		"HUP":       func(s *sim) { s.reload() },
@@ -591,6 +632,11 @@ func TestEveryStateAndEvent(t *testing.T) {
 		"orphan":    func(s *sim) { s.exit(999, 0) },
 		"lost sock": func(s *sim) { s.env.lost = &socketsLost{names: []string{"x"}}; s.exit(999, 0) },
 		"time":      func(s *sim) { s.advance(2 * time.Minute) },
+		"hook ends": func(s *sim) {
+			if s.m.hooks.running != nil {
+				s.hookEnds(nil)
+			}
+		},
 	}
 	for pid := 101; pid <= 104; pid++ {
 		events[fmt.Sprint("ready ", pid)] = func(s *sim) { s.ready(pid) }
@@ -608,13 +654,173 @@ func TestEveryStateAndEvent(t *testing.T) {
 				// Whatever happened, the master can still be stopped and
 				// ends with nothing live once every worker exits.
 				s.step(stopReq{})
+				s.step(stopReq{}) // a second one ends any stop delay
 				for pid := range s.m.live {
 					s.exit(pid, 0)
 				}
-				if len(s.m.live) != 0 || !s.m.stopping {
+				for s.m.hooks.running != nil {
+					s.hookEnds(nil)
+				}
+				if len(s.m.live) != 0 || !s.m.stopping || s.m.delay.active {
 					t.Fatalf("after stop: %s", s.describe())
 				}
 			})
 		}
+	}
+}
+
+// hookEnds ends the running hook, as the env reports it.
+func (s *sim) hookEnds(err error) {
+	s.t.Helper()
+	r := s.m.hooks.running
+	if r == nil {
+		s.t.Fatalf("no hook runs: %s", s.describe())
+	}
+	s.step(hookDone{run: *r, pid: 900, err: err})
+}
+
+// hooksRun lists the hooks started so far as "kind:gen:pid".
+func (s *sim) hooksRun() string {
+	var parts []string
+	for _, h := range s.env.hooks {
+		parts = append(parts, fmt.Sprintf("%s:%d:%d", h.kind, h.gen, h.pid))
+	}
+	return strings.Join(parts, " ")
+}
+
+func TestStopDelay(t *testing.T) {
+	delay := func(o *Options) { o.StopDelay = 5 * time.Second }
+	for _, tc := range []struct {
+		name string
+		opts func(*Options)
+		// during acts within the delay; drained says whether the drain
+		// must have begun right after it.
+		during  func(s *sim)
+		drained bool
+	}{
+		{"serves through the delay, then drains", delay, func(s *sim) { s.advance(5 * time.Second) }, true},
+		{"not before the delay has passed", delay, func(s *sim) { s.advance(4999 * time.Millisecond) }, false},
+		{"a second TERM skips the rest", delay, func(s *sim) { s.advance(time.Second); s.step(stopReq{}) }, true},
+		{"HUP during the delay starts nothing", delay, func(s *sim) {
+			if r := s.reload(); !errors.Is(result(s.t, r).Err, ErrStopping) {
+				s.t.Fatal("a reload during the stop delay did not fail with ErrStopping")
+			}
+		}, false},
+		{"the drain waits for on-stopping", func(o *Options) { delay(o); o.OnStopping = []string{"deregister"} },
+			func(s *sim) { s.advance(time.Minute) }, false},
+		{"and begins when it ends", func(o *Options) { delay(o); o.OnStopping = []string{"deregister"} },
+			func(s *sim) { s.advance(time.Minute); s.hookEnds(errors.New("exited with status 1")) }, true},
+		{"on-stopping alone delays until it ends", func(o *Options) { o.OnStopping = []string{"deregister"} },
+			func(s *sim) { s.hookEnds(nil) }, true},
+		{"a failed worker during the delay is not restarted", delay, func(s *sim) {
+			s.exit(101, 1)
+			s.advance(time.Minute)
+		}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := up(t, tc.opts)
+			s.step(stopReq{})
+			if st := s.status(); !st.Stopping || st.StopPhase != "delay" {
+				t.Fatalf("status in the stop delay: stopping %v, phase %q", st.Stopping, st.StopPhase)
+			}
+			if s.env.signalled(101, syscall.SIGTERM) {
+				t.Fatal("drained at once despite the stop delay")
+			}
+			tc.during(s)
+			if got := s.env.signalled(101, syscall.SIGTERM); got != tc.drained && s.m.live[101] != nil {
+				t.Fatalf("drain begun: %v, want %v; %s\nlog:\n%s", got, tc.drained, s.describe(), s.log)
+			}
+			s.step(stopReq{})
+			s.exit(101, 0)
+			if len(s.m.live) != 0 || s.m.status().StopPhase != "drain" {
+				t.Fatalf("after the drain: %s", s.describe())
+			}
+		})
+	}
+}
+
+func TestStopDelayWithAReloadUnderWay(t *testing.T) {
+	s := up(t, func(o *Options) { o.StopDelay = 5 * time.Second })
+	r := s.reload()
+	s.step(stopReq{})
+	if res := result(t, r); !errors.Is(res.Err, ErrStopping) {
+		t.Fatalf("reload overtaken by a stop: %+v", res)
+	}
+	// The starting generation serves nobody yet: it drains at once; the
+	// serving one serves through the delay.
+	s.want("serving=1 workers=[1:101:serving 2:102:draining] inflight=false queued=false stopping=true restartDue=false")
+	s.ready(102) // too late: it drains
+	s.advance(5 * time.Second)
+	s.want("serving=1 workers=[1:101:draining 2:102:draining] inflight=false queued=false stopping=true restartDue=false")
+}
+
+func TestQuitDuringTheStopDelayKills(t *testing.T) {
+	s := up(t, func(o *Options) { o.StopDelay = time.Minute })
+	s.step(stopReq{})
+	s.step(stopReq{fast: true})
+	if !s.env.signalled(101, syscall.SIGKILL) || s.m.delay.active {
+		t.Fatalf("QUIT during the stop delay: signals %v, delay active %v", s.env.signals, s.m.delay.active)
+	}
+}
+
+func TestStopsTheMasterDecidesHaveNoDelay(t *testing.T) {
+	s := up(t, func(o *Options) { o.StopDelay = time.Minute; o.RestartLimit = 1 })
+	s.exit(101, 1)
+	s.advance(time.Second)
+	s.exit(102, 1) // the crash loop gives up
+	if !s.m.stopping || s.m.delay.active {
+		t.Fatalf("crash-loop stop: %s, delay %v", s.describe(), s.m.delay.active)
+	}
+}
+
+func TestHooks(t *testing.T) {
+	hooks := func(o *Options) { o.OnReady = []string{"register"}; o.OnStopping = []string{"deregister"} }
+	s := up(t, hooks)
+	if got := s.hooksRun(); got != "on-ready:1:101" {
+		t.Fatalf("hooks after the first generation serves: %q", got)
+	}
+	// A reload while on-ready still runs: the next waits, and two
+	// waiting coalesce into the latest.
+	s.reload()
+	s.ready(102)
+	s.exit(101, 0)
+	s.reload()
+	s.ready(103)
+	s.exit(102, 0)
+	if got := s.hooksRun(); got != "on-ready:1:101" {
+		t.Fatalf("a second hook started while one ran: %q", got)
+	}
+	s.hookEnds(nil)
+	if got := s.hooksRun(); got != "on-ready:1:101 on-ready:3:103" {
+		t.Fatalf("after the first hook ended: %q, want generation 3 registered next", got)
+	}
+	// A stop while on-ready runs: on-stopping waits for it, and the
+	// master, with nothing live, still waits for both.
+	s.step(stopReq{})
+	s.exit(103, 0)
+	if !strings.Contains(s.log.String(), "hook waits for the one running") {
+		t.Fatalf("no line says on-stopping waits:\n%s", s.log)
+	}
+	s.hookEnds(nil)
+	if got := s.hooksRun(); got != "on-ready:1:101 on-ready:3:103 on-stopping:3:103" {
+		t.Fatalf("hooks: %q", got)
+	}
+	if s.m.hooks.running == nil {
+		t.Fatal("the master would return while on-stopping runs")
+	}
+	s.hookEnds(errors.New("exited with status 3"))
+	if s.m.hooks.running != nil || !strings.Contains(s.log.String(), "hook failed") {
+		t.Fatalf("after on-stopping failed: running %v\n%s", s.m.hooks.running, s.log)
+	}
+}
+
+func TestStopDropsAWaitingOnReady(t *testing.T) {
+	s := up(t, func(o *Options) { o.OnReady = []string{"register"} })
+	s.reload()
+	s.ready(102) // on-ready for 2 waits for the one for 1
+	s.step(stopReq{})
+	s.hookEnds(nil)
+	if got := s.hooksRun(); got != "on-ready:1:101" || s.m.hooks.running != nil {
+		t.Fatalf("hooks: %q, running %v", got, s.m.hooks.running)
 	}
 }

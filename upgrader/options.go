@@ -19,6 +19,7 @@ const (
 	DefaultRestartBackoff    = 100 * time.Millisecond
 	DefaultRestartBackoffMax = 30 * time.Second
 	DefaultRestartLimit      = 10
+	DefaultHookTimeout       = 10 * time.Second
 	// StableAfter is how long a worker must have served before its crash no
 	// longer counts towards the restart limit and backoff starts over.
 	StableAfter = 10 * time.Second
@@ -101,6 +102,20 @@ type Options struct {
 	// exec, and servers whose every process drains on the signal.
 	DrainGroup bool
 
+	// StopDelay is how long a requested graceful stop (Stop) keeps every
+	// generation serving after the master stops claiming readiness, so
+	// that load balancers and registries stop sending traffic before the
+	// drain begins. A second Stop ends it early; StopNow ignores it.
+	StopDelay time.Duration
+
+	// OnReady, if set, is run (argv, no shell) each time a generation
+	// becomes the serving one; OnStopping at the start of a stop, before
+	// StopDelay. See Hook for their environment and guarantees.
+	OnReady, OnStopping []string
+	// HookTimeout bounds each run of OnReady and OnStopping
+	// (DefaultHookTimeout): its process group is killed after it.
+	HookTimeout time.Duration
+
 	RestartBackoff    time.Duration // first delay after a crash: DefaultRestartBackoff
 	RestartBackoffMax time.Duration // DefaultRestartBackoffMax
 	// RestartLimit is how many consecutive crashes the master restarts
@@ -154,6 +169,12 @@ func (o *Options) setDefaults() error {
 	}
 	if o.DrainTimeout == 0 {
 		o.DrainTimeout = DefaultDrainTimeout
+	}
+	if o.HookTimeout == 0 {
+		o.HookTimeout = DefaultHookTimeout
+	}
+	if o.StopDelay < 0 {
+		return fmt.Errorf("stop delay must not be negative")
 	}
 	if o.RestartBackoff == 0 {
 		o.RestartBackoff = DefaultRestartBackoff

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"syscall"
 
 	"github.com/baton-sh/baton/internal/sockets"
 )
@@ -22,9 +23,15 @@ const (
 	// Upgrader.Listen gets the master's sockets and its Upgrader.Ready is the
 	// readiness signal. See tableflip.
 	ProtocolTableflip
+	// ProtocolEndless is the parent side of github.com/fvbock/endless: an
+	// unmodified endless app is a worker. See endless.
+	ProtocolEndless
+	// ProtocolGrace is the parent side of github.com/facebookgo/grace: an
+	// unmodified gracehttp app is a worker. See grace.
+	ProtocolGrace
 )
 
-var protocolNames = [...]string{"systemd", "tableflip"}
+var protocolNames = [...]string{"systemd", "tableflip", "endless", "grace"}
 
 func (p Protocol) String() string { return protocolNames[p] }
 
@@ -35,7 +42,7 @@ func ParseProtocol(s string) (Protocol, error) {
 			return Protocol(p), nil
 		}
 	}
-	return 0, fmt.Errorf("unknown protocol %q: want systemd or tableflip", s)
+	return 0, fmt.Errorf("unknown protocol %q: want systemd, tableflip, endless or grace", s)
 }
 
 // protocol prepares each generation's start: what it gets beyond stdio,
@@ -60,11 +67,22 @@ type handoff struct {
 	// release, if set, is called once the generation has taken over (its
 	// predecessor is gone) and again when it has exited.
 	release func()
+	// stub starts the parent stub (protocol_stub.go) as the main process.
+	stub bool
+	// signal, if set, is how a signal reaches the main process (not its
+	// group); done, if set, is called once the main process is reaped.
+	signal func(sig syscall.Signal) error
+	done   func()
 }
 
-func newProtocol(p Protocol, base []string) protocol {
-	if p == ProtocolTableflip {
+func newProtocol(p Protocol, base []string, drain syscall.Signal) protocol {
+	switch p {
+	case ProtocolTableflip:
 		return tableflip{base: base}
+	case ProtocolEndless:
+		return endless{base: base, drain: drain}
+	case ProtocolGrace:
+		return grace{base: base, drain: drain}
 	}
 	return systemd{base: base}
 }

@@ -44,7 +44,7 @@ func (m *Master) notified(d notify.Datagram) {
 		if lost := m.env.checkSockets(g.n); lost != nil {
 			m.socketsLost(*lost)
 		}
-		if g.state == probation {
+		if g.state == probation && m.inflight != nil && m.inflight.next == g {
 			// It stopped being ready within --min-ready: the reload fails
 			// and the old generation, never told to drain, serves on.
 			m.inflight.next = nil

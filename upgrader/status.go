@@ -10,10 +10,13 @@ type Status struct {
 	PID     int       `json:"pid"`
 	Started time.Time `json:"started"`
 	// Generation is the serving generation, 0 while none serves.
-	Generation int            `json:"generation"`
-	WorkerPID  int            `json:"worker_pid"`
-	Ready      bool           `json:"ready"`
-	Stopping   bool           `json:"stopping"`
+	Generation int  `json:"generation"`
+	WorkerPID  int  `json:"worker_pid"`
+	Ready      bool `json:"ready"`
+	Stopping   bool `json:"stopping"`
+	// StopPhase is "delay" during the stop delay (still serving, no
+	// longer ready) and "drain" after it; empty unless Stopping.
+	StopPhase  string         `json:"stop_phase,omitempty"`
 	Workers    []WorkerStatus `json:"workers"`
 	LastReload *ReloadStatus  `json:"last_reload,omitempty"`
 	// Restarts counts crash restarts since the master started.
@@ -62,6 +65,12 @@ func (m *Master) status() Status {
 		Stopping:   m.stopping,
 		LastReload: m.lastReload,
 		Restarts:   m.restarts,
+	}
+	switch {
+	case m.delay.active:
+		s.StopPhase = "delay"
+	case m.stopping:
+		s.StopPhase = "drain"
 	}
 	if m.current != nil {
 		s.Generation, s.WorkerPID, s.Ready = m.current.n, m.current.pid, true

@@ -40,6 +40,9 @@ type env interface {
 	// checkSockets binds anew every held socket that no longer listens;
 	// generation by is the suspect. It returns nil when all listen.
 	checkSockets(by int) *socketsLost
+	// hook runs a lifecycle hook beside the loop and reports its end to
+	// the loop as a hookDone.
+	hook(h hookRun)
 }
 
 // system is the env of a running Master: real processes, timers and
@@ -52,6 +55,7 @@ type system struct {
 	proto    protocol
 	handoffs map[int]*handoff // by worker PID, until it is gone
 	devNull  *os.File
+	hookPIDs hookProcs // running hooks, reaped apart from workers
 }
 
 func startSystem(m *Master) (*system, error) {
@@ -75,7 +79,7 @@ func startSystem(m *Master) (*system, error) {
 		notify:   sock,
 		spawner:  newSpawner(),
 		stop:     make(chan struct{}),
-		proto:    newProtocol(o.Protocol, o.Env),
+		proto:    newProtocol(o.Protocol, o.Env, o.DrainSignal),
 		handoffs: map[int]*handoff{},
 		devNull:  devNull,
 	}
@@ -88,7 +92,11 @@ func startSystem(m *Master) (*system, error) {
 			m.send(d)
 		}
 	}()
-	go reap(func(c childExit) { m.send(c) }, s.stop)
+	go reap(func(c childExit) {
+		if !s.hookPIDs.exited(c) {
+			m.send(c)
+		}
+	}, s.stop)
 	return s, nil
 }
 
@@ -123,13 +131,17 @@ func (s *system) start(n int) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	shim := sockets.ShimVar(path)
+	if h.stub {
+		shim = stubEnv + "=" + path
+	}
 	files := []uintptr{s.devNull.Fd(), o.Stdout.Fd(), o.Stderr.Fd()}
 	for _, f := range h.files {
 		files = append(files, f.Fd())
 	}
 	pid, err := s.spawner.start(o.ShimPath, o.Command, &syscall.ProcAttr{
 		Dir:   o.Dir,
-		Env:   append(h.env, sockets.ShimVar(path)),
+		Env:   append(h.env, shim),
 		Files: files,
 		Sys: &syscall.SysProcAttr{
 			// Its own group, so a drain timeout can kill the worker
@@ -154,6 +166,9 @@ func (s *system) signal(pid int, sig syscall.Signal, group bool) error {
 	if group {
 		return syscall.Kill(-pid, sig)
 	}
+	if h := s.handoffs[pid]; h != nil && h.signal != nil {
+		return h.signal(sig)
+	}
 	return syscall.Kill(pid, sig)
 }
 
@@ -168,6 +183,9 @@ func (s *system) tookOver(pid int) {
 func (s *system) gone(pid int) {
 	if h := s.handoffs[pid]; h != nil && h.release != nil {
 		h.release()
+	}
+	if h := s.handoffs[pid]; h != nil && h.done != nil {
+		h.done()
 	}
 	delete(s.handoffs, pid)
 	left := groupMembers(pid)

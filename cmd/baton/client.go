@@ -134,8 +134,10 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 func printStatus(w io.Writer, s *upgrader.Status) {
 	fmt.Fprintf(w, "master       pid %d, up %s\n", s.PID, time.Since(s.Started).Round(time.Second))
 	switch {
+	case s.Stopping && s.StopPhase == "delay":
+		fmt.Fprintln(w, "state        stopping: stop delay, still serving, not ready")
 	case s.Stopping:
-		fmt.Fprintln(w, "state        stopping")
+		fmt.Fprintln(w, "state        stopping: draining")
 	case s.Generation == 0:
 		fmt.Fprintln(w, "state        not serving")
 	default:

@@ -15,6 +15,8 @@ import (
 	// worker's exec shim becomes the worker before the rest of baton
 	// (Prometheus, protobuf) has spent time initialising.
 	_ "github.com/baton-sh/baton/internal/execshim"
+	// A generation's parent stub (--protocol endless or grace), likewise.
+	_ "github.com/baton-sh/baton/internal/parentstub"
 )
 
 // Exit codes, as in the product contract.

@@ -40,6 +40,10 @@ type masterFlags struct {
 	control      string
 	admin        string
 	lifecycle    bool
+	stopDelay    time.Duration
+	onReady      string
+	onStopping   string
+	hookTimeout  time.Duration
 	logFormat    string
 	logLevel     string
 }
@@ -57,11 +61,15 @@ func masterFlagSet(f *masterFlags) *flag.FlagSet {
 	fs.StringVar(&f.drainSignal, "drain-signal", "TERM", "`SIGNAL` that tells an old worker to finish in-flight work and exit")
 	fs.DurationVar(&f.drainTimeout, "drain-timeout", upgrader.DefaultDrainTimeout, "SIGKILL an old worker's process group still running after this long")
 	fs.IntVar(&f.restartLimit, "restart-limit", upgrader.DefaultRestartLimit, "consecutive worker crashes to restart before exiting 1 (-1: never give up)")
-	fs.StringVar(&f.protocol, "protocol", "systemd", "how sockets and readiness reach the worker: `systemd` (LISTEN_FDS, NOTIFY_SOCKET) or tableflip (an unmodified github.com/cloudflare/tableflip app)")
+	fs.StringVar(&f.protocol, "protocol", "systemd", "how sockets and readiness reach the worker: `systemd` (LISTEN_FDS, NOTIFY_SOCKET), or the parent side of tableflip, endless or grace (an unmodified github.com/cloudflare/tableflip, github.com/fvbock/endless or github.com/facebookgo/grace app)")
 	fs.BoolVar(&f.subreaper, "subreaper", false, "adopt and reap orphaned descendants (always on as PID 1)")
 	fs.StringVar(&f.control, "control", "", "unix control socket `PATH` for baton reload/status, mode 0600 (default: next to --pidfile, app.pid → app.control.sock)")
 	fs.StringVar(&f.admin, "admin", "", "serve /-/healthy, /-/ready and /metrics over HTTP on `HOST:PORT` (off by default)")
-	fs.BoolVar(&f.lifecycle, "admin-lifecycle", false, "also accept POST /-/reload on the --admin endpoint")
+	fs.BoolVar(&f.lifecycle, "admin-lifecycle", false, "also accept POST /-/reload and POST /-/quit on the --admin endpoint")
+	fs.DurationVar(&f.stopDelay, "stop-delay", 0, "on TERM/INT, stop claiming readiness (admin /-/ready 503) and keep serving this long before draining, so load balancers stop sending traffic first; a second TERM skips the rest")
+	fs.StringVar(&f.onReady, "on-ready", "", "run `CMD` (split into words, no shell) each time a generation becomes the serving one, e.g. to register it; it gets BATON_GENERATION, BATON_WORKER_PID and BATON_ADDRS")
+	fs.StringVar(&f.onStopping, "on-stopping", "", "run `CMD` (split into words, no shell) when a stop begins, before --stop-delay, e.g. to deregister; the drain waits for it")
+	fs.DurationVar(&f.hookTimeout, "hook-timeout", upgrader.DefaultHookTimeout, "kill an --on-ready or --on-stopping command's process group after this long")
 	fs.StringVar(&f.logFormat, "log-format", "auto", "`FORMAT`: json, console, or auto (console when stderr is a terminal)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "`LEVEL`: debug, info, warn or error")
 	return fs
@@ -208,6 +216,26 @@ func (f *masterFlags) parse(fs *flag.FlagSet, args []string) (upgrader.Options, 
 		return o, usagef("--min-ready %s: want a duration of 0 or more", f.minReady)
 	}
 	o.MinReady, o.DrainGroup = f.minReady, f.drainGroup
+	if f.stopDelay < 0 {
+		return o, usagef("--stop-delay %s: want a duration of 0 or more", f.stopDelay)
+	}
+	if f.hookTimeout <= 0 {
+		return o, usagef("--hook-timeout %s: want a positive duration", f.hookTimeout)
+	}
+	o.StopDelay, o.HookTimeout = f.stopDelay, f.hookTimeout
+	for _, h := range []struct {
+		flag, value string
+		argv        *[]string
+	}{{"--on-ready", f.onReady, &o.OnReady}, {"--on-stopping", f.onStopping, &o.OnStopping}} {
+		argv, err := splitWords(h.value)
+		if err != nil {
+			return o, usagef("%s %q: %v", h.flag, h.value, err)
+		}
+		if h.value != "" && len(argv) == 0 {
+			return o, usagef("%s %q: no command", h.flag, h.value)
+		}
+		*h.argv = argv
+	}
 	o.ReadyTimeout, o.DrainTimeout = f.readyTimeout, f.drainTimeout
 	sig, err := upgrader.ParseSignal(f.drainSignal)
 	if err != nil {

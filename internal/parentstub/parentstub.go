@@ -1,0 +1,169 @@
+// Package parentstub is the parent baton puts between itself and an app
+// that, once it serves, signals its own parent: apps built on
+// github.com/fvbock/endless and github.com/facebookgo/grace send SIGTERM to
+// their parent process to tell the previous generation to stop. Under
+// baton that parent would be the master, and a SIGTERM to the master stops
+// the service. So each generation's main process is this stub instead: a
+// re-exec of baton that starts the app as its only child and
+//
+//   - takes any SIGTERM it receives as the app's "I serve" and sends
+//     READY=1 on NOTIFY_SOCKET (once), never stopping itself for it;
+//   - gets the signals the master means for the app (the drain signal,
+//     USR1, USR2, WINCH) as bytes on a pipe from the master, not as
+//     signals, so that they cannot be mistaken for the app's SIGTERM, and
+//     forwards each to the app;
+//   - ignores every other signal it catches: a signal sent to the whole
+//     process group reaches the app directly;
+//   - sends the drain signal to the app if the master's pipe closes while
+//     the app runs (the master died);
+//   - exits as the app did: with its status, or killed by its signal.
+//
+// The stub stays in the generation's process group with the app, so a
+// SIGKILL to the group at the drain timeout ends both. It runs from this
+// package's init function, which depends on nothing heavier than os/signal,
+// before the rest of baton initialises.
+package parentstub
+
+import (
+	"os"
+	"os/signal"
+	"runtime"
+	"strconv"
+	"syscall"
+)
+
+// Environment of a stub, set by the master.
+const (
+	// Env is the path of the app; its presence selects stub mode.
+	Env = "BATON_PARENT_STUB"
+	// EnvControl is the stub's fd of the master's signal pipe; the fds
+	// from 3 up to it are the app's, passed on as they are.
+	EnvControl = "BATON_STUB_CONTROL"
+	// EnvDrain is the drain signal's number.
+	EnvDrain = "BATON_STUB_DRAIN"
+	// shimEnv is internal/execshim's: the app is started through the exec
+	// shim so that LISTEN_PID names the app.
+	shimEnv = "BATON_EXEC_SHIM"
+)
+
+func init() { Run() }
+
+// Run becomes the stub if this process was started as one, and returns at
+// once otherwise. As a stub it never returns.
+func Run() {
+	app, ok := os.LookupEnv(Env)
+	if !ok {
+		return
+	}
+	os.Exit(run(app))
+}
+
+func fail(msg string) int {
+	os.Stderr.WriteString("baton parent stub: " + msg + "\n")
+	return 127
+}
+
+func run(app string) int {
+	ctl, err1 := strconv.Atoi(os.Getenv(EnvControl))
+	drainN, err2 := strconv.Atoi(os.Getenv(EnvDrain))
+	if err1 != nil || err2 != nil || ctl < 3 {
+		return fail("bad " + EnvControl + " or " + EnvDrain)
+	}
+	drain := syscall.Signal(drainN)
+	for _, k := range []string{Env, EnvControl, EnvDrain} {
+		os.Unsetenv(k)
+	}
+	syscall.CloseOnExec(ctl)
+	self, err := os.Executable()
+	if err != nil {
+		return fail(err.Error())
+	}
+
+	// Caught before the app exists: its SIGTERM must never take the
+	// default action and kill the stub.
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT,
+		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH)
+
+	files := []uintptr{0, 1, 2}
+	for fd := 3; fd < ctl; fd++ {
+		files = append(files, uintptr(fd))
+	}
+	// The app's parent-death signal follows the thread that forks it.
+	runtime.LockOSThread()
+	pid, err := syscall.ForkExec(self, os.Args, &syscall.ProcAttr{
+		Env:   append(os.Environ(), shimEnv+"="+app),
+		Files: files,
+		Sys:   &syscall.SysProcAttr{Pdeathsig: drain},
+	})
+	if err != nil {
+		return fail("start " + app + ": " + err.Error())
+	}
+	for fd := 3; fd < ctl; fd++ {
+		syscall.Close(fd) // the app's; the master keeps its own
+	}
+
+	exited := make(chan syscall.WaitStatus, 1)
+	go func() {
+		var ws syscall.WaitStatus
+		for {
+			_, err := syscall.Wait4(pid, &ws, 0, nil)
+			if err != syscall.EINTR {
+				break
+			}
+		}
+		exited <- ws
+	}()
+	go forward(os.NewFile(uintptr(ctl), "baton-control"), pid, drain)
+
+	ready := false
+	for {
+		select {
+		case s := <-sigs:
+			if s == syscall.SIGTERM && !ready {
+				ready = true
+				notifyReady()
+			}
+		case ws := <-exited:
+			if ws.Signaled() {
+				signal.Reset(ws.Signal())
+				syscall.Kill(os.Getpid(), ws.Signal())
+				return 128 + int(ws.Signal())
+			}
+			return ws.ExitStatus()
+		}
+	}
+}
+
+// forward sends the app each signal the master writes, one byte each, and
+// the drain signal once the master is gone.
+func forward(ctl *os.File, pid int, drain syscall.Signal) {
+	var b [1]byte
+	for {
+		if n, err := ctl.Read(b[:]); n == 0 || err != nil {
+			syscall.Kill(pid, drain)
+			return
+		}
+		syscall.Kill(pid, syscall.Signal(b[0]))
+	}
+}
+
+// notifyReady sends READY=1 to NOTIFY_SOCKET; the kernel attaches the
+// stub's credentials, and the stub is the generation's main process.
+func notifyReady() {
+	path := os.Getenv("NOTIFY_SOCKET")
+	if path == "" {
+		return
+	}
+	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_DGRAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	defer syscall.Close(fd)
+	if path[0] == '@' {
+		path = "\x00" + path[1:]
+	}
+	if err := syscall.Sendto(fd, []byte("READY=1"), 0, &syscall.SockaddrUnix{Name: path}); err != nil {
+		os.Stderr.WriteString("baton parent stub: READY=1: " + err.Error() + "\n")
+	}
+}
