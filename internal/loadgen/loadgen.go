@@ -35,6 +35,10 @@ type Config struct {
 	// PostBody, when not nil, makes every request a POST of these bytes
 	// (see post.go): the request a client never retries.
 	PostBody []byte
+	// DialContext, when set, opens the client connections instead of a
+	// net.Dialer: to reach a loopback address in another network
+	// namespace, say.
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 	// NewConns loops each open a new TCP connection for every request.
 	NewConns int
 	// KeepAlive loops each reuse one keep-alive connection, redialled
@@ -90,6 +94,9 @@ func Start(cfg Config) (*Load, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 10 * time.Second
 	}
+	if cfg.DialContext == nil {
+		cfg.DialContext = (&net.Dialer{Timeout: cfg.Timeout}).DialContext
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.MaxDuration)
 	l := &Load{cfg: cfg, cancel: cancel, started: time.Now()}
 	loops := cfg.NewConns + cfg.KeepAlive
@@ -101,7 +108,7 @@ func Start(cfg Config) (*Load, error) {
 		tr := &http.Transport{
 			DisableKeepAlives:   i < cfg.NewConns,
 			MaxIdleConnsPerHost: 1,
-			DialContext:         (&net.Dialer{Timeout: cfg.Timeout}).DialContext,
+			DialContext:         cfg.DialContext,
 		}
 		client := &http.Client{Transport: tr, Timeout: cfg.Timeout}
 		l.wg.Add(1)
