@@ -170,7 +170,7 @@ func ecoOpenFDs(pid int) int {
 func TestExampleGunicorn(t *testing.T) {
 	gunicorn, err := exec.LookPath("gunicorn")
 	if err != nil {
-		t.Fatal("gunicorn is not installed (Debian package gunicorn; .ci/run installs it)")
+		t.Fatal("gunicorn is not installed (Debian package gunicorn; scripts/test installs it)")
 	}
 	t.Setenv("PYTHONDONTWRITEBYTECODE", "1") // no __pycache__ in examples/
 	// examples/gunicorn/app.py: baton --listen http=tcp://127.0.0.1:8000 --dir examples/gunicorn --

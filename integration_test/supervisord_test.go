@@ -116,11 +116,11 @@ func startSupervisord(t *testing.T) *supervisorCtl {
 	t.Helper()
 	supervisord, err := exec.LookPath("supervisord")
 	if err != nil {
-		t.Fatal("supervisord is not installed (Debian package supervisor; .ci/run installs it)")
+		t.Fatal("supervisord is not installed (Debian package supervisor; scripts/test installs it)")
 	}
 	ctl, err := exec.LookPath("supervisorctl")
 	if err != nil {
-		t.Fatal("supervisorctl is not installed (Debian package supervisor; .ci/run installs it)")
+		t.Fatal("supervisorctl is not installed (Debian package supervisor; scripts/test installs it)")
 	}
 	addr := freePort(t)
 	dir := t.TempDir()

@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"syscall"
@@ -99,6 +98,10 @@ func masterCmd(args []string, stderr io.Writer) int {
 		return fail(stderr, fs, usageError{err.Error()}, exitUsage)
 	}
 	opts.Log = log
+	if f.dir == "" && os.Getenv("PWD") == "" {
+		// systemd's WorkingDirectory= and supervisord's directory= set no $PWD.
+		log.Info().Str("dir", opts.Dir).Msg("working directory resolved once at start; --dir follows a symlinked release directory at every reload")
+	}
 
 	// Signals are caught before anything else exists: a HUP or TERM that
 	// arrives as soon as the pidfile names this process must be a request
@@ -252,7 +255,9 @@ func (f *masterFlags) parse(fs *flag.FlagSet, args []string) (upgrader.Options, 
 	o.Subreaper = f.subreaper || os.Getpid() == 1
 	o.Dir = f.dir
 	if o.Dir == "" {
-		o.Dir = logicalWorkDir()
+		// $PWD when it names the current directory, as the shell that
+		// entered a symlink calls it, so that a reload enters it anew.
+		o.Dir, _ = os.Getwd()
 	}
 	return o, nil
 }
@@ -293,21 +298,6 @@ func openSockets(listen []string, log zerolog.Logger) ([]*sockets.Socket, error)
 		s.Close()
 	}
 	return held, nil
-}
-
-// logicalWorkDir is the current directory as the shell names it ($PWD),
-// so that a directory entered through a symlink is entered through the
-// same symlink again at each reload; os.Getwd would give the target.
-func logicalWorkDir() string {
-	if pwd := os.Getenv("PWD"); filepath.IsAbs(pwd) {
-		a, errA := os.Stat(pwd)
-		b, errB := os.Stat(".")
-		if errA == nil && errB == nil && os.SameFile(a, b) {
-			return pwd
-		}
-	}
-	wd, _ := os.Getwd()
-	return wd
 }
 
 // masterSignals are the signals the master acts on.

@@ -530,6 +530,37 @@ func BuildProgram(t testing.TB, pkg string) string {
 	return out
 }
 
+// BuildStatic compiles the main package pkg (relative to the module root)
+// once per test process as a static binary, without cgo and without the
+// race detector, for another root filesystem than this machine's (a
+// container with another libc); it returns the binary's path.
+func BuildStatic(t testing.TB, pkg string) string {
+	t.Helper()
+	bins := Build(t)
+	programs.Lock()
+	defer programs.Unlock()
+	key := "static " + pkg
+	if path, ok := programs.built[key]; ok {
+		return path
+	}
+	dir := filepath.Join(bins.Dir, "static")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, filepath.Base(pkg))
+	cmd := exec.Command("go", "build", "-o", out, pkg)
+	cmd.Dir = ModuleRoot()
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build %s (static): %v\n%s", pkg, err, b)
+	}
+	if programs.built == nil {
+		programs.built = map[string]string{}
+	}
+	programs.built[key] = out
+	return out
+}
+
 // Answer is how one HTTP request ended.
 type Answer struct {
 	Body string

@@ -29,8 +29,16 @@ import (
 
 // Config bounds and shapes the load.
 type Config struct {
-	// URL is requested with GET; it must be on loopback.
+	// URL is requested with GET, or with POST when PostBody is set; it
+	// must be on loopback.
 	URL string
+	// PostBody, when not nil, makes every request a POST of these bytes
+	// (see post.go): the request a client never retries.
+	PostBody []byte
+	// DialContext, when set, opens the client connections instead of a
+	// net.Dialer: to reach a loopback address in another network
+	// namespace, say.
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 	// NewConns loops each open a new TCP connection for every request.
 	NewConns int
 	// KeepAlive loops each reuse one keep-alive connection, redialled
@@ -86,6 +94,9 @@ func Start(cfg Config) (*Load, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 10 * time.Second
 	}
+	if cfg.DialContext == nil {
+		cfg.DialContext = (&net.Dialer{Timeout: cfg.Timeout}).DialContext
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.MaxDuration)
 	l := &Load{cfg: cfg, cancel: cancel, started: time.Now()}
 	loops := cfg.NewConns + cfg.KeepAlive
@@ -97,7 +108,7 @@ func Start(cfg Config) (*Load, error) {
 		tr := &http.Transport{
 			DisableKeepAlives:   i < cfg.NewConns,
 			MaxIdleConnsPerHost: 1,
-			DialContext:         (&net.Dialer{Timeout: cfg.Timeout}).DialContext,
+			DialContext:         cfg.DialContext,
 		}
 		client := &http.Client{Transport: tr, Timeout: cfg.Timeout}
 		l.wg.Add(1)
@@ -148,7 +159,7 @@ var pidInBody = regexp.MustCompile(`pid=(\d+)`)
 
 func (l *Load) get(client *http.Client) Sample {
 	s := Sample{Start: time.Now()}
-	resp, err := client.Get(l.cfg.URL)
+	resp, err := client.Do(l.request())
 	if err == nil {
 		var body []byte
 		body, err = io.ReadAll(resp.Body)

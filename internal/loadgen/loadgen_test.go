@@ -1,7 +1,9 @@
 package loadgen_test
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -189,6 +191,46 @@ func TestLoadFailures(t *testing.T) {
 				t.Errorf("failed requests count in latencies or PIDs: %+v", sum)
 			}
 		})
+	}
+}
+
+// Every connection of the load goes through the dialer given.
+func TestDialContext(t *testing.T) {
+	var mu sync.Mutex
+	conns := map[string]bool{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		conns[r.RemoteAddr] = true
+		mu.Unlock()
+		fmt.Fprintln(w, "pid=5")
+	}))
+	defer srv.Close()
+	var dialled sync.Map
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err == nil {
+			dialled.Store(c.LocalAddr().String(), true)
+		}
+		return c, err
+	}
+	const n = 20
+	l, err := loadgen.Start(loadgen.Config{URL: srv.URL, NewConns: 1, KeepAlive: 1, MaxRequests: n, DialContext: dial})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitDone(t, l, n)
+	if sum := l.Stop().Summarize(); sum.Failed != 0 || sum.Requests != n {
+		t.Fatalf("Summarize = %+v", sum)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for c := range conns {
+		if _, ok := dialled.Load(c); !ok {
+			t.Errorf("connection from %s was not opened by the dialer given", c)
+		}
+	}
+	if len(conns) < 2 {
+		t.Errorf("the server saw %d connections, want several", len(conns))
 	}
 }
 
