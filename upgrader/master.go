@@ -136,7 +136,7 @@ func (m *Master) Run() error {
 		}
 	}
 
-	sock, err := notify.ListenDir(m.opts.NotifyDir)
+	sock, err := notify.ListenPrivate()
 	if err != nil {
 		return &StartupError{err}
 	}
