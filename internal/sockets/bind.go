@@ -8,6 +8,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/baton-sh/baton/internal/fdlimit"
 )
 
 // Socket is a socket the master binds once and holds until it exits. The
@@ -133,6 +135,7 @@ func bindError(spec Spec, err error) error {
 	case errors.Is(err, syscall.EADDRNOTAVAIL):
 		return fmt.Errorf("bind %s: address not available on this machine", spec)
 	}
+	err = fdlimit.Explain(err)
 	return fmt.Errorf("bind %s: %w", spec, err)
 }
 
