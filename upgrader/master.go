@@ -19,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/baton-sh/baton/internal/fdlimit"
 	"github.com/baton-sh/baton/internal/sockets"
 	"github.com/baton-sh/baton/notify"
 )
@@ -313,7 +314,7 @@ func (m *Master) spawn(n int) (*generation, error) {
 	})
 	h.started(m, pid)
 	if err != nil {
-		return nil, fmt.Errorf("start %s: %w", path, err)
+		return nil, fmt.Errorf("start %s: %w", path, fdlimit.Explain(err))
 	}
 	g := &generation{n: n, pid: pid, state: starting, started: time.Now(), handoff: h}
 	m.live[pid] = g

@@ -78,8 +78,9 @@ func exists(path string) bool {
 	return err == nil
 }
 
-func reloadFlagSet() (fs *flag.FlagSet, wait *bool, timeout *time.Duration) {
+func reloadFlagSet(addr *masterAddress) (fs *flag.FlagSet, wait *bool, timeout *time.Duration) {
 	fs = flag.NewFlagSet("reload", flag.ContinueOnError)
+	addr.flags(fs)
 	return fs, fs.Bool("wait", false, "wait until the reload has ended; exit 1 if it failed"),
 		fs.Duration("timeout", 0, "with --wait, give up (exit 1) after this `DURATION` (default: no limit, but a master silent for 10s is given up on)")
 }
@@ -88,9 +89,8 @@ func reloadFlagSet() (fs *flag.FlagSet, wait *bool, timeout *time.Duration) {
 // how it ended: exit 0 once the new generation serves and the old one has
 // drained, exit 1 with the reason when it failed.
 func reloadCmd(args []string, stdout, stderr io.Writer) int {
-	fs, wait, timeout := reloadFlagSet()
 	var addr masterAddress
-	addr.flags(fs)
+	fs, wait, timeout := reloadFlagSet(&addr)
 	err := parseFlags(fs, args)
 	if code, ok := helped(stdout, fs, err); ok {
 		return code
@@ -132,16 +132,16 @@ func reloadCmd(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-func statusFlagSet() (fs *flag.FlagSet, asJSON *bool) {
+func statusFlagSet(addr *masterAddress) (fs *flag.FlagSet, asJSON *bool) {
 	fs = flag.NewFlagSet("status", flag.ContinueOnError)
+	addr.flags(fs)
 	return fs, fs.Bool("json", false, "print the status as JSON")
 }
 
 // statusCmd prints a running master's state, for humans or as JSON.
 func statusCmd(args []string, stdout, stderr io.Writer) int {
-	fs, asJSON := statusFlagSet()
 	var addr masterAddress
-	addr.flags(fs)
+	fs, asJSON := statusFlagSet(&addr)
 	err := parseFlags(fs, args)
 	if code, ok := helped(stdout, fs, err); ok {
 		return code

@@ -87,9 +87,9 @@ func helpCmd(args []string, stdout, stderr io.Writer) int {
 	case len(args) == 0:
 		fs = masterFlagSet(&masterFlags{})
 	case len(args) == 1 && args[0] == "reload":
-		fs, _, _ = reloadFlagSet()
+		fs, _, _ = reloadFlagSet(&masterAddress{})
 	case len(args) == 1 && args[0] == "status":
-		fs, _ = statusFlagSet()
+		fs, _ = statusFlagSet(&masterAddress{})
 	case len(args) == 1 && args[0] == "demo":
 		fs, _, _ = demoFlagSet()
 	default:

@@ -202,6 +202,9 @@ func (f *masterFlags) parse(fs *flag.FlagSet, args []string) (upgrader.Options, 
 	}
 	o.ReadyTimeout, o.DrainTimeout = f.readyTimeout, f.drainTimeout
 	sig, err := upgrader.ParseSignal(f.drainSignal)
+	if n := strings.TrimPrefix(strings.ToUpper(f.drainSignal), "SIG"); n == "CHLD" || n == "CLD" {
+		sig, err = syscall.SIGCHLD, nil
+	}
 	if err != nil {
 		return o, usagef("--drain-signal: %v", err)
 	}

@@ -31,6 +31,7 @@ func main() {
 		orphan      = flag.Bool("orphan", false, "leave a grandchild process (sleep) re-parented away from us")
 		failFile    = flag.String("fail-if-exists", "", "exit 1 at start if this file exists")
 		udp         = flag.String("udp", "", "also echo datagrams on the inherited socket of this name")
+		status      = flag.String("status", "", "send this STATUS= text to baton before READY=1")
 	)
 	flag.Parse()
 	if *failAtStart || (*failFile != "" && exists(*failFile)) {
@@ -43,6 +44,9 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "testworker:", err)
 		os.Exit(1)
+	}
+	if *status != "" {
+		listener.Status(*status)
 	}
 	if *orphan {
 		// sh exits at once; its sleep is re-parented to the nearest

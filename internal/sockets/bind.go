@@ -134,8 +134,12 @@ func bindError(spec Spec, err error) error {
 		return fmt.Errorf("bind %s: permission denied: ports below 1024 need root or CAP_NET_BIND_SERVICE", spec)
 	case errors.Is(err, syscall.EADDRNOTAVAIL):
 		return fmt.Errorf("bind %s: address not available on this machine", spec)
+	case errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE):
+		// The call that failed (socket, accept4, fcntl) says nothing to a user.
+		var errno syscall.Errno
+		errors.As(err, &errno)
+		return fmt.Errorf("bind %s: %w", spec, fdlimit.Explain(errno))
 	}
-	err = fdlimit.Explain(err)
 	return fmt.Errorf("bind %s: %w", spec, err)
 }
 
