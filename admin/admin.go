@@ -89,6 +89,15 @@ func NewMetrics(status func() (upgrader.Status, error)) *Metrics {
 	return m
 }
 
+// CountLogDrops exports dropped, the number of log lines baton has lost
+// to a log reader that did not keep up, as baton_log_lines_dropped_total.
+func (m *Metrics) CountLogDrops(dropped func() uint64) {
+	m.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "baton_log_lines_dropped_total",
+		Help: "Log lines dropped because the log's reader did not keep up or was gone.",
+	}, func() float64 { return float64(dropped()) }))
+}
+
 // Observe counts reloads and restarts from a master's events; it is an
 // upgrader.Options.OnEvent and does not block.
 func (m *Metrics) Observe(e upgrader.Event) {

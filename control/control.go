@@ -6,18 +6,53 @@
 // ended: the new generation is ready and the old one has drained, or the
 // reload failed and the old generation keeps serving. Callers that ask
 // during a reload share the one reload queued behind it.
+//
+// Neither side can hang the other or exhaust it:
+//   - A request is at most MaxRequest bytes and must arrive within
+//     RequestTimeout; anything else is refused with a short error.
+//   - While a reload is awaited, the master writes a newline (which JSON
+//     skips) every KeepAlive, so Ask tells a master that is working from
+//     one that is gone, stopped or wedged: it gives up after Silence
+//     without a byte. A master that dies closes the connection, which Ask
+//     reports at once.
+//   - The server never stops accepting while the socket is open: accept
+//     errors (out of file descriptors, say) are logged once and retried
+//     with backoff, as net/http does.
 package control
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
+	"syscall"
 	"time"
 
+	"github.com/rs/zerolog"
+
+	"github.com/baton-sh/baton/internal/fdlimit"
 	"github.com/baton-sh/baton/internal/sockets"
 	"github.com/baton-sh/baton/upgrader"
+)
+
+// Limits of the protocol.
+const (
+	// MaxRequest is the largest request the master reads; requests are a
+	// few dozen bytes.
+	MaxRequest = 4 << 10
+	// RequestTimeout is how long a connection may take to send its
+	// request: idle connections cannot pile up and eat the master's file
+	// descriptors.
+	RequestTimeout = 5 * time.Second
+	// KeepAlive is how often the master writes a newline while a reload
+	// is awaited.
+	KeepAlive = time.Second
+	// Silence is how long Ask waits for a byte from a master before it
+	// takes it for stopped or wedged.
+	Silence = 10 * KeepAlive
 )
 
 // Master is what the control socket steers; *upgrader.Master is one.
@@ -50,13 +85,19 @@ func DefaultPath(pidfile string) string {
 
 // Server answers requests on a control socket.
 type Server struct {
-	sock *sockets.Socket
-	l    net.Listener
+	sock   *sockets.Socket
+	l      net.Listener
+	log    zerolog.Logger
+	closed chan struct{}
 }
 
 // Listen binds the control socket at path with mode 0600. A stale socket
-// file is replaced; one a running master answers on is an error.
-func Listen(path string) (*Server, error) {
+// file is replaced; one a running master answers on is an error. Accept
+// errors are logged on log.
+func Listen(path string, log zerolog.Logger) (*Server, error) {
+	if err := sockets.CheckUnixPath(path); err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
 	sock, err := sockets.Bind(sockets.Spec{Name: "control", Network: "unix", Address: path, Mode: 0o600})
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
@@ -64,23 +105,40 @@ func Listen(path string) (*Server, error) {
 	l, err := net.FileListener(sock.File)
 	if err != nil {
 		sock.Close()
-		return nil, fmt.Errorf("control socket %s: %w", path, err)
+		return nil, fmt.Errorf("control socket %s: %w", path, fdlimit.Explain(err))
 	}
-	return &Server{sock: sock, l: l}, nil
+	return &Server{sock: sock, l: l, log: log, closed: make(chan struct{})}, nil
 }
-
-// Path is where the socket is.
-func (s *Server) Path() string { return s.sock.Spec.Address }
 
 // Serve answers requests for m until Close.
 func (s *Server) Serve(m Master) error {
+	var delay time.Duration
+	failures := 0
 	for {
 		c, err := s.l.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			return err
+			// Whatever failed (no file descriptor left, no memory, a
+			// connection aborted before it was accepted) may pass; giving
+			// up would leave every later client waiting on a socket that
+			// nobody serves.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			if failures == 0 {
+				s.log.Warn().Err(fdlimit.Explain(err)).Msg("control socket: cannot accept a connection: retrying")
+			}
+			failures++
+			select {
+			case <-time.After(delay):
+			case <-s.closed:
+				return nil
+			}
+			continue
+		}
+		if failures > 0 {
+			s.log.Info().Int("failures", failures).Msg("control socket: accepting again")
+			delay, failures = 0, 0
 		}
 		go serveConn(c, m)
 	}
@@ -88,29 +146,55 @@ func (s *Server) Serve(m Master) error {
 
 // Close stops serving and removes the socket file if it is still ours.
 func (s *Server) Close() error {
+	close(s.closed)
 	s.l.Close()
 	return s.sock.Close()
 }
 
 func serveConn(c net.Conn, m Master) {
 	defer c.Close()
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	var req Request
-	if err := json.NewDecoder(c).Decode(&req); err != nil {
-		json.NewEncoder(c).Encode(Response{Error: "bad request: " + err.Error()})
+	c.SetReadDeadline(time.Now().Add(RequestTimeout))
+	req, err := readRequest(c)
+	if err != nil {
+		reply(c, Response{Error: err.Error()})
 		return
 	}
-	json.NewEncoder(c).Encode(answer(req, m))
+	c.SetReadDeadline(time.Time{})
+	reply(c, answer(req, m, c))
 }
 
-func answer(req Request, m Master) Response {
+// readRequest reads one JSON request, a line of at most MaxRequest bytes.
+func readRequest(c net.Conn) (Request, error) {
+	var req Request
+	line, err := bufio.NewReaderSize(io.LimitReader(c, MaxRequest+1), MaxRequest).ReadSlice('\n')
+	switch {
+	case len(line) > MaxRequest || errors.Is(err, bufio.ErrBufferFull):
+		return req, fmt.Errorf("bad request: longer than %d bytes", MaxRequest)
+	case err != nil && !errors.Is(err, io.EOF):
+		return req, fmt.Errorf("bad request: %v", err)
+	}
+	if err := json.Unmarshal(line, &req); err != nil {
+		return req, fmt.Errorf("bad request: %v", err)
+	}
+	return req, nil
+}
+
+func reply(c net.Conn, resp Response) {
+	c.SetWriteDeadline(time.Now().Add(RequestTimeout))
+	json.NewEncoder(c).Encode(resp)
+}
+
+func answer(req Request, m Master, c net.Conn) Response {
 	switch req.Command {
 	case "reload":
 		done := m.Reload()
 		if !req.Wait {
 			return Response{OK: true}
 		}
-		r := <-done
+		r, ok := await(done, c)
+		if !ok {
+			return Response{Error: "the client stopped listening"}
+		}
 		resp := Response{OK: r.Err == nil, Generation: r.Generation, TookSeconds: r.Took.Seconds()}
 		if r.Err != nil {
 			resp.Error = r.Err.Error()
@@ -123,30 +207,113 @@ func answer(req Request, m Master) Response {
 		}
 		return Response{OK: true, Status: &st}
 	}
-	return Response{Error: fmt.Sprintf("unknown command %q", req.Command)}
+	return Response{Error: fmt.Sprintf("unknown command %.40q: want reload or status", req.Command)}
+}
+
+// await waits for a reload's result, writing a newline at once and then
+// every KeepAlive. It gives up when the client is gone; the reload goes
+// on regardless.
+func await(done <-chan upgrader.Result, c net.Conn) (upgrader.Result, bool) {
+	tick := time.NewTicker(KeepAlive)
+	defer tick.Stop()
+	for {
+		c.SetWriteDeadline(time.Now().Add(KeepAlive))
+		if _, err := c.Write([]byte{'\n'}); err != nil {
+			return upgrader.Result{}, false
+		}
+		select {
+		case r := <-done:
+			return r, true
+		case <-tick.C:
+		}
+	}
 }
 
 // Ask sends req to the master at path and returns its answer, giving up
-// after timeout (0: no limit).
-func Ask(path string, req Request, timeout time.Duration) (Response, error) {
-	c, err := net.Dial("unix", path)
+// after timeout (0: no limit) or, while a reload is awaited, after Silence
+// without a sign of life from the master. It returns the PID of the
+// process that listens on path, as the kernel reports it (0 if unknown).
+func Ask(path string, req Request, timeout time.Duration) (Response, int, error) {
+	if err := sockets.CheckUnixPath(path); err != nil {
+		return Response{}, 0, fmt.Errorf("control socket: %w", err)
+	}
+	d := net.Dialer{Timeout: RequestTimeout}
+	conn, err := d.Dial("unix", path)
 	if err != nil {
-		return Response{}, fmt.Errorf("cannot reach the master on %s (is baton running with this --control or --pidfile?): %w", path, errors.Unwrap(err))
+		return Response{}, 0, fmt.Errorf("cannot reach the master on %s (is baton running with this --control or --pidfile?): %w", path, errors.Unwrap(err))
 	}
+	c := conn.(*net.UnixConn)
 	defer c.Close()
+	pid := peerPID(c)
+	var deadline time.Time
 	if timeout > 0 {
-		c.SetDeadline(time.Now().Add(timeout))
+		deadline = time.Now().Add(timeout)
 	}
+	c.SetWriteDeadline(time.Now().Add(RequestTimeout))
 	if err := json.NewEncoder(c).Encode(req); err != nil {
-		return Response{}, fmt.Errorf("control socket %s: %w", path, err)
+		return Response{}, pid, fmt.Errorf("control socket %s: %w", path, err)
 	}
+	r := &liveReader{c: c, deadline: deadline}
+	if req.Wait {
+		r.silence = Silence
+	}
+	r.arm()
 	var resp Response
-	if err := json.NewDecoder(c).Decode(&resp); err != nil {
+	if err := json.NewDecoder(r).Decode(&resp); err != nil {
 		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			return Response{}, fmt.Errorf("no answer from the master within %s (a reload may still be under way)", timeout)
+		switch {
+		case errors.As(err, &ne) && ne.Timeout() && r.silent:
+			return Response{}, pid, fmt.Errorf("the master (pid %d) has not answered for %s: it is stopped or stuck; the reload may still happen (see baton status)", pid, Silence)
+		case errors.As(err, &ne) && ne.Timeout():
+			return Response{}, pid, fmt.Errorf("no answer from the master within %s (a reload may still be under way)", timeout)
+		case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET):
+			return Response{}, pid, fmt.Errorf("the master (pid %d) closed the connection without an answer: it has exited or is stopping; check baton status", pid)
 		}
-		return Response{}, fmt.Errorf("control socket %s: %w", path, err)
+		return Response{}, pid, fmt.Errorf("control socket %s: %w", path, err)
 	}
-	return resp, nil
+	return resp, pid, nil
+}
+
+// liveReader reads from c, requiring a byte at least every silence (when
+// set) and everything before deadline (when set).
+type liveReader struct {
+	c        net.Conn
+	deadline time.Time
+	silence  time.Duration
+	silent   bool // the last read failed for silence, not the deadline
+}
+
+func (r *liveReader) arm() {
+	d := r.deadline
+	r.silent = false
+	if r.silence > 0 {
+		if s := time.Now().Add(r.silence); d.IsZero() || s.Before(d) {
+			d, r.silent = s, true
+		}
+	}
+	r.c.SetReadDeadline(d)
+}
+
+func (r *liveReader) Read(p []byte) (int, error) {
+	n, err := r.c.Read(p)
+	if n > 0 {
+		r.arm()
+	}
+	return n, err
+}
+
+// peerPID is the PID of the process that listens on the other end of c.
+func peerPID(c *net.UnixConn) int {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	var cred *syscall.Ucred
+	rc.Control(func(fd uintptr) {
+		cred, _ = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
+	})
+	if cred == nil {
+		return 0
+	}
+	return int(cred.Pid)
 }

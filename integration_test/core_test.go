@@ -185,7 +185,7 @@ func TestStartupFailures(t *testing.T) {
 		code int
 		want string
 	}{
-		{"unknown flag", []string{"--no-such-flag", "--", "true"}, 2, "flag provided but not defined"},
+		{"unknown flag", []string{"--no-such-flag", "--", "true"}, 2, "unknown flag --no-such-flag"},
 		{"no command", []string{"--listen", "tcp://127.0.0.1:0"}, 2, "no worker command"},
 		{"bad listen spec", []string{"--listen", "sctp://1.2.3.4:5", "--", "true"}, 2, "sctp"},
 		{"bad ready", []string{"--ready", "whenever", "--", "true"}, 2, "--ready"},

@@ -328,7 +328,7 @@ func TestServeHTTPDrainsAll(t *testing.T) {
 // TestServeHTTPNotifies checks the messages a worker sends its manager:
 // READY=1 once it serves, STOPPING=1 when the drain begins.
 func TestServeHTTPNotifies(t *testing.T) {
-	ns, err := notify.ListenDir("")
+	ns, err := notify.ListenPrivate()
 	if err != nil {
 		t.Fatal(err)
 	}

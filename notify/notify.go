@@ -2,14 +2,18 @@
 // Send for a process telling its manager about itself (a worker telling
 // baton, or baton telling systemd), and Socket for the manager receiving
 // those messages with the sender's PID checked by the kernel.
+//
+// Sending never blocks: a manager that stops reading loses messages, it
+// does not stop the sender. The master's own socket (ListenPrivate) has
+// no file that could be deleted under it.
 package notify
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 )
@@ -58,7 +62,7 @@ func validKey(k string) bool {
 
 // Send delivers state to the manager named by $NOTIFY_SOCKET. It does
 // nothing and returns nil when the variable is unset: the process then has
-// no manager that listens.
+// no manager that listens. Like SendTo, it never blocks.
 func Send(state string) error {
 	addr := os.Getenv("NOTIFY_SOCKET")
 	if addr == "" {
@@ -67,18 +71,37 @@ func Send(state string) error {
 	return SendTo(addr, state)
 }
 
+// ErrQueueFull is returned (wrapped) by SendTo when the receiver's queue
+// is full: it has stopped reading, and the message was dropped.
+var ErrQueueFull = errors.New("its queue is full (the manager is not reading it): message dropped")
+
 // SendTo delivers state to the notify socket at addr; a leading '@' names
-// an abstract socket.
+// an abstract socket. It never blocks: when the receiver's queue is full,
+// the message is dropped and the error wraps ErrQueueFull.
+//
+// libsystemd's sd_notify waits in that case. A manager that has stopped
+// reading (systemd's queue is a few datagrams long) would then freeze the
+// sender, and for baton's master that means its whole lifecycle, TERM
+// included; a lost STATUS= or READY=1 is the smaller harm.
 func SendTo(addr, state string) error {
-	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: addr, Net: "unixgram"})
+	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_DGRAM|syscall.SOCK_CLOEXEC|syscall.SOCK_NONBLOCK, 0)
 	if err != nil {
 		return fmt.Errorf("notify %s: %w", addr, err)
 	}
-	defer c.Close()
-	if _, err := c.Write([]byte(state)); err != nil {
-		return fmt.Errorf("notify %s: %w", addr, err)
+	defer syscall.Close(fd)
+	for {
+		err = syscall.Sendto(fd, []byte(state), syscall.MSG_DONTWAIT|syscall.MSG_NOSIGNAL, &syscall.SockaddrUnix{Name: addr})
+		if !errors.Is(err, syscall.EINTR) {
+			break
+		}
 	}
-	return nil
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, syscall.EAGAIN):
+		return fmt.Errorf("notify %s: %w", addr, ErrQueueFull)
+	}
+	return fmt.Errorf("notify %s: %w", addr, err)
 }
 
 // Datagram is one received message and the PID that sent it, as vouched
@@ -94,14 +117,63 @@ type Datagram struct {
 // Socket is a manager's receiving end: a unix datagram socket with
 // SO_PASSCRED set so each message carries its sender's credentials.
 type Socket struct {
-	conn *net.UnixConn
-	path string
+	conn    *net.UnixConn
+	path    string
+	created os.FileInfo // the socket file Listen made; nil for an abstract socket
 }
 
-// Listen creates the socket at path, replacing a leftover file there.
+// Listen creates the socket at path, replacing a leftover file there. Its
+// file is mode 0666: whoever may enter the directory may send.
 func Listen(path string) (*Socket, error) {
 	os.Remove(path)
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	s, err := listen(path)
+	if err != nil {
+		return nil, err
+	}
+	// Workers may run as another user than the manager (a setuid helper,
+	// say); the directory the socket lives in is what keeps strangers out.
+	os.Chmod(path, 0o666)
+	s.created, _ = os.Lstat(path)
+	return s, nil
+}
+
+// ListenPrivate creates a socket in the abstract namespace under a fresh
+// random name ("@baton-notify-PID-RANDOM"), the master's private
+// NOTIFY_SOCKET. sd_notify(3), systemd-notify, Python's sdnotify and
+// gunicorn, Node's sd-notify bindings and Go's listener package all read
+// a leading '@' as such a name.
+//
+// No file is involved, so nothing on disk can go missing under the
+// master (a /tmp cleaner deleting a socket file would cut every later
+// worker off from its master), no TMPDIR is too long for a socket address,
+// and Close has nothing to remove. The price: an abstract socket has no
+// permissions, and any process in the same network namespace may send to
+// it. That is harmless here because Receive reports the sender's PID as
+// the kernel vouches for it (SCM_CREDENTIALS) and the master heeds only
+// its own workers; a stranger can at most queue datagrams that the
+// master reads and ignores. A worker that moves to another network
+// namespace cannot reach the socket.
+func ListenPrivate() (*Socket, error) {
+	var b [8]byte
+	var err error
+	for range 3 {
+		if _, err = rand.Read(b[:]); err != nil {
+			return nil, fmt.Errorf("notify socket: %w", err)
+		}
+		var s *Socket
+		s, err = listen(fmt.Sprintf("@baton-notify-%d-%x", os.Getpid(), b))
+		if err == nil {
+			return s, nil
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) {
+			break
+		}
+	}
+	return nil, err
+}
+
+func listen(addr string) (*Socket, error) {
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: addr, Net: "unixgram"})
 	if err != nil {
 		return nil, fmt.Errorf("notify socket: %w", err)
 	}
@@ -118,29 +190,11 @@ func Listen(path string) (*Socket, error) {
 		conn.Close()
 		return nil, fmt.Errorf("notify socket: SO_PASSCRED: %w", err)
 	}
-	// Workers may run as another user than the master (a setuid helper,
-	// say); the directory the socket lives in is what keeps strangers out.
-	os.Chmod(path, 0o666)
-	return &Socket{conn: conn, path: path}, nil
+	return &Socket{conn: conn, path: addr}, nil
 }
 
-// ListenDir creates a private directory (mode 0700) under dir (or the
-// system's temp dir when empty) and a socket named notify.sock inside it.
-// Close removes both.
-func ListenDir(dir string) (*Socket, error) {
-	d, err := os.MkdirTemp(dir, "baton-")
-	if err != nil {
-		return nil, fmt.Errorf("notify socket: %w", err)
-	}
-	s, err := Listen(filepath.Join(d, "notify.sock"))
-	if err != nil {
-		os.Remove(d)
-		return nil, err
-	}
-	return s, nil
-}
-
-// Path is the value to give a child as NOTIFY_SOCKET.
+// Path is the value to give a child as NOTIFY_SOCKET: a file path, or an
+// abstract name starting with '@'.
 func (s *Socket) Path() string { return s.path }
 
 // Receive blocks for the next datagram. Descriptors a sender attaches
@@ -174,13 +228,14 @@ func (s *Socket) Receive() (Datagram, error) {
 	return d, nil
 }
 
-// Close closes the socket and removes its file, and the private directory
-// ListenDir made for it.
+// Close closes the socket. A socket file made by Listen is removed if it
+// is still the one it made; nothing else is touched.
 func (s *Socket) Close() error {
-	err := s.conn.Close()
-	os.Remove(s.path)
-	if dir := filepath.Dir(s.path); strings.HasPrefix(filepath.Base(dir), "baton-") {
-		os.Remove(dir)
+	// Compare while the socket still pins the file's inode.
+	if s.created != nil {
+		if fi, err := os.Lstat(s.path); err == nil && os.SameFile(fi, s.created) {
+			os.Remove(s.path)
+		}
 	}
-	return err
+	return s.conn.Close()
 }

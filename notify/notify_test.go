@@ -187,7 +187,7 @@ func receive(t *testing.T, s *notify.Socket) notify.Datagram {
 }
 
 func TestSendReceive(t *testing.T) {
-	s, err := notify.ListenDir(t.TempDir())
+	s, err := notify.ListenPrivate()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +224,7 @@ func TestSendReceive(t *testing.T) {
 // TestReceiveSender checks that the PID is the kernel's word, whoever
 // sends: here a child process.
 func TestReceiveSender(t *testing.T) {
-	s, err := notify.ListenDir("")
+	s, err := notify.ListenPrivate()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,7 +255,7 @@ func TestSendViaEnvironment(t *testing.T) {
 		t.Errorf("Send without NOTIFY_SOCKET: %v, want nil", err)
 	}
 
-	s, err := notify.ListenDir("")
+	s, err := notify.ListenPrivate()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -299,7 +299,7 @@ func TestSendToAbstract(t *testing.T) {
 // TestReceiveClosesPassedFDs checks that descriptors a sender attaches
 // (FDSTORE=1) do not pile up in the receiver.
 func TestReceiveClosesPassedFDs(t *testing.T) {
-	s, err := notify.ListenDir("")
+	s, err := notify.ListenPrivate()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -374,53 +374,114 @@ func TestListen(t *testing.T) {
 	}
 }
 
-func TestListenDir(t *testing.T) {
-	parent := t.TempDir()
-	s, err := notify.ListenDir(parent)
+// TestListenPrivate checks the master's socket: abstract, so nothing on
+// disk, unique, and still a plain sd_notify socket to a sender.
+func TestListenPrivate(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	s, err := notify.ListenPrivate()
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := filepath.Dir(s.Path())
-	if filepath.Dir(dir) != parent || !strings.HasPrefix(filepath.Base(dir), "baton-") || filepath.Base(s.Path()) != "notify.sock" {
-		t.Errorf("ListenDir(%q).Path() = %q, want %s/baton-*/notify.sock", parent, s.Path(), parent)
+	if !strings.HasPrefix(s.Path(), fmt.Sprintf("@baton-notify-%d-", os.Getpid())) {
+		t.Errorf("Path() = %q, want an abstract name @baton-notify-PID-…", s.Path())
 	}
-	fi, err := os.Stat(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fi.Mode().Perm() != 0o700 {
-		t.Errorf("private directory has mode %v, want 0700", fi.Mode().Perm())
-	}
-	// Two managers in one directory do not collide.
-	s2, err := notify.ListenDir(parent)
+	s2, err := notify.ListenPrivate()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if s2.Path() == s.Path() {
-		t.Errorf("two ListenDir sockets share the path %s", s.Path())
+		t.Errorf("two sockets share the name %s", s.Path())
 	}
 	s2.Close()
-
+	if entries, _ := os.ReadDir(tmp); len(entries) != 0 {
+		t.Errorf("ListenPrivate made %v in TMPDIR", entries)
+	}
+	if err := notify.SendTo(s.Path(), "READY=1"); err != nil {
+		t.Fatal(err)
+	}
+	if d := receive(t, s); d.Message["READY"] != "1" || d.PID != os.Getpid() {
+		t.Errorf("received %q from pid %d", d.Message, d.PID)
+	}
 	if err := s.Close(); err != nil {
 		t.Errorf("Close: %v", err)
 	}
-	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("after Close, the private directory: %v, want it removed", err)
+	if err := notify.SendTo(s.Path(), "READY=1"); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("SendTo a closed abstract socket: %v, want ECONNREFUSED (the name is gone with it)", err)
 	}
-	if entries, _ := os.ReadDir(parent); len(entries) != 0 {
-		t.Errorf("after Close, %s still holds %v", parent, entries)
+}
+
+// TestCloseRemovesOnlyItsOwnFile checks that Close removes the socket
+// file Listen made and nothing else: not its directory, whatever its name,
+// nor a file that has replaced the socket since.
+func TestCloseRemovesOnlyItsOwnFile(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "baton-keep")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "n.sock")
+	s, err := notify.Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if _, err := os.Stat(dir); err != nil {
+		t.Errorf("Close removed the directory %s: %v", dir, err)
 	}
 
-	if _, err := notify.ListenDir(filepath.Join(parent, "missing")); err == nil {
-		t.Error("ListenDir in a missing directory succeeded")
+	s, err = notify.Listen(path)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if entries, _ := os.ReadDir(parent); len(entries) != 0 {
-		t.Errorf("a failed ListenDir left %v", entries)
+	os.Remove(path)
+	if err := os.WriteFile(path, []byte("someone else's"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if b, err := os.ReadFile(path); err != nil || string(b) != "someone else's" {
+		t.Errorf("Close removed or changed a file that replaced its socket: %q, %v", b, err)
+	}
+}
+
+// TestSendToNeverBlocks fills a receiver that does not read: SendTo must
+// return at once with ErrQueueFull instead of waiting for room.
+func TestSendToNeverBlocks(t *testing.T) {
+	s, err := notify.ListenPrivate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	done := make(chan error, 1)
+	go func() {
+		// The receive queue holds net.unix.max_dgram_qlen datagrams (10 by
+		// default); 10 000 sends overflow it whatever the setting.
+		for i := 0; i < 10000; i++ {
+			if err := notify.SendTo(s.Path(), "STATUS=filling"); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, notify.ErrQueueFull) {
+			t.Fatalf("SendTo to a full queue: %v, want ErrQueueFull", err)
+		}
+		if !strings.Contains(err.Error(), s.Path()) || !strings.Contains(err.Error(), "dropped") {
+			t.Errorf("error %q does not name the socket and say the message was dropped", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("SendTo blocked on a receiver that does not read")
+	}
+	// What was queued is still delivered, in order.
+	if d := receive(t, s); d.Message["STATUS"] != "filling" {
+		t.Errorf("first queued message: %q", d.Message)
 	}
 }
 
 func TestReceiveAfterClose(t *testing.T) {
-	s, err := notify.ListenDir("")
+	s, err := notify.ListenPrivate()
 	if err != nil {
 		t.Fatal(err)
 	}

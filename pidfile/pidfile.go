@@ -1,84 +1,269 @@
-// Package pidfile owns the master's pidfile: written atomically, refused
-// when a live master holds it, and removed only by the process it names.
+// Package pidfile owns the master's pidfile. The file at the path is held
+// with an exclusive flock(2) for the whole life of the master that wrote
+// it, and the lock, not the content, says whether a master runs: the
+// kernel drops it when the holder dies, however it dies.
+//
+// Guarantees:
+//   - At most one process holds the pidfile at a path (Acquire).
+//   - Its content is whole from the moment the file appears at the path:
+//     the PID is written to a new file, locked there, and only then
+//     renamed into place, so even `kill $(cat app.pid)` never reads a
+//     partial number.
+//   - The lock is on the inode that stays at the path: a file is renamed
+//     over a previous one only by a process holding the previous one's
+//     lock (a file whose holder has died is free for the taking), so two
+//     masters starting at once cannot both win.
+//   - A process writes or removes only a pidfile it holds: Release unlinks
+//     the path only while it still names the held inode.
+//   - Holder tells a client (`baton reload`, `baton status`) the PID of
+//     the live master holding the file, or that none does, so a PID
+//     reused since a master died is never taken for baton.
 package pidfile
 
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
-// HeldError is returned by Write when the pidfile names a running master.
+// HeldError is returned by Acquire when a running master holds the pidfile.
 type HeldError struct {
 	Path string
-	PID  int
+	PID  int // 0 if the holder's PID could not be read
 }
 
 func (e *HeldError) Error() string {
+	if e.PID == 0 {
+		return fmt.Sprintf("pidfile %s is held by another running baton: stop it first or use another --pidfile", e.Path)
+	}
 	return fmt.Sprintf("pidfile %s is held by running baton master pid %d: stop it first (kill -TERM %d) or use another --pidfile", e.Path, e.PID, e.PID)
 }
 
-// Read returns the PID recorded in path.
-func Read(path string) (int, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, err
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 0 {
-		return 0, fmt.Errorf("pidfile %s does not hold a PID", path)
-	}
-	return pid, nil
+// StaleError is returned by Holder when no live process holds the
+// pidfile: its master died without removing it, and the PID in it may
+// since have been given to any other process.
+type StaleError struct {
+	Path string
+	PID  int // what the file says, 0 if nothing readable
 }
 
-// Write records this process's PID in path. The content appears at once
-// and whole (temp file in the same directory, then rename), so a reader
-// never sees a partial number. A file naming another live process that
-// runs the same program as this one is a *HeldError; a file naming a dead
-// process, or one a reused PID now gives to some other program, is stale
-// and replaced.
-func Write(path string) error {
-	if pid, err := Read(path); err == nil && pid != os.Getpid() && sameProgramRunning(pid) {
-		return &HeldError{Path: path, PID: pid}
-	}
+func (e *StaleError) Error() string {
+	return fmt.Sprintf("pidfile %s is stale: no running baton holds it (it names pid %d, which is not baton's): start baton, or check --pidfile", e.Path, e.PID)
+}
+
+// File is a pidfile this process holds.
+type File struct {
+	path string
+	f    *os.File // open, with the exclusive lock, until Release
+}
+
+// lockRetry is how long Acquire keeps trying a lock that is taken before
+// calling the file held: a client's Holder takes a shared lock for a few
+// microseconds to test it, which must not make a master refuse to start.
+const lockRetry = 100 * time.Millisecond
+
+// Acquire writes this process's PID to path and holds the file until
+// Release or until the process exits. A pidfile held by a live process is
+// a *HeldError; one left by a dead master is replaced.
+func Acquire(path string) (*File, error) {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-")
 	if err != nil {
-		return fmt.Errorf("pidfile %s: cannot write in %s: %w", path, dir, unwrapPath(err))
+		return nil, fmt.Errorf("pidfile %s: cannot write in %s: %w", path, dir, unwrapPath(err))
 	}
-	defer os.Remove(tmp.Name())
+	installed := false
+	defer func() {
+		if !installed {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if err := flock(tmp, syscall.LOCK_EX); err != nil {
+		return nil, fmt.Errorf("pidfile %s: lock: %w", path, err)
+	}
 	if _, err := fmt.Fprintf(tmp, "%d\n", os.Getpid()); err != nil {
-		tmp.Close()
-		return fmt.Errorf("pidfile %s: %w", path, err)
+		return nil, fmt.Errorf("pidfile %s: %w", path, err)
 	}
 	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return fmt.Errorf("pidfile %s: %w", path, err)
+		return nil, fmt.Errorf("pidfile %s: %w", path, err)
 	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("pidfile %s: %w", path, err)
+	for {
+		// Nothing there: link creates the path only if it is still free.
+		err := os.Link(tmp.Name(), path)
+		if err == nil {
+			installed = true
+			os.Remove(tmp.Name())
+			return &File{path: path, f: tmp}, nil
+		}
+		if !errors.Is(err, os.ErrExist) {
+			return nil, fmt.Errorf("pidfile %s: %w", path, unwrapPath(err))
+		}
+		// Something is there: take it over only with its lock.
+		replaced, err := takeOver(path, tmp.Name())
+		if err != nil {
+			return nil, err
+		}
+		if replaced {
+			installed = true
+			return &File{path: path, f: tmp}, nil
+		}
+		// It changed under us (removed or replaced): look again.
 	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("pidfile %s: %w", path, unwrapPath(err))
+}
+
+// takeOver renames tmp over the file at path if no live process holds
+// that file. It reports false when the path changed meanwhile.
+func takeOver(path, tmp string) (bool, error) {
+	old, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("pidfile %s: %w", path, unwrapPath(err))
+	}
+	defer old.Close() // releases the old file's lock, after the rename
+	fi, err := old.Stat()
+	if err != nil {
+		return false, fmt.Errorf("pidfile %s: %w", path, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return false, fmt.Errorf("pidfile %s exists and is not a regular file: remove it or use another --pidfile", path)
+	}
+	deadline := time.Now().Add(lockRetry)
+	for {
+		err = flock(old, syscall.LOCK_EX|syscall.LOCK_NB)
+		if !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if errors.Is(err, syscall.EWOULDBLOCK) {
+		pid, _ := readPID(old)
+		return false, &HeldError{Path: path, PID: pid}
+	}
+	if err != nil {
+		return false, fmt.Errorf("pidfile %s: lock: %w", path, err)
+	}
+	// The dead master's file is ours to replace, but only if it is still
+	// the one at the path: it may have been removed and recreated since
+	// it was opened.
+	if !samePath(path, fi) {
+		return false, nil
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return false, fmt.Errorf("pidfile %s: %w", path, unwrapPath(err))
+	}
+	return true, nil
+}
+
+// Path is where the pidfile is.
+func (p *File) Path() string { return p.path }
+
+// Release removes the pidfile, if the path still names the file this
+// process holds, and gives up the lock. A file something else has put at
+// the path is left alone.
+func (p *File) Release() error {
+	if p.f == nil {
+		return nil
+	}
+	defer func() {
+		p.f.Close()
+		p.f = nil
+	}()
+	fi, err := p.f.Stat()
+	if err != nil {
+		return fmt.Errorf("pidfile %s: %w", p.path, err)
+	}
+	// Nobody else renames over or removes a held file, so the check and
+	// the removal cannot be separated by a change at the path by baton.
+	if !samePath(p.path, fi) {
+		return nil
+	}
+	if err := os.Remove(p.path); err != nil {
+		return fmt.Errorf("cannot remove pidfile %s: %w", p.path, unwrapPath(err))
 	}
 	return nil
 }
 
-// Remove deletes path if it still names this process. A pidfile that a
-// newer master has taken over is left alone.
-func Remove(path string) error {
-	pid, err := Read(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
+// Holder returns the PID of the live process holding the pidfile at path:
+// a *StaleError when none holds it, an error satisfying
+// errors.Is(err, fs.ErrNotExist) when there is no pidfile.
+//
+// It tests the lock by taking a shared one for an instant, without
+// waiting; a master starting in that instant retries (see Acquire).
+func Holder(path string) (int, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
 	}
-	if err != nil || pid != os.Getpid() {
+	defer f.Close()
+	pid, perr := readPID(f)
+	err = flock(f, syscall.LOCK_SH|syscall.LOCK_NB)
+	if err == nil {
+		return 0, &StaleError{Path: path, PID: pid}
+	}
+	if !errors.Is(err, syscall.EWOULDBLOCK) {
+		return 0, fmt.Errorf("pidfile %s: lock: %w", path, err)
+	}
+	if perr != nil {
+		return 0, perr
+	}
+	return pid, nil
+}
+
+// Read returns the PID recorded in path, without asking whether anyone
+// holds it: see Holder.
+func Read(path string) (int, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	return readPID(f)
+}
+
+func readPID(f *os.File) (int, error) {
+	b, err := io.ReadAll(io.NewSectionReader(f, 0, 64))
+	if err != nil {
+		return 0, fmt.Errorf("pidfile %s: %w", f.Name(), err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return 0, fmt.Errorf("pidfile %s does not hold a PID", f.Name())
+	}
+	return pid, nil
+}
+
+func flock(f *os.File, how int) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
 		return err
 	}
-	return os.Remove(path)
+	var lockErr error
+	err = rc.Control(func(fd uintptr) {
+		for {
+			lockErr = syscall.Flock(int(fd), how)
+			if !errors.Is(lockErr, syscall.EINTR) {
+				return
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return lockErr
+}
+
+// samePath reports whether path names the file fi describes.
+func samePath(path string, fi os.FileInfo) bool {
+	now, err := os.Lstat(path)
+	return err == nil && os.SameFile(now, fi)
 }
 
 func unwrapPath(err error) error {
@@ -91,22 +276,4 @@ func unwrapPath(err error) error {
 		return le.Err
 	}
 	return err
-}
-
-// sameProgramRunning reports whether pid is alive and runs a program with
-// the same name as this process, which guards against a PID reused since
-// the pidfile was written (after a reboot, typically).
-func sameProgramRunning(pid int) bool {
-	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
-		return false
-	}
-	theirs, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-	if err != nil {
-		return false
-	}
-	ours, err := os.ReadFile("/proc/self/comm")
-	if err != nil {
-		return true
-	}
-	return strings.TrimSpace(string(theirs)) == strings.TrimSpace(string(ours))
 }

@@ -1,6 +1,7 @@
 package pidfile_test
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -11,38 +12,46 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/baton-sh/baton/pidfile"
 )
 
-// holdEnv makes the test binary wait for its stdin to close and exit,
-// instead of running tests: a live process running the same program as
-// this one, the way a running master looks to a second one.
+// holdEnv makes the test binary acquire the pidfile it names, say "held",
+// and exit when its stdin closes, without releasing the file: a running
+// master to the test, then a dead one.
 const holdEnv = "BATON_PIDFILE_TEST_HOLD"
 
 func TestMain(m *testing.M) {
-	if os.Getenv(holdEnv) != "" {
+	if path := os.Getenv(holdEnv); path != "" {
+		if _, err := pidfile.Acquire(path); err != nil {
+			fmt.Println(err)
+			os.Exit(1)
+		}
+		fmt.Println("held")
 		io.Copy(io.Discard, os.Stdin)
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
 }
 
-// sameProgram starts a copy of this test binary and returns it; closing
-// stop ends it.
-func sameProgram(t *testing.T) (cmd *exec.Cmd, stop func()) {
+// holder starts a copy of this test binary that holds path; calling stop
+// ends it, as if the master had been killed.
+func holder(t *testing.T, path string) (cmd *exec.Cmd, stop func()) {
 	t.Helper()
-	// The executable's real path, so that the child's command name
-	// (/proc/PID/comm) is this binary's, as for a second master.
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd = exec.Command(self, "-test.run=^$")
-	cmd.Env = append(os.Environ(), holdEnv+"=1",
+	cmd.Env = append(os.Environ(), holdEnv+"="+path,
 		strings.TrimSpace("GORACE="+os.Getenv("GORACE")+" atexit_sleep_ms=0"))
 	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,6 +66,9 @@ func sameProgram(t *testing.T) (cmd *exec.Cmd, stop func()) {
 		})
 	}
 	t.Cleanup(stop)
+	if line, _ := bufio.NewReader(stdout).ReadString('\n'); line != "held\n" {
+		t.Fatalf("holder: %q", line)
+	}
 	return cmd, stop
 }
 
@@ -91,8 +103,8 @@ func writeFile(t *testing.T, path, content string) {
 	}
 }
 
-// checkOurs checks that path holds exactly this process's PID and is the
-// only file in its directory.
+// checkOurs checks that path holds exactly this process's PID, is the
+// only file in its directory, and is held.
 func checkOurs(t *testing.T, path string) {
 	t.Helper()
 	b, err := os.ReadFile(path)
@@ -120,23 +132,32 @@ func checkOurs(t *testing.T, path string) {
 		}
 		t.Errorf("directory holds %q, want only %q (a temp file left behind?)", names, filepath.Base(path))
 	}
+	// flock locks belong to open files, so Holder's own open of the file
+	// conflicts with ours as with another process's.
+	if pid, err := pidfile.Holder(path); err != nil || pid != os.Getpid() {
+		t.Errorf("Holder = %d, %v, want this process, %d", pid, err, os.Getpid())
+	}
 }
 
-func TestWrite(t *testing.T) {
+func TestAcquire(t *testing.T) {
 	tests := []struct {
 		name  string
 		setup func(t *testing.T, path string) // nil: no file yet
 	}{
 		{"new", nil},
-		{"our own pid", func(t *testing.T, path string) { writeFile(t, path, strconv.Itoa(os.Getpid())) }},
-		{"dead process", func(t *testing.T, path string) { writeFile(t, path, strconv.Itoa(deadPID(t))+"\n") }},
+		{"left by a dead master", func(t *testing.T, path string) { writeFile(t, path, strconv.Itoa(deadPID(t))+"\n") }},
 		{"pid reused by another program", func(t *testing.T, path string) { writeFile(t, path, strconv.Itoa(otherProgram(t))) }},
+		{"our own pid, not held", func(t *testing.T, path string) { writeFile(t, path, strconv.Itoa(os.Getpid())) }},
 		{"garbage", func(t *testing.T, path string) { writeFile(t, path, "not a pid\n") }},
 		{"empty", func(t *testing.T, path string) { writeFile(t, path, "") }},
 		{"longer content", func(t *testing.T, path string) { writeFile(t, path, "999999999999999999999\n\n\n") }},
 		{"read-only file", func(t *testing.T, path string) {
 			writeFile(t, path, "1")
 			os.Chmod(path, 0o444)
+		}},
+		{"held by a master since killed", func(t *testing.T, path string) {
+			_, stop := holder(t, path)
+			stop()
 		}},
 	}
 	for _, tt := range tests {
@@ -145,29 +166,30 @@ func TestWrite(t *testing.T) {
 			if tt.setup != nil {
 				tt.setup(t, path)
 			}
-			if err := pidfile.Write(path); err != nil {
-				t.Fatalf("Write: %v", err)
+			p, err := pidfile.Acquire(path)
+			if err != nil {
+				t.Fatalf("Acquire: %v", err)
 			}
+			defer p.Release()
 			checkOurs(t, path)
 			if pid, err := pidfile.Read(path); err != nil || pid != os.Getpid() {
-				t.Errorf("Read after Write = %d, %v, want %d", pid, err, os.Getpid())
+				t.Errorf("Read after Acquire = %d, %v, want %d", pid, err, os.Getpid())
 			}
 		})
 	}
 }
 
-// TestWriteHeld checks that a pidfile naming a live process that runs the
-// same program is refused, and taken over once that process has exited.
-func TestWriteHeld(t *testing.T) {
+// TestAcquireHeld checks that a pidfile a live process holds is refused,
+// whatever that process is called, and taken over once it has died.
+func TestAcquireHeld(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "baton.pid")
-	other, stop := sameProgram(t)
-	content := strconv.Itoa(other.Process.Pid) + "\n"
-	writeFile(t, path, content)
+	other, stop := holder(t, path)
+	content, _ := os.ReadFile(path)
 
-	err := pidfile.Write(path)
+	_, err := pidfile.Acquire(path)
 	var held *pidfile.HeldError
 	if !errors.As(err, &held) {
-		t.Fatalf("Write over the pidfile of a running master = %v, want a *HeldError", err)
+		t.Fatalf("Acquire of the pidfile of a running master = %v, want a *HeldError", err)
 	}
 	if held.Path != path || held.PID != other.Process.Pid {
 		t.Errorf("HeldError = %+v, want Path %s, PID %d", *held, path, other.Process.Pid)
@@ -177,47 +199,95 @@ func TestWriteHeld(t *testing.T) {
 			t.Errorf("error %q does not contain %q", err, want)
 		}
 	}
-	if b, _ := os.ReadFile(path); string(b) != content {
-		t.Errorf("refused Write changed the pidfile to %q", b)
+	if b, _ := os.ReadFile(path); string(b) != string(content) {
+		t.Errorf("refused Acquire changed the pidfile from %q to %q", content, b)
 	}
 	if entries, _ := os.ReadDir(filepath.Dir(path)); len(entries) != 1 {
-		t.Errorf("refused Write left %d files", len(entries))
+		t.Errorf("refused Acquire left %d files", len(entries))
+	}
+	if pid, err := pidfile.Holder(path); err != nil || pid != other.Process.Pid {
+		t.Errorf("Holder = %d, %v, want %d", pid, err, other.Process.Pid)
 	}
 
-	stop() // the other master exits without removing its pidfile
-	if err := pidfile.Write(path); err != nil {
-		t.Fatalf("Write once the holder has exited: %v", err)
+	stop() // killed: the file stays, the lock goes
+	p, err := pidfile.Acquire(path)
+	if err != nil {
+		t.Fatalf("Acquire once the holder has died: %v", err)
 	}
+	defer p.Release()
 	checkOurs(t, path)
 }
 
-func TestWriteErrors(t *testing.T) {
+// TestAcquireConcurrently starts many masters on one pidfile at once:
+// exactly one wins, every other is told it is held, and the file names
+// the winner. flock locks belong to open files, so goroutines compete as
+// processes would.
+func TestAcquireConcurrently(t *testing.T) {
+	for round := range 20 {
+		path := filepath.Join(t.TempDir(), "baton.pid")
+		if round%2 == 1 {
+			writeFile(t, path, strconv.Itoa(deadPID(t))) // a stale file to take over
+		}
+		var (
+			wg    sync.WaitGroup
+			won   atomic.Int32
+			mu    sync.Mutex
+			files []*pidfile.File
+		)
+		for range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				p, err := pidfile.Acquire(path)
+				var held *pidfile.HeldError
+				switch {
+				case err == nil:
+					won.Add(1)
+					mu.Lock()
+					files = append(files, p)
+					mu.Unlock()
+				case !errors.As(err, &held):
+					t.Errorf("round %d: Acquire: %v, want success or *HeldError", round, err)
+				}
+			}()
+		}
+		wg.Wait()
+		if won.Load() != 1 {
+			t.Fatalf("round %d: %d of 8 concurrent Acquires succeeded, want exactly 1", round, won.Load())
+		}
+		checkOurs(t, path)
+		for _, p := range files {
+			if err := p.Release(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+func TestAcquireErrors(t *testing.T) {
 	dir := t.TempDir()
 	tests := []struct {
 		path string
 		want string
 	}{
 		{filepath.Join(dir, "missing", "baton.pid"), "pidfile " + filepath.Join(dir, "missing", "baton.pid") + ": cannot write in " + filepath.Join(dir, "missing") + ": no such file or directory"},
-		{dir, "pidfile " + dir + ": file exists"}, // a directory is in the way
+		{dir, "pidfile " + dir + " exists and is not a regular file: remove it or use another --pidfile"},
 	}
 	for _, tt := range tests {
-		err := pidfile.Write(tt.path)
+		_, err := pidfile.Acquire(tt.path)
 		if err == nil || err.Error() != tt.want {
-			t.Errorf("Write(%s) = %v, want %q", tt.path, err, tt.want)
+			t.Errorf("Acquire(%s) = %v, want %q", tt.path, err, tt.want)
 		}
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
-		t.Errorf("failed Writes left %v", entries)
+		t.Errorf("failed Acquires left %v", entries)
 	}
 }
 
-// TestWriteAtomic reads the pidfile while it is rewritten: a reader sees
-// the whole PID every time, never an empty or partial file.
-func TestWriteAtomic(t *testing.T) {
+// TestContentIsWhole reads the pidfile while masters come and go: a reader
+// finds no file or this process's whole PID, never an empty or partial one.
+func TestContentIsWhole(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "baton.pid")
-	if err := pidfile.Write(path); err != nil {
-		t.Fatal(err)
-	}
 	done := make(chan struct{})
 	var bad []string
 	var wg sync.WaitGroup
@@ -230,22 +300,99 @@ func TestWriteAtomic(t *testing.T) {
 				return
 			default:
 			}
-			if pid, err := pidfile.Read(path); err != nil || pid != os.Getpid() {
+			if pid, err := pidfile.Read(path); !errors.Is(err, fs.ErrNotExist) && (err != nil || pid != os.Getpid()) {
 				bad = append(bad, fmt.Sprintf("%d, %v", pid, err))
 			}
 		}
 	}()
-	for range 100 {
-		if err := pidfile.Write(path); err != nil {
+	for range 200 {
+		p, err := pidfile.Acquire(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Release(); err != nil {
 			t.Fatal(err)
 		}
 	}
 	close(done)
 	wg.Wait()
 	if len(bad) > 0 {
-		t.Errorf("a reader saw %d bad reads during Writes, first: %s", len(bad), bad[0])
+		t.Errorf("a reader saw %d bad reads, first: %s", len(bad), bad[0])
 	}
-	checkOurs(t, path)
+}
+
+func TestHolder(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := pidfile.Holder(filepath.Join(dir, "missing.pid")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("Holder of a missing file: %v, want %v", err, fs.ErrNotExist)
+	}
+
+	// A PID reused by another program: the content looks fine, but nobody
+	// holds the file.
+	stale := filepath.Join(dir, "stale.pid")
+	sleeper := otherProgram(t)
+	writeFile(t, stale, strconv.Itoa(sleeper)+"\n")
+	_, err := pidfile.Holder(stale)
+	var se *pidfile.StaleError
+	if !errors.As(err, &se) || se.PID != sleeper || se.Path != stale {
+		t.Fatalf("Holder of a stale pidfile = %v, want a *StaleError naming pid %d", err, sleeper)
+	}
+	if !strings.Contains(err.Error(), "no running baton holds it") {
+		t.Errorf("StaleError %q does not say that no baton holds it", err)
+	}
+
+	held := filepath.Join(dir, "held.pid")
+	other, stop := holder(t, held)
+	if pid, err := pidfile.Holder(held); err != nil || pid != other.Process.Pid {
+		t.Errorf("Holder = %d, %v, want %d", pid, err, other.Process.Pid)
+	}
+	stop()
+	if _, err := pidfile.Holder(held); !errors.As(err, &se) || se.PID != other.Process.Pid {
+		t.Errorf("Holder after the holder died = %v, want a *StaleError naming %d", err, other.Process.Pid)
+	}
+}
+
+func TestRelease(t *testing.T) {
+	tests := []struct {
+		name    string
+		meddle  func(t *testing.T, path string) // after Acquire
+		removed bool
+		content string // what must be left when not removed
+	}{
+		{name: "ours", removed: true},
+		{name: "removed by someone else", meddle: func(t *testing.T, path string) { os.Remove(path) }, removed: true},
+		{name: "replaced by someone else", meddle: func(t *testing.T, path string) {
+			os.Remove(path)
+			writeFile(t, path, "4242\n")
+		}, content: "4242\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "baton.pid")
+			p, err := pidfile.Acquire(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.meddle != nil {
+				tt.meddle(t, path)
+			}
+			if err := p.Release(); err != nil {
+				t.Errorf("Release: %v", err)
+			}
+			_, statErr := os.Stat(path)
+			if gone := errors.Is(statErr, fs.ErrNotExist); gone != tt.removed {
+				t.Errorf("after Release, the pidfile is gone: %v, want %v", gone, tt.removed)
+			}
+			if !tt.removed {
+				if b, _ := os.ReadFile(path); string(b) != tt.content {
+					t.Errorf("Release changed the file to %q", b)
+				}
+			}
+			if err := p.Release(); err != nil {
+				t.Errorf("second Release: %v", err)
+			}
+		})
+	}
 }
 
 func TestRead(t *testing.T) {
@@ -293,63 +440,5 @@ func TestRead(t *testing.T) {
 
 	if _, err := pidfile.Read(filepath.Join(dir, "missing.pid")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("Read of a missing file: %v, want %v", err, fs.ErrNotExist)
-	}
-}
-
-func TestRemove(t *testing.T) {
-	tests := []struct {
-		name     string
-		content  string // "": no file
-		removed  bool
-		wantErr  bool
-		contentF func(t *testing.T) string
-	}{
-		{name: "ours", contentF: func(*testing.T) string { return strconv.Itoa(os.Getpid()) + "\n" }, removed: true},
-		{name: "taken over by a newer master", contentF: func(t *testing.T) string { return strconv.Itoa(otherProgram(t)) + "\n" }},
-		{name: "names a dead process", contentF: func(t *testing.T) string { return strconv.Itoa(deadPID(t)) }},
-		{name: "missing", removed: true},
-		{name: "garbage", content: "junk\n", wantErr: true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "baton.pid")
-			content := tt.content
-			if tt.contentF != nil {
-				content = tt.contentF(t)
-			}
-			if content != "" {
-				writeFile(t, path, content)
-			}
-			err := pidfile.Remove(path)
-			if (err != nil) != tt.wantErr {
-				t.Errorf("Remove = %v, want an error: %v", err, tt.wantErr)
-			}
-			_, statErr := os.Stat(path)
-			if gone := errors.Is(statErr, fs.ErrNotExist); gone != tt.removed {
-				t.Errorf("after Remove, the pidfile is gone: %v, want %v", gone, tt.removed)
-			}
-			if !tt.removed {
-				if b, _ := os.ReadFile(path); string(b) != content {
-					t.Errorf("Remove changed the pidfile to %q", b)
-				}
-			}
-		})
-	}
-}
-
-// TestWriteRemove is a master's life: Write at start, Remove at exit.
-func TestWriteRemove(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "baton.pid")
-	if err := pidfile.Write(path); err != nil {
-		t.Fatal(err)
-	}
-	if err := pidfile.Remove(path); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("pidfile still there after Remove: %v", err)
-	}
-	if err := pidfile.Remove(path); err != nil {
-		t.Errorf("second Remove: %v", err)
 	}
 }

@@ -133,9 +133,6 @@ type Options struct {
 	// this executable, which must import internal/execshim, whose
 	// initialisation runs the shim.
 	ShimPath string
-	// NotifyDir is where the private NOTIFY_SOCKET directory is made
-	// (default: the system's temp dir).
-	NotifyDir string
 	// Stdout and Stderr are the workers' (default: the master's own).
 	Stdout, Stderr *os.File
 

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/baton-sh/baton/internal/fdlimit"
 	"github.com/baton-sh/baton/internal/sockets"
 	"github.com/baton-sh/baton/notify"
 )
@@ -69,7 +70,7 @@ func startSystem(m *Master) (*system, error) {
 	if err != nil {
 		return nil, err
 	}
-	sock, err := notify.ListenDir(o.NotifyDir)
+	sock, err := notify.ListenPrivate()
 	if err != nil {
 		devNull.Close()
 		return nil, err
@@ -156,7 +157,7 @@ func (s *system) start(n int) (int, error) {
 		h.started(pid, func(pid int) { s.m.send(readySeen{pid, "ready by " + o.Protocol.String()}) })
 	}
 	if err != nil {
-		return 0, fmt.Errorf("start %s: %w", path, err)
+		return 0, fmt.Errorf("start %s: %w", path, fdlimit.Explain(err))
 	}
 	s.handoffs[pid] = h
 	return pid, nil

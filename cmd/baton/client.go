@@ -6,9 +6,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/baton-sh/baton/control"
 	"github.com/baton-sh/baton/pidfile"
@@ -21,23 +26,51 @@ type masterAddress struct {
 }
 
 func (a *masterAddress) flags(fs *flag.FlagSet) {
-	fs.StringVar(&a.pidfile, "pidfile", "", "the master's --pidfile (its control socket is found next to it)")
+	fs.StringVar(&a.pidfile, "pidfile", "", "the master's --pidfile `PATH` (its control socket is found next to it)")
 	fs.StringVar(&a.control, "control", "", "the master's control socket `PATH`")
 }
 
-// controlPath is the control socket to use, or "" when only a pidfile was
-// given and no control socket sits next to it.
-func (a *masterAddress) controlPath() (string, error) {
+// master is a running master as a client finds it.
+type master struct {
+	pid     int    // from the pidfile's lock holder; 0 with --control alone
+	control string // its control socket, "" if it has none
+}
+
+// find locates the master. With --pidfile, only a live process holding
+// the pidfile's lock counts: a stale pidfile, whose PID may now belong to
+// anything, is an error, never a target.
+func (a *masterAddress) find() (master, error) {
 	switch {
 	case a.control != "":
-		return a.control, nil
+		return master{control: a.control}, nil
 	case a.pidfile == "":
-		return "", usagef("say which master: --pidfile PATH or --control PATH")
+		return master{}, usagef("say which master: --pidfile PATH or --control PATH")
 	}
+	pid, err := pidfile.Holder(a.pidfile)
+	var stale *pidfile.StaleError
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return master{}, fmt.Errorf("no pidfile at %s: baton is not running with this --pidfile", a.pidfile)
+	case errors.As(err, &stale):
+		return master{}, err
+	case err != nil:
+		return master{}, fmt.Errorf("cannot find the master: %w", err)
+	}
+	m := master{pid: pid}
 	if path := control.DefaultPath(a.pidfile); exists(path) {
-		return path, nil
+		m.control = path
 	}
-	return "", nil
+	return m, nil
+}
+
+// ask sends req over m's control socket and checks that the process
+// answering is the one holding the pidfile.
+func (m master) ask(req control.Request, timeout time.Duration) (control.Response, error) {
+	resp, pid, err := control.Ask(m.control, req, timeout)
+	if err == nil && m.pid != 0 && pid != 0 && pid != m.pid {
+		return resp, fmt.Errorf("the control socket %s belongs to pid %d, not to master pid %d that holds the pidfile: pass --control explicitly", m.control, pid, m.pid)
+	}
+	return resp, err
 }
 
 func exists(path string) bool {
@@ -45,37 +78,51 @@ func exists(path string) bool {
 	return err == nil
 }
 
+func reloadFlagSet(addr *masterAddress) (fs *flag.FlagSet, wait *bool, timeout *time.Duration) {
+	fs = flag.NewFlagSet("reload", flag.ContinueOnError)
+	addr.flags(fs)
+	return fs, fs.Bool("wait", false, "wait until the reload has ended; exit 1 if it failed"),
+		fs.Duration("timeout", 0, "with --wait, give up (exit 1) after this `DURATION` (default: no limit, but a master silent for 10s is given up on)")
+}
+
 // reloadCmd asks a running master for a reload and, with --wait, reports
 // how it ended: exit 0 once the new generation serves and the old one has
 // drained, exit 1 with the reason when it failed.
 func reloadCmd(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("reload", flag.ContinueOnError)
 	var addr masterAddress
-	addr.flags(fs)
-	wait := fs.Bool("wait", false, "wait until the reload has ended; exit 1 if it failed")
-	timeout := fs.Duration("timeout", 0, "with --wait, give up (exit 1) after this long (default: no limit)")
-	if err := parseFlags(fs, args); err != nil {
-		return fail(stderr, fs, err, exitUsage)
+	fs, wait, timeout := reloadFlagSet(&addr)
+	err := parseFlags(fs, args)
+	if code, ok := helped(stdout, fs, err); ok {
+		return code
 	}
-	if fs.NArg() > 0 {
-		return fail(stderr, fs, usagef("reload takes no arguments"), exitUsage)
+	if err == nil && fs.NArg() > 0 {
+		err = usagef("reload takes no arguments, got %q", fs.Arg(0))
 	}
-	path, err := addr.controlPath()
 	if err != nil {
 		return fail(stderr, fs, err, exitUsage)
 	}
-	if path == "" {
+	m, err := addr.find()
+	if err != nil {
+		return fail(stderr, fs, err, exitRuntime)
+	}
+	if m.control == "" {
 		if *wait {
 			return fail(stderr, fs, fmt.Errorf("--wait needs the master's control socket, and there is none next to %s: start baton with --pidfile (or --control) and a writable directory", addr.pidfile), exitRuntime)
 		}
-		return hupMaster(addr.pidfile, stdout, stderr, fs)
+		// The holder of the pidfile's lock is the master: a signal cannot
+		// reach a process that merely reuses a dead master's PID.
+		if err := syscall.Kill(m.pid, syscall.SIGHUP); err != nil {
+			return fail(stderr, fs, fmt.Errorf("cannot signal master pid %d: %w", m.pid, err), exitRuntime)
+		}
+		fmt.Fprintf(stdout, "reload requested from master pid %d\n", m.pid)
+		return exitOK
 	}
-	resp, err := control.Ask(path, control.Request{Command: "reload", Wait: *wait}, *timeout)
+	resp, err := m.ask(control.Request{Command: "reload", Wait: *wait}, *timeout)
 	switch {
 	case err != nil:
 		return fail(stderr, fs, err, exitRuntime)
 	case !resp.OK:
-		return fail(stderr, fs, fmt.Errorf("reload failed: %s", resp.Error), exitRuntime)
+		return fail(stderr, fs, fmt.Errorf("reload failed: %s", printable(resp.Error)), exitRuntime)
 	case *wait:
 		fmt.Fprintf(stdout, "reloaded: generation %d serving after %s\n", resp.Generation,
 			time.Duration(resp.TookSeconds*float64(time.Second)).Round(time.Millisecond))
@@ -85,38 +132,36 @@ func reloadCmd(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-// hupMaster is reload without a control socket: SIGHUP to the pidfile's PID.
-func hupMaster(path string, stdout, stderr io.Writer, fs *flag.FlagSet) int {
-	pid, err := pidfile.Read(path)
-	if err != nil {
-		return fail(stderr, fs, fmt.Errorf("cannot find the master: %w", err), exitRuntime)
-	}
-	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
-		return fail(stderr, fs, fmt.Errorf("cannot signal master pid %d: %w", pid, err), exitRuntime)
-	}
-	fmt.Fprintf(stdout, "reload requested from master pid %d\n", pid)
-	return exitOK
+func statusFlagSet(addr *masterAddress) (fs *flag.FlagSet, asJSON *bool) {
+	fs = flag.NewFlagSet("status", flag.ContinueOnError)
+	addr.flags(fs)
+	return fs, fs.Bool("json", false, "print the status as JSON")
 }
 
 // statusCmd prints a running master's state, for humans or as JSON.
 func statusCmd(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	var addr masterAddress
-	addr.flags(fs)
-	asJSON := fs.Bool("json", false, "print the status as JSON")
-	if err := parseFlags(fs, args); err != nil {
-		return fail(stderr, fs, err, exitUsage)
+	fs, asJSON := statusFlagSet(&addr)
+	err := parseFlags(fs, args)
+	if code, ok := helped(stdout, fs, err); ok {
+		return code
 	}
-	path, err := addr.controlPath()
+	if err == nil && fs.NArg() > 0 {
+		err = usagef("status takes no arguments, got %q", fs.Arg(0))
+	}
 	if err != nil {
 		return fail(stderr, fs, err, exitUsage)
 	}
-	if path == "" {
-		return fail(stderr, fs, fmt.Errorf("no control socket next to %s: is baton running with this --pidfile?", addr.pidfile), exitRuntime)
+	m, err := addr.find()
+	if err != nil {
+		return fail(stderr, fs, err, exitRuntime)
 	}
-	resp, err := control.Ask(path, control.Request{Command: "status"}, 10*time.Second)
+	if m.control == "" {
+		return fail(stderr, fs, fmt.Errorf("master pid %d has no control socket next to %s: pass its --control", m.pid, addr.pidfile), exitRuntime)
+	}
+	resp, err := m.ask(control.Request{Command: "status"}, 10*time.Second)
 	if err == nil && !resp.OK {
-		err = errors.New(resp.Error)
+		err = errors.New(printable(resp.Error))
 	}
 	if err != nil {
 		return fail(stderr, fs, err, exitRuntime)
@@ -146,17 +191,40 @@ func printStatus(w io.Writer, s *upgrader.Status) {
 	for _, g := range s.Workers {
 		line := fmt.Sprintf("worker       generation %d, pid %d, %s for %s", g.Generation, g.PID, g.State, time.Since(g.Started).Round(time.Second))
 		if g.Status != "" {
-			line += ": " + g.Status
+			line += ": " + printable(g.Status)
 		}
 		fmt.Fprintln(w, line)
 	}
 	if r := s.LastReload; r != nil {
 		result := "ok"
 		if !r.OK {
-			result = "failed: " + r.Error
+			result = "failed: " + printable(r.Error)
 		}
 		took := time.Duration(r.TookSeconds * float64(time.Second)).Round(time.Millisecond)
 		fmt.Fprintf(w, "last reload  %s at %s, took %s: %s\n", r.Kind, r.At.Format(time.RFC3339), took, result)
 	}
 	fmt.Fprintf(w, "restarts     %d\n", s.Restarts)
+}
+
+// printable escapes what a worker could send to move the cursor, clear
+// the screen or forge a line of status in a terminal (its STATUS= text
+// reaches status verbatim): control characters and invalid UTF-8 become
+// Go escapes such as \x1b and \n.
+func printable(s string) string {
+	if strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) && r != ' ' }) < 0 && utf8.ValidString(s) {
+		return s
+	}
+	var b strings.Builder
+	for i, r := range s {
+		switch {
+		case r == unicode.ReplacementChar && !strings.HasPrefix(s[i:], "\uFFFD"):
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case unicode.IsPrint(r) || r == ' ':
+			b.WriteRune(r)
+		default:
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		}
+	}
+	return b.String()
 }

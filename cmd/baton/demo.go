@@ -22,20 +22,30 @@ const demoWorkerArg = "__demo-worker"
 // demoCmd runs a master over the bundled worker on a free loopback port,
 // keeps requests flowing on new and keep-alive connections, reloads a few
 // times, and prints what the clients saw.
+func demoFlagSet() (fs *flag.FlagSet, reloads *int, logLevel *string) {
+	fs = flag.NewFlagSet("demo", flag.ContinueOnError)
+	return fs, fs.Int("reloads", 5, "how many reloads to perform, 1 to 100"),
+		fs.String("log-level", "info", "the master's log `LEVEL` (its log goes to stderr)")
+}
+
 func demoCmd(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	reloads := fs.Int("reloads", 5, "how many reloads to perform")
-	logLevel := fs.String("log-level", "info", "the master's log `LEVEL` (its log goes to stderr)")
-	if err := parseFlags(fs, args); err != nil {
+	fs, reloads, logLevel := demoFlagSet()
+	err := parseFlags(fs, args)
+	if code, ok := helped(stdout, fs, err); ok {
+		return code
+	}
+	if err == nil && (fs.NArg() > 0 || *reloads < 1 || *reloads > 100) {
+		err = usagef("demo takes no arguments and 1 to 100 --reloads")
+	}
+	if err != nil {
 		return fail(stderr, fs, err, exitUsage)
 	}
-	if fs.NArg() > 0 || *reloads < 1 || *reloads > 100 {
-		return fail(stderr, fs, usagef("demo takes no arguments and 1 to 100 --reloads"), exitUsage)
-	}
-	log, err := logging.New(os.Stderr, "auto", *logLevel)
+	lg, err := logging.New(os.Stderr, "auto", *logLevel)
 	if err != nil {
 		return fail(stderr, fs, usageError{err.Error()}, exitUsage)
 	}
+	defer lg.Close()
+	log := lg.Logger
 	exe, err := os.Executable()
 	if err != nil {
 		return fail(stderr, fs, fmt.Errorf("cannot find the baton binary to run the demo worker: %w", err), exitStartup)

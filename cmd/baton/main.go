@@ -9,7 +9,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
+	"runtime/debug"
 	"strings"
+	"time"
 
 	// First of baton's packages to initialise: a process started as a
 	// worker's exec shim becomes the worker before the rest of baton
@@ -46,24 +49,31 @@ func run(args []string, stdout, stderr io.Writer) int {
 		case "demo":
 			return demoCmd(args[1:], stdout, stderr)
 		case "version":
-			fmt.Fprintln(stdout, "baton", version)
-			return exitOK
+			return versionCmd(args[1:], stdout, stderr)
 		case "help":
-			fmt.Fprint(stdout, usage)
-			return exitOK
+			return helpCmd(args[1:], stdout, stderr)
 		case demoWorkerArg:
 			return demoWorker()
 		}
 	}
-	return masterCmd(args, stderr)
+	return masterCmd(args, stdout, stderr)
 }
 
-const usage = `usage:
-  baton [flags] -- COMMAND [ARG...]    run COMMAND as the worker
-  baton reload  [--pidfile P | --control S] [--wait] [--timeout D]
-  baton status  [--pidfile P | --control S] [--json]
-  baton demo                           self-contained demonstration
-  baton version
+// synopses are the first lines of each command's usage.
+var synopses = map[string]string{
+	"baton":  "baton [flags] -- COMMAND [ARG...]      run COMMAND as the worker",
+	"reload": "baton reload  [--pidfile P | --control S] [--wait] [--timeout D]",
+	"status": "baton status  [--pidfile P | --control S] [--json]",
+	"demo":   "baton demo    [--reloads N]           self-contained demonstration",
+}
+
+const usageHead = `usage:
+  %s
+  %s
+  %s
+  %s
+  baton version                          the version and the revision it was built from
+  baton help    [reload | status | demo]
 
 Signals to the master: HUP reload · TERM, INT graceful stop · QUIT fast stop ·
 USR1, USR2, WINCH forwarded to the current worker.
@@ -72,50 +82,218 @@ Exit codes: 0 clean stop · 1 runtime failure · 2 usage error · 3 start-up fai
 master flags:
 `
 
-// usageError is a command-line mistake: printed with usage, exit 2.
+// helpCmd prints the usage of baton, or of the command named.
+func helpCmd(args []string, stdout, stderr io.Writer) int {
+	var fs *flag.FlagSet
+	switch {
+	case len(args) == 0:
+		fs = masterFlagSet(&masterFlags{})
+	case len(args) == 1 && args[0] == "reload":
+		fs, _, _ = reloadFlagSet(&masterAddress{})
+	case len(args) == 1 && args[0] == "status":
+		fs, _ = statusFlagSet(&masterAddress{})
+	case len(args) == 1 && args[0] == "demo":
+		fs, _, _ = demoFlagSet()
+	default:
+		fmt.Fprintf(stderr, "baton: help %s: no such command: want reload, status or demo (baton --help lists every flag)\n", strings.Join(args, " "))
+		return exitUsage
+	}
+	printUsage(stdout, fs)
+	return exitOK
+}
+
+// versionCmd prints the version set at link time, or else the module
+// version Go recorded, and the VCS revision the binary was built from.
+func versionCmd(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		fmt.Fprintln(stderr, "baton: version takes no arguments (baton --help lists every command)")
+		return exitUsage
+	}
+	fmt.Fprintln(stdout, versionString())
+	return exitOK
+}
+
+func versionString() string {
+	v, rev, modified, built := version, "", false, ""
+	info, ok := debug.ReadBuildInfo()
+	if ok {
+		if v == "dev" && info.Main.Version != "" {
+			v = info.Main.Version // "(devel)" when Go knew nothing better
+		}
+		for _, s := range info.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.modified":
+				modified = s.Value == "true"
+			case "vcs.time":
+				built = s.Value
+			}
+		}
+	}
+	out := "baton " + v
+	if rev != "" {
+		out += ", revision " + rev
+		if modified {
+			out += " with local changes"
+		}
+		if built != "" {
+			out += " of " + built
+		}
+	}
+	if ok {
+		out += ", " + info.GoVersion
+	}
+	return out
+}
+
+// usageError is a command-line mistake: one line, exit 2.
 type usageError struct{ msg string }
 
 func (e usageError) Error() string { return e.msg }
 
 func usagef(format string, a ...any) error { return usageError{fmt.Sprintf(format, a...)} }
 
-// parseFlags parses args with fs, treating -h as a request for usage.
+// parseFlags parses args with fs. It returns flag.ErrHelp for -h, -help
+// and --help, and a usageError in baton's words for every other mistake.
 func parseFlags(fs *flag.FlagSet, args []string) error {
 	fs.SetOutput(io.Discard)
 	err := fs.Parse(args)
-	if errors.Is(err, flag.ErrHelp) {
+	if err == nil || errors.Is(err, flag.ErrHelp) {
 		return err
 	}
-	if err != nil {
-		return usageError{err.Error()}
+	return flagError(fs, err)
+}
+
+// flagError rewrites the flag package's errors, which write flags with one
+// dash, into one line that names the flag as users type it and, for a
+// misspelt flag, the ones they probably meant.
+func flagError(fs *flag.FlagSet, err error) usageError {
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
+		msg = "unknown flag --" + name
+		if guesses := closestFlags(fs, name); len(guesses) > 0 {
+			msg += ": did you mean --" + strings.Join(guesses, " or --") + "?"
+		}
+		return usageError{msg}
+	}
+	if name, ok := strings.CutPrefix(msg, "flag needs an argument: -"); ok {
+		return usageError{"flag --" + name + " needs a value"}
+	}
+	if m := badValue.FindStringSubmatch(msg); m != nil {
+		value, name := m[1], m[2]
+		want := "a valid value"
+		if f := fs.Lookup(name); f != nil {
+			switch f.Value.(flag.Getter).Get().(type) {
+			case time.Duration:
+				want = "a duration such as 30s or 2m"
+			case int:
+				want = "a whole number"
+			case bool:
+				want = "true or false"
+			}
+		}
+		return usageError{fmt.Sprintf("--%s %s: want %s", name, value, want)}
+	}
+	return usageError{msg}
+}
+
+// badValue matches the flag package's "invalid value" errors.
+var badValue = regexp.MustCompile(`^invalid (?:boolean )?value ("(?:[^"\\]|\\.)*") for (?:flag )?-([a-zA-Z0-9-]+):`)
+
+// closestFlags are the defined flags nearest to name: the one within two
+// edits, or else those that name begins (at most three).
+func closestFlags(fs *flag.FlagSet, name string) []string {
+	best, bestDist := "", 3
+	var prefixed []string
+	fs.VisitAll(func(f *flag.Flag) {
+		if d := editDistance(name, f.Name); d < bestDist {
+			best, bestDist = f.Name, d
+		}
+		if len(name) >= 2 && strings.HasPrefix(f.Name, name) {
+			prefixed = append(prefixed, f.Name)
+		}
+	})
+	switch {
+	case best != "":
+		return []string{best}
+	case len(prefixed) <= 3:
+		return prefixed
 	}
 	return nil
 }
 
-// fail prints err as one line and returns the exit code it deserves.
-func fail(stderr io.Writer, fs *flag.FlagSet, err error, code int) int {
-	if errors.Is(err, flag.ErrHelp) {
-		printUsage(stderr, fs)
-		return exitOK
+// editDistance is the Levenshtein distance between a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
 	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// fail prints err as one line and returns the exit code it deserves: 2
+// for a usage error, which also points at the command's --help.
+func fail(stderr io.Writer, fs *flag.FlagSet, err error, code int) int {
 	var ue usageError
 	if errors.As(err, &ue) {
-		fmt.Fprintf(stderr, "baton: %s\n", ue.msg)
-		printUsage(stderr, fs)
+		fmt.Fprintf(stderr, "baton: %s (%s --help lists every flag)\n", ue.msg, commandName(fs))
 		return exitUsage
 	}
 	fmt.Fprintf(stderr, "baton: %s\n", err)
 	return code
 }
 
+// helped handles a request for help from parseFlags: the usage on
+// stdout, exit 0.
+func helped(stdout io.Writer, fs *flag.FlagSet, err error) (int, bool) {
+	if errors.Is(err, flag.ErrHelp) {
+		printUsage(stdout, fs)
+		return exitOK, true
+	}
+	return 0, false
+}
+
+func commandName(fs *flag.FlagSet) string {
+	if fs.Name() == "baton" {
+		return "baton"
+	}
+	return "baton " + fs.Name()
+}
+
+// printUsage prints a command's synopsis and every flag, written with two
+// dashes as users type them (the flag package would print one).
 func printUsage(w io.Writer, fs *flag.FlagSet) {
 	if fs.Name() == "baton" {
-		fmt.Fprint(w, usage)
+		fmt.Fprintf(w, usageHead, synopses["baton"], synopses["reload"], synopses["status"], synopses["demo"])
 	} else {
-		fmt.Fprintf(w, "usage of baton %s:\n", fs.Name())
+		fmt.Fprintf(w, "usage:\n  %s\n\nflags:\n", synopses[fs.Name()])
 	}
-	fs.SetOutput(w)
-	fs.PrintDefaults()
+	fs.VisitAll(func(f *flag.Flag) {
+		arg, help := flag.UnquoteUsage(f)
+		line := "  --" + f.Name
+		if arg != "" {
+			line += " " + arg
+		}
+		switch f.DefValue {
+		case "", "0", "0s", "false":
+		default:
+			help += " (default " + f.DefValue + ")"
+		}
+		fmt.Fprintf(w, "%s\n      %s\n", line, help)
+	})
 }
 
 // listFlag collects a repeatable flag.

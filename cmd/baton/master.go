@@ -16,6 +16,7 @@ import (
 
 	"github.com/baton-sh/baton/admin"
 	"github.com/baton-sh/baton/control"
+	"github.com/baton-sh/baton/internal/fdlimit"
 	"github.com/baton-sh/baton/internal/logging"
 	"github.com/baton-sh/baton/internal/sockets"
 	"github.com/baton-sh/baton/pidfile"
@@ -50,7 +51,7 @@ type masterFlags struct {
 func masterFlagSet(f *masterFlags) *flag.FlagSet {
 	fs := flag.NewFlagSet("baton", flag.ContinueOnError)
 	fs.Var(&f.listen, "listen", "`[NAME=]SPEC` socket to hold and pass to workers, repeatable: tcp://HOST:PORT, tcp4://, tcp6://, udp://HOST:PORT, unix:///PATH?mode=0660")
-	fs.StringVar(&f.pidfile, "pidfile", "", "write the master's PID to `PATH` (atomically; removed on clean exit)")
+	fs.StringVar(&f.pidfile, "pidfile", "", "write the master's PID to `PATH` and hold it locked while baton runs (removed on exit)")
 	fs.StringVar(&f.dir, "dir", "", "worker working `DIR`, resolved anew at every reload (default: the current directory as the shell names it)")
 	fs.StringVar(&f.ready, "ready", "notify", "how a worker says it is ready: `notify` (READY=1 on NOTIFY_SOCKET) or delay=DURATION")
 	fs.DurationVar(&f.readyTimeout, "ready-timeout", upgrader.DefaultReadyTimeout, "drain a new worker not ready after this long; the old one keeps serving")
@@ -83,20 +84,30 @@ func masterFlagSet(f *masterFlags) *flag.FlagSet {
 const masterGCPercent = 25
 
 // masterCmd runs the master until it is stopped and returns its exit code.
-func masterCmd(args []string, stderr io.Writer) int {
+func masterCmd(args []string, stdout, stderr io.Writer) int {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(masterGCPercent)
 	}
 	var f masterFlags
 	fs := masterFlagSet(&f)
 	opts, err := f.parse(fs, args)
+	if code, ok := helped(stdout, fs, err); ok {
+		return code
+	}
 	if err != nil {
 		return fail(stderr, fs, err, exitUsage)
 	}
-	log, err := logging.New(os.Stderr, f.logFormat, f.logLevel)
+	lg, err := logging.New(os.Stderr, f.logFormat, f.logLevel)
 	if err != nil {
 		return fail(stderr, fs, usageError{err.Error()}, exitUsage)
 	}
+	// Runs last: whatever is still queued, the verdict line included, is
+	// written out, waiting at most logging.FlushTimeout for the reader.
+	defer lg.Close()
+	// From here on every line, the last one too, goes through the log's
+	// queue: a stalled reader of stderr cannot block the master's exit.
+	stderr = lg.Stderr()
+	log := lg.Logger
 	opts.Log = log
 	if f.dir == "" && os.Getenv("PWD") == "" {
 		// systemd's WorkingDirectory= and supervisord's directory= set no $PWD.
@@ -112,21 +123,27 @@ func masterCmd(args []string, stderr io.Writer) int {
 	defer signal.Stop(sigc)
 
 	if f.pidfile != "" {
-		if err := pidfile.Write(f.pidfile); err != nil {
-			return fail(stderr, fs, err, exitStartup)
+		pf, err := pidfile.Acquire(f.pidfile)
+		if err != nil {
+			return fail(stderr, fs, fdlimit.Explain(err), exitStartup)
 		}
-		defer pidfile.Remove(f.pidfile)
+		defer func() {
+			if err := pf.Release(); err != nil {
+				log.Warn().Err(err).Msg("pidfile left behind")
+			}
+		}()
 	}
 	sockets, err := openSockets(f.listen, log)
 	if err != nil {
 		return fail(stderr, fs, err, exitStartup)
 	}
 	opts.Sockets = sockets
-	defer closeAll(sockets)
+	defer closeAll(sockets, log)
 
 	// The gauges read the master's status at each scrape.
 	var m *upgrader.Master
 	metrics := admin.NewMetrics(func() (upgrader.Status, error) { return m.Status() })
+	metrics.CountLogDrops(lg.Dropped)
 	opts.OnEvent = metrics.Observe
 	// baton's own service manager, when systemd runs it as Type=notify;
 	// workers get baton's NOTIFY_SOCKET instead of this one.
@@ -137,11 +154,15 @@ func masterCmd(args []string, stderr io.Writer) int {
 	}
 
 	if path := f.controlPath(); path != "" {
-		ctl, err := control.Listen(path)
+		ctl, err := control.Listen(path, log)
 		if err != nil {
 			return fail(stderr, fs, err, exitStartup)
 		}
-		defer ctl.Close()
+		defer func() {
+			if err := ctl.Close(); err != nil {
+				log.Warn().Err(err).Str("path", path).Msg("control socket left behind")
+			}
+		}()
 		go ctl.Serve(m)
 		log.Info().Str("path", path).Msg("control socket")
 	}
@@ -163,7 +184,7 @@ func masterCmd(args []string, stderr io.Writer) int {
 		log.Info().Msg("stopped")
 		return exitOK
 	case errors.As(err, &startup):
-		fmt.Fprintf(stderr, "baton: %s\n", err)
+		fmt.Fprintf(stderr, "baton: %s\n", fdlimit.Explain(err))
 		return exitStartup
 	default:
 		fmt.Fprintf(stderr, "baton: %s\n", err)
@@ -180,6 +201,14 @@ func (f *masterFlags) parse(fs *flag.FlagSet, args []string) (upgrader.Options, 
 	o.Command = fs.Args()
 	if len(o.Command) == 0 {
 		return o, usagef("no worker command: put it after --, e.g. baton --listen tcp://127.0.0.1:8080 -- ./server")
+	}
+	if o.Command[0] == "" {
+		return o, usagef("the worker command after -- is empty: name a program, e.g. -- ./server")
+	}
+	if path := f.controlPath(); path != "" {
+		if err := sockets.CheckUnixPath(path); err != nil {
+			return o, usagef("control socket (--control, or next to --pidfile): %v", err)
+		}
 	}
 	names := map[string]bool{}
 	for i, raw := range f.listen {
@@ -241,8 +270,17 @@ func (f *masterFlags) parse(fs *flag.FlagSet, args []string) (upgrader.Options, 
 	}
 	o.ReadyTimeout, o.DrainTimeout = f.readyTimeout, f.drainTimeout
 	sig, err := upgrader.ParseSignal(f.drainSignal)
+	if n := strings.TrimPrefix(strings.ToUpper(f.drainSignal), "SIG"); n == "CHLD" || n == "CLD" {
+		sig, err = syscall.SIGCHLD, nil
+	}
 	if err != nil {
 		return o, usagef("--drain-signal: %v", err)
+	}
+	switch sig {
+	case syscall.SIGKILL, syscall.SIGSTOP, syscall.SIGCHLD:
+		// KILL and STOP cannot be caught, so no worker can drain on them;
+		// CHLD is ignored by default, so no worker would ever stop.
+		return o, usagef("--drain-signal %s: a worker cannot drain on it; use a signal it can catch, such as TERM (the default), INT, QUIT or USR1", f.drainSignal)
 	}
 	o.DrainSignal = sig
 	if f.restartLimit == 0 || f.restartLimit < -1 {
@@ -283,7 +321,7 @@ func openSockets(listen []string, log zerolog.Logger) ([]*sockets.Socket, error)
 		s := activated.Take(spec)
 		if s == nil {
 			if s, err = sockets.Bind(spec); err != nil {
-				closeAll(held)
+				closeAll(held, log)
 				activated.Close()
 				return nil, err
 			}
@@ -327,8 +365,12 @@ func dispatchSignals(sigc <-chan os.Signal, m *upgrader.Master) {
 	}
 }
 
-func closeAll(sockets []*sockets.Socket) {
+// closeAll closes the sockets; a unix socket file that cannot be removed
+// is logged, since the next start must then remove it.
+func closeAll(sockets []*sockets.Socket, log zerolog.Logger) {
 	for _, s := range sockets {
-		s.Close()
+		if err := s.Close(); err != nil {
+			log.Warn().Err(err).Str("name", s.Spec.Name).Msg("socket left behind")
+		}
 	}
 }

@@ -34,6 +34,7 @@ func main() {
 		crashAfter  = flag.Duration("crash-after", 0, "exit 1 this long after becoming ready (with -crash-if-exists: only if that file exists at start)")
 		crashFile   = flag.String("crash-if-exists", "", "see -crash-after")
 		shutdown    = flag.Bool("shutdown-on-drain", false, "shutdown(2) the inherited listening socket on the drain signal, as old HAProxy did")
+		status      = flag.String("status", "", "send this STATUS= text to baton before READY=1")
 	)
 	flag.Parse()
 	if *failAtStart || (*failFile != "" && exists(*failFile)) {
@@ -46,6 +47,9 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "testworker:", err)
 		os.Exit(1)
+	}
+	if *status != "" {
+		listener.Status(*status)
 	}
 	if *orphan {
 		// sh exits at once; its sleep is re-parented to the nearest

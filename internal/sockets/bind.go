@@ -8,6 +8,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/baton-sh/baton/internal/fdlimit"
 )
 
 // Socket is a socket the master binds once and holds until it exits. The
@@ -132,6 +134,11 @@ func bindError(spec Spec, err error) error {
 		return fmt.Errorf("bind %s: permission denied: ports below 1024 need root or CAP_NET_BIND_SERVICE", spec)
 	case errors.Is(err, syscall.EADDRNOTAVAIL):
 		return fmt.Errorf("bind %s: address not available on this machine", spec)
+	case errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE):
+		// The call that failed (socket, accept4, fcntl) says nothing to a user.
+		var errno syscall.Errno
+		errors.As(err, &errno)
+		return fmt.Errorf("bind %s: %w", spec, fdlimit.Explain(errno))
 	}
 	return fmt.Errorf("bind %s: %w", spec, err)
 }

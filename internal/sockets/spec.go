@@ -66,6 +66,9 @@ func ParseSpec(s string, index int) (Spec, error) {
 		if path == "" {
 			return Spec{}, fmt.Errorf("listen %q: unix socket needs a path, e.g. unix:///run/app.sock", s)
 		}
+		if err := CheckUnixPath(path); err != nil {
+			return Spec{}, fmt.Errorf("listen %q: %w", s, err)
+		}
 		spec.Address = path
 		q, err := url.ParseQuery(query)
 		if err != nil {
@@ -103,6 +106,19 @@ func ParseSpec(s string, index int) (Spec, error) {
 	}
 	spec.Address = addr
 	return spec, nil
+}
+
+// MaxUnixPath is the longest path a unix socket address holds: 108 bytes
+// of sun_path on Linux, less the terminating NUL.
+const MaxUnixPath = 107
+
+// CheckUnixPath refuses a socket path too long for a unix socket address,
+// which the kernel would report only as "invalid argument".
+func CheckUnixPath(path string) error {
+	if len(path) > MaxUnixPath {
+		return fmt.Errorf("unix socket path %.40q… is %d bytes, more than the %d a unix socket address holds: use a shorter path (a relative one, or a shorter directory)", path, len(path), MaxUnixPath)
+	}
+	return nil
 }
 
 // checkName keeps names inside what LISTEN_FDNAMES can carry: systemd
