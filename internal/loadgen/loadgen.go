@@ -29,8 +29,12 @@ import (
 
 // Config bounds and shapes the load.
 type Config struct {
-	// URL is requested with GET; it must be on loopback.
+	// URL is requested with GET, or with POST when PostBody is set; it
+	// must be on loopback.
 	URL string
+	// PostBody, when not nil, makes every request a POST of these bytes
+	// (see post.go): the request a client never retries.
+	PostBody []byte
 	// NewConns loops each open a new TCP connection for every request.
 	NewConns int
 	// KeepAlive loops each reuse one keep-alive connection, redialled
@@ -148,7 +152,7 @@ var pidInBody = regexp.MustCompile(`pid=(\d+)`)
 
 func (l *Load) get(client *http.Client) Sample {
 	s := Sample{Start: time.Now()}
-	resp, err := client.Get(l.cfg.URL)
+	resp, err := client.Do(l.request())
 	if err == nil {
 		var body []byte
 		body, err = io.ReadAll(resp.Body)
