@@ -58,3 +58,13 @@ func TestRecipeNode(t *testing.T) {
 	b := recipeStart(t, recipeReady, node, filepath.Join(harness.ModuleRoot(), "examples", "node", "server.js"))
 	stopCleanly(t, b, recipeReloads(t, b, 3))
 }
+
+func TestRecipeUvicorn(t *testing.T) {
+	recipeNeed(t, "uvicorn", "uvicorn")
+	python := ecoPython3(t)
+	t.Setenv("PYTHONDONTWRITEBYTECODE", "1") // no __pycache__ in examples/
+	// README: baton --listen http=tcp://127.0.0.1:8000 --ready accepting --dir examples/uvicorn -- python3 serve.py
+	flags := append([]string{"--dir", filepath.Join(harness.ModuleRoot(), "examples", "uvicorn")}, recipeReady...)
+	b := recipeStart(t, flags, python, "serve.py")
+	stopCleanly(t, b, recipeReloads(t, b, 3))
+}
