@@ -1,8 +1,11 @@
 package integration_test
 
 import (
+	"net"
 	"os/exec"
+	"strings"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -33,8 +36,14 @@ func recipeNeed(t *testing.T, command, pkg string) string {
 // a POST, so every request a draining server drops counts.
 func recipeReloads(t *testing.T, b *harness.Baton, n int) int {
 	t.Helper()
+	return recipeReloadsAt(t, b, n, "http://"+b.Addr(t, "http")+"/")
+}
+
+// recipeReloadsAt is recipeReloads with the load sent to url.
+func recipeReloadsAt(t *testing.T, b *harness.Baton, n int, url string) int {
+	t.Helper()
 	load, err := loadgen.Start(loadgen.Config{
-		URL: "http://" + b.Addr(t, "http") + "/", NewConns: 4, KeepAlive: 4,
+		URL: url, NewConns: 4, KeepAlive: 4,
 		PostBody: []byte("recipe"), MaxDuration: 2 * time.Minute,
 	})
 	if err != nil {
@@ -45,10 +54,14 @@ func recipeReloads(t *testing.T, b *harness.Baton, n int) int {
 	return reloadsWithLoad(t, b, n, load)
 }
 
-// recipeStart runs baton over command on a free loopback port.
+// recipeStart runs baton over command with flags, on a free loopback port
+// unless flags say --listen.
 func recipeStart(t *testing.T, flags []string, command ...string) *harness.Baton {
 	t.Helper()
-	args := append([]string{"--listen", "http=tcp://127.0.0.1:0"}, flags...)
+	args := flags
+	if !slices.Contains(flags, "--listen") {
+		args = append([]string{"--listen", "http=tcp://127.0.0.1:0"}, flags...)
+	}
 	return harness.Start(t, append(append(args, "--"), command...)...)
 }
 
@@ -67,4 +80,22 @@ func TestRecipeUvicorn(t *testing.T) {
 	flags := append([]string{"--dir", filepath.Join(harness.ModuleRoot(), "examples", "uvicorn")}, recipeReady...)
 	b := recipeStart(t, flags, python, "serve.py")
 	stopCleanly(t, b, recipeReloads(t, b, 3))
+}
+
+func TestRecipePuma(t *testing.T) {
+	puma := recipeNeed(t, "puma", "puma")
+	if exec.Command("ruby", "-e", "require 'sd_notify'").Run() != nil {
+		t.Skip("puma sends READY=1 through the sd_notify gem: Debian package ruby-sd-notify")
+	}
+	// Port 0 cannot be matched by puma's -b: pick a free one.
+	_, port, _ := net.SplitHostPort(freePort(t))
+	// README: baton --listen http=tcp://0.0.0.0:9292 --dir examples/puma -- puma -C puma.rb -b tcp://0.0.0.0:9292 config.ru
+	// 0.0.0.0 is IPv4 only, as puma binds it itself, so puma finds its
+	// activated socket by that address; the load stays on loopback.
+	b := recipeStart(t, []string{"--listen", "http=tcp://0.0.0.0:" + port, "--dir", filepath.Join(harness.ModuleRoot(), "examples", "puma")},
+		puma, "-C", "puma.rb", "-b", "tcp://0.0.0.0:"+port, "config.ru")
+	if out := b.Output(); !strings.Contains(out, "* Activated tcp://0.0.0.0:"+port) {
+		t.Fatalf("puma did not take baton's socket:\n%s", out)
+	}
+	stopCleanly(t, b, recipeReloadsAt(t, b, 3, "http://127.0.0.1:"+port+"/"))
 }
