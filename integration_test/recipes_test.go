@@ -3,9 +3,9 @@ package integration_test
 import (
 	"net"
 	"os/exec"
-	"strings"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
