@@ -2,6 +2,7 @@ package integration_test
 
 import (
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -98,4 +99,69 @@ func TestRecipePuma(t *testing.T) {
 		t.Fatalf("puma did not take baton's socket:\n%s", out)
 	}
 	stopCleanly(t, b, recipeReloadsAt(t, b, 3, "http://127.0.0.1:"+port+"/"))
+}
+
+func TestRecipeShell(t *testing.T) {
+	recipeNeed(t, "node", "nodejs") // the wrappers start examples/node
+	dir := filepath.Join(harness.ModuleRoot(), "examples", "shell")
+
+	// README: baton --listen http=tcp://127.0.0.1:3000 --ready accepting -- examples/shell/exec.sh
+	t.Run("exec", func(t *testing.T) {
+		b := recipeStart(t, recipeReady, filepath.Join(dir, "exec.sh"))
+		stopCleanly(t, b, recipeReloads(t, b, 3))
+	})
+
+	// README: baton --listen http=tcp://127.0.0.1:3000 -- examples/shell/notify.sh
+	t.Run("trap and systemd-notify", func(t *testing.T) {
+		recipeNeed(t, "systemd-notify", "systemd")
+		b := recipeStart(t, nil, filepath.Join(dir, "notify.sh"))
+		stopCleanly(t, b, recipeReloads(t, b, 3))
+	})
+
+	// The same as a user without CAP_SYS_ADMIN: systemd-notify cannot
+	// pass READY=1 off as its parent's, so it comes from its own PID, a
+	// child of the worker; --notify-access all takes it, main does not.
+	t.Run("systemd-notify unprivileged", func(t *testing.T) {
+		notify := recipeNeed(t, "systemd-notify", "systemd")
+		env := recipeUnprivilegedNotify(t, notify)
+		b := harness.StartWith(t, harness.Setup{Env: env},
+			"--listen", "http=tcp://127.0.0.1:0", "--notify-access", "all", "--", filepath.Join(dir, "notify.sh"))
+		b.WaitFor(t, 20*time.Second, func(e harness.Event) bool { return e.Msg() == "reload complete" && e.Int("gen") >= 1 })
+		stopCleanly(t, b, recipeReloads(t, b, 3))
+
+		main := harness.StartWith(t, harness.Setup{Env: env},
+			"--listen", "http=tcp://127.0.0.1:0", "--notify-access", "main", "--ready-timeout", "3s", "--", filepath.Join(dir, "notify.sh"))
+		if code := main.Wait(t, 30*time.Second); code != 3 {
+			t.Fatalf("with --notify-access main, READY=1 from a child: baton exited %d, want 3 (first worker never ready)", code)
+		}
+	})
+
+	// README: baton --listen http=tcp://127.0.0.1:3000 --ready accepting --drain-group -- examples/shell/plain.sh
+	t.Run("no exec, drain group", func(t *testing.T) {
+		// The shell dies of TERM at once; baton then SIGKILLs what is
+		// left in the process group, the server mid-drain (4 failed
+		// POSTs in 3 reloads).
+		t.Skip("baton bug: with --drain-group, the main process's exit still SIGKILLs the rest of its group at once (upgrader system.gone); it must wait for the group until --drain-timeout")
+		b := recipeStart(t, append([]string{"--drain-group"}, recipeReady...), filepath.Join(dir, "plain.sh"))
+		stopCleanly(t, b, recipeReloads(t, b, 3))
+	})
+}
+
+// recipeUnprivilegedNotify returns the environment that puts first in
+// PATH a systemd-notify that runs the real one without CAP_SYS_ADMIN, as
+// any unprivileged user runs it: the kernel then refuses it a sender PID
+// other than its own. When the tests do not run as root, the real one is
+// already like that.
+func recipeUnprivilegedNotify(t *testing.T, notify string) []string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	setpriv := recipeNeed(t, "setpriv", "util-linux")
+	bin := t.TempDir()
+	script := "#!/bin/sh\nexec " + setpriv + " --bounding-set -sys_admin --inh-caps -sys_admin " + notify + " \"$@\"\n"
+	if err := os.WriteFile(filepath.Join(bin, "systemd-notify"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return []string{"PATH=" + bin + ":" + os.Getenv("PATH")}
 }
