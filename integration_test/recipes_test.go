@@ -1,12 +1,15 @@
 package integration_test
 
 import (
+	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -68,8 +71,67 @@ func recipeStart(t *testing.T, flags []string, command ...string) *harness.Baton
 
 func TestRecipeNode(t *testing.T) {
 	node := recipeNeed(t, "node", "nodejs")
+	server := filepath.Join(harness.ModuleRoot(), "examples", "node", "server.js")
+	t.Run("reloads", func(t *testing.T) {
+		// README: baton --listen http=tcp://127.0.0.1:3000 --ready accepting -- node server.js
+		b := recipeStart(t, recipeReady, node, server)
+		stopCleanly(t, b, recipeReloads(t, b, 3))
+	})
+
+	// drain.js connection by connection: a keep-alive connection's next
+	// request during the drain, and the first request of a connection
+	// accepted before it, are answered by the old generation with
+	// "Connection: close"; a connection that stays silent is closed.
+	t.Run("drain", func(t *testing.T) {
+		b := recipeStart(t, recipeReady, node, server)
+		addr := b.Addr(t, "http")
+		old := b.WorkerPID(t, 1)
+		request := "POST / HTTP/1.1\r\nHost: " + addr + "\r\nContent-Length: 2\r\n\r\nhi"
+		answer := fmt.Sprintf("gen=1 pid=%d read=2\n", old)
+
+		keepAlive, silent := ecoDial(t, addr), ecoDial(t, addr)
+		for _, c := range []net.Conn{keepAlive, silent} {
+			if resp := ecoRoundTrip(t, c, request); !strings.HasSuffix(resp, answer) || strings.Contains(resp, "Connection: close") {
+				t.Fatalf("before the drain: %q", resp)
+			}
+		}
+		fds := ecoOpenFDs(old)
+		pending := ecoDial(t, addr)
+		harness.Eventually(t, 10*time.Second, "generation 1 accepts the connection", func() bool { return ecoOpenFDs(old) > fds })
+
+		b.Signal(t, syscall.SIGHUP)
+		b.WaitFor(t, 20*time.Second, func(e harness.Event) bool { return e.Msg() == "draining" && e.Int("pid") == old })
+		// Node closes its fd 3 when it stops accepting: it is draining.
+		harness.Eventually(t, 10*time.Second, "generation 1 closes fd 3", func() bool {
+			_, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/3", old))
+			return err != nil
+		})
+		for name, c := range map[string]net.Conn{"keep-alive": keepAlive, "accepted before the drain": pending} {
+			if resp := ecoRoundTrip(t, c, request); !strings.HasSuffix(resp, answer) || !strings.Contains(resp, "Connection: close\r\n") {
+				t.Fatalf("%s connection during the drain: %q, want %q with Connection: close", name, resp, answer)
+			}
+		}
+		silent.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if n, err := silent.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+			t.Fatalf("silent keep-alive connection during the drain: read %d, %v; want it closed", n, err)
+		}
+		exit := b.WaitFor(t, 20*time.Second, func(e harness.Event) bool { return e.Msg() == "worker exited" && e.Int("pid") == old })
+		if exit.Str("how") != "exited with status 0" {
+			t.Fatalf("drained worker: %v", exit)
+		}
+	})
+}
+
+func TestRecipeExpress(t *testing.T) {
+	node := recipeNeed(t, "node", "nodejs")
+	// Debian's node-express is in /usr/share/nodejs, where Debian's
+	// Node.js looks and others may not.
+	t.Setenv("NODE_PATH", "/usr/share/nodejs")
+	if exec.Command(node, "-e", "require('express')").Run() != nil {
+		t.Skip("express is not installed (Debian package node-express)")
+	}
 	// README: baton --listen http=tcp://127.0.0.1:3000 --ready accepting -- node server.js
-	b := recipeStart(t, recipeReady, node, filepath.Join(harness.ModuleRoot(), "examples", "node", "server.js"))
+	b := recipeStart(t, recipeReady, node, filepath.Join(harness.ModuleRoot(), "examples", "express", "server.js"))
 	stopCleanly(t, b, recipeReloads(t, b, 3))
 }
 
