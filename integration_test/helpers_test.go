@@ -77,7 +77,12 @@ func requireNoZombies(t *testing.T, parent int) {
 // It returns the PID of the last worker.
 func reloadsUnderLoad(t *testing.T, b *harness.Baton, n int) int {
 	t.Helper()
-	load := startLoad(t, "http://"+b.Addr(t, "http")+"/")
+	return reloadsWithLoad(t, b, n, startLoad(t, "http://"+b.Addr(t, "http")+"/"))
+}
+
+// reloadsWithLoad is reloadsUnderLoad with the load the caller started.
+func reloadsWithLoad(t *testing.T, b *harness.Baton, n int, load *loadgen.Load) int {
+	t.Helper()
 	gen := b.Generation()
 	pid := b.WorkerPID(t, gen)
 	var took []string

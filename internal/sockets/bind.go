@@ -47,14 +47,14 @@ func Bind(spec Spec) (*Socket, error) {
 	)
 	if spec.IsPacket() {
 		var c net.PacketConn
-		if c, err = net.ListenPacket(spec.Network, spec.Address); err == nil {
+		if c, err = net.ListenPacket(spec.bindNetwork(), spec.Address); err == nil {
 			addr = c.LocalAddr()
 			f, err = c.(*net.UDPConn).File()
 			c.Close()
 		}
 	} else {
 		var l net.Listener
-		if l, err = net.Listen(spec.Network, spec.Address); err == nil {
+		if l, err = net.Listen(spec.bindNetwork(), spec.Address); err == nil {
 			addr = l.Addr()
 			if ul, ok := l.(*net.UnixListener); ok {
 				// The file must outlive this Go listener: it belongs to
@@ -84,6 +84,24 @@ func Bind(spec Spec) (*Socket, error) {
 		s.created, _ = os.Lstat(spec.Address)
 	}
 	return s, nil
+}
+
+// bindNetwork is the network Bind asks Go for, so that each address binds
+// what systemd's ListenStream= and ListenDatagram= bind for it: 0.0.0.0
+// is IPv4 only, while [::] and an empty host are every IPv4 and IPv6
+// address (dual-stack, unless net.ipv6.bindv6only is set). Go alone would
+// make "tcp" on 0.0.0.0 dual-stack too, and a server looking for its
+// activated socket by address (puma's -b tcp://0.0.0.0:P) would then not
+// find it.
+func (s Spec) bindNetwork() string {
+	host, _, err := net.SplitHostPort(s.Address)
+	if err != nil || (s.Network != "tcp" && s.Network != "udp") {
+		return s.Network
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.To4() != nil && ip.IsUnspecified() {
+		return s.Network + "4"
+	}
+	return s.Network
 }
 
 // holdable returns the socket behind f as a blocking descriptor whose

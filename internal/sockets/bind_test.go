@@ -460,3 +460,83 @@ func TestBindUnixLiveNotAccepting(t *testing.T) {
 		}
 	}
 }
+
+// TestBindWildcardFamilies binds the wildcard addresses as systemd's
+// ListenStream= and ListenDatagram= do: 0.0.0.0 takes IPv4 only, [::] and
+// an empty host take IPv4 and IPv6 (net.ipv6.bindv6only is 0 here, as on
+// every usual Linux). Only loopback is dialled.
+func TestBindWildcardFamilies(t *testing.T) {
+	if b, err := os.ReadFile("/proc/sys/net/ipv6/bindv6only"); err == nil && strings.TrimSpace(string(b)) != "0" {
+		t.Skip("net.ipv6.bindv6only is set: [::] is IPv6 only on this machine")
+	}
+	if l, err := net.Listen("tcp6", "[::1]:0"); err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	} else {
+		l.Close()
+	}
+	tests := []struct {
+		spec       string
+		addr       string // the bound address, without its port
+		ipv4, ipv6 bool   // whether 127.0.0.1 and ::1 reach it
+	}{
+		{"tcp://0.0.0.0:0", "0.0.0.0", true, false},
+		{"tcp://[::]:0", "::", true, true},
+		{"tcp://:0", "::", true, true},
+		{"tcp4://0.0.0.0:0", "0.0.0.0", true, false},
+		{"tcp6://[::]:0", "::", false, true},
+		{"udp://0.0.0.0:0", "0.0.0.0", true, false},
+		{"udp://[::]:0", "::", true, true},
+		{"udp://:0", "::", true, true},
+	}
+	for _, tt := range tests {
+		sock := mustBind(t, tt.spec)
+		host, port, err := net.SplitHostPort(sock.Addr.String())
+		if err != nil || host != tt.addr {
+			t.Errorf("Bind(%s) bound %s, want %s", tt.spec, sock.Addr, tt.addr)
+		}
+		if sock.Spec != mustSpec(t, tt.spec) {
+			t.Errorf("Bind(%s).Spec = %#v: the spec as written is what the worker and the logs see", tt.spec, sock.Spec)
+		}
+		for _, c := range []struct {
+			ip   string
+			want bool
+		}{{"127.0.0.1", tt.ipv4}, {"::1", tt.ipv6}} {
+			if got := reaches(t, sock, net.JoinHostPort(c.ip, port)); got != c.want {
+				t.Errorf("Bind(%s): %s reaches it: %v, want %v", tt.spec, c.ip, got, c.want)
+			}
+		}
+		sock.Close()
+	}
+}
+
+// reaches reports whether a client on addr gets to sock: a TCP connection
+// is accepted (queued) or refused; a UDP datagram arrives or does not.
+func reaches(t *testing.T, sock *sockets.Socket, addr string) bool {
+	t.Helper()
+	if !sock.Spec.IsPacket() {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			return false
+		}
+		c.Close()
+		return true
+	}
+	pc, err := net.FilePacketConn(sock.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("ping")); err != nil {
+		return false
+	}
+	// A datagram to a port nobody is bound to is dropped: wait a bounded
+	// while for it, as a client would.
+	pc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	n, _, err := pc.ReadFrom(make([]byte, 16))
+	return err == nil && n == 4
+}
