@@ -361,6 +361,7 @@ func (m *Master) ready(g *generation, how string) {
 		return
 	}
 	g.readyAt = m.env.now()
+	m.env.settled(g.pid)
 	m.emit(Event{Kind: WorkerReady, Generation: g.n, PID: g.pid, Took: g.readyAt.Sub(g.started)}, m.log.Info().Str("how", how))
 	if m.opts.MinReady > 0 && m.current != nil {
 		g.state = probation

@@ -68,6 +68,7 @@ func (f *fakeEnv) processGroup(pid int) int {
 	return pid
 }
 func (f *fakeEnv) accepting(int) (int, string) { return 0, "" }
+func (f *fakeEnv) settled(int)                 {}
 func (f *fakeEnv) hook(h hookRun)              { f.hooks = append(f.hooks, h) }
 func (f *fakeEnv) checkSockets(by int) *socketsLost {
 	l := f.lost

@@ -1,6 +1,7 @@
 package upgrader
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strconv"
@@ -10,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/baton-sh/baton/internal/accepting"
 	"github.com/baton-sh/baton/internal/fdlimit"
 	"github.com/baton-sh/baton/internal/sockets"
 	"github.com/baton-sh/baton/notify"
@@ -38,6 +40,9 @@ type env interface {
 	// accepting reports a process of generation pid seen waiting for
 	// connections on a passed socket, and how.
 	accepting(pid int) (int, string)
+	// settled: generation pid is no longer starting; stop looking for
+	// its readiness.
+	settled(pid int)
 	// checkSockets binds anew every held socket that no longer listens;
 	// generation by is the suspect. It returns nil when all listen.
 	checkSockets(by int) *socketsLost
@@ -54,7 +59,9 @@ type system struct {
 	spawner  *spawner
 	stop     chan struct{}
 	proto    protocol
-	handoffs map[int]*handoff // by worker PID, until it is gone
+	handoffs map[int]*handoff           // by worker PID, until it is gone
+	watching map[int]context.CancelFunc // --ready accepting, by worker PID, while it starts
+	socks    *accepting.Sockets         // the held sockets, by inode
 	devNull  *os.File
 	hookPIDs hookProcs // running hooks, reaped apart from workers
 }
@@ -82,7 +89,12 @@ func startSystem(m *Master) (*system, error) {
 		stop:     make(chan struct{}),
 		proto:    newProtocol(o.Protocol, o.Env, o.DrainSignal),
 		handoffs: map[int]*handoff{},
+		watching: map[int]context.CancelFunc{},
 		devNull:  devNull,
+	}
+	if err := s.knowSockets(); err != nil {
+		s.close()
+		return nil, err
 	}
 	go func() {
 		for {
@@ -160,7 +172,42 @@ func (s *system) start(n int) (int, error) {
 		return 0, fmt.Errorf("start %s: %w", path, fdlimit.Explain(err))
 	}
 	s.handoffs[pid] = h
+	if o.Ready == ReadyAccepting {
+		ctx, cancel := context.WithCancel(context.Background())
+		s.watching[pid] = cancel
+		go func() {
+			w, err := accepting.Wait(ctx, pid, s.socks, 0)
+			switch {
+			case err == nil:
+				s.m.send(readySeen{pid, "accepting: " + w.String()})
+			case ctx.Err() == nil:
+				s.m.log.Warn().Err(err).Int("pid", pid).Msg("cannot watch the new worker for --ready accepting: it becomes ready only by READY=1")
+			}
+		}()
+	}
 	return pid, nil
+}
+
+// knowSockets identifies the held sockets by inode, for --ready accepting
+// and the hint to use it.
+func (s *system) knowSockets() error {
+	conns := make([]syscall.Conn, len(s.m.opts.Sockets))
+	for i, sock := range s.m.opts.Sockets {
+		conns[i] = sock.File
+	}
+	socks, err := accepting.NewSockets(conns...)
+	if err != nil {
+		return fmt.Errorf("identifying the sockets: %w", err)
+	}
+	s.socks = socks
+	return nil
+}
+
+func (s *system) settled(pid int) {
+	if cancel := s.watching[pid]; cancel != nil {
+		cancel()
+		delete(s.watching, pid)
+	}
 }
 
 func (s *system) signal(pid int, sig syscall.Signal, group bool) error {
@@ -182,6 +229,7 @@ func (s *system) tookOver(pid int) {
 // gone releases what generation pid held, and kills what it left behind in
 // its process group: it would otherwise run on unsupervised.
 func (s *system) gone(pid int) {
+	s.settled(pid)
 	if h := s.handoffs[pid]; h != nil && h.release != nil {
 		h.release()
 	}
@@ -206,7 +254,16 @@ func (s *system) processGroup(pid int) int {
 	return pgid
 }
 
-func (s *system) accepting(pid int) (int, string) { return 0, "" }
+func (s *system) accepting(pid int) (int, string) {
+	if len(s.m.opts.Sockets) == 0 {
+		return 0, ""
+	}
+	w, found, _ := accepting.Check(pid, s.socks)
+	if !found {
+		return 0, ""
+	}
+	return w.PID, w.String()
+}
 
 func (s *system) checkSockets(by int) *socketsLost {
 	var lost *socketsLost
@@ -219,6 +276,11 @@ func (s *system) checkSockets(by int) *socketsLost {
 		}
 		lost.names = append(lost.names, sock.Spec.Name)
 		if err := sock.Rebind(); err != nil && lost.err == nil {
+			lost.err = err
+		}
+	}
+	if lost != nil && lost.err == nil {
+		if err := s.knowSockets(); err != nil {
 			lost.err = err
 		}
 	}

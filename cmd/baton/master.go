@@ -53,7 +53,7 @@ func masterFlagSet(f *masterFlags) *flag.FlagSet {
 	fs.Var(&f.listen, "listen", "`[NAME=]SPEC` socket to hold and pass to workers, repeatable: tcp://HOST:PORT, tcp4://, tcp6://, udp://HOST:PORT, unix:///PATH?mode=0660")
 	fs.StringVar(&f.pidfile, "pidfile", "", "write the master's PID to `PATH` and hold it locked while baton runs (removed on exit)")
 	fs.StringVar(&f.dir, "dir", "", "worker working `DIR`, resolved anew at every reload (default: the current directory as the shell names it)")
-	fs.StringVar(&f.ready, "ready", "notify", "how a worker says it is ready: `notify` (READY=1 on NOTIFY_SOCKET) or delay=DURATION")
+	fs.StringVar(&f.ready, "ready", "notify", "how a new worker counts as ready: `notify` (READY=1 on NOTIFY_SOCKET), accepting (a process of it waits in accept/epoll/poll on a passed socket, or READY=1), or delay=DURATION")
 	fs.DurationVar(&f.readyTimeout, "ready-timeout", upgrader.DefaultReadyTimeout, "drain a new worker not ready after this long; the old one keeps serving")
 	fs.StringVar(&f.notifyAccess, "notify-access", "all", "whose READY=1, STATUS= and STOPPING=1 count: `all` (any process of the worker's process group) or main (its main process)")
 	fs.DurationVar(&f.minReady, "min-ready", 0, "keep both generations serving until the new one has stayed up this long after it is ready; if it dies first the reload fails and the old one serves on")
@@ -224,6 +224,8 @@ func (f *masterFlags) parse(fs *flag.FlagSet, args []string) (upgrader.Options, 
 	switch {
 	case f.ready == "notify":
 		o.Ready = upgrader.ReadyNotify
+	case f.ready == "accepting":
+		o.Ready = upgrader.ReadyAccepting
 	case strings.HasPrefix(f.ready, "delay="):
 		d, err := time.ParseDuration(strings.TrimPrefix(f.ready, "delay="))
 		if err != nil || d <= 0 {
@@ -231,7 +233,7 @@ func (f *masterFlags) parse(fs *flag.FlagSet, args []string) (upgrader.Options, 
 		}
 		o.Ready, o.ReadyDelay = upgrader.ReadyDelay, d
 	default:
-		return o, usagef("--ready %q: want notify or delay=DURATION", f.ready)
+		return o, usagef("--ready %q: want notify, accepting or delay=DURATION", f.ready)
 	}
 	if f.readyTimeout <= 0 || f.drainTimeout <= 0 {
 		return o, usagef("--ready-timeout and --drain-timeout must be positive")
