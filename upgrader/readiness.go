@@ -17,7 +17,7 @@ const waitEvery = 10 * time.Second
 const statusEvery = time.Second
 
 // maxStatus is the longest STATUS= text kept; the rest is cut.
-const maxStatus = 512
+const maxStatus = 4096
 
 // statusLine is a generation's last STATUS= text and its logging budget.
 type statusLine struct {
