@@ -163,6 +163,13 @@ func TestRecipePuma(t *testing.T) {
 	stopCleanly(t, b, recipeReloadsAt(t, b, 3, "http://127.0.0.1:"+port+"/"))
 }
 
+// The Go listener API under the same POST load: ServeHTTP's drain must
+// lose nothing either.
+func TestRecipeGoListener(t *testing.T) {
+	b := recipeStart(t, nil, ecoBuildGoWorker(t))
+	stopCleanly(t, b, recipeReloads(t, b, 5))
+}
+
 func TestRecipeShell(t *testing.T) {
 	recipeNeed(t, "node", "nodejs") // the wrappers start examples/node
 	dir := filepath.Join(harness.ModuleRoot(), "examples", "shell")

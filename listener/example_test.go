@@ -22,9 +22,10 @@ import (
 //
 // Under baton, Listen returns the socket baton holds and passes to every
 // generation; ServeHTTP says READY=1 and, on SIGTERM, drains: it stops
-// accepting, closes idle keep-alive connections and answers every request
-// it has accepted, then returns. Started as plain ./server, the program
-// binds 127.0.0.1:8080 itself and stops just as gracefully on SIGTERM.
+// accepting, answers every request its connections send (with
+// Connection: close), closes those that stay silent, then returns.
+// Started as plain ./server, the program binds 127.0.0.1:8080 itself and
+// stops just as gracefully on SIGTERM.
 func ExampleServeHTTP() {
 	l, err := listener.Listen("http", "tcp", "127.0.0.1:8080")
 	if err != nil {

@@ -261,8 +261,43 @@ func TestServeHTTPInFlight(t *testing.T) {
 	d.wait(t)
 }
 
+// TestServeHTTPKeepAliveDuringDrain is the case closing idle connections
+// at once gets wrong: a keep-alive connection between requests when the
+// drain begins sends its next request during the drain. It is answered,
+// with "Connection: close"; a client would resend neither a POST nor a
+// request it had already written.
+func TestServeHTTPKeepAliveDuringDrain(t *testing.T) {
+	d := startServeHTTP(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The drain's ResponseWriter keeps what net/http's offers.
+		_, flusher := w.(http.Flusher)
+		_, hijacker := w.(http.Hijacker)
+		_, readerFrom := w.(io.ReaderFrom)
+		if !flusher || !hijacker || !readerFrom {
+			http.Error(w, "ResponseWriter lost an interface", http.StatusInternalServerError)
+			return
+		}
+		body, _ := io.ReadAll(r.Body)
+		w.Write(body)
+	}), "")
+	c := d.dial(t)
+	post := "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n"
+	br := bufio.NewReader(c)
+	io.WriteString(c, post+"one")
+	if resp := readResponse(t, br, "one"); resp.Close {
+		t.Fatal("response before the drain closes the connection; want keep-alive")
+	}
+	d.log.waitFor(t, c, http.StateIdle)
+
+	d.drain(t)
+	d.running(t, "a keep-alive connection is within its grace")
+	io.WriteString(c, post+"two")
+	wantClose(t, readResponse(t, br, "two"), br)
+	d.wait(t)
+}
+
 // TestServeHTTPClosesIdle checks that a keep-alive connection idle between
-// requests is closed by the drain rather than waited for.
+// requests is closed by the drain once it has stayed silent for
+// IdleConnGrace, rather than waited for.
 func TestServeHTTPClosesIdle(t *testing.T) {
 	d := startServeHTTP(t, http.HandlerFunc(hello), "")
 	c := d.dial(t)
@@ -276,8 +311,12 @@ func TestServeHTTPClosesIdle(t *testing.T) {
 	d.log.waitFor(t, c, http.StateIdle)
 
 	d.drain(t)
+	began := time.Now()
 	if n, err := br.Read(make([]byte, 1)); err != io.EOF {
 		t.Errorf("idle connection after the drain: read gave %d bytes and %v, want EOF", n, err)
+	}
+	if waited := time.Since(began); waited > listener.IdleConnGrace+2*time.Second {
+		t.Errorf("idle connection closed %s after the drain began, want about %s", waited, listener.IdleConnGrace)
 	}
 	d.wait(t)
 }

@@ -1,8 +1,8 @@
 // Command goworker is the smallest useful baton worker in Go: an HTTP
 // server on the listener API. Under baton it serves on the inherited
 // socket "http", says READY=1 once it accepts, and on SIGTERM drains
-// (stops accepting, closes idle keep-alive connections, answers every
-// request already accepted) and exits 0. Started by hand, it binds -addr
+// (stops accepting, answers every request its connections send with
+// Connection: close, closes those that stay silent) and exits 0. Started by hand, it binds -addr
 // itself and behaves the same way.
 //
 // Under baton, from the repository root:
