@@ -96,7 +96,7 @@ type HTTPDrainer struct {
 // NewHTTPDrainer prepares srv; call it before srv.Serve. It sets
 // srv.ConnState, calling any hook already there, and wraps srv.Handler
 // (http.DefaultServeMux when nil) so that, once the drain has begun, every
-// response says "Connection: close". The ResponseWriter handlers get
+// response says "Connection: close". Handlers get a ResponseWriter that
 // still offers http.Flusher, http.Hijacker and io.ReaderFrom, and Unwrap
 // for http.ResponseController.
 func NewHTTPDrainer(srv *http.Server) *HTTPDrainer {
