@@ -110,6 +110,9 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "hold" {
 		os.Exit(holdCmd(os.Args[2:]))
 	}
+	if len(os.Args) > 1 && os.Args[1] == "handoff" {
+		os.Exit(handoffCmd(os.Args[2:], os.Stdout, os.Stderr))
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

@@ -1,0 +1,269 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"syscall"
+	"text/tabwriter"
+	"time"
+)
+
+// batonbench handoff measures what baton adds to a reload before the old
+// generation is told to drain, for a server that takes -start to start:
+//
+//	batonbench handoff [-start 300ms] [-reloads 10] [-json FILE]
+//
+// First the test worker runs alone, started -reloads times: its own start
+// is the time from exec until it answers a request. Then it runs under
+// baton, once with --ready accepting (the worker sends no READY=1) and
+// once with --ready notify, and is reloaded -reloads times: a handoff is
+// the time from the SIGHUP until baton logs "draining" for the old
+// generation (the log's timestamp). The overhead is a handoff less the
+// median own start: the exec shim, the runtime's start, and noticing that
+// the new generation is ready. No load is sent: the requests that measure
+// the own start go to 127.0.0.1.
+
+// HandoffResult is one readiness mode's row.
+type HandoffResult struct {
+	Ready string `json:"ready"`
+	// HandoffMS is each reload's SIGHUP → old generation told to drain.
+	HandoffMS []float64 `json:"handoff_ms"`
+	// OverheadMS is each handoff less the median own start.
+	OverheadMS       []float64 `json:"overhead_ms"`
+	OverheadMedianMS float64   `json:"overhead_median_ms"`
+	OverheadMaxMS    float64   `json:"overhead_max_ms"`
+}
+
+// HandoffReport is the whole run, as written with -json.
+type HandoffReport struct {
+	Machine Machine `json:"machine"`
+	StartMS float64 `json:"start_ms"` // the worker's -ready-after
+	// OwnStartMS is each start of the worker alone: exec until it answers.
+	OwnStartMS       []float64       `json:"own_start_ms"`
+	OwnStartMedianMS float64         `json:"own_start_median_ms"`
+	Results          []HandoffResult `json:"results"`
+}
+
+func handoffCmd(args []string, stdout, stderr io.Writer) int {
+	cfg := Config{}
+	fs := flag.NewFlagSet("batonbench handoff", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	start := fs.Duration("start", 300*time.Millisecond, "how long the worker takes to start (its -ready-after)")
+	fs.IntVar(&cfg.Reloads, "reloads", 10, "reloads per readiness mode, and starts of the worker alone")
+	self, err := os.Executable()
+	if err != nil {
+		fmt.Fprintln(stderr, "batonbench:", err)
+		return 1
+	}
+	dir := filepath.Dir(self)
+	fs.StringVar(&cfg.baton, "baton", filepath.Join(dir, "baton"), "baton binary")
+	fs.StringVar(&cfg.worker, "worker", filepath.Join(dir, "testworker"), "test worker binary")
+	jsonOut := fs.String("json", "", "also write the results as JSON to `FILE`")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if cfg.Reloads < 1 || cfg.Reloads > 1000 || *start < 0 || *start > time.Minute {
+		fmt.Fprintln(stderr, "batonbench handoff: want 1 to 1000 reloads and a start from 0 to 1m")
+		return 2
+	}
+	cfg.stepTimeout = 30*time.Second + *start
+	for _, p := range []string{cfg.baton, cfg.worker} {
+		if _, err := os.Stat(p); err != nil {
+			fmt.Fprintf(stderr, "batonbench: %v (build it first: scripts/bench.sh does)\n", err)
+			return 1
+		}
+	}
+
+	rep := HandoffReport{Machine: machine(), StartMS: ms(*start)}
+	fmt.Fprintf(stdout, "machine: %d CPUs, %s, Linux %s, %s\n", rep.Machine.CPUs, rep.Machine.CPUModel, rep.Machine.Kernel, rep.Machine.Go)
+	readyAfter := "-ready-after=" + start.String()
+	for i := 0; i < cfg.Reloads; i++ {
+		d, err := ownStart(cfg, readyAfter)
+		if err != nil {
+			fmt.Fprintln(stderr, "batonbench handoff: the worker alone:", err)
+			return 1
+		}
+		rep.OwnStartMS = append(rep.OwnStartMS, ms(d))
+	}
+	rep.OwnStartMedianMS = median(rep.OwnStartMS)
+	fmt.Fprintf(stdout, "worker started alone %d times (-ready-after %s): exec until it answers, median %s, max %s\n\n",
+		cfg.Reloads, start, fmtMS(rep.OwnStartMedianMS), fmtMS(maxOf(rep.OwnStartMS)))
+
+	for _, ready := range []string{"accepting", "notify"} {
+		workerArgs := []string{readyAfter}
+		if ready == "accepting" {
+			workerArgs = append(workerArgs, "-never-ready") // only accepting can tell
+		}
+		handoffs, err := handoffs(cfg, ready, workerArgs, stderr)
+		if err != nil {
+			fmt.Fprintf(stderr, "batonbench handoff: --ready %s: %v\n", ready, err)
+			return 1
+		}
+		r := HandoffResult{Ready: ready}
+		for _, h := range handoffs {
+			r.HandoffMS = append(r.HandoffMS, ms(h))
+			r.OverheadMS = append(r.OverheadMS, round2(ms(h)-rep.OwnStartMedianMS))
+		}
+		r.OverheadMedianMS, r.OverheadMaxMS = median(r.OverheadMS), maxOf(r.OverheadMS)
+		rep.Results = append(rep.Results, r)
+	}
+
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "--ready\tHUP → drain median\tmax\toverhead median\tmax\t")
+	for _, r := range rep.Results {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t\n", r.Ready,
+			fmtMS(median(r.HandoffMS)), fmtMS(maxOf(r.HandoffMS)), fmtMS(r.OverheadMedianMS), fmtMS(r.OverheadMaxMS))
+	}
+	tw.Flush()
+	if *jsonOut != "" {
+		b, _ := json.MarshalIndent(rep, "", "  ")
+		if err := os.WriteFile(*jsonOut, append(b, '\n'), 0o644); err != nil {
+			fmt.Fprintln(stderr, "batonbench:", err)
+			return 1
+		}
+	}
+	return 0
+}
+
+// ownStart runs the worker alone and returns the time from its start until
+// it first answers a request.
+func ownStart(cfg Config, args ...string) (time.Duration, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return 0, err
+	}
+	t0 := time.Now()
+	c, err := startChild(exec.Command(cfg.worker, append(args, "-addr", addr)...))
+	if err != nil {
+		return 0, err
+	}
+	defer c.terminate(cfg.stepTimeout)
+	// Polled every millisecond: the worker binds only once it has started,
+	// so until then the connection is refused.
+	if err := waitServes(addr, c.pid, cfg.stepTimeout); err != nil {
+		return 0, err
+	}
+	return time.Since(t0), nil
+}
+
+// handoffs runs the worker under baton with --ready ready, reloads it
+// cfg.Reloads times, and returns each reload's SIGHUP → "draining".
+func handoffs(cfg Config, ready string, workerArgs []string, logw io.Writer) ([]time.Duration, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(cfg.baton, append([]string{"--listen", "http=tcp://" + addr, "--ready", ready,
+		"--log-format", "json", "--", cfg.worker}, workerArgs...)...)
+	cmd.Env = cleanEnv()
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	type event struct {
+		Message string
+		Gen     int
+		Error   string
+		Time    time.Time
+	}
+	events := make(chan event, 256)
+	exited := make(chan error, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			var e event
+			if json.Unmarshal(sc.Bytes(), &e) != nil {
+				fmt.Fprintf(logw, "baton: %s\n", sc.Bytes())
+				continue
+			}
+			events <- e
+		}
+		exited <- cmd.Wait()
+	}()
+	defer func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(cfg.stepTimeout):
+			cmd.Process.Kill()
+		}
+	}()
+	// next waits for an event that match accepts.
+	next := func(match func(event) bool) (event, error) {
+		timeout := time.After(cfg.stepTimeout)
+		for {
+			select {
+			case e := <-events:
+				if e.Message == "reload failed" {
+					return e, fmt.Errorf("reload failed: %s", e.Error)
+				}
+				if match(e) {
+					return e, nil
+				}
+			case err := <-exited:
+				return event{}, fmt.Errorf("baton exited: %v", err)
+			case <-timeout:
+				return event{}, fmt.Errorf("no such event within %s", cfg.stepTimeout)
+			}
+		}
+	}
+	isEnd := func(gen int) func(event) bool {
+		return func(e event) bool { return e.Message == "reload complete" && e.Gen == gen }
+	}
+	if _, err := next(isEnd(1)); err != nil {
+		return nil, fmt.Errorf("first generation: %w", err)
+	}
+	var out []time.Duration
+	for gen := 2; gen <= cfg.Reloads+1; gen++ {
+		time.Sleep(100 * time.Millisecond) // let the last reload's exit settle
+		hup := time.Now()
+		if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			return nil, err
+		}
+		drain, err := next(func(e event) bool { return e.Message == "draining" && e.Gen == gen-1 })
+		if err != nil {
+			return nil, fmt.Errorf("reload %d: %w", gen-1, err)
+		}
+		out = append(out, drain.Time.Sub(hup))
+		if _, err := next(isEnd(gen)); err != nil {
+			return nil, fmt.Errorf("reload %d: %w", gen-1, err)
+		}
+	}
+	return out, nil
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return round2((s[len(s)/2-1] + s[len(s)/2]) / 2)
+}
+
+func maxOf(v []float64) float64 {
+	m := 0.0
+	for i, x := range v {
+		if i == 0 || x > m {
+			m = x
+		}
+	}
+	return m
+}

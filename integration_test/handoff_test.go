@@ -1,0 +1,73 @@
+package integration_test
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/baton-sh/baton/internal/harness"
+)
+
+// batonbench handoff keeps working, and --ready accepting notices a ready
+// generation promptly: the README's number comes from it. The bound here
+// is loose (CI shares 2 cores and builds with -race); the README states
+// what a quiet machine measures.
+func TestHandoffBenchmarkRuns(t *testing.T) {
+	bin := harness.Build(t)
+	bench := harness.BuildProgram(t, "./cmd/batonbench")
+	out := filepath.Join(t.TempDir(), "handoff.json")
+	cmd := exec.Command(bench, "handoff", "-reloads", "3", "-start", "300ms", "-json", out,
+		"-baton", bin.Baton, "-worker", bin.TestWorker)
+	var stdout, stderr strings.Builder
+	cmd.Env = append(os.Environ(), harness.ProcessEnv...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("batonbench handoff: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+		}
+	case <-time.After(90 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("batonbench handoff still running after 90s\nstderr:\n%s", stderr.String())
+	}
+	t.Logf("batonbench handoff:\n%s", stdout.String())
+
+	var rep struct {
+		OwnStartMedianMS float64 `json:"own_start_median_ms"`
+		Results          []struct {
+			Ready            string
+			HandoffMS        []float64 `json:"handoff_ms"`
+			OverheadMedianMS float64   `json:"overhead_median_ms"`
+		}
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatalf("batonbench handoff -json: %v\n%s", err, b)
+	}
+	if rep.OwnStartMedianMS < 300 {
+		t.Fatalf("the worker alone started in %.1f ms, less than its -ready-after 300ms", rep.OwnStartMedianMS)
+	}
+	if len(rep.Results) != 2 || rep.Results[0].Ready != "accepting" || len(rep.Results[0].HandoffMS) != 3 {
+		t.Fatalf("results: %s", b)
+	}
+	for _, r := range rep.Results {
+		// A handoff never comes before the new generation could have
+		// started; far past it means readiness went unnoticed.
+		if r.OverheadMedianMS < -5 || r.OverheadMedianMS > 150 {
+			t.Errorf("--ready %s: HUP → drain is %.1f ms past the worker's own start, want well under 150 ms", r.Ready, r.OverheadMedianMS)
+		}
+	}
+}
