@@ -513,23 +513,37 @@ func TestReloadWaitOnAMasterThatNeverAnswers(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b, _ := startWorker(t, nil, "-ready-after", "3s")
+			bin := harness.Build(t)
 			type result struct {
-				code           int
+				err            error
 				stdout, stderr string
 				took           time.Duration
 			}
 			done := make(chan result, 1)
+			cmd := exec.Command(bin.Baton, "reload", "--wait", "--pidfile", b.PIDFile)
+			cmd.Env = append(os.Environ(), harness.ProcessEnv...)
+			var stdout, stderr strings.Builder
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			start := time.Now()
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
 			go func() {
-				start := time.Now()
-				code, stdout, stderr := harness.Run(t, 60*time.Second, "reload", "--wait", "--pidfile", b.PIDFile)
-				done <- result{code, stdout, stderr, time.Since(start)}
+				err := cmd.Wait()
+				done <- result{err, stdout.String(), stderr.String(), time.Since(start)}
 			}()
+			defer cmd.Process.Kill()
 			b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Msg() == "worker started" && e.Int("gen") == 2 })
 			b.Signal(t, tc.sig)
 			defer b.Cmd.Process.Signal(syscall.SIGCONT)
-			r := <-done
-			if r.code != 1 || strings.Count(r.stderr, "\n") != 1 || !strings.Contains(r.stderr, tc.want) {
-				t.Fatalf("reload --wait on a %s master: exit %d after %s, stdout %q, stderr %q; want exit 1 and one line saying %q", tc.name, r.code, r.took, r.stdout, r.stderr, tc.want)
+			var r result
+			select {
+			case r = <-done:
+			case <-time.After(control.Silence + 20*time.Second):
+				t.Fatalf("reload --wait still waiting on a %s master after %s", tc.name, time.Since(start))
+			}
+			if code := cmd.ProcessState.ExitCode(); code != 1 || strings.Count(r.stderr, "\n") != 1 || !strings.Contains(r.stderr, tc.want) {
+				t.Fatalf("reload --wait on a %s master: exit %d after %s, stdout %q, stderr %q; want exit 1 and one line saying %q", tc.name, code, r.took, r.stdout, r.stderr, tc.want)
 			}
 			t.Logf("reload --wait gave up on a %s master after %s: %s", tc.name, r.took.Round(time.Millisecond), strings.TrimSpace(r.stderr))
 		})
