@@ -162,8 +162,8 @@ func TestLogReaderGone(t *testing.T) {
 func TestLogReaderStalls(t *testing.T) {
 	bin := harness.Build(t)
 	r, w := logPipe(t)
-	// Each worker's 3 KB status line is logged: a reload logs about 5 KB,
-	// so the 4 KiB pipe is full at once, and baton's queue after some 50.
+	// Each worker's status line is logged (cut to 512 bytes): a reload
+	// logs about 2.5 KB.
 	b := harness.StartDetached(t, w, nil, "--listen", "http=tcp://127.0.0.1:0", "--admin", "127.0.0.1:0",
 		"--", bin.TestWorker, "-status", strings.Repeat("s", 3000))
 	w.Close()
@@ -171,18 +171,25 @@ func TestLogReaderStalls(t *testing.T) {
 	admin := log.until(t, 20*time.Second, "admin endpoint", func(e harness.Event) bool { return e.Msg() == "admin endpoint" }).Str("addr")
 	log.until(t, 20*time.Second, "generation 1 serving", func(e harness.Event) bool { return e.Msg() == "reload complete" })
 
-	// Nobody reads now.
-	const reloads = 80
-	for i := 1; i <= reloads; i++ {
-		reloadWait(t, b.PIDFile, i)
+	// Nobody reads now. Reload until lines are dropped: the pipe is full
+	// after two reloads, baton's queue after some 100.
+	var (
+		reloads int
+		dropped float64
+	)
+	for dropped == 0 {
+		if reloads >= 400 {
+			t.Fatalf("no log line dropped after %d reloads into a stalled 4 KiB pipe", reloads)
+		}
+		for range 10 {
+			reloads++
+			reloadWait(t, b.PIDFile, reloads)
+		}
+		dropped = metric(t, admin, "baton_log_lines_dropped_total")
 	}
 	code, stdout, stderr := harness.Run(t, 15*time.Second, "status", "--pidfile", b.PIDFile)
 	if code != 0 || !strings.Contains(stdout, fmt.Sprintf("serving      generation %d", reloads+1)) {
 		t.Fatalf("status with the log stalled: exit %d, %q %q", code, stdout, stderr)
-	}
-	dropped := metric(t, admin, "baton_log_lines_dropped_total")
-	if dropped == 0 {
-		t.Fatalf("no log line dropped after %d reloads into a stalled 4 KiB pipe", reloads)
 	}
 
 	// The reader is back: the lines queued come first, then the notice.
@@ -194,8 +201,8 @@ func TestLogReaderStalls(t *testing.T) {
 	}
 	t.Logf("%d reloads with the log stalled: %v lines dropped; notice: %v", reloads, dropped, notice)
 
-	// Stalled again (nobody reads after the notice, and a reload's 5 KB
-	// fill the pipe), TERM still stops baton within the drain time plus
+	// Stalled again (nobody reads after the notice, and what is still
+	// queued fills the pipe), TERM still stops baton within the drain time plus
 	// the log's bounded flush.
 	for i := 1; i <= 5; i++ {
 		reloadWait(t, b.PIDFile, reloads+i)
@@ -513,23 +520,37 @@ func TestReloadWaitOnAMasterThatNeverAnswers(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b, _ := startWorker(t, nil, "-ready-after", "3s")
+			bin := harness.Build(t)
 			type result struct {
-				code           int
+				err            error
 				stdout, stderr string
 				took           time.Duration
 			}
 			done := make(chan result, 1)
+			cmd := exec.Command(bin.Baton, "reload", "--wait", "--pidfile", b.PIDFile)
+			cmd.Env = append(os.Environ(), harness.ProcessEnv...)
+			var stdout, stderr strings.Builder
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			start := time.Now()
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
 			go func() {
-				start := time.Now()
-				code, stdout, stderr := harness.Run(t, 60*time.Second, "reload", "--wait", "--pidfile", b.PIDFile)
-				done <- result{code, stdout, stderr, time.Since(start)}
+				err := cmd.Wait()
+				done <- result{err, stdout.String(), stderr.String(), time.Since(start)}
 			}()
+			defer cmd.Process.Kill()
 			b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Msg() == "worker started" && e.Int("gen") == 2 })
 			b.Signal(t, tc.sig)
 			defer b.Cmd.Process.Signal(syscall.SIGCONT)
-			r := <-done
-			if r.code != 1 || strings.Count(r.stderr, "\n") != 1 || !strings.Contains(r.stderr, tc.want) {
-				t.Fatalf("reload --wait on a %s master: exit %d after %s, stdout %q, stderr %q; want exit 1 and one line saying %q", tc.name, r.code, r.took, r.stdout, r.stderr, tc.want)
+			var r result
+			select {
+			case r = <-done:
+			case <-time.After(control.Silence + 20*time.Second):
+				t.Fatalf("reload --wait still waiting on a %s master after %s", tc.name, time.Since(start))
+			}
+			if code := cmd.ProcessState.ExitCode(); code != 1 || strings.Count(r.stderr, "\n") != 1 || !strings.Contains(r.stderr, tc.want) {
+				t.Fatalf("reload --wait on a %s master: exit %d after %s, stdout %q, stderr %q; want exit 1 and one line saying %q", tc.name, code, r.took, r.stdout, r.stderr, tc.want)
 			}
 			t.Logf("reload --wait gave up on a %s master after %s: %s", tc.name, r.took.Round(time.Millisecond), strings.TrimSpace(r.stderr))
 		})

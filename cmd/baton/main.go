@@ -173,7 +173,12 @@ func flagError(fs *flag.FlagSet, err error) usageError {
 	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
 		msg = "unknown flag --" + name
 		if guesses := closestFlags(fs, name); len(guesses) > 0 {
-			msg += ": did you mean --" + strings.Join(guesses, " or --") + "?"
+			last := len(guesses) - 1
+			alts := "--" + guesses[last]
+			if last > 0 {
+				alts = "--" + strings.Join(guesses[:last], ", --") + " or " + alts
+			}
+			msg += ": did you mean " + alts + "?"
 		}
 		return usageError{msg}
 	}
