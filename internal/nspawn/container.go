@@ -228,10 +228,12 @@ func (c *Container) waitBooted(deadline time.Time) error {
 	}
 }
 
-// Command runs args inside the container, in all its namespaces, as root
-// and with a plain environment. When ctx ends, the command is killed.
+// Command runs args inside the container, in all its namespaces, in its
+// root directory (also when this process is chrooted, where entering the
+// mount namespace alone would not change the root), as root and with a
+// plain environment. When ctx ends, the command is killed.
 func (c *Container) Command(ctx context.Context, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, c.nsenter, append([]string{"--target", strconv.Itoa(c.PID), "--all", "--wd=/", "--"}, args...)...)
+	cmd := exec.CommandContext(ctx, c.nsenter, append([]string{"--target", strconv.Itoa(c.PID), "--all", "--root", "--wd", "--"}, args...)...)
 	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8",
 		"TERM=dumb", "SYSTEMD_PAGER=", "SYSTEMD_COLORS=0"}
 	// nsenter forks to enter the PID namespace: kill its child too.

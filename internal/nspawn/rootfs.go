@@ -131,9 +131,16 @@ func (r Rootfs) debootstrap(target string, progress io.Writer) error {
 	cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
 	cmd.Stdout = io.MultiWriter(progress, &tail)
 	cmd.Stderr = cmd.Stdout
-	// Not left running, writing into a directory the next build removes,
-	// if the test dies.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// If the test dies, nothing is left writing into the directory the
+	// next build removes, nor mounted on the host: debootstrap is killed
+	// with it, as PID 1 of its own PID namespace (so every process it
+	// started dies too), and the /proc and /sys it mounts in the target
+	// are in a mount namespace of its own.
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Pdeathsig:    syscall.SIGKILL,
+		Cloneflags:   syscall.CLONE_NEWPID,
+		Unshareflags: syscall.CLONE_NEWNS,
+	}
 	if err := cmd.Run(); err != nil {
 		why := tail.last()
 		// "See …/debootstrap.log for details": the reason is in the log.
