@@ -24,16 +24,18 @@ const MaxHeld = 512
 
 // Watcher checks one starting generation again and again. Opening a /proc
 // file costs several times more than reading one already open (the kernel
-// builds its dentry and inode and checks access each time), so a Watcher
-// keeps open what it reads at every Check: each thread's syscall and
-// children files, each process's task and fd directories, each fd's
-// fdinfo, and re-reads them with pread. These files follow the process,
-// not the path: a held fdinfo/N shows whatever fd N is now, and a file of
-// a process that exited fails instead of showing another that reused its
-// PID. Files of processes, threads and fds gone since the last Check are
-// closed at the end of each Check.
+// looks up the task, builds a dentry and an inode, checks access), so a
+// Watcher keeps open what it reads at every Check: each process's task
+// directory, each thread's syscall and children files, the fdinfo of the
+// epoll set a thread waits on, the mem file of a process with a thread in
+// poll or select; and re-reads them with pread. These files follow the
+// task, not the path: a held fdinfo/N shows whatever fd N is now, and a
+// file of a thread that exited fails instead of showing another that
+// reused its ID. Files of processes and threads gone since the last Check
+// are closed at the end of each Check.
 //
-// A Watcher is used by one goroutine at a time. Close releases its files.
+// A Watcher is used by one goroutine at a time. Close releases its files;
+// Wait and Check close theirs before they return.
 type Watcher struct {
 	procfs
 	root   int
@@ -89,7 +91,7 @@ func NewWatcher(root int, socks *Sockets) *Watcher {
 	}
 }
 
-// Check reports whether a process of the generation waits on one of the
+// Check reports whether a thread of the generation waits on one of the
 // sockets now, with the guarantees of the package-level Check.
 func (w *Watcher) Check() (Waiter, bool, error) {
 	if w.root <= 0 {
@@ -171,7 +173,7 @@ func (w *Watcher) generation() (Waiter, bool) {
 func (w *Watcher) process(pid int, children bool) (Waiter, bool) {
 	pf := w.procs[pid]
 	if pf != nil && pf.round == w.round {
-		return Waiter{}, false // reached twice (the stat fallback's lists overlap)
+		return Waiter{}, false // listed twice: re-parented between two reads
 	}
 	fresh := pf == nil
 	if fresh {
