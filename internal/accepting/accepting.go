@@ -136,6 +136,11 @@ func (s *Sockets) Len() int { return len(s.byInode) }
 // of one CPU.
 const DefaultInterval = 5 * time.Millisecond
 
+// DeniedGrace is how long Wait goes on while part of the generation
+// cannot be inspected: long enough for a process that is changing
+// credentials or exec'ing, short next to any ready timeout.
+const DeniedGrace = time.Second
+
 // Check reports whether a thread of the generation led by root (the PID
 // baton started) is blocked waiting on one of socks, and which. The
 // generation is root and its descendants, found through
@@ -161,10 +166,14 @@ func Check(root int, socks *Sockets) (w Waiter, found bool, err error) {
 
 // Wait checks the generation led by root every interval (DefaultInterval
 // if 0), through a Watcher, until a thread of it waits on one of socks,
-// and returns that waiter. It returns early with an error only when
-// /proc cannot serve a Check at all. When ctx ends first, the error is
-// ctx's, joined with the last Check's error if any, which says why a
-// waiter may have gone unseen (errors.Is(err, fs.ErrPermission)).
+// and returns that waiter.
+//
+// It returns early with an error when /proc cannot serve a Check at all,
+// and when Checks have been denied part of the generation for DeniedGrace
+// with no waiter seen in the rest (errors.Is(err, fs.ErrPermission)): the
+// server is then most likely where Wait cannot look, and the master had
+// better say so now than at the ready timeout. When ctx ends first, the
+// error is ctx's, joined with the last Check's error if any.
 //
 // The first Check runs at once. The master runs Wait only while a
 // generation is starting, and cancels ctx when that generation stops
@@ -182,12 +191,21 @@ func Wait(ctx context.Context, root int, socks *Sockets, interval time.Duration)
 	defer wt.Close()
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	var denied time.Time // since when every Check has been denied something
 	for {
 		w, found, err := wt.Check()
 		if found {
 			return w, nil
 		}
 		if root <= 0 || socks == nil || len(socks.byInode) == 0 {
+			return Waiter{}, err
+		}
+		switch {
+		case err == nil:
+			denied = time.Time{}
+		case denied.IsZero():
+			denied = time.Now()
+		case time.Since(denied) >= DeniedGrace:
 			return Waiter{}, err
 		}
 		select {

@@ -291,7 +291,12 @@ func TestPermissionDenied(t *testing.T) {
 	if r.Found || !r.Permission {
 		t.Fatalf("Check as nobody of root's serving pid %d = %+v; want not found and a permission error", served.pid(), r)
 	}
-	t.Logf("as nobody: %s", r.Err)
+	// Wait gives up after DeniedGrace, well before its deadline, so the
+	// master can say why it cannot watch.
+	if !r.WaitPermission || r.WaitTook < DeniedGrace || r.WaitTook > 10*time.Second {
+		t.Fatalf("Wait as nobody of root's serving pid %d returned after %v: %s; want a permission error after %v", served.pid(), r.WaitTook, r.WaitErr, DeniedGrace)
+	}
+	t.Logf("as nobody: %s; Wait gave up after %v", r.Err, r.WaitTook.Round(time.Millisecond))
 }
 
 // Wait returns the waiter once the server serves, and the context's error,
