@@ -50,7 +50,7 @@ var runtimes = []runtimeCase{
 		holders: 1, via: Epoll,
 	},
 	{
-		name: "go net/http",
+		name: "go",
 		start: func(t testing.TB, _ *net.TCPListener, sock *os.File) *proc {
 			return startGo(t, sock, "goserver")
 		},
@@ -138,8 +138,8 @@ func TestRuntimes(t *testing.T) {
 			} else if w.PID != p.pid() {
 				t.Errorf("found %v, want pid %d", w, p.pid())
 			}
-			if (w.Via == Epoll) != (w.TID == 0) {
-				t.Errorf("found %v: a thread is named for accept, poll and select only", w)
+			if w.TID == 0 || (w.Via == Epoll) != (w.EpollFD != 0) {
+				t.Errorf("found %v: want the waiting thread, and the epoll fd with epoll", w)
 			}
 			req := rc.request
 			if req == "" {
@@ -291,7 +291,12 @@ func TestPermissionDenied(t *testing.T) {
 	if r.Found || !r.Permission {
 		t.Fatalf("Check as nobody of root's serving pid %d = %+v; want not found and a permission error", served.pid(), r)
 	}
-	t.Logf("as nobody: %s", r.Err)
+	// Wait gives up after DeniedGrace, well before its deadline, so the
+	// master can say why it cannot watch.
+	if !r.WaitPermission || r.WaitTook < DeniedGrace || r.WaitTook > 10*time.Second {
+		t.Fatalf("Wait as nobody of root's serving pid %d returned after %v: %s; want a permission error after %v", served.pid(), r.WaitTook, r.WaitErr, DeniedGrace)
+	}
+	t.Logf("as nobody: %s; Wait gave up after %v", r.Err, r.WaitTook.Round(time.Millisecond))
 }
 
 // Wait returns the waiter once the server serves, and the context's error,
@@ -394,7 +399,7 @@ func dupNonblocking(t *testing.T, raw syscall.RawConn) int {
 }
 
 func TestParseWatch(t *testing.T) {
-	var s scanner
+	s := NewWatcher(1, nil)
 	for _, tc := range []struct {
 		line string
 		ok   bool
@@ -435,4 +440,78 @@ func TestSocketInode(t *testing.T) {
 			t.Errorf("socketInode(%q) = %d, %v; want %d, %v", tc.target, ino, ok, tc.ino, tc.ok)
 		}
 	}
+}
+
+// A Watcher keeps /proc files open across Checks; they follow the
+// process through an exec (the address space behind /proc/PID/mem
+// changes), and are closed once the process is gone or on Close.
+func TestWatcherFollowsExecAndReleasesFiles(t *testing.T) {
+	py := python(t, "", "")
+	l, sock := listen(t)
+	socks := sockets(t, l)
+	p := start(t, sock, nil, py, testdata("exec_after.py"), py, testdata("poll_server.py"))
+	p.expect("holding", 1)
+	before := openProcFiles(t)
+	w := NewWatcher(p.pid(), socks)
+	defer w.Close()
+	for range 3 {
+		if found, ok, err := w.Check(); ok || err != nil {
+			t.Fatalf("Check of a process polling its stdin = %v, %v, %v", found, ok, err)
+		}
+	}
+	if w.Held() < 3 { // task dir, syscall, children, mem
+		t.Fatalf("Watcher holds %d files after 3 Checks of a process in poll, want its task, syscall, children and mem files", w.Held())
+	}
+
+	p.release() // it execs poll_server.py, which serves at once
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		found, ok, err := w.Check()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			if found.Via != Poll || found.PID != p.pid() {
+				t.Fatalf("found %v, want pid %d in poll", found, p.pid())
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the exec'd server was not seen in 30s; output:\n%s", p.output())
+		}
+		time.Sleep(DefaultInterval)
+	}
+	get(t, l, "\n")
+
+	syscall.Kill(-p.pid(), syscall.SIGKILL)
+	p.cmd.Wait()
+	if found, ok, err := w.Check(); ok || err != nil {
+		t.Fatalf("Check of an exited process = %v, %v, %v", found, ok, err)
+	}
+	if w.Held() != 0 {
+		t.Fatalf("Watcher holds %d files of an exited process", w.Held())
+	}
+	w.Close()
+	if after := openProcFiles(t); after != before {
+		t.Fatalf("%d /proc files open before the Watcher, %d after its Close", before, after)
+	}
+	if _, _, err := w.Check(); err == nil {
+		t.Fatal("Check of a closed Watcher succeeded")
+	}
+}
+
+// openProcFiles counts the test's open fds of files in /proc, other than the
+// directory listing them.
+func openProcFiles(t *testing.T) int {
+	d, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range d {
+		if target, _ := os.Readlink("/proc/self/fd/" + e.Name()); strings.HasPrefix(target, "/proc/") {
+			n++
+		}
+	}
+	return n - 1
 }

@@ -5,6 +5,7 @@ package accepting
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -99,6 +100,11 @@ type checkResult struct {
 	Found      bool
 	Err        string
 	Permission bool // errors.Is(err, fs.ErrPermission)
+
+	// Of a Wait with a 20 s deadline.
+	WaitErr        string
+	WaitPermission bool
+	WaitTook       time.Duration
 }
 
 // checkAsHelper runs one Check of ACCEPTING_PID for the socket on fd 3.
@@ -113,6 +119,15 @@ func checkAsHelper() {
 	r := checkResult{Found: found, Permission: errors.Is(err, fs.ErrPermission)}
 	if err != nil {
 		r.Err = err.Error()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err = Wait(ctx, pid, socks, 0)
+	r.WaitTook = time.Since(start)
+	r.WaitPermission = errors.Is(err, fs.ErrPermission) && ctx.Err() == nil
+	if err != nil {
+		r.WaitErr = err.Error()
 	}
 	json.NewEncoder(os.Stdout).Encode(r)
 }

@@ -55,15 +55,25 @@ func (p *procfs) fdPath(pid, tid int, dir string, fd int) string {
 	return string(p.path)
 }
 
-// read returns the whole of a small /proc file, in p.buf. The buffer grows
-// up to limit bytes; a longer file is cut there, which callers tolerate
-// (an epoll set's fdinfo is one line per watched file).
+// read returns the whole of a small /proc file, in p.buf; see pread.
 func (p *procfs) read(path string, limit int) ([]byte, error) {
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
 	}
 	defer unix.Close(fd)
+	b, err := p.pread(fd, limit)
+	if err != nil {
+		return nil, &fs.PathError{Op: "read", Path: path, Err: err}
+	}
+	return b, nil
+}
+
+// pread reads an open /proc file from its start, in p.buf: the kernel
+// generates its text anew at each read from offset 0. The buffer grows up
+// to limit bytes; a longer file is cut there, which callers tolerate (an
+// epoll set's fdinfo is one line per watched file).
+func (p *procfs) pread(fd, limit int) ([]byte, error) {
 	n := 0
 	for {
 		if n == len(p.buf) {
@@ -72,12 +82,12 @@ func (p *procfs) read(path string, limit int) ([]byte, error) {
 			}
 			p.buf = append(p.buf, make([]byte, len(p.buf))...)
 		}
-		m, err := unix.Read(fd, p.buf[n:])
+		m, err := unix.Pread(fd, p.buf[n:], int64(n))
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
-			return nil, &fs.PathError{Op: "read", Path: path, Err: err}
+			return nil, err
 		}
 		if m == 0 {
 			return p.buf[:n], nil
@@ -102,14 +112,27 @@ func (p *procfs) readlink(path string) ([]byte, error) {
 }
 
 // numbers lists the numeric entries of a /proc directory (PIDs, TIDs,
-// fds), appending them to into. Reading the entries with getdents keeps
-// it to open, a read or two, close: no stat per entry, no sorting.
+// fds), appending them to into.
 func (p *procfs) numbers(path string, into []int) ([]int, error) {
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return into, &fs.PathError{Op: "open", Path: path, Err: err}
 	}
 	defer unix.Close(fd)
+	into, err = p.entries(fd, into)
+	if err != nil {
+		return into, &fs.PathError{Op: "getdents", Path: path, Err: err}
+	}
+	return into, nil
+}
+
+// entries lists the numeric entries of an open /proc directory from its
+// start: /proc lists what exists at each reading. getdents needs no stat
+// per entry and no sorting, unlike os.ReadDir.
+func (p *procfs) entries(fd int, into []int) ([]int, error) {
+	if _, err := unix.Seek(fd, 0, 0); err != nil {
+		return into, err
+	}
 	var names []string
 	for {
 		n, err := unix.Getdents(fd, p.buf)
@@ -117,7 +140,7 @@ func (p *procfs) numbers(path string, into []int) ([]int, error) {
 			continue
 		}
 		if err != nil {
-			return into, &fs.PathError{Op: "getdents", Path: path, Err: err}
+			return into, err
 		}
 		if n == 0 {
 			return into, nil
