@@ -237,14 +237,33 @@ func (s *system) gone(pid int) {
 		h.done()
 	}
 	delete(s.handoffs, pid)
-	left := groupMembers(pid)
-	if syscall.Kill(-pid, syscall.SIGKILL) == nil {
+	var left []string
+	for _, m := range groupMembers(pid) {
+		if m.state != 'Z' {
+			left = append(left, m.String())
+		}
+	}
+	// Killed whatever the scan saw: a member forked since is a member too.
+	if syscall.Kill(-pid, syscall.SIGKILL) == nil && len(left) > 0 {
 		s.m.log.Warn().Int("pgid", pid).Strs("processes", left).
 			Msg("sent SIGKILL to processes the worker left in its process group after its main process exited: if the worker is a shell script, exec the server (exec ./server) or pass --drain-group so that they get the drain signal too")
 	}
 }
 
-func (s *system) groupAlive(pgid int) bool { return syscall.Kill(-pgid, 0) == nil }
+// groupAlive reports whether group pgid has a member that is not a
+// zombie. A zombie has finished; it only waits for its parent (init, when
+// baton is not its subreaper) to reap it, and must not hold a drain.
+func (s *system) groupAlive(pgid int) bool {
+	if syscall.Kill(-pgid, 0) != nil {
+		return false
+	}
+	for _, m := range groupMembers(pgid) {
+		if m.state != 'Z' {
+			return true
+		}
+	}
+	return false
+}
 
 func (s *system) processGroup(pid int) int {
 	pgid, err := syscall.Getpgid(pid)
@@ -287,24 +306,43 @@ func (s *system) checkSockets(by int) *socketsLost {
 	return lost
 }
 
-// groupMembers names the processes of process group pgid, as "PID (comm)".
-// It reads /proc, once, when a generation ends.
-func groupMembers(pgid int) []string {
+// member is one process of a process group, as /proc/PID/stat has it.
+type member struct {
+	pid   int
+	comm  string
+	state byte // R, S, D, T, Z, …
+}
+
+func (m member) String() string { return fmt.Sprintf("%d (%s)", m.pid, m.comm) }
+
+// groupMembers lists the processes of process group pgid. It reads /proc,
+// so it runs only when a generation ends or a group drains without its
+// main process, never while idle.
+func groupMembers(pgid int) []member {
 	dir, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
 	}
-	var out []string
+	var out []member
 	for _, e := range dir {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		if g, err := syscall.Getpgid(pid); err != nil || g != pgid {
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
 			continue
 		}
-		comm, _ := os.ReadFile("/proc/" + e.Name() + "/comm")
-		out = append(out, fmt.Sprintf("%d (%s)", pid, strings.TrimSpace(string(comm))))
+		// "PID (COMM) STATE PPID PGRP …"; COMM may hold spaces and ')'.
+		open, close := strings.IndexByte(string(b), '('), strings.LastIndexByte(string(b), ')')
+		if open < 0 || close < open {
+			continue
+		}
+		f := strings.Fields(string(b[close+1:]))
+		if len(f) < 3 || f[2] != strconv.Itoa(pgid) {
+			continue
+		}
+		out = append(out, member{pid: pid, comm: string(b[open+1 : close]), state: f[0][0]})
 	}
 	return out
 }
