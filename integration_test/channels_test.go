@@ -242,23 +242,26 @@ func TestServiceManagerStopsReading(t *testing.T) {
 }
 
 // A /tmp cleaner, or a TMPDIR too long for a socket address, must not
-// matter: baton's private NOTIFY_SOCKET has no file.
-func TestNotifySocketNeedsNoFile(t *testing.T) {
+// matter: baton's private NOTIFY_SOCKET is a file in TMPDIR, made anew at
+// the next start when a cleaner has deleted it, and abstract where no path
+// fits.
+func TestNotifySocketSurvivesACleaner(t *testing.T) {
 	long := filepath.Join(t.TempDir(), strings.Repeat("d", 100), strings.Repeat("e", 100))
 	if err := os.MkdirAll(long, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
-		name   string
-		tmpdir string
-		clean  bool
+		name     string
+		tmpdir   string
+		clean    bool
+		abstract bool
 	}{
-		{"tmp cleaner", t.TempDir(), true},
-		{"TMPDIR longer than a socket address", long, false},
+		{"tmp cleaner", t.TempDir(), true, false},
+		{"TMPDIR longer than a socket address", long, false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			bin := harness.Build(t)
-			b := harness.StartWith(t, harness.Setup{Env: []string{"TMPDIR=" + tc.tmpdir}},
+			b := harness.StartWith(t, harness.Setup{Env: []string{"TMPDIR=" + tc.tmpdir, "XDG_RUNTIME_DIR=", "RUNTIME_DIRECTORY="}},
 				"--listen", "http=tcp://127.0.0.1:0", "--ready-timeout", "5s", "--", bin.TestWorker)
 			b.WaitFor(t, 20*time.Second, func(e harness.Event) bool { return e.Msg() == "reload complete" && e.Int("gen") == 1 })
 			worker := b.WorkerPID(t, 1)
@@ -266,8 +269,14 @@ func TestNotifySocketNeedsNoFile(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if m := regexp.MustCompile("(?:^|\x00)NOTIFY_SOCKET=([^\x00]*)").FindSubmatch(env); m == nil || !strings.HasPrefix(string(m[1]), "@") {
-				t.Errorf("worker's NOTIFY_SOCKET %q, want an abstract socket (@…)", m)
+			m := regexp.MustCompile("(?:^|\x00)NOTIFY_SOCKET=([^\x00]*)").FindSubmatch(env)
+			switch {
+			case m == nil:
+				t.Fatal("worker has no NOTIFY_SOCKET")
+			case tc.abstract && !strings.HasPrefix(string(m[1]), "@"):
+				t.Errorf("worker's NOTIFY_SOCKET %q, want an abstract socket (@…)", m[1])
+			case !tc.abstract && !strings.HasPrefix(string(m[1]), tc.tmpdir+"/baton-"):
+				t.Errorf("worker's NOTIFY_SOCKET %q, want a file under %s", m[1], tc.tmpdir)
 			}
 			if tc.clean {
 				entries, _ := os.ReadDir(tc.tmpdir)

@@ -4,8 +4,8 @@
 // those messages with the sender's PID checked by the kernel.
 //
 // Sending never blocks: a manager that stops reading loses messages, it
-// does not stop the sender. The master's own socket (ListenPrivate) has
-// no file that could be deleted under it.
+// does not stop the sender. The master's own socket (ListenPrivate) is a
+// file in a private directory, repaired when something deletes it.
 package notify
 
 import (
@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 )
@@ -120,6 +121,7 @@ type Socket struct {
 	conn    *net.UnixConn
 	path    string
 	created os.FileInfo // the socket file Listen made; nil for an abstract socket
+	dir     string      // the private directory ListenPrivate made for it
 }
 
 // Listen creates the socket at path, replacing a leftover file there. Its
@@ -137,23 +139,52 @@ func Listen(path string) (*Socket, error) {
 	return s, nil
 }
 
-// ListenPrivate creates a socket in the abstract namespace under a fresh
-// random name ("@baton-notify-PID-RANDOM"), the master's private
-// NOTIFY_SOCKET. sd_notify(3), systemd-notify, Python's sdnotify and
-// gunicorn, Node's sd-notify bindings and Go's listener package all read
-// a leading '@' as such a name.
+// ListenPrivate creates the master's private NOTIFY_SOCKET: a file named
+// notify.sock in a fresh directory of mode 0700 under the runtime
+// directory ($RUNTIME_DIRECTORY, which systemd's RuntimeDirectory= sets,
+// else $XDG_RUNTIME_DIR, else the temp dir), the way systemd's own
+// /run/systemd/notify is a file. A file, not an abstract name, because
+// some clients only connect to paths: Ruby's sd_notify gem, which puma
+// uses, treats "@name" as a file name and fails.
 //
-// No file is involved, so nothing on disk can go missing under the
-// master (a /tmp cleaner deleting a socket file would cut every later
-// worker off from its master), no TMPDIR is too long for a socket address,
-// and Close has nothing to remove. The price: an abstract socket has no
-// permissions, and any process in the same network namespace may send to
-// it. That is harmless here because Receive reports the sender's PID as
-// the kernel vouches for it (SCM_CREDENTIALS) and the master heeds only
-// its own workers; a stranger can at most queue datagrams that the
-// master reads and ignores. A worker that moves to another network
-// namespace cannot reach the socket.
+// A file can be deleted under the master (a /tmp cleaner); Repair makes
+// a new socket then. Where no such path fits in a socket address (a very
+// long TMPDIR), or no directory can be made, the socket is abstract
+// instead ("@baton-notify-PID-RANDOM"), which sd_notify(3),
+// systemd-notify, Python's sdnotify, gunicorn and Go's listener package
+// all understand. An abstract socket has no permissions: any process in
+// the same network namespace may send to it. That is harmless, because
+// Receive reports the sender's PID as the kernel vouches for it
+// (SCM_CREDENTIALS) and the master heeds only its own workers.
 func ListenPrivate() (*Socket, error) {
+	if dir := runtimeDir(); len(dir)+len("/baton-0123456789/notify.sock") < maxSocketPath {
+		if d, err := os.MkdirTemp(dir, "baton-"); err == nil {
+			s, err := Listen(filepath.Join(d, "notify.sock"))
+			if err == nil {
+				s.dir = d
+				return s, nil
+			}
+			os.Remove(d)
+		}
+	}
+	return listenAbstract()
+}
+
+// maxSocketPath is the room for a path in a unix socket address
+// (sun_path), less its terminating NUL.
+const maxSocketPath = 107
+
+func runtimeDir() string {
+	if d, _, _ := strings.Cut(os.Getenv("RUNTIME_DIRECTORY"), ":"); filepath.IsAbs(d) {
+		return d
+	}
+	if d := os.Getenv("XDG_RUNTIME_DIR"); filepath.IsAbs(d) {
+		return d
+	}
+	return os.TempDir()
+}
+
+func listenAbstract() (*Socket, error) {
 	var b [8]byte
 	var err error
 	for range 3 {
@@ -170,6 +201,28 @@ func ListenPrivate() (*Socket, error) {
 		}
 	}
 	return nil, err
+}
+
+// Intact reports whether s's address still reaches s: always for an
+// abstract socket; for a file, whether the file at its path is still the
+// one it made.
+func (s *Socket) Intact() bool {
+	if s.created == nil {
+		return true
+	}
+	fi, err := os.Lstat(s.path)
+	return err == nil && os.SameFile(fi, s.created)
+}
+
+// Repair returns s while it is intact, and otherwise a new private socket
+// (see ListenPrivate), at a new path: the old directory may now be
+// anyone's. The caller receives on the new one and closes s; processes
+// given the old path can no longer reach the master.
+func (s *Socket) Repair() (*Socket, error) {
+	if s.Intact() {
+		return s, nil
+	}
+	return ListenPrivate()
 }
 
 func listen(addr string) (*Socket, error) {
@@ -229,12 +282,14 @@ func (s *Socket) Receive() (Datagram, error) {
 }
 
 // Close closes the socket. A socket file made by Listen is removed if it
-// is still the one it made; nothing else is touched.
+// is still the one it made, and so is the directory ListenPrivate made
+// for it, if empty; nothing else is touched.
 func (s *Socket) Close() error {
 	// Compare while the socket still pins the file's inode.
-	if s.created != nil {
-		if fi, err := os.Lstat(s.path); err == nil && os.SameFile(fi, s.created) {
-			os.Remove(s.path)
+	if s.Intact() && s.created != nil {
+		os.Remove(s.path)
+		if s.dir != "" {
+			os.Remove(s.dir) // only if empty: it may be another's by now
 		}
 	}
 	return s.conn.Close()

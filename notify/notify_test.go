@@ -374,40 +374,95 @@ func TestListen(t *testing.T) {
 	}
 }
 
-// TestListenPrivate checks the master's socket: abstract, so nothing on
-// disk, unique, and still a plain sd_notify socket to a sender.
+// TestListenPrivate checks the master's socket: a file in a fresh private
+// directory under the runtime directory, abstract only where no path fits,
+// unique, a plain sd_notify socket to a sender, and gone after Close.
 func TestListenPrivate(t *testing.T) {
-	tmp := t.TempDir()
-	t.Setenv("TMPDIR", tmp)
+	tmp, runtime := t.TempDir(), t.TempDir()
+	long := filepath.Join(t.TempDir(), strings.Repeat("d", 100))
+	for _, tc := range []struct {
+		name, tmpdir, runtime string
+		under                 string // "" for abstract
+	}{
+		{"temp dir", tmp, "", tmp},
+		{"runtime dir first", tmp, runtime, runtime},
+		{"no path fits", long, "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("TMPDIR", tc.tmpdir)
+			t.Setenv("XDG_RUNTIME_DIR", tc.runtime)
+			t.Setenv("RUNTIME_DIRECTORY", "")
+			s, err := notify.ListenPrivate()
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case tc.under == "" && !strings.HasPrefix(s.Path(), fmt.Sprintf("@baton-notify-%d-", os.Getpid())):
+				t.Fatalf("Path() = %q, want an abstract name @baton-notify-PID-…", s.Path())
+			case tc.under != "" && (filepath.Dir(filepath.Dir(s.Path())) != tc.under || filepath.Base(s.Path()) != "notify.sock"):
+				t.Fatalf("Path() = %q, want %s/baton-…/notify.sock", s.Path(), tc.under)
+			case tc.under != "":
+				if fi, err := os.Stat(filepath.Dir(s.Path())); err != nil || fi.Mode().Perm() != 0o700 {
+					t.Fatalf("private directory: %v %v, want mode 0700", fi.Mode(), err)
+				}
+			}
+			s2, err := notify.ListenPrivate()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s2.Path() == s.Path() {
+				t.Errorf("two sockets share the name %s", s.Path())
+			}
+			s2.Close()
+			if err := notify.SendTo(s.Path(), "READY=1"); err != nil {
+				t.Fatal(err)
+			}
+			if d := receive(t, s); d.Message["READY"] != "1" || d.PID != os.Getpid() {
+				t.Errorf("received %q from pid %d", d.Message, d.PID)
+			}
+			if err := s.Close(); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+			if tc.under != "" {
+				if entries, _ := os.ReadDir(tc.under); len(entries) != 0 {
+					t.Errorf("left behind in %s: %v", tc.under, entries)
+				}
+			}
+			if err := notify.SendTo(s.Path(), "READY=1"); err == nil {
+				t.Errorf("SendTo a closed socket succeeded")
+			}
+		})
+	}
+}
+
+// TestRepair: a /tmp cleaner deletes the socket's directory. The socket is
+// no longer intact, and Repair gives a new one that works.
+func TestRepair(t *testing.T) {
+	t.Setenv("TMPDIR", t.TempDir())
+	t.Setenv("XDG_RUNTIME_DIR", "")
+	t.Setenv("RUNTIME_DIRECTORY", "")
 	s, err := notify.ListenPrivate()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(s.Path(), fmt.Sprintf("@baton-notify-%d-", os.Getpid())) {
-		t.Errorf("Path() = %q, want an abstract name @baton-notify-PID-…", s.Path())
+	defer s.Close()
+	if r, err := s.Repair(); err != nil || r != s || !s.Intact() {
+		t.Fatalf("Repair of an intact socket: %v %v", r, err)
 	}
-	s2, err := notify.ListenPrivate()
-	if err != nil {
+	os.RemoveAll(filepath.Dir(s.Path()))
+	if s.Intact() {
+		t.Fatal("Intact after its file was deleted")
+	}
+	r, err := s.Repair()
+	if err != nil || r == s || r.Path() == s.Path() {
+		t.Fatalf("Repair: %v, %v", r, err)
+	}
+	defer r.Close()
+	if err := notify.SendTo(r.Path(), "STATUS=back"); err != nil {
 		t.Fatal(err)
 	}
-	if s2.Path() == s.Path() {
-		t.Errorf("two sockets share the name %s", s.Path())
-	}
-	s2.Close()
-	if entries, _ := os.ReadDir(tmp); len(entries) != 0 {
-		t.Errorf("ListenPrivate made %v in TMPDIR", entries)
-	}
-	if err := notify.SendTo(s.Path(), "READY=1"); err != nil {
-		t.Fatal(err)
-	}
-	if d := receive(t, s); d.Message["READY"] != "1" || d.PID != os.Getpid() {
-		t.Errorf("received %q from pid %d", d.Message, d.PID)
-	}
-	if err := s.Close(); err != nil {
-		t.Errorf("Close: %v", err)
-	}
-	if err := notify.SendTo(s.Path(), "READY=1"); !errors.Is(err, syscall.ECONNREFUSED) {
-		t.Errorf("SendTo a closed abstract socket: %v, want ECONNREFUSED (the name is gone with it)", err)
+	if d := receive(t, r); d.Message["STATUS"] != "back" {
+		t.Errorf("repaired socket received %q", d.Message)
 	}
 }
 

@@ -96,21 +96,43 @@ func startSystem(m *Master) (*system, error) {
 		s.close()
 		return nil, err
 	}
-	go func() {
-		for {
-			d, err := sock.Receive()
-			if err != nil {
-				return
-			}
-			m.send(d)
-		}
-	}()
+	go s.receive(sock)
 	go reap(func(c childExit) {
 		if !s.hookPIDs.exited(c) {
 			m.send(c)
 		}
 	}, s.stop)
 	return s, nil
+}
+
+// receive passes sock's datagrams to the loop until sock is closed.
+func (s *system) receive(sock *notify.Socket) {
+	for {
+		d, err := sock.Receive()
+		if err != nil {
+			return
+		}
+		s.m.send(d)
+	}
+}
+
+// notifySocket is the workers' NOTIFY_SOCKET, made anew if its file was
+// deleted (a /tmp cleaner): every generation started from now on reaches
+// the master again, and generations already running, which have the old
+// path, can no longer send (their READY=1 and STATUS= are lost).
+func (s *system) notifySocket() (string, error) {
+	fresh, err := s.notify.Repair()
+	if err != nil {
+		return "", err
+	}
+	if fresh != s.notify {
+		s.m.log.Warn().Str("gone", s.notify.Path()).Str("new", fresh.Path()).
+			Msg("the notify socket's file was deleted (a temp-file cleaner?): made a new one; workers already running cannot reach baton until the next reload. Set XDG_RUNTIME_DIR, or RuntimeDirectory= under systemd, to a directory no cleaner touches")
+		s.notify.Close()
+		s.notify = fresh
+		go s.receive(fresh)
+	}
+	return fresh.Path(), nil
 }
 
 func (s *system) close() {
@@ -140,7 +162,11 @@ func (s *system) start(n int) (int, error) {
 			return 0, fmt.Errorf("working directory: %w", err)
 		}
 	}
-	h, err := s.proto.handoff(n, o.Sockets, s.notify.Path())
+	notifyPath, err := s.notifySocket()
+	if err != nil {
+		return 0, err
+	}
+	h, err := s.proto.handoff(n, o.Sockets, notifyPath)
 	if err != nil {
 		return 0, err
 	}
