@@ -10,3 +10,7 @@ const raceEnabled = true
 // start. It stops race-built programs from sleeping a second at exit (the
 // race runtime's default atexit_sleep_ms), which would slow every drain.
 var ProcessEnv = []string{"GORACE=atexit_sleep_ms=10"}
+
+// RaceEnabled reports whether the binaries under test carry the race
+// detector, whose runtime makes their memory figures meaningless.
+const RaceEnabled = raceEnabled
