@@ -140,7 +140,7 @@ func TestLogReaderGone(t *testing.T) {
 	w.Close()
 	log := newLogReader(r)
 	admin := log.until(t, 20*time.Second, "admin endpoint", func(e harness.Event) bool { return e.Msg() == "admin endpoint" }).Str("addr")
-	log.until(t, 20*time.Second, "generation 1 serving", func(e harness.Event) bool { return e.Msg() == "reload complete" })
+	log.until(t, 20*time.Second, "generation 1 serving", func(e harness.Event) bool { return e.Kind() == "reload_complete" })
 	r.Close() // the reader is gone for good
 
 	for i := 1; i <= 3; i++ {
@@ -169,7 +169,7 @@ func TestLogReaderStalls(t *testing.T) {
 	w.Close()
 	log := newLogReader(r)
 	admin := log.until(t, 20*time.Second, "admin endpoint", func(e harness.Event) bool { return e.Msg() == "admin endpoint" }).Str("addr")
-	log.until(t, 20*time.Second, "generation 1 serving", func(e harness.Event) bool { return e.Msg() == "reload complete" })
+	log.until(t, 20*time.Second, "generation 1 serving", func(e harness.Event) bool { return e.Kind() == "reload_complete" })
 
 	// Nobody reads now. Reload until lines are dropped: the pipe is full
 	// after two reloads, baton's queue after some 100.
@@ -222,12 +222,12 @@ func TestServiceManagerStopsReading(t *testing.T) {
 	bin := harness.Build(t)
 	b := harness.StartWith(t, harness.Setup{Env: []string{"NOTIFY_SOCKET=" + manager.Path()}},
 		"--listen", "http=tcp://127.0.0.1:0", "--", bin.TestWorker)
-	b.WaitFor(t, 20*time.Second, func(e harness.Event) bool { return e.Msg() == "reload complete" })
+	b.WaitFor(t, 20*time.Second, func(e harness.Event) bool { return e.Kind() == "reload_complete" })
 
 	// Each reload sends two messages; the queue (net.unix.max_dgram_qlen,
 	// 10 by default) is full after a few.
 	for i := 1; i <= 12; i++ {
-		if end := b.Reload(t, 20*time.Second); end.Msg() != "reload complete" {
+		if end := b.Reload(t, 20*time.Second); end.Kind() != "reload_complete" {
 			t.Fatalf("reload %d: %v", i, end)
 		}
 	}
@@ -263,7 +263,7 @@ func TestNotifySocketSurvivesACleaner(t *testing.T) {
 			bin := harness.Build(t)
 			b := harness.StartWith(t, harness.Setup{Env: []string{"TMPDIR=" + tc.tmpdir, "XDG_RUNTIME_DIR=", "RUNTIME_DIRECTORY="}},
 				"--listen", "http=tcp://127.0.0.1:0", "--ready-timeout", "5s", "--", bin.TestWorker)
-			b.WaitFor(t, 20*time.Second, func(e harness.Event) bool { return e.Msg() == "reload complete" && e.Int("gen") == 1 })
+			b.WaitFor(t, 20*time.Second, func(e harness.Event) bool { return e.Kind() == "reload_complete" && e.Int("gen") == 1 })
 			worker := b.WorkerPID(t, 1)
 			env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", worker))
 			if err != nil {
@@ -284,12 +284,12 @@ func TestNotifySocketSurvivesACleaner(t *testing.T) {
 					os.RemoveAll(filepath.Join(tc.tmpdir, e.Name()))
 				}
 			}
-			if end := b.Reload(t, 20*time.Second); end.Msg() != "reload complete" {
+			if end := b.Reload(t, 20*time.Second); end.Kind() != "reload_complete" {
 				t.Fatalf("reload after the cleaner: %v", end)
 			}
 			// A crash restart needs the socket too.
 			syscall.Kill(b.WorkerPID(t, 2), syscall.SIGKILL)
-			b.WaitFor(t, 20*time.Second, func(e harness.Event) bool { return e.Msg() == "reload complete" && e.Int("gen") == 3 })
+			b.WaitFor(t, 20*time.Second, func(e harness.Event) bool { return e.Kind() == "reload_complete" && e.Int("gen") == 3 })
 			stopCleanly(t, b, b.WorkerPID(t, 3))
 		})
 	}
@@ -418,7 +418,7 @@ func TestControlSocketSurvivesFdExhaustion(t *testing.T) {
 	bin := harness.Build(t)
 	b := harness.StartWith(t, harness.Setup{Wrap: []string{"sh", "-c", `ulimit -n 32 && exec "$0" "$@"`}},
 		"--listen", "http=tcp://127.0.0.1:0", "--", bin.TestWorker)
-	b.WaitFor(t, 20*time.Second, func(e harness.Event) bool { return e.Msg() == "reload complete" })
+	b.WaitFor(t, 20*time.Second, func(e harness.Event) bool { return e.Kind() == "reload_complete" })
 	path := control.DefaultPath(b.PIDFile)
 	var idle []net.Conn
 	for range 30 {
@@ -445,7 +445,7 @@ func TestControlSocketSurvivesFdExhaustion(t *testing.T) {
 		t.Fatalf("status with 30 idle control connections: exit %d after %s, %q %q", code, time.Since(start), stdout, stderr)
 	}
 	t.Logf("status answered after %s", time.Since(start).Round(time.Millisecond))
-	if end := b.Reload(t, 20*time.Second); end.Msg() != "reload complete" {
+	if end := b.Reload(t, 20*time.Second); end.Kind() != "reload_complete" {
 		t.Fatalf("reload after fd exhaustion: %v", end)
 	}
 }
@@ -549,7 +549,7 @@ func TestReloadWaitOnAMasterThatNeverAnswers(t *testing.T) {
 				done <- result{err, stdout.String(), stderr.String(), time.Since(start)}
 			}()
 			defer cmd.Process.Kill()
-			b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Msg() == "worker started" && e.Int("gen") == 2 })
+			b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Kind() == "worker_started" && e.Int("gen") == 2 })
 			b.Signal(t, tc.sig)
 			defer b.Cmd.Process.Signal(syscall.SIGCONT)
 			var r result

@@ -49,7 +49,7 @@ func TestReloadWaitReportsTheOutcome(t *testing.T) {
 	if code != 0 || stdout != "reload requested\n" {
 		t.Fatalf("reload without --wait: exit %d, stdout %q", code, stdout)
 	}
-	b.WaitFor(t, 20*time.Second, func(e harness.Event) bool { return e.Msg() == "reload complete" && e.Int("gen") == 4 })
+	b.WaitFor(t, 20*time.Second, func(e harness.Event) bool { return e.Kind() == "reload_complete" && e.Int("gen") == 4 })
 }
 
 // Callers who ask while a reload is under way all get the result of the
@@ -66,7 +66,7 @@ func TestConcurrentReloadWaitCallersShareTheCoveringReload(t *testing.T) {
 	}
 	first := make(chan outcome, 1)
 	go reload(first)
-	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Msg() == "worker started" && e.Int("gen") == 2 })
+	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Kind() == "worker_started" && e.Int("gen") == 2 })
 
 	later := make(chan outcome, 2)
 	go reload(later)
@@ -79,7 +79,7 @@ func TestConcurrentReloadWaitCallersShareTheCoveringReload(t *testing.T) {
 			t.Fatalf("caller during the reload: %+v, want generation 3 (the reload queued behind)", o)
 		}
 	}
-	if n := len(b.Find(func(e harness.Event) bool { return e.Msg() == "reload requested" })); n != 3 {
+	if n := len(b.Find(func(e harness.Event) bool { return e.Kind() == "reload_requested" })); n != 3 {
 		t.Fatalf("%d reloads (start included) for three callers, want 3: two callers share one", n)
 	}
 }
@@ -220,7 +220,7 @@ func TestSocketActivatedMaster(t *testing.T) {
 	}
 	load := startLoad(t, "http://"+addr+"/")
 	for i := 0; i < 3; i++ {
-		if end := b.Reload(t, 20*time.Second); end.Msg() != "reload complete" {
+		if end := b.Reload(t, 20*time.Second); end.Kind() != "reload_complete" {
 			t.Fatalf("reload %d: %v", i+1, end)
 		}
 	}

@@ -47,7 +47,7 @@ func TestFailedReloadKeepsTheOldGenerationServing(t *testing.T) {
 
 			harness.Deploy(t, app, append([]string{bin.TestWorker}, tc.broken...)...)
 			end := b.Reload(t, 20*time.Second)
-			if end.Msg() != "reload failed" || !strings.Contains(end.Str("error"), tc.wantFail) ||
+			if end.Kind() != "reload_failed" || !strings.Contains(end.Str("error"), tc.wantFail) ||
 				!strings.Contains(end.Str("error"), "generation 1 is still serving") {
 				t.Fatalf("want a failed reload saying %q and that generation 1 still serves, got %v", tc.wantFail, end)
 			}
@@ -60,7 +60,7 @@ func TestFailedReloadKeepsTheOldGenerationServing(t *testing.T) {
 
 			// The fix is deployed: the next reload succeeds.
 			harness.Deploy(t, app, bin.TestWorker)
-			if end := b.Reload(t, 20*time.Second); end.Msg() != "reload complete" {
+			if end := b.Reload(t, 20*time.Second); end.Kind() != "reload_complete" {
 				t.Fatalf("reload after fixing the deploy: %v", end)
 			}
 			requireNoFailures(t, load)
@@ -75,7 +75,7 @@ func TestCrashedWorkerIsRestartedOnTheSameSockets(t *testing.T) {
 	syscall.Kill(pid, syscall.SIGKILL)
 
 	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Msg() == "worker crashed: restarting" })
-	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Msg() == "reload complete" && e.Int("gen") == 2 })
+	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Kind() == "reload_complete" && e.Int("gen") == 2 })
 	next := b.WorkerPID(t, 2)
 	if body := get(t, url+"/"); !strings.Contains(body, "pid="+strconv.Itoa(next)) {
 		t.Fatalf("after the crash, answered by %q, want the restarted worker %d", body, next)
@@ -137,7 +137,7 @@ func TestReloadLetsTheOldGenerationFinishItsRequest(t *testing.T) {
 	if a := <-slow; a.Err != nil || !strings.Contains(a.Body, "slow done") || !strings.Contains(a.Body, "pid="+strconv.Itoa(old)) {
 		t.Fatalf("the old generation's in-flight request: %q %v", a.Body, a.Err)
 	}
-	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Msg() == "reload complete" && e.Int("gen") == 2 })
+	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Kind() == "reload_complete" && e.Int("gen") == 2 })
 }
 
 // A quiet service: the old generation answers one last request while the
@@ -152,12 +152,12 @@ func TestQuietOldGenerationDrainsAtOnce(t *testing.T) {
 	b, url := startWorker(t, []string{"--drain-timeout", "20s"}, "-ready-after", "1s")
 	old := b.WorkerPID(t, 1)
 	b.Signal(t, syscall.SIGHUP)
-	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Msg() == "worker started" && e.Int("gen") == 2 })
+	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Kind() == "worker_started" && e.Int("gen") == 2 })
 	if body := get(t, url+"/"); !strings.Contains(body, "gen=1") {
 		t.Fatalf("during the new generation's start, answered by %q, want generation 1", body)
 	}
-	drain := b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Msg() == "draining" && e.Int("pid") == old })
-	end := b.WaitFor(t, 30*time.Second, func(e harness.Event) bool { return e.Msg() == "worker exited" && e.Int("pid") == old })
+	drain := b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Kind() == "draining" && e.Int("pid") == old })
+	end := b.WaitFor(t, 30*time.Second, func(e harness.Event) bool { return e.Kind() == "worker_exited" && e.Int("pid") == old })
 	if how := end.Str("how"); how != "exited with status 0" {
 		t.Fatalf("old worker %s, want it to drain by itself and exit 0", how)
 	}
@@ -218,7 +218,7 @@ func TestUserSignalsAreForwardedToTheWorker(t *testing.T) {
 	pid := b.WorkerPID(t, 1)
 	b.Signal(t, syscall.SIGUSR2) // the worker drains on USR2
 	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Msg() == "forwarding signal" && e.Str("signal") == "USR2" })
-	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Msg() == "worker exited" && e.Int("pid") == pid })
+	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Kind() == "worker_exited" && e.Int("pid") == pid })
 }
 
 // The README's first command.
@@ -318,7 +318,7 @@ func TestUDPAcrossReloads(t *testing.T) {
 	}
 
 	for i := 0; i < 5; i++ {
-		if end := b.Reload(t, 20*time.Second); end.Msg() != "reload complete" {
+		if end := b.Reload(t, 20*time.Second); end.Kind() != "reload_complete" {
 			t.Fatalf("reload %d: %v", i+1, end)
 		}
 	}

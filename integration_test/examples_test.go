@@ -98,7 +98,7 @@ func TestExamplePythonWorker(t *testing.T) {
 		})
 
 		b.Signal(t, syscall.SIGHUP)
-		b.WaitFor(t, 20*time.Second, func(e harness.Event) bool { return e.Msg() == "draining" && e.Int("pid") == old })
+		b.WaitFor(t, 20*time.Second, func(e harness.Event) bool { return e.Kind() == "draining" && e.Int("pid") == old })
 		idle.SetReadDeadline(time.Now().Add(10 * time.Second))
 		if n, err := idle.Read(make([]byte, 1)); n != 0 || err != io.EOF {
 			t.Fatalf("idle keep-alive connection during the drain: read %d, %v; want it closed", n, err)
@@ -107,7 +107,7 @@ func TestExamplePythonWorker(t *testing.T) {
 		if !strings.Contains(resp, "Connection: close\r\n") || !strings.HasSuffix(resp, fmt.Sprintf("gen=1 pid=%d\n", old)) {
 			t.Fatalf("request on a connection accepted before the drain: %q", resp)
 		}
-		exit := b.WaitFor(t, 20*time.Second, func(e harness.Event) bool { return e.Msg() == "worker exited" && e.Int("pid") == old })
+		exit := b.WaitFor(t, 20*time.Second, func(e harness.Event) bool { return e.Kind() == "worker_exited" && e.Int("pid") == old })
 		if exit.Str("how") != "exited with status 0" {
 			t.Fatalf("drained worker: %v", exit)
 		}

@@ -43,7 +43,7 @@ func TestFaultOldGenerationIgnoresTheDrainSignal(t *testing.T) {
 
 	harness.Deploy(t, app, bin.TestWorker)
 	end := b.Reload(t, 20*time.Second)
-	if end.Msg() != "reload complete" || end.Int("gen") != 2 {
+	if end.Kind() != "reload_complete" || end.Int("gen") != 2 {
 		t.Fatalf("want the reload to complete with generation 2, got %v", end)
 	}
 	if took := faultTook(t, end); took < time.Second {
@@ -54,7 +54,7 @@ func TestFaultOldGenerationIgnoresTheDrainSignal(t *testing.T) {
 	})) != 1 {
 		t.Fatalf("no log line about killing generation 1's process group after the drain timeout")
 	}
-	exit := b.WaitFor(t, 5*time.Second, func(e harness.Event) bool { return e.Msg() == "worker exited" && e.Int("pid") == old })
+	exit := b.WaitFor(t, 5*time.Second, func(e harness.Event) bool { return e.Kind() == "worker_exited" && e.Int("pid") == old })
 	if exit.Str("how") != "killed by signal KILL" {
 		t.Fatalf("generation 1 ended %q, want killed by signal KILL", exit.Str("how"))
 	}
@@ -106,14 +106,15 @@ func TestFaultHUPStorm(t *testing.T) {
 		var starts, queued, failed int
 		minTook := time.Duration(math.MaxInt64)
 		for _, e := range b.Events()[seen:] {
-			switch e.Msg() {
-			case "worker started":
-				starts++
-			case "reload requested during a reload: queued to run after it":
+			if e.Msg() == "reload requested during a reload: queued to run after it" {
 				queued++
-			case "reload failed":
+			}
+			switch e.Kind() {
+			case "worker_started":
+				starts++
+			case "reload_failed":
 				failed++
-			case "reload complete":
+			case "reload_complete":
 				minTook = min(minTook, faultTook(t, e))
 			}
 		}
@@ -148,11 +149,11 @@ func TestFaultHUPStorm(t *testing.T) {
 
 	live, maxLive := 0, 0
 	for _, e := range b.Events() {
-		switch e.Msg() {
-		case "worker started":
+		switch e.Kind() {
+		case "worker_started":
 			live++
 			maxLive = max(maxLive, live)
-		case "worker exited":
+		case "worker_exited":
 			live--
 		}
 	}
@@ -174,7 +175,7 @@ func TestFaultMasterSIGKILLed(t *testing.T) {
 	// first threads: their parent-death signal must still mean "master
 	// died", not "some thread of the master exited".
 	for i := 0; i < 3; i++ {
-		if end := b.Reload(t, 20*time.Second); end.Msg() != "reload complete" {
+		if end := b.Reload(t, 20*time.Second); end.Kind() != "reload_complete" {
 			t.Fatalf("reload %d: %v", i+1, end)
 		}
 	}
@@ -247,7 +248,7 @@ func TestFaultWorkerBinaryDeletedBeforeAReload(t *testing.T) {
 			}
 			end := b.Reload(t, 20*time.Second)
 			msg := end.Str("error")
-			if end.Msg() != "reload failed" || !strings.Contains(msg, "generation 1 is still serving") {
+			if end.Kind() != "reload_failed" || !strings.Contains(msg, "generation 1 is still serving") {
 				t.Fatalf("want a failed reload saying generation 1 still serves, got %v", end)
 			}
 			for _, w := range tc.want {
@@ -268,7 +269,7 @@ func TestFaultWorkerBinaryDeletedBeforeAReload(t *testing.T) {
 
 			// The binary is back: the next reload succeeds.
 			faultCopyFile(t, bin.TestWorker, copyPath)
-			if end := b.Reload(t, 20*time.Second); end.Msg() != "reload complete" {
+			if end := b.Reload(t, 20*time.Second); end.Kind() != "reload_complete" {
 				t.Fatalf("reload with the binary back: %v", end)
 			}
 			requireNoFailures(t, load)
@@ -296,7 +297,7 @@ func TestFaultCrashLoopBacksOffThenGivesUp(t *testing.T) {
 	}
 
 	// 1 start, then 3 restarts that fail at once; the 4th crash gives up.
-	starts := b.Find(faultIs("worker started"))
+	starts := b.Find(func(e harness.Event) bool { return e.Kind() == "worker_started" })
 	if len(starts) != 4 {
 		t.Fatalf("%d workers started, want 4 (the first and 3 restarts)", len(starts))
 	}
@@ -381,11 +382,11 @@ func faultSettle(t *testing.T, b *harness.Baton, last time.Time) {
 		var begun, ended int
 		var lastBegun time.Time
 		for _, e := range events {
-			switch e.Msg() {
-			case "reload requested":
+			switch e.Kind() {
+			case "reload_requested":
 				begun++
 				lastBegun = faultTime(t, e)
-			case "reload complete", "reload failed":
+			case "reload_complete", "reload_failed":
 				ended++
 			}
 		}

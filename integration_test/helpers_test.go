@@ -89,7 +89,7 @@ func reloadsWithLoad(t *testing.T, b *harness.Baton, n int, load *loadgen.Load) 
 	for i := 1; i <= n; i++ {
 		before := load.Done()
 		end := b.Reload(t, 60*time.Second)
-		if end.Msg() != "reload complete" || end.Int("gen") != gen+i {
+		if end.Kind() != "reload_complete" || end.Int("gen") != gen+i {
 			t.Fatalf("reload %d: %v", i, end)
 		}
 		took = append(took, end.Str("took"))

@@ -61,7 +61,7 @@ func TestLifecycleStopDelayAndHooks(t *testing.T) {
 	}
 
 	// A reload registers the new generation.
-	if end := b.Reload(t, 30*time.Second); end.Msg() != "reload complete" {
+	if end := b.Reload(t, 30*time.Second); end.Kind() != "reload_complete" {
 		t.Fatal(end)
 	}
 	worker := b.WorkerPID(t, 2)
@@ -100,12 +100,12 @@ func TestLifecycleStopDelayAndHooks(t *testing.T) {
 	if harness.Alive(worker) {
 		t.Fatalf("worker %d outlived the master", worker)
 	}
-	drain := b.WaitFor(t, time.Second, func(e harness.Event) bool { return e.Msg() == "draining" && e.Int("gen") == 2 })
+	drain := b.WaitFor(t, time.Second, func(e harness.Event) bool { return e.Kind() == "draining" && e.Int("gen") == 2 })
 	deregistered := b.WaitFor(t, time.Second, func(e harness.Event) bool {
 		return e.Msg() == "hook done" && e.Str("hook") == "on-stopping"
 	})
 	stopped := b.WaitFor(t, time.Second, func(e harness.Event) bool { return e.Msg() == "stopped" })
-	stopAt := eventTime(t, b.WaitFor(t, time.Second, func(e harness.Event) bool { return e.Msg() == "stopping" }))
+	stopAt := eventTime(t, b.WaitFor(t, time.Second, func(e harness.Event) bool { return e.Kind() == "stopping" }))
 	drainAt := eventTime(t, drain)
 	if d := drainAt.Sub(stopAt); d < 2*time.Second || d > 2500*time.Millisecond {
 		t.Errorf("the drain began %s after the stop, want --stop-delay 2s", d)
@@ -130,7 +130,7 @@ func TestLifecycleStopDelayAndHooks(t *testing.T) {
 func TestLifecycleSecondTermSkipsTheDelay(t *testing.T) {
 	b, _ := startWorker(t, []string{"--stop-delay", "1m"})
 	b.Signal(t, syscall.SIGTERM)
-	b.WaitFor(t, 5*time.Second, func(e harness.Event) bool { return e.Msg() == "stopping" })
+	b.WaitFor(t, 5*time.Second, func(e harness.Event) bool { return e.Kind() == "stopping" })
 	start := time.Now()
 	b.Signal(t, syscall.SIGTERM)
 	if code := b.Wait(t, 10*time.Second); code != 0 {

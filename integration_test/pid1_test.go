@@ -23,7 +23,7 @@ func TestBatonAsPID1InAPIDNamespace(t *testing.T) {
 	// --kill-child: should unshare die, baton dies with it.
 	b := harness.StartWith(t, harness.Setup{Wrap: []string{unshare, "--pid", "--fork", "--mount-proc", "--kill-child"}},
 		"--listen", "http=tcp://127.0.0.1:0", "--", bin.TestWorker, "-orphan")
-	b.WaitFor(t, 20*time.Second, func(e harness.Event) bool { return e.Msg() == "reload complete" && e.Int("gen") == 1 })
+	b.WaitFor(t, 20*time.Second, func(e harness.Event) bool { return e.Kind() == "reload_complete" && e.Int("gen") == 1 })
 	url := "http://" + b.Addr(t, "http")
 
 	// baton's PID on this side of the namespace: unshare's child.

@@ -100,7 +100,7 @@ func TestRecipeNode(t *testing.T) {
 		harness.Eventually(t, 10*time.Second, "generation 1 accepts the connection", func() bool { return ecoOpenFDs(old) > fds })
 
 		b.Signal(t, syscall.SIGHUP)
-		b.WaitFor(t, 20*time.Second, func(e harness.Event) bool { return e.Msg() == "draining" && e.Int("pid") == old })
+		b.WaitFor(t, 20*time.Second, func(e harness.Event) bool { return e.Kind() == "draining" && e.Int("pid") == old })
 		// Node closes its fd 3 when it stops accepting: it is draining.
 		harness.Eventually(t, 10*time.Second, "generation 1 closes fd 3", func() bool {
 			_, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/3", old))
@@ -115,7 +115,7 @@ func TestRecipeNode(t *testing.T) {
 		if n, err := silent.Read(make([]byte, 1)); n != 0 || err != io.EOF {
 			t.Fatalf("silent keep-alive connection during the drain: read %d, %v; want it closed", n, err)
 		}
-		exit := b.WaitFor(t, 20*time.Second, func(e harness.Event) bool { return e.Msg() == "worker exited" && e.Int("pid") == old })
+		exit := b.WaitFor(t, 20*time.Second, func(e harness.Event) bool { return e.Kind() == "worker_exited" && e.Int("pid") == old })
 		if exit.Str("how") != "exited with status 0" {
 			t.Fatalf("drained worker: %v", exit)
 		}
@@ -198,7 +198,7 @@ func TestRecipeShell(t *testing.T) {
 		env := recipeUnprivilegedNotify(t, notify)
 		b := harness.StartWith(t, harness.Setup{Env: env},
 			"--listen", "http=tcp://127.0.0.1:0", "--notify-access", "all", "--", filepath.Join(dir, "notify.sh"))
-		b.WaitFor(t, 20*time.Second, func(e harness.Event) bool { return e.Msg() == "reload complete" && e.Int("gen") >= 1 })
+		b.WaitFor(t, 20*time.Second, func(e harness.Event) bool { return e.Kind() == "reload_complete" && e.Int("gen") >= 1 })
 		stopCleanly(t, b, recipeReloads(t, b, 3))
 
 		main := harness.StartWith(t, harness.Setup{Env: env},

@@ -51,7 +51,7 @@ func TestSoakReloadsUnderLoad(t *testing.T) {
 	for i := 1; i <= reloads; i++ {
 		before := load.Done()
 		end := b.Reload(t, 30*time.Second)
-		if end.Msg() != "reload complete" {
+		if end.Kind() != "reload_complete" {
 			t.Fatalf("reload %d: %v", i, end)
 		}
 		took = append(took, faultTook(t, end))

@@ -319,7 +319,7 @@ func TestSupervisordSignalHUPStopStartRestart(t *testing.T) {
 	if p, ok := harness.ReadProc(batonPID); !ok || p.PPID != svPID {
 		t.Fatalf("app's pid %d is not a child of supervisord %d: %+v", batonPID, svPID, p)
 	}
-	isComplete := func(e harness.Event) bool { return e.Msg() == "reload complete" }
+	isComplete := func(e harness.Event) bool { return e.Kind() == "reload_complete" }
 	harness.Eventually(t, 20*time.Second, "generation 1 serving", func() bool { return s.count(isComplete) >= 1 })
 	s.requireServing(t)
 	phase("serving")
@@ -339,11 +339,11 @@ func TestSupervisordSignalHUPStopStartRestart(t *testing.T) {
 		wall := time.Since(start)
 		var end harness.Event
 		for _, e := range s.events() {
-			if e.Msg() == "reload complete" || e.Msg() == "reload failed" {
+			if e.Kind() == "reload_complete" || e.Kind() == "reload_failed" {
 				end = e
 			}
 		}
-		if end.Msg() != "reload complete" || end.Int("gen") != i+1 {
+		if end.Kind() != "reload_complete" || end.Int("gen") != i+1 {
 			t.Fatalf("reload %d: %v, want generation %d complete", i, end, i+1)
 		}
 		phase(fmt.Sprintf("reload %d complete", i))

@@ -412,10 +412,10 @@ func TestSystemdUnits(t *testing.T) {
 	servingWorker := func(m *machine, unit string, gen int) int {
 		m.t.Helper()
 		m.waitEvent(unit, baton, fmt.Sprintf("generation %d complete", gen), func(e harness.Event) bool {
-			return e.Msg() == "reload complete" && e.Int("gen") == gen
+			return e.Kind() == "reload_complete" && e.Int("gen") == gen
 		})
 		started := m.waitEvent(unit, baton, fmt.Sprintf("worker of generation %d", gen), func(e harness.Event) bool {
-			return e.Msg() == "worker started" && e.Int("gen") == gen
+			return e.Kind() == "worker_started" && e.Int("gen") == gen
 		})
 		return started.Int("pid")
 	}
@@ -426,7 +426,7 @@ func TestSystemdUnits(t *testing.T) {
 	reload := func(m *machine, unit string, gen int) time.Duration {
 		t := m.t
 		t.Helper()
-		isFailed := func(e harness.Event) bool { return e.Msg() == "reload failed" }
+		isFailed := func(e harness.Event) bool { return e.Kind() == "reload_failed" }
 		failedBefore := len(filterEvents(m.events(unit, baton), isFailed))
 		out, code, took := m.timed("reload", unit)
 		if code != 0 {
@@ -438,7 +438,7 @@ func TestSystemdUnits(t *testing.T) {
 			if failed := filterEvents(events, isFailed); len(failed) > failedBefore {
 				t.Fatalf("systemctl reload %s exited 0, but baton's reload to generation %d failed: %s", unit, gen, failed[len(failed)-1].Str("error"))
 			}
-			return len(filterEvents(events, func(e harness.Event) bool { return e.Msg() == "reload complete" && e.Int("gen") == gen })) > 0
+			return len(filterEvents(events, func(e harness.Event) bool { return e.Kind() == "reload_complete" && e.Int("gen") == gen })) > 0
 		})
 		if pid := m.mainPID(unit); pid != baton {
 			t.Fatalf("MainPID of %s changed across a reload: %d, was %d", unit, pid, baton)
@@ -599,7 +599,7 @@ func TestSystemdUnits(t *testing.T) {
 			t.Fatalf("app.service is %s after the reload, want active", state)
 		}
 		ready := m.waitEvent("app", baton, "worker ready", func(e harness.Event) bool {
-			return e.Msg() == "worker ready" && e.Int("gen") == gen
+			return e.Kind() == "worker_ready" && e.Int("gen") == gen
 		})
 		load.flowing(t, before)
 		load.stop(t)
@@ -622,7 +622,7 @@ func TestSystemdUnits(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("systemctl reload app with a broken release exited %d (%s); Type=notify-reload reports no failure", code, lastLines(out, 1))
 		}
-		failed := m.waitEvent("app", baton, "reload failed", func(e harness.Event) bool { return e.Msg() == "reload failed" })
+		failed := m.waitEvent("app", baton, "reload failed", func(e harness.Event) bool { return e.Kind() == "reload_failed" })
 		status := m.must("systemctl", "status", "--no-pager", "app")
 		want := fmt.Sprintf("generation %d is still serving", gen)
 		if !strings.Contains(status, `Status: "reload failed: `) || !strings.Contains(status, want) {
@@ -793,11 +793,11 @@ func TestSystemdUnits(t *testing.T) {
 		servingWorker(m, "app", 1)
 		m.must("systemctl", "reload", "app")
 		m.waitEvent("app", baton, "generation 3", func(e harness.Event) bool {
-			return e.Msg() == "reload complete" && e.Int("gen") == 3
+			return e.Kind() == "reload_complete" && e.Int("gen") == 3
 		})
 		n := 0
 		for _, e := range m.events("app", baton) {
-			if e.Msg() == "reload requested" && e.Str("kind") != "start" {
+			if e.Kind() == "reload_requested" && e.Str("kind") != "start" {
 				n++
 			}
 		}

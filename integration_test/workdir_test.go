@@ -20,14 +20,14 @@ func TestWorkDirWithoutPWDIsLogged(t *testing.T) {
 	if e.Str("level") != "info" || e.Str("dir") != b.Dir {
 		t.Fatalf("%v: want level info and dir %s", e, b.Dir)
 	}
-	b.WaitFor(t, 20*time.Second, func(e harness.Event) bool { return e.Msg() == "reload complete" })
+	b.WaitFor(t, 20*time.Second, func(e harness.Event) bool { return e.Kind() == "reload_complete" })
 	if n := len(b.Find(isMsg)); n != 1 {
 		t.Fatalf("baton said %d times that its working directory was resolved once, want 1", n)
 	}
 
 	withDir := harness.StartWith(t, harness.Setup{Env: []string{"PWD="}},
 		"--listen", "http=tcp://127.0.0.1:0", "--dir", t.TempDir(), "--", bin.TestWorker)
-	withDir.WaitFor(t, 20*time.Second, func(e harness.Event) bool { return e.Msg() == "reload complete" })
+	withDir.WaitFor(t, 20*time.Second, func(e harness.Event) bool { return e.Kind() == "reload_complete" })
 	if len(withDir.Find(isMsg)) != 0 {
 		t.Fatalf("with --dir baton still says %q", msg)
 	}

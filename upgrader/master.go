@@ -668,7 +668,7 @@ func (m *Master) emit(e Event, ev *zerolog.Event) {
 	if e.Took != 0 {
 		ev = ev.Str("took", e.Took.Round(time.Millisecond).String())
 	}
-	ev.Msg(e.Kind.String())
+	ev.Str("event", e.Kind.Key()).Msg(e.Kind.String())
 	m.tellService(e)
 	if m.opts.OnEvent != nil {
 		m.opts.OnEvent(e)

@@ -3,6 +3,7 @@ package upgrader
 import (
 	"fmt"
 	"os"
+	"strings"
 	"syscall"
 	"time"
 
@@ -230,8 +231,12 @@ const (
 
 var eventKindText = [...]string{"reload requested", "worker started", "worker ready", "draining", "worker exited", "reload complete", "reload failed", "stopping"}
 
-// String is the log message of the step.
+// String is the log message of the step, for people.
 func (k EventKind) String() string { return eventKindText[k] }
+
+// Key names the step for programs: the "event" field of its log line,
+// which stays the same when the message is reworded.
+func (k EventKind) Key() string { return strings.ReplaceAll(eventKindText[k], " ", "_") }
 
 // Trigger is why a reload began.
 type Trigger int

@@ -175,10 +175,10 @@ func handoffs(cfg Config, ready string, workerArgs []string, logw io.Writer) ([]
 		return nil, err
 	}
 	type event struct {
-		Message string
-		Gen     int
-		Error   string
-		Time    time.Time
+		Event string // the step, unlike the message never reworded
+		Gen   int
+		Error string
+		Time  time.Time
 	}
 	events := make(chan event, 256)
 	exited := make(chan error, 1)
@@ -208,7 +208,7 @@ func handoffs(cfg Config, ready string, workerArgs []string, logw io.Writer) ([]
 		for {
 			select {
 			case e := <-events:
-				if e.Message == "reload failed" {
+				if e.Event == "reload_failed" {
 					return e, fmt.Errorf("reload failed: %s", e.Error)
 				}
 				if match(e) {
@@ -222,7 +222,7 @@ func handoffs(cfg Config, ready string, workerArgs []string, logw io.Writer) ([]
 		}
 	}
 	isEnd := func(gen int) func(event) bool {
-		return func(e event) bool { return e.Message == "reload complete" && e.Gen == gen }
+		return func(e event) bool { return e.Event == "reload_complete" && e.Gen == gen }
 	}
 	if _, err := next(isEnd(1)); err != nil {
 		return nil, fmt.Errorf("first generation: %w", err)
@@ -234,7 +234,7 @@ func handoffs(cfg Config, ready string, workerArgs []string, logw io.Writer) ([]
 		if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
 			return nil, err
 		}
-		drain, err := next(func(e event) bool { return e.Message == "draining" && e.Gen == gen-1 })
+		drain, err := next(func(e event) bool { return e.Event == "draining" && e.Gen == gen-1 })
 		if err != nil {
 			return nil, fmt.Errorf("reload %d: %w", gen-1, err)
 		}

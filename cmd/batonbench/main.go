@@ -304,7 +304,7 @@ type batonServer struct {
 	addr   string
 	logw   io.Writer
 	cmd    *exec.Cmd
-	ends   chan string // "reload complete" or "reload failed: why"
+	ends   chan string // "reload complete" or "reload failed: why", from the log's event field
 	exited chan error
 }
 
@@ -324,17 +324,17 @@ func (b *batonServer) start() error {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			var e struct {
-				Message, Error string
+				Event, Error string
 			}
 			if json.Unmarshal(sc.Bytes(), &e) != nil {
 				fmt.Fprintf(b.logw, "baton: %s\n", sc.Bytes())
 				continue
 			}
-			switch e.Message {
-			case "reload complete":
-				b.ends <- e.Message
-			case "reload failed":
-				b.ends <- e.Message + ": " + e.Error
+			switch e.Event {
+			case "reload_complete":
+				b.ends <- "reload complete"
+			case "reload_failed":
+				b.ends <- "reload failed: " + e.Error
 			}
 		}
 		b.exited <- b.cmd.Wait()

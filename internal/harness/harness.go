@@ -77,6 +77,10 @@ type Event map[string]any
 // Msg is the event's message, such as "worker ready".
 func (e Event) Msg() string { s, _ := e["message"].(string); return s }
 
+// Kind is the lifecycle step a line reports ("reload_complete", …): its
+// "event" field, which a rewording of the message leaves alone.
+func (e Event) Kind() string { s, _ := e["event"].(string); return s }
+
 // Int reads a numeric field, 0 when absent.
 func (e Event) Int(key string) int { f, _ := e[key].(float64); return int(f) }
 
@@ -105,7 +109,7 @@ func Start(t testing.TB, args ...string) *Baton {
 	t.Helper()
 	b := StartNoWait(t, args...)
 	b.WaitFor(t, 20*time.Second, func(e Event) bool {
-		return e.Msg() == "reload complete" && e.Int("gen") >= 1
+		return e.Kind() == "reload_complete" && e.Int("gen") >= 1
 	})
 	return b
 }
@@ -275,7 +279,7 @@ func (b *Baton) Addr(t testing.TB, name string) string {
 // Generation is the generation that completed the latest reload.
 func (b *Baton) Generation() int {
 	gen := 0
-	for _, e := range b.Find(func(e Event) bool { return e.Msg() == "reload complete" }) {
+	for _, e := range b.Find(func(e Event) bool { return e.Kind() == "reload_complete" }) {
 		gen = e.Int("gen")
 	}
 	return gen
@@ -308,7 +312,7 @@ func (b *Baton) Reload(t testing.TB, d time.Duration) Event {
 }
 
 func isReloadEnd(e Event) bool {
-	return e.Msg() == "reload complete" || e.Msg() == "reload failed"
+	return e.Kind() == "reload_complete" || e.Kind() == "reload_failed"
 }
 
 // Wait waits for the master to exit and returns its exit code.
@@ -486,7 +490,7 @@ func Deploy(t testing.TB, path string, command ...string) {
 func (b *Baton) WorkerPID(t testing.TB, gen int) int {
 	t.Helper()
 	e := b.WaitFor(t, 10*time.Second, func(e Event) bool {
-		return e.Msg() == "worker started" && e.Int("gen") == gen
+		return e.Kind() == "worker_started" && e.Int("gen") == gen
 	})
 	return e.Int("pid")
 }
