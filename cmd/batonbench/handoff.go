@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bufio"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -10,8 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
-	"syscall"
 	"text/tabwriter"
 	"time"
 )
@@ -78,15 +74,12 @@ func handoffCmd(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cfg.stepTimeout = 30*time.Second + *start
-	for _, p := range []string{cfg.baton, cfg.worker} {
-		if _, err := os.Stat(p); err != nil {
-			fmt.Fprintf(stderr, "batonbench: %v (build it first: scripts/bench.sh does)\n", err)
-			return 1
-		}
+	if !binariesExist(stderr, cfg.baton, cfg.worker) {
+		return 1
 	}
 
 	rep := HandoffReport{Machine: machine(), StartMS: ms(*start)}
-	fmt.Fprintf(stdout, "machine: %d CPUs, %s, Linux %s, %s\n", rep.Machine.CPUs, rep.Machine.CPUModel, rep.Machine.Kernel, rep.Machine.Go)
+	printMachine(stdout, rep.Machine)
 	readyAfter := "-ready-after=" + start.String()
 	for i := 0; i < cfg.Reloads; i++ {
 		d, err := ownStart(cfg, readyAfter)
@@ -126,12 +119,8 @@ func handoffCmd(args []string, stdout, stderr io.Writer) int {
 			fmtMS(median(r.HandoffMS)), fmtMS(maxOf(r.HandoffMS)), fmtMS(r.OverheadMedianMS), fmtMS(r.OverheadMaxMS))
 	}
 	tw.Flush()
-	if *jsonOut != "" {
-		b, _ := json.MarshalIndent(rep, "", "  ")
-		if err := os.WriteFile(*jsonOut, append(b, '\n'), 0o644); err != nil {
-			fmt.Fprintln(stderr, "batonbench:", err)
-			return 1
-		}
+	if *jsonOut != "" && !writeJSON(stderr, *jsonOut, rep) {
+		return 1
 	}
 	return 0
 }
@@ -164,106 +153,33 @@ func handoffs(cfg Config, ready string, workerArgs []string, logw io.Writer) ([]
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(cfg.baton, append([]string{"--listen", "http=tcp://" + addr, "--ready", ready,
-		"--log-format", "json", "--", cfg.worker}, workerArgs...)...)
-	cmd.Env = cleanEnv()
-	stderr, err := cmd.StderrPipe()
+	b, err := startBaton(cfg, logw, append([]string{"--listen", "http=tcp://" + addr, "--ready", ready,
+		"--", cfg.worker}, workerArgs...)...)
 	if err != nil {
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	type event struct {
-		Event string // the step, unlike the message never reworded
-		Gen   int
-		Error string
-		Time  time.Time
-	}
-	events := make(chan event, 256)
-	exited := make(chan error, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			var e event
-			if json.Unmarshal(sc.Bytes(), &e) != nil {
-				fmt.Fprintf(logw, "baton: %s\n", sc.Bytes())
-				continue
-			}
-			events <- e
-		}
-		exited <- cmd.Wait()
-	}()
-	defer func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(cfg.stepTimeout):
-			cmd.Process.Kill()
-		}
-	}()
-	// next waits for an event that match accepts.
-	next := func(match func(event) bool) (event, error) {
-		timeout := time.After(cfg.stepTimeout)
-		for {
-			select {
-			case e := <-events:
-				if e.Event == "reload_failed" {
-					return e, fmt.Errorf("reload failed: %s", e.Error)
-				}
-				if match(e) {
-					return e, nil
-				}
-			case err := <-exited:
-				return event{}, fmt.Errorf("baton exited: %v", err)
-			case <-timeout:
-				return event{}, fmt.Errorf("no such event within %s", cfg.stepTimeout)
-			}
-		}
-	}
+	defer b.stop()
 	isEnd := func(gen int) func(event) bool {
-		return func(e event) bool { return e.Event == "reload_complete" && e.Gen == gen }
+		return func(e event) bool { return isReloadComplete(e) && e.Gen == gen }
 	}
-	if _, err := next(isEnd(1)); err != nil {
+	if _, err := b.next(isEnd(1)); err != nil {
 		return nil, fmt.Errorf("first generation: %w", err)
 	}
 	var out []time.Duration
 	for gen := 2; gen <= cfg.Reloads+1; gen++ {
 		time.Sleep(100 * time.Millisecond) // let the last reload's exit settle
 		hup := time.Now()
-		if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		if err := b.hup(); err != nil {
 			return nil, err
 		}
-		drain, err := next(func(e event) bool { return e.Event == "draining" && e.Gen == gen-1 })
+		drain, err := b.next(func(e event) bool { return e.Event == "draining" && e.Gen == gen-1 })
 		if err != nil {
 			return nil, fmt.Errorf("reload %d: %w", gen-1, err)
 		}
 		out = append(out, drain.Time.Sub(hup))
-		if _, err := next(isEnd(gen)); err != nil {
+		if _, err := b.next(isEnd(gen)); err != nil {
 			return nil, fmt.Errorf("reload %d: %w", gen-1, err)
 		}
 	}
 	return out, nil
-}
-
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return round2((s[len(s)/2-1] + s[len(s)/2]) / 2)
-}
-
-func maxOf(v []float64) float64 {
-	m := 0.0
-	for i, x := range v {
-		if i == 0 || x > m {
-			m = x
-		}
-	}
-	return m
 }
