@@ -218,27 +218,40 @@ func (b *Baton) Find(match func(Event) bool) []Event {
 	return out
 }
 
-// WaitFor polls the log until an event matches, failing the test after d.
+// WaitFor polls the log until an event matches, failing the test after d
+// or if baton exits first.
 func (b *Baton) WaitFor(t testing.TB, d time.Duration, match func(Event) bool) Event {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
+	return b.await(t, d, "matching baton event", func() (Event, bool) {
 		if found := b.Find(match); len(found) > 0 {
-			return found[0]
+			return found[0], true
 		}
-		select {
-		case <-b.exited:
-			if found := b.Find(match); len(found) > 0 {
-				return found[0]
-			}
-			t.Fatalf("baton exited (%v) before the awaited event", b.err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no matching baton event within %s", d)
-		}
-		time.Sleep(5 * time.Millisecond)
+		return nil, false
+	})
+}
+
+// await polls the log until found picks an event from it, failing the
+// test (saying what it waited for) after d or if baton exits first.
+func (b *Baton) await(t testing.TB, d time.Duration, what string, found func() (Event, bool)) Event {
+	t.Helper()
+	var e Event
+	var ok, exited bool
+	poll(d, logPoll, func() bool {
+		// Exited first: the log is complete once baton has exited, so a
+		// last event is not missed.
+		exited = b.Exited()
+		e, ok = found()
+		return ok || exited
+	})
+	switch {
+	case ok:
+		return e
+	case exited:
+		t.Fatalf("baton exited (%v) before the %s", b.err, what)
+	default:
+		t.Fatalf("no %s within %s", what, d)
 	}
+	return nil
 }
 
 // Terminate is a test's last resort for a process it started: unless
@@ -299,16 +312,12 @@ func (b *Baton) Reload(t testing.TB, d time.Duration) Event {
 	t.Helper()
 	before := len(b.Find(isReloadEnd))
 	b.Signal(t, syscall.SIGHUP)
-	deadline := time.Now().Add(d)
-	for {
+	return b.await(t, d, "end of the reload", func() (Event, bool) {
 		if ends := b.Find(isReloadEnd); len(ends) > before {
-			return ends[before]
+			return ends[before], true
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("reload did not end within %s", d)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil, false
+	})
 }
 
 func isReloadEnd(e Event) bool {
@@ -420,18 +429,6 @@ func Zombies(parent int) []Proc {
 func Alive(pid int) bool {
 	p, ok := ReadProc(pid)
 	return ok && p.State != "Z"
-}
-
-// Eventually polls cond until it holds, failing the test after d.
-func Eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, d)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // Run runs baton to completion with args, for commands and start-up
