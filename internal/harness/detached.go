@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -18,13 +16,8 @@ import (
 // test may stall, break or never read, so its log is not followed: the
 // test watches it through its control socket, its pidfile and /proc.
 type Detached struct {
-	Cmd     *exec.Cmd
-	PIDFile string
-	Control string
-	Dir     string
-
-	exited chan struct{}
-	err    error
+	*master
+	Control string // its control socket, next to the pidfile
 }
 
 // StartDetached runs baton with args (its flags, "--" and the worker
@@ -34,56 +27,26 @@ type Detached struct {
 // test ends.
 func StartDetached(t testing.TB, stderr *os.File, env []string, args ...string) *Detached {
 	t.Helper()
-	bin := Build(t)
-	dir := t.TempDir()
-	d := &Detached{PIDFile: filepath.Join(dir, "baton.pid"), Dir: dir, exited: make(chan struct{})}
+	d := &Detached{master: newMaster(t, Setup{Env: env}, args)}
 	d.Control = control.DefaultPath(d.PIDFile)
-	full := append([]string{"--pidfile", d.PIDFile, "--log-format", "json", "--log-level", "debug"}, args...)
-	d.Cmd = exec.Command(bin.Baton, full...)
-	d.Cmd.Env = append(append(os.Environ(), ProcessEnv...), env...)
-	d.Cmd.Dir = dir
 	d.Cmd.Stderr = stderr
-	if err := d.Cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		d.err = d.Cmd.Wait()
-		close(d.exited)
-	}()
-	t.Cleanup(func() { Terminate(d.Cmd.Process, d.exited, syscall.SIGQUIT, 10*time.Second) })
+	d.start(t, nil)
 	return d
-}
-
-// PID is the master's PID.
-func (d *Detached) PID() int { return d.Cmd.Process.Pid }
-
-// Exited reports whether the master has exited.
-func (d *Detached) Exited() bool {
-	select {
-	case <-d.exited:
-		return true
-	default:
-		return false
-	}
 }
 
 // Wait waits up to limit for the master to exit and describes how it
 // ended: "exit status N" or "signal: …".
 func (d *Detached) Wait(t testing.TB, limit time.Duration) string {
 	t.Helper()
-	select {
-	case <-d.exited:
-	case <-time.After(limit):
-		t.Fatalf("baton (pid %d) still running after %s", d.PID(), limit)
-	}
-	if d.err == nil {
+	err := d.waitExit(t, limit)
+	if err == nil {
 		return "exit status 0"
 	}
 	var ee *exec.ExitError
-	if errors.As(d.err, &ee) {
+	if errors.As(err, &ee) {
 		return ee.ProcessState.String()
 	}
-	return d.err.Error()
+	return err.Error()
 }
 
 // Status asks the master for its status over the control socket, giving

@@ -87,18 +87,13 @@ func (e Event) Int(key string) int { f, _ := e[key].(float64); return int(f) }
 // Str reads a string field.
 func (e Event) Str(key string) string { s, _ := e[key].(string); return s }
 
-// Baton is a running master started by Start.
+// Baton is a running master started by Start, its log followed.
 type Baton struct {
-	t       testing.TB
-	Cmd     *exec.Cmd
-	PIDFile string
-	Dir     string
+	*master
 
 	mu     sync.Mutex
 	events []Event
 	lines  bytes.Buffer // everything it printed, for failure reports
-	exited chan struct{}
-	err    error
 }
 
 // Start runs baton with args (its flags, "--" and the worker command),
@@ -133,30 +128,20 @@ type Setup struct {
 // generation.
 func StartWith(t testing.TB, setup Setup, args ...string) *Baton {
 	t.Helper()
-	bin := Build(t)
-	dir := t.TempDir()
-	b := &Baton{t: t, PIDFile: filepath.Join(dir, "baton.pid"), Dir: dir, exited: make(chan struct{})}
-	full := append([]string{bin.Baton, "--pidfile", b.PIDFile, "--log-format", "json", "--log-level", "debug"}, args...)
-	full = append(append([]string(nil), setup.Wrap...), full...)
-	b.Cmd = exec.Command(full[0], full[1:]...)
-	b.Cmd.Env = append(append(os.Environ(), ProcessEnv...), setup.Env...)
-	b.Cmd.Dir = dir
+	b := &Baton{master: newMaster(t, setup, args)}
 	stderr, err := b.Cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
 	b.Cmd.Stdout = &lockedWriter{b: b}
-	if err := b.Cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go b.readLog(stderr)
+	// Registered before start's: runs once the master is gone.
 	t.Cleanup(func() {
-		Terminate(b.Cmd.Process, b.exited, syscall.SIGQUIT, 10*time.Second)
 		CheckNoRace(t, b.Output())
 		if t.Failed() {
 			t.Logf("baton output:\n%s", b.Output())
 		}
 	})
+	b.start(t, func() { b.readLog(stderr) })
 	return b
 }
 
@@ -186,12 +171,7 @@ func (b *Baton) readLog(r io.Reader) {
 		}
 		b.mu.Unlock()
 	}
-	b.err = b.Cmd.Wait()
-	close(b.exited)
 }
-
-// PID is the master's PID.
-func (b *Baton) PID() int { return b.Cmd.Process.Pid }
 
 // Output is everything baton and its workers printed so far.
 func (b *Baton) Output() string {
@@ -327,29 +307,15 @@ func isReloadEnd(e Event) bool {
 // Wait waits for the master to exit and returns its exit code.
 func (b *Baton) Wait(t testing.TB, d time.Duration) int {
 	t.Helper()
-	select {
-	case <-b.exited:
-	case <-time.After(d):
-		t.Fatalf("baton still running after %s", d)
-	}
-	if b.err == nil {
+	err := b.waitExit(t, d)
+	if err == nil {
 		return 0
 	}
-	if ee, ok := b.err.(*exec.ExitError); ok {
+	if ee, ok := err.(*exec.ExitError); ok {
 		return ee.ExitCode()
 	}
-	t.Fatalf("baton: %v", b.err)
+	t.Fatalf("baton: %v", err)
 	return -1
-}
-
-// Exited reports whether the master has exited.
-func (b *Baton) Exited() bool {
-	select {
-	case <-b.exited:
-		return true
-	default:
-		return false
-	}
 }
 
 // Proc is one process as /proc shows it.
