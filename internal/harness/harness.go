@@ -474,27 +474,11 @@ var programs struct {
 // returns the binary's path.
 func BuildProgram(t testing.TB, pkg string) string {
 	t.Helper()
-	bins := Build(t)
-	programs.Lock()
-	defer programs.Unlock()
-	if path, ok := programs.built[pkg]; ok {
-		return path
-	}
-	out := filepath.Join(bins.Dir, filepath.Base(pkg))
-	args := []string{"build", "-o", out}
+	var flags []string
 	if raceEnabled {
-		args = append(args, "-race")
+		flags = []string{"-race"}
 	}
-	cmd := exec.Command("go", append(args, pkg)...)
-	cmd.Dir = ModuleRoot()
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
-	}
-	if programs.built == nil {
-		programs.built = map[string]string{}
-	}
-	programs.built[pkg] = out
-	return out
+	return buildCached(t, pkg, pkg, "", nil, flags)
 }
 
 // BuildStatic compiles the main package pkg (relative to the module root)
@@ -503,23 +487,31 @@ func BuildProgram(t testing.TB, pkg string) string {
 // container with another libc); it returns the binary's path.
 func BuildStatic(t testing.TB, pkg string) string {
 	t.Helper()
+	return buildCached(t, "static "+pkg, pkg, "static", []string{"CGO_ENABLED=0"}, nil)
+}
+
+// buildCached builds pkg with go build flags and env added to the test's
+// environment, once per test process for each key, into subdir of Build's
+// directory; it returns the binary's path.
+func buildCached(t testing.TB, key, pkg, subdir string, env, flags []string) string {
+	t.Helper()
 	bins := Build(t)
 	programs.Lock()
 	defer programs.Unlock()
-	key := "static " + pkg
 	if path, ok := programs.built[key]; ok {
 		return path
 	}
-	dir := filepath.Join(bins.Dir, "static")
+	dir := filepath.Join(bins.Dir, subdir)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	out := filepath.Join(dir, filepath.Base(pkg))
-	cmd := exec.Command("go", "build", "-o", out, pkg)
+	args := append(append([]string{"build", "-o", out}, flags...), pkg)
+	cmd := exec.Command("go", args...)
 	cmd.Dir = ModuleRoot()
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	cmd.Env = append(os.Environ(), env...)
 	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build %s (static): %v\n%s", pkg, err, b)
+		t.Fatalf("go build %s: %v\n%s", key, err, b)
 	}
 	if programs.built == nil {
 		programs.built = map[string]string{}
