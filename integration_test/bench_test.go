@@ -3,7 +3,6 @@ package integration_test
 import (
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -21,27 +20,13 @@ func TestBenchmarkRuns(t *testing.T) {
 	bench := harness.BuildProgram(t, "./cmd/batonbench")
 	tableflip := harness.BuildProgram(t, "./cmd/tableflipworker")
 	out := filepath.Join(t.TempDir(), "bench.json")
-	cmd := exec.Command(bench, "-reloads", "2", "-gap", "200ms", "-rate", "200", "-json", out,
+	code, stdout, stderr := harness.RunProgram(t, 90*time.Second, bench,
+		"-reloads", "2", "-gap", "200ms", "-rate", "200", "-json", out,
 		"-baton", bin.Baton, "-worker", bin.TestWorker, "-tableflip", tableflip)
-	var stdout, stderr strings.Builder
-	cmd.Env = append(os.Environ(), harness.ProcessEnv...)
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	if code != 0 {
+		t.Fatalf("batonbench exited %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("batonbench: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
-		}
-	case <-time.After(90 * time.Second):
-		cmd.Process.Kill()
-		<-done
-		t.Fatalf("batonbench still running after 90s\nstderr:\n%s", stderr.String())
-	}
-	t.Logf("batonbench:\n%s", stdout.String())
+	t.Logf("batonbench:\n%s", stdout)
 
 	var rep struct {
 		Machine struct {
@@ -74,7 +59,7 @@ func TestBenchmarkRuns(t *testing.T) {
 		if r.Mode != want[i] || r.Requests == 0 || len(r.ReloadMS) != 2 {
 			t.Fatalf("result %d: %+v, want mode %s with requests and 2 reload durations", i, r, want[i])
 		}
-		if !strings.Contains(stdout.String(), r.Mode) {
+		if !strings.Contains(stdout, r.Mode) {
 			t.Fatalf("the table has no row for %s", r.Mode)
 		}
 		switch r.Mode {

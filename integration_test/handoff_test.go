@@ -3,9 +3,7 @@ package integration_test
 import (
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -20,27 +18,12 @@ func TestHandoffBenchmarkRuns(t *testing.T) {
 	bin := harness.Build(t)
 	bench := harness.BuildProgram(t, "./cmd/batonbench")
 	out := filepath.Join(t.TempDir(), "handoff.json")
-	cmd := exec.Command(bench, "handoff", "-reloads", "3", "-start", "300ms", "-json", out,
-		"-baton", bin.Baton, "-worker", bin.TestWorker)
-	var stdout, stderr strings.Builder
-	cmd.Env = append(os.Environ(), harness.ProcessEnv...)
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	code, stdout, stderr := harness.RunProgram(t, 90*time.Second, bench,
+		"handoff", "-reloads", "3", "-start", "300ms", "-json", out, "-baton", bin.Baton, "-worker", bin.TestWorker)
+	if code != 0 {
+		t.Fatalf("batonbench handoff exited %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("batonbench handoff: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
-		}
-	case <-time.After(90 * time.Second):
-		cmd.Process.Kill()
-		<-done
-		t.Fatalf("batonbench handoff still running after 90s\nstderr:\n%s", stderr.String())
-	}
-	t.Logf("batonbench handoff:\n%s", stdout.String())
+	t.Logf("batonbench handoff:\n%s", stdout)
 
 	var rep struct {
 		OwnStartMedianMS float64 `json:"own_start_median_ms"`

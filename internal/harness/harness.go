@@ -402,9 +402,16 @@ func Alive(pid int) bool {
 // stderr.
 func Run(t testing.TB, d time.Duration, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
-	bin := Build(t)
+	return RunProgram(t, d, Build(t).Baton, args...)
+}
+
+// RunProgram runs the program at path to completion with args, killing
+// it and failing the test if it still runs after d, and returns its exit
+// code with what it printed on stdout and stderr.
+func RunProgram(t testing.TB, d time.Duration, path string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
 	var out, errb bytes.Buffer
-	cmd := exec.Command(bin.Baton, args...)
+	cmd := exec.Command(path, args...)
 	cmd.Env = append(os.Environ(), ProcessEnv...)
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Start(); err != nil {
@@ -418,7 +425,7 @@ func Run(t testing.TB, d time.Duration, args ...string) (code int, stdout, stder
 	case <-time.After(d):
 		cmd.Process.Kill()
 		<-done
-		t.Fatalf("baton %s: still running after %s\nstderr:\n%s", strings.Join(args, " "), d, errb.String())
+		t.Fatalf("%s %s: still running after %s\nstderr:\n%s", filepath.Base(path), strings.Join(args, " "), d, errb.String())
 	}
 	code = 0
 	if ee, ok := err.(*exec.ExitError); ok {
