@@ -16,17 +16,15 @@
 package main
 
 import (
-	"errors"
 	"flag"
-	"fmt"
 	"log"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"strings"
-	"sync"
 	"syscall"
+
+	"github.com/baton-sh/baton/internal/restarterworker"
 )
 
 func main() {
@@ -57,11 +55,7 @@ func main() {
 		log.Fatalf("endlessworker: %v", err)
 	}
 
-	gen := os.Getenv("BATON_GENERATION")
-	var open conns
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "endless gen=%s pid=%d\n", gen, os.Getpid())
-	}), ConnState: open.track}
+	srv := restarterworker.New("endless", l)
 	if isChild {
 		syscall.Kill(syscall.Getppid(), syscall.SIGTERM)
 	}
@@ -73,57 +67,18 @@ func main() {
 			if s == syscall.SIGTERM || s == syscall.SIGINT {
 				log.Println(os.Getpid(), "Received", s)
 				// endless's shutdown: keep-alives off (which closes
-				// idle connections), the listener closed; Serve
-				// returns once every connection has ended.
-				srv.SetKeepAlivesEnabled(false)
-				l.Close()
+				// idle connections) and the listener closed; the app
+				// exits once every connection has ended.
+				srv.Shutdown()
 				close(done)
 				return
 			}
 			log.Println(os.Getpid(), "Received", s, "(ignored)")
 		}
 	}()
-	if err := srv.Serve(l); !errors.Is(err, net.ErrClosed) {
+	if err := srv.Serve(); err != nil {
 		log.Fatalf("endlessworker: %v", err)
 	}
 	<-done
-	<-open.drained()
 	log.Println(os.Getpid(), "Serve() returning...")
-}
-
-// conns counts a server's open connections, as endless's connection
-// WaitGroup and grace's httpdown do, so a drain waits for every one that
-// was accepted, including one whose first request is not read yet.
-type conns struct {
-	mu   sync.Mutex
-	n    int
-	zero chan struct{}
-}
-
-func (c *conns) track(_ net.Conn, s http.ConnState) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	switch s {
-	case http.StateNew:
-		c.n++
-	case http.StateClosed, http.StateHijacked:
-		c.n--
-		if c.n == 0 && c.zero != nil {
-			close(c.zero)
-			c.zero = nil
-		}
-	}
-}
-
-// drained is closed once no connection is open.
-func (c *conns) drained() <-chan struct{} {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	done := make(chan struct{})
-	if c.n == 0 {
-		close(done)
-	} else {
-		c.zero = done
-	}
-	return done
 }

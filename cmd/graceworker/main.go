@@ -16,17 +16,16 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"log"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
-	"sync"
 	"syscall"
+
+	"github.com/baton-sh/baton/internal/restarterworker"
 )
 
 var (
@@ -42,17 +41,9 @@ func main() {
 	if err != nil {
 		log.Fatalf("graceworker: %v", err)
 	}
-	gen := os.Getenv("BATON_GENERATION")
-	var open conns
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "grace gen=%s pid=%d\n", gen, os.Getpid())
-	}), ConnState: open.track}
+	srv := restarterworker.New("grace", l)
 	served := make(chan error, 1)
-	go func() {
-		if err := srv.Serve(l); !errors.Is(err, net.ErrClosed) {
-			served <- err
-		}
-	}()
+	go func() { served <- srv.Serve() }()
 
 	sigs := make(chan os.Signal, 10)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGUSR2)
@@ -77,9 +68,7 @@ func main() {
 			// closed and no more keep-alive, then a wait for every
 			// connection to end.
 			signal.Stop(sigs)
-			srv.SetKeepAlivesEnabled(false)
-			l.Close()
-			<-open.drained()
+			srv.Shutdown()
 			log.Printf("Exiting pid %d.", os.Getpid())
 			return
 		}
@@ -107,41 +96,4 @@ func listen(addr string) (net.Listener, error) {
 		l.Close()
 	}
 	return net.Listen("tcp", addr)
-}
-
-// conns counts a server's open connections, as endless's connection
-// WaitGroup and grace's httpdown do, so a drain waits for every one that
-// was accepted, including one whose first request is not read yet.
-type conns struct {
-	mu   sync.Mutex
-	n    int
-	zero chan struct{}
-}
-
-func (c *conns) track(_ net.Conn, s http.ConnState) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	switch s {
-	case http.StateNew:
-		c.n++
-	case http.StateClosed, http.StateHijacked:
-		c.n--
-		if c.n == 0 && c.zero != nil {
-			close(c.zero)
-			c.zero = nil
-		}
-	}
-}
-
-// drained is closed once no connection is open.
-func (c *conns) drained() <-chan struct{} {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	done := make(chan struct{})
-	if c.n == 0 {
-		close(done)
-	} else {
-		c.zero = done
-	}
-	return done
 }
