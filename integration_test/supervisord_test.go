@@ -37,6 +37,203 @@ type supervisorCtl struct {
 	exited  chan struct{}
 }
 
+// Under supervisord, which watches one PID, a reload is `supervisorctl
+// signal HUP app`: baton's PID stays the one supervisord started, the
+// worker behind it is replaced with no failed request, and nothing is left
+// defunct. stop drains; start and restart work; supervisord's own shutdown
+// stops the program as stop does. Each step goes on from where the one
+// before it left the program, so the first that fails ends the test.
+func TestSupervisordSignalHUPStopStartRestart(t *testing.T) {
+	s := startSupervisord(t)
+	baton := s.requireBatonServing(t)
+	var worker, started int
+	for _, step := range []struct {
+		name string
+		run  func(t *testing.T)
+	}{
+		{"signal HUP under load", func(t *testing.T) { worker = s.reloadsUnderLoad(t, baton, 5) }},
+		{"stop with a request in flight", func(t *testing.T) { s.stopWithRequestInFlight(t, baton, worker) }},
+		{"start", func(t *testing.T) { started = s.start(t, baton) }},
+		{"restart", func(t *testing.T) { s.restart(t, started) }},
+		{"shutdown", s.shutdown},
+	} {
+		if !t.Run(step.name, step.run) {
+			return
+		}
+	}
+}
+
+// requireBatonServing waits until app's first generation serves, and
+// returns baton's PID, which must be a child of supervisord.
+func (s *supervisorCtl) requireBatonServing(t *testing.T) int {
+	t.Helper()
+	_, baton := s.status()
+	if p, ok := harness.ReadProc(baton); !ok || p.PPID != s.cmd.Process.Pid {
+		t.Fatalf("app's pid %d is not a child of supervisord %d: %+v", baton, s.cmd.Process.Pid, p)
+	}
+	harness.Eventually(t, 20*time.Second, "generation 1 serving", func() bool { return s.count(isReloadComplete) >= 1 })
+	s.requireServing(t)
+	return baton
+}
+
+// reloadsUnderLoad deploys n times under load, the way a deploy does it:
+// each HUP brings a new worker and the old one goes, while supervisord
+// sees app RUNNING with baton's PID throughout and no request fails. It
+// returns the last worker's PID.
+func (s *supervisorCtl) reloadsUnderLoad(t *testing.T, baton, n int) int {
+	load := startLoad(t, s.url+"/")
+	worker := s.workerPID(t)
+	var took []string
+	for i := 1; i <= n; i++ {
+		before := load.Done()
+		took = append(took, s.hup(t, i+1))
+		next := s.workerPID(t)
+		if next == worker || harness.Alive(worker) {
+			t.Fatalf("reload %d: worker %d not replaced (now %d, old alive: %v)", i, worker, next, harness.Alive(worker))
+		}
+		worker = next
+		if state, pid := s.status(); state != "RUNNING" || pid != baton {
+			t.Fatalf("reload %d: supervisorctl status app: %s pid %d, want RUNNING pid %d", i, state, pid, baton)
+		}
+		s.requireNoZombies(t, baton)
+		harness.Eventually(t, 10*time.Second, "requests flowing after the reload",
+			func() bool { return load.Done() >= before+100 })
+	}
+	sum := requireNoFailures(t, load)
+	if len(sum.PIDs) != n+1 {
+		t.Errorf("answers came from %d worker pids, want %d (one per generation)", len(sum.PIDs), n+1)
+	}
+	t.Logf("reload took: %s", strings.Join(took, ", "))
+	if got, err := os.ReadFile(s.pidfile); err != nil || strings.TrimSpace(string(got)) != strconv.Itoa(baton) {
+		t.Fatalf("pidfile says %q (%v), supervisord's pid is %d", got, err, baton)
+	}
+	return worker
+}
+
+// hup is one deploy: `supervisorctl signal HUP app`, after which the
+// reload it starts must end with generation gen serving. It says how long
+// that took, as baton logs it and as supervisorctl's caller waits.
+func (s *supervisorCtl) hup(t *testing.T, gen int) string {
+	t.Helper()
+	ended := s.count(isReloadEnd)
+	start := time.Now()
+	s.mustCtl(t, "app: signalled", "signal", "HUP", "app")
+	harness.Eventually(t, 20*time.Second, fmt.Sprintf("reload to generation %d ended", gen), func() bool {
+		return s.count(isReloadEnd) > ended
+	})
+	wall := time.Since(start)
+	var end harness.Event
+	for _, e := range s.events() {
+		if isReloadEnd(e) {
+			end = e
+		}
+	}
+	if !isReloadComplete(end) || end.Int("gen") != gen {
+		t.Fatalf("reload: %v, want generation %d complete", end, gen)
+	}
+	return fmt.Sprintf("%s (supervisorctl to complete: %s)", end.Str("took"), wall.Round(time.Millisecond))
+}
+
+// stopWithRequestInFlight requires that `supervisorctl stop app` drains:
+// a request in flight when it starts is answered, and then baton and
+// its worker are gone with nothing left behind.
+func (s *supervisorCtl) stopWithRequestInFlight(t *testing.T, baton, worker int) {
+	slow := harness.GetInBackground(s.url + "/slow?d=1s")
+	harness.Eventually(t, 10*time.Second, "slow request in flight", func() bool {
+		return strings.Contains(s.log(), fmt.Sprintf("slow request started pid=%d", worker))
+	})
+	start := time.Now()
+	s.mustCtl(t, "app: stopped", "stop", "app")
+	t.Logf("supervisorctl stop app with a 1s request in flight: %s", time.Since(start).Round(time.Millisecond))
+	select {
+	case a := <-slow:
+		if a.Err != nil || !strings.Contains(a.Body, "slow done") {
+			t.Fatalf("in-flight request cut by supervisorctl stop: %q %v", a.Body, a.Err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the in-flight request got no answer")
+	}
+	s.requireStopped(t, 1, baton, worker)
+}
+
+// requireStopped requires app STOPPED after baton's stops-th clean stop:
+// none of pids alive, no process of the program left, no pidfile, the
+// port closed and no zombie under supervisord.
+func (s *supervisorCtl) requireStopped(t *testing.T, stops int, pids ...int) {
+	t.Helper()
+	if state, _ := s.status(); state != "STOPPED" {
+		t.Fatalf("after stop, app is %s", state)
+	}
+	for _, pid := range pids {
+		if harness.Alive(pid) {
+			t.Fatalf("after stop, pid %d is alive", pid)
+		}
+	}
+	if left := s.programProcs(); len(left) > 0 {
+		t.Fatalf("after stop, processes of the program are left: %v", left)
+	}
+	if _, err := os.Stat(s.pidfile); !os.IsNotExist(err) {
+		t.Fatalf("pidfile left behind by stop: %v", err)
+	}
+	if c, err := net.DialTimeout("tcp", strings.TrimPrefix(s.url, "http://"), time.Second); err == nil {
+		c.Close()
+		t.Fatal("the port still accepts after stop")
+	}
+	if n := s.count(isStopped); n != stops {
+		t.Fatalf("baton logged %d clean stops, want %d", n, stops)
+	}
+	s.requireNoZombies(t, 0)
+}
+
+// start is `supervisorctl start app`: a new baton, other than stopped,
+// serves. It returns the new baton's PID.
+func (s *supervisorCtl) start(t *testing.T, stopped int) int {
+	s.mustCtl(t, "app: started", "start", "app")
+	state, started := s.status()
+	if state != "RUNNING" || started == stopped {
+		t.Fatalf("after start: %s pid %d (was %d)", state, started, stopped)
+	}
+	s.requireServing(t)
+	return started
+}
+
+// restart is `supervisorctl restart app`: baton stops cleanly (its second
+// clean stop in this log) and a new one serves.
+func (s *supervisorCtl) restart(t *testing.T, running int) {
+	s.mustCtl(t, "app: started", "restart", "app")
+	state, restarted := s.status()
+	if state != "RUNNING" || restarted == running || harness.Alive(running) {
+		t.Fatalf("after restart: %s pid %d, the previous baton %d alive: %v", state, restarted, running, harness.Alive(running))
+	}
+	s.requireServing(t)
+	if n := s.count(isStopped); n != 2 {
+		t.Fatalf("baton logged %d clean stops, want 2", n)
+	}
+	s.requireNoZombies(t, restarted)
+}
+
+// shutdown is `supervisorctl shutdown`: supervisord stops the program the
+// same way and exits, leaving no process of the program.
+func (s *supervisorCtl) shutdown(t *testing.T) {
+	s.mustCtl(t, "Shut down", "shutdown")
+	select {
+	case <-s.exited:
+	case <-time.After(30 * time.Second):
+		t.Fatal("supervisord still running 30s after supervisorctl shutdown")
+	}
+	if left := s.programProcs(); len(left) > 0 {
+		t.Fatalf("after supervisord's shutdown, processes of the program are left: %v", left)
+	}
+}
+
+func isReloadComplete(e harness.Event) bool { return e.Kind() == "reload_complete" }
+
+func isReloadEnd(e harness.Event) bool {
+	return e.Kind() == "reload_complete" || e.Kind() == "reload_failed"
+}
+
+func isStopped(e harness.Event) bool { return e.Msg() == "stopped" }
+
 // supervisordConf writes a supervisord configuration in dir whose
 // [program:app] is the example in scripts/supervisord/baton.conf, with its
 // paths replaced by the built binaries and dir, and its address by addr.
@@ -176,11 +373,11 @@ func (s *supervisorCtl) ctl(args ...string) (string, error) {
 
 // mustCtl runs supervisorctl and fails the test unless its output
 // contains want.
-func (s *supervisorCtl) mustCtl(want string, args ...string) string {
-	s.t.Helper()
+func (s *supervisorCtl) mustCtl(t *testing.T, want string, args ...string) string {
+	t.Helper()
 	out, err := s.ctl(args...)
 	if !strings.Contains(out, want) {
-		s.t.Fatalf("supervisorctl %s: %q (%v), want %q", strings.Join(args, " "), out, err, want)
+		t.Fatalf("supervisorctl %s: %q (%v), want %q", strings.Join(args, " "), out, err, want)
 	}
 	return out
 }
@@ -303,157 +500,4 @@ func (w *ecoBuffer) String() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.buf.String()
-}
-
-// Under supervisord, which watches one PID, a reload is `supervisorctl
-// signal HUP app`: baton's PID stays the one supervisord started, the
-// worker behind it is replaced with no failed request, and nothing is left
-// defunct. stop drains; start and restart work.
-func TestSupervisordSignalHUPStopStartRestart(t *testing.T) {
-	t0 := time.Now()
-	phase := func(what string) { t.Logf("%6s %s", time.Since(t0).Round(time.Millisecond), what) }
-	s := startSupervisord(t)
-	phase("supervisord: app RUNNING")
-	svPID := s.cmd.Process.Pid
-	_, batonPID := s.status()
-	if p, ok := harness.ReadProc(batonPID); !ok || p.PPID != svPID {
-		t.Fatalf("app's pid %d is not a child of supervisord %d: %+v", batonPID, svPID, p)
-	}
-	isComplete := func(e harness.Event) bool { return e.Kind() == "reload_complete" }
-	harness.Eventually(t, 20*time.Second, "generation 1 serving", func() bool { return s.count(isComplete) >= 1 })
-	s.requireServing(t)
-	phase("serving")
-
-	// Reloads under load, the way a deploy does it.
-	load := startLoad(t, s.url+"/")
-	const reloads = 5
-	worker := s.workerPID(t)
-	var took []string
-	for i := 1; i <= reloads; i++ {
-		before, completed := load.Done(), s.count(isComplete)
-		start := time.Now()
-		s.mustCtl("app: signalled", "signal", "HUP", "app")
-		harness.Eventually(t, 20*time.Second, fmt.Sprintf("reload %d complete", i), func() bool {
-			return s.count(isComplete) > completed
-		})
-		wall := time.Since(start)
-		var end harness.Event
-		for _, e := range s.events() {
-			if e.Kind() == "reload_complete" || e.Kind() == "reload_failed" {
-				end = e
-			}
-		}
-		if end.Kind() != "reload_complete" || end.Int("gen") != i+1 {
-			t.Fatalf("reload %d: %v, want generation %d complete", i, end, i+1)
-		}
-		phase(fmt.Sprintf("reload %d complete", i))
-		took = append(took, fmt.Sprintf("%s (supervisorctl to complete: %s)", end.Str("took"), wall.Round(time.Millisecond)))
-
-		next := s.workerPID(t)
-		if next == worker || harness.Alive(worker) {
-			t.Fatalf("reload %d: worker %d not replaced (now %d, old alive: %v)", i, worker, next, harness.Alive(worker))
-		}
-		worker = next
-		if state, pid := s.status(); state != "RUNNING" || pid != batonPID {
-			t.Fatalf("reload %d: supervisorctl status app: %s pid %d, want RUNNING pid %d", i, state, pid, batonPID)
-		}
-		s.requireNoZombies(t, batonPID)
-		harness.Eventually(t, 10*time.Second, "requests flowing after the reload",
-			func() bool { return load.Done() >= before+100 })
-	}
-	sum := requireNoFailures(t, load)
-	if len(sum.PIDs) != reloads+1 {
-		t.Errorf("answers came from %d worker pids, want %d (one per generation)", len(sum.PIDs), reloads+1)
-	}
-	t.Logf("reload took: %s", strings.Join(took, ", "))
-	if got, err := os.ReadFile(s.pidfile); err != nil || strings.TrimSpace(string(got)) != strconv.Itoa(batonPID) {
-		t.Fatalf("pidfile says %q (%v), supervisord's pid is %d", got, err, batonPID)
-	}
-
-	phase("load stopped")
-	// stop drains: a request in flight when it starts is answered.
-	type answer struct {
-		status int
-		body   string
-		err    error
-	}
-	done := make(chan answer, 1)
-	go func() {
-		resp, err := http.Get(s.url + "/slow?d=1s")
-		if err != nil {
-			done <- answer{err: err}
-			return
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		done <- answer{resp.StatusCode, string(body), err}
-	}()
-	harness.Eventually(t, 10*time.Second, "slow request in flight", func() bool {
-		return strings.Contains(s.log(), fmt.Sprintf("slow request started pid=%d", worker))
-	})
-	start := time.Now()
-	s.mustCtl("app: stopped", "stop", "app")
-	t.Logf("supervisorctl stop app with a 1s request in flight: %s", time.Since(start).Round(time.Millisecond))
-	select {
-	case a := <-done:
-		if a.err != nil || a.status != http.StatusOK || !strings.Contains(a.body, "slow done") {
-			t.Fatalf("in-flight request cut by supervisorctl stop: %d %q %v", a.status, a.body, a.err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the in-flight request got no answer")
-	}
-	if state, _ := s.status(); state != "STOPPED" {
-		t.Fatalf("after stop, app is %s", state)
-	}
-	if harness.Alive(batonPID) || harness.Alive(worker) {
-		t.Fatalf("after stop: baton %d alive %v, worker %d alive %v", batonPID, harness.Alive(batonPID), worker, harness.Alive(worker))
-	}
-	if left := s.programProcs(); len(left) > 0 {
-		t.Fatalf("after stop, processes of the program are left: %v", left)
-	}
-	if _, err := os.Stat(s.pidfile); !os.IsNotExist(err) {
-		t.Fatalf("pidfile left behind by stop: %v", err)
-	}
-	if c, err := net.DialTimeout("tcp", strings.TrimPrefix(s.url, "http://"), time.Second); err == nil {
-		c.Close()
-		t.Fatal("the port still accepts after stop")
-	}
-	if n := s.count(func(e harness.Event) bool { return e.Msg() == "stopped" }); n != 1 {
-		t.Fatalf("baton logged %d clean stops, want 1", n)
-	}
-	s.requireNoZombies(t, 0)
-	phase("stopped")
-
-	// start, then restart.
-	s.mustCtl("app: started", "start", "app")
-	state, started := s.status()
-	if state != "RUNNING" || started == batonPID {
-		t.Fatalf("after start: %s pid %d (was %d)", state, started, batonPID)
-	}
-	s.requireServing(t)
-
-	phase("started")
-	s.mustCtl("app: started", "restart", "app")
-	state, restarted := s.status()
-	if state != "RUNNING" || restarted == started || harness.Alive(started) {
-		t.Fatalf("after restart: %s pid %d, the previous baton %d alive: %v", state, restarted, started, harness.Alive(started))
-	}
-	s.requireServing(t)
-	if n := s.count(func(e harness.Event) bool { return e.Msg() == "stopped" }); n != 2 {
-		t.Fatalf("baton logged %d clean stops, want 2", n)
-	}
-	s.requireNoZombies(t, restarted)
-
-	phase("restarted")
-	// supervisord's own shutdown stops the program the same way.
-	s.mustCtl("Shut down", "shutdown")
-	select {
-	case <-s.exited:
-	case <-time.After(30 * time.Second):
-		t.Fatal("supervisord still running 30s after supervisorctl shutdown")
-	}
-	if left := s.programProcs(); len(left) > 0 {
-		t.Fatalf("after supervisord's shutdown, processes of the program are left: %v", left)
-	}
-	phase("supervisord shut down")
 }
