@@ -102,8 +102,7 @@ func TestWorkerCrashLoopGivesUpWithExit1(t *testing.T) {
 func TestStopDrainsAnInFlightRequest(t *testing.T) {
 	b, url := startWorker(t, nil)
 	pid := b.WorkerPID(t, 1)
-	slow := harness.GetInBackground(url + "/slow?d=1500ms")
-	b.OutputContains(t, 10*time.Second, "slow request started")
+	slow := b.InFlight(t, url, 1500*time.Millisecond)
 
 	b.Signal(t, syscall.SIGTERM)
 	if a := <-slow; a.Err != nil || !strings.Contains(a.Body, "slow done") {
@@ -125,8 +124,7 @@ func TestStopDrainsAnInFlightRequest(t *testing.T) {
 func TestReloadLetsTheOldGenerationFinishItsRequest(t *testing.T) {
 	b, url := startWorker(t, nil)
 	old := b.WorkerPID(t, 1)
-	slow := harness.GetInBackground(url + "/slow?d=1500ms")
-	b.OutputContains(t, 10*time.Second, "slow request started")
+	slow := b.InFlight(t, url, 1500*time.Millisecond)
 
 	b.Signal(t, syscall.SIGHUP)
 	// The worker says STOPPING=1 once it has stopped accepting.

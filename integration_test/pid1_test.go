@@ -41,8 +41,7 @@ func TestBatonAsPID1InAPIDNamespace(t *testing.T) {
 	requireNoZombies(t, master.PID)
 
 	// TERM with a request in flight: baton waits for the drain.
-	slow := harness.GetInBackground(url + "/slow?d=1500ms")
-	b.OutputContains(t, 10*time.Second, "slow request started")
+	slow := b.InFlight(t, url, 1500*time.Millisecond)
 	if err := syscall.Kill(master.PID, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

@@ -34,8 +34,7 @@ func TestNewReleaseCrashesAfterReadyWhileOldDrains(t *testing.T) {
 				"--", bin.TestWorker, "-crash-if-exists", crash, "-crash-after", "300ms")
 			b.WaitState(t, 20*time.Second, "first generation serving", func(s upgrader.Status) bool { return s.Generation == 1 })
 			url := "http://" + b.Addr(t, "http")
-			slow := harness.GetInBackground(url + "/slow?d=3s")
-			b.OutputContains(t, 10*time.Second, "slow request started")
+			slow := b.InFlight(t, url, 3*time.Second)
 
 			os.WriteFile(crash, nil, 0o644)
 			code, _, errOut := b.ReloadWait(t, 30*time.Second)

@@ -527,6 +527,21 @@ func buildCached(t testing.TB, key, pkg, subdir string, env, flags []string) str
 	return out
 }
 
+// InFlight requests url's /slow?d=D, which the test worker answers after
+// d, and returns once the worker has said that this request started: a
+// request in flight for whatever the test does next. The channel receives
+// how it ended.
+func (b *Baton) InFlight(t testing.TB, url string, d time.Duration) <-chan Answer {
+	t.Helper()
+	const started = "slow request started"
+	before := strings.Count(b.Output(), started)
+	answer := GetInBackground(url + "/slow?d=" + d.String())
+	Eventually(t, 10*time.Second, "a slow request in flight", func() bool {
+		return strings.Count(b.Output(), started) > before
+	})
+	return answer
+}
+
 // Answer is how one HTTP request ended.
 type Answer struct {
 	Body string
