@@ -16,18 +16,6 @@ import (
 // is held to a result: zero failed requests with a stable PID. The other
 // rows are what they measure.
 func TestBenchmarkRuns(t *testing.T) {
-	bin := harness.Build(t)
-	bench := harness.BuildProgram(t, "./cmd/batonbench")
-	tableflip := harness.BuildProgram(t, "./cmd/tableflipworker")
-	out := filepath.Join(t.TempDir(), "bench.json")
-	code, stdout, stderr := harness.RunProgram(t, 90*time.Second, bench,
-		"-reloads", "2", "-gap", "200ms", "-rate", "200", "-json", out,
-		"-baton", bin.Baton, "-worker", bin.TestWorker, "-tableflip", tableflip)
-	if code != 0 {
-		t.Fatalf("batonbench exited %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
-	}
-	t.Logf("batonbench:\n%s", stdout)
-
 	var rep struct {
 		Machine struct {
 			CPUs   int
@@ -41,13 +29,8 @@ func TestBenchmarkRuns(t *testing.T) {
 			PIDStable        bool      `json:"pid_stable"`
 		}
 	}
-	b, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &rep); err != nil {
-		t.Fatalf("batonbench -json: %v\n%s", err, b)
-	}
+	table, b := runBatonbench(t, &rep, "-reloads", "2", "-gap", "200ms", "-rate", "200",
+		"-tableflip", harness.BuildProgram(t, "./cmd/tableflipworker"))
 	if rep.Machine.CPUs < 1 || rep.Machine.Kernel == "" {
 		t.Errorf("the report does not say what machine it ran on: %s", b)
 	}
@@ -59,7 +42,7 @@ func TestBenchmarkRuns(t *testing.T) {
 		if r.Mode != want[i] || r.Requests == 0 || len(r.ReloadMS) != 2 {
 			t.Fatalf("result %d: %+v, want mode %s with requests and 2 reload durations", i, r, want[i])
 		}
-		if !strings.Contains(stdout, r.Mode) {
+		if !strings.Contains(table, r.Mode) {
 			t.Fatalf("the table has no row for %s", r.Mode)
 		}
 		switch r.Mode {
@@ -77,4 +60,29 @@ func TestBenchmarkRuns(t *testing.T) {
 			}
 		}
 	}
+}
+
+// runBatonbench runs batonbench with args, the test's baton and test
+// worker and -json, failing the test unless it exits 0 within 90 s. It
+// returns the table it printed and its JSON report, which it also
+// decodes into rep.
+func runBatonbench(t *testing.T, rep any, args ...string) (table string, report []byte) {
+	t.Helper()
+	bin := harness.Build(t)
+	bench := harness.BuildProgram(t, "./cmd/batonbench")
+	out := filepath.Join(t.TempDir(), "report.json")
+	args = append(args, "-json", out, "-baton", bin.Baton, "-worker", bin.TestWorker)
+	code, stdout, stderr := harness.RunProgram(t, 90*time.Second, bench, args...)
+	if code != 0 {
+		t.Fatalf("batonbench %s exited %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, stdout, stderr)
+	}
+	t.Logf("batonbench:\n%s", stdout)
+	report, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(report, rep); err != nil {
+		t.Fatalf("batonbench -json: %v\n%s", err, report)
+	}
+	return stdout, report
 }

@@ -1,30 +1,12 @@
 package integration_test
 
-import (
-	"encoding/json"
-	"os"
-	"path/filepath"
-	"testing"
-	"time"
-
-	"github.com/baton-sh/baton/internal/harness"
-)
+import "testing"
 
 // batonbench handoff keeps working, and --ready accepting notices a ready
 // generation promptly: the README's number comes from it. The bound here
 // is loose (CI shares 2 cores and builds with -race); the README states
 // what a quiet machine measures.
 func TestHandoffBenchmarkRuns(t *testing.T) {
-	bin := harness.Build(t)
-	bench := harness.BuildProgram(t, "./cmd/batonbench")
-	out := filepath.Join(t.TempDir(), "handoff.json")
-	code, stdout, stderr := harness.RunProgram(t, 90*time.Second, bench,
-		"handoff", "-reloads", "3", "-start", "300ms", "-json", out, "-baton", bin.Baton, "-worker", bin.TestWorker)
-	if code != 0 {
-		t.Fatalf("batonbench handoff exited %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
-	}
-	t.Logf("batonbench handoff:\n%s", stdout)
-
 	var rep struct {
 		OwnStartMedianMS float64 `json:"own_start_median_ms"`
 		Results          []struct {
@@ -33,13 +15,7 @@ func TestHandoffBenchmarkRuns(t *testing.T) {
 			OverheadMedianMS float64   `json:"overhead_median_ms"`
 		}
 	}
-	b, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &rep); err != nil {
-		t.Fatalf("batonbench handoff -json: %v\n%s", err, b)
-	}
+	_, b := runBatonbench(t, &rep, "handoff", "-reloads", "3", "-start", "300ms")
 	if rep.OwnStartMedianMS < 300 {
 		t.Fatalf("the worker alone started in %.1f ms, less than its -ready-after 300ms", rep.OwnStartMedianMS)
 	}
