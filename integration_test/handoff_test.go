@@ -23,9 +23,17 @@ func TestHandoffBenchmarkRuns(t *testing.T) {
 		t.Fatalf("results: %s", b)
 	}
 	for _, r := range rep.Results {
-		// A handoff never comes before the new generation could have
-		// started; far past it means readiness went unnoticed.
-		if r.OverheadMedianMS < -5 || r.OverheadMedianMS > 150 {
+		// The worker waits 300ms before it listens, so a handoff sooner
+		// than that took a generation for ready that was not; far past
+		// its own start means readiness went unnoticed. (The overhead is
+		// against the worker's start measured apart, which a busy machine
+		// makes noisy: only its upper end is checked.)
+		for _, h := range r.HandoffMS {
+			if h < 300 {
+				t.Errorf("--ready %s: HUP → drain after %.1f ms, before the new generation could serve (300 ms)", r.Ready, h)
+			}
+		}
+		if r.OverheadMedianMS > 150 {
 			t.Errorf("--ready %s: HUP → drain is %.1f ms past the worker's own start, want well under 150 ms", r.Ready, r.OverheadMedianMS)
 		}
 	}
