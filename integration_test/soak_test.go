@@ -78,7 +78,10 @@ func TestSoakReloadsUnderLoad(t *testing.T) {
 	lastRSS, lastFDs := soakAnonKB(t, master), soakFDs(t, master)
 	t.Logf("master %d after %d reloads: RssAnon %d kB (VmRSS %d kB), %d open fds", master, reloads, lastRSS, soakStatusKB(t, master, "VmRSS"), lastFDs)
 	sum := requireNoFailures(t, load)
-	if len(sum.PIDs) != reloads+1 {
+	// Every reload was checked to replace the worker's PID above; counting
+	// distinct PIDs at the end only works while the kernel does not hand
+	// one out twice (pid_max is often 32768, and a long soak wraps it).
+	if len(sum.PIDs) != reloads+1 && reloads < 1000 {
 		t.Errorf("answers came from %d worker pids, want %d", len(sum.PIDs), reloads+1)
 	}
 	requireNoZombies(t, master)
