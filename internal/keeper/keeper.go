@@ -1,0 +1,195 @@
+//go:build linux
+
+// Package keeper is the process that makes sure nothing a baton master
+// started outlives it by more than the drain timeout, whatever ended the
+// master, SIGKILL included.
+//
+// The master starts the keeper once, at start-up, as a re-exec of its own
+// binary with Env set: this package's init then runs the keeper instead of
+// baton, before baton's heavier packages initialise. The keeper sits in its
+// own process group, ignores TERM, INT, HUP and PIPE, uses no CPU while it
+// waits, and holds one end of a socket pair whose other end only the master
+// has. The master tells it about every worker it starts and every process
+// it adopts, each with a pidfd, and about every one it reaps (see Msg).
+//
+// When the socket reaches end of file the master is gone. The keeper then
+// does what a stopping master would have done, for what is still running:
+//
+//   - a worker's main process got the drain signal from the kernel already
+//     (its parent-death signal); when it exits, the rest of its process group
+//     is killed, as the master kills a worker's group when it reaps it;
+//   - every other process it knows of, or finds descending from one, or in
+//     a session that one of them created, gets the drain signal once it is
+//     an orphan whose worker has exited;
+//   - the drain timeout after the master's end, whatever is left gets
+//     SIGKILL: every such process, and every worker's process group.
+//
+// Then it exits. It waits on pidfds, never by polling, and it signals only
+// through pidfds, so a reused PID can never make it signal a stranger. On a
+// clean stop the master has reaped and forgotten everything before it
+// closes the socket, so the keeper exits having signalled nothing.
+package keeper
+
+import (
+	"errors"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Env, when set, makes a baton binary run as a keeper. Its value is the
+// keeper's configuration (see Config.String).
+const Env = "BATON_KEEPER"
+
+// Comm is the keeper's process name, as ps and /proc/PID/comm show it.
+const Comm = "baton-keeper"
+
+// Fd is the keeper's end of the socket pair, as the keeper sees it.
+const Fd = 3
+
+func init() { Run() }
+
+// Config is what a keeper is told at start.
+type Config struct {
+	DrainSignal  syscall.Signal
+	DrainTimeout time.Duration
+	LogJSON      bool
+	LogLevel     string // debug, info, warn or error
+}
+
+// String encodes c as the value of Env.
+func (c Config) String() string {
+	format := "console"
+	if c.LogJSON {
+		format = "json"
+	}
+	return "signal=" + strconv.Itoa(int(c.DrainSignal)) + ",timeout=" + c.DrainTimeout.String() +
+		",log=" + format + ",level=" + c.LogLevel
+}
+
+func parseConfig(s string) (Config, error) {
+	c := Config{DrainSignal: syscall.SIGTERM, DrainTimeout: 30 * time.Second, LogJSON: true, LogLevel: "info"}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, _ := strings.Cut(kv, "=")
+		var err error
+		switch k {
+		case "signal":
+			var n int
+			n, err = strconv.Atoi(v)
+			c.DrainSignal = syscall.Signal(n)
+		case "timeout":
+			c.DrainTimeout, err = time.ParseDuration(v)
+		case "log":
+			c.LogJSON = v != "console"
+		case "level":
+			c.LogLevel = v
+		}
+		if err != nil {
+			return c, errors.New("bad " + Env + " " + kv)
+		}
+	}
+	return c, nil
+}
+
+// Run runs the keeper if this process was started as one, and exits when
+// it is done; it returns at once otherwise.
+func Run() {
+	v, ok := os.LookupEnv(Env)
+	if !ok {
+		return
+	}
+	os.Exit(run(v))
+}
+
+func run(v string) int {
+	cfg, err := parseConfig(v)
+	if err != nil {
+		os.Stderr.WriteString("baton keeper: " + err.Error() + "\n")
+		return 2
+	}
+	os.WriteFile("/proc/self/comm", []byte(Comm), 0)
+	// The master's stop signals are for the master: a supervisor's TERM to
+	// the master's process group, a terminal's ^C. PIPE: a log reader gone
+	// must not end the keeper.
+	signal.Ignore(syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGPIPE)
+	k := &keeper{cfg: cfg, log: newLogger(cfg), known: map[int]*member{}}
+	k.listen(Fd)
+	k.release()
+	return 0
+}
+
+type keeper struct {
+	cfg   Config
+	log   *logger
+	known map[int]*member // what the master told of, by PID
+}
+
+// listen applies the master's messages until the socket ends.
+func (k *keeper) listen(fd int) {
+	buf := make([]byte, MsgSize+1)
+	oob := make([]byte, unix.CmsgSpace(4*4))
+	for {
+		n, oobn, flags, _, err := unix.Recvmsg(fd, buf, oob, unix.MSG_CMSG_CLOEXEC)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			k.log.log(lError, "keeper cannot read from the master: taking it as gone", "error", err.Error())
+			return
+		}
+		fds := rights(oob[:oobn])
+		if n == 0 && len(fds) == 0 {
+			return // end of file: the master is gone
+		}
+		m, err := Decode(buf[:n])
+		if err == nil && flags&(unix.MSG_TRUNC|unix.MSG_CTRUNC) != 0 {
+			err = errors.New("keeper message truncated")
+		}
+		if err == nil && (m.Op == OpForget) != (len(fds) == 0) {
+			err = errors.New("keeper message with a wrong number of pidfds")
+		}
+		if err != nil {
+			closeAll(fds)
+			k.log.log(lError, err.Error())
+			continue
+		}
+		k.apply(m, fds)
+	}
+}
+
+func (k *keeper) apply(m Msg, fds []int) {
+	if old := k.known[m.PID]; old != nil {
+		unix.Close(old.fd)
+		delete(k.known, m.PID)
+	}
+	switch m.Op {
+	case OpWorker, OpStray:
+		k.known[m.PID] = &member{pid: m.PID, fd: fds[0], gen: m.Gen, worker: m.Op == OpWorker}
+		closeAll(fds[1:])
+	}
+}
+
+func rights(oob []byte) []int {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil
+	}
+	var fds []int
+	for _, m := range msgs {
+		if r, err := unix.ParseUnixRights(&m); err == nil {
+			fds = append(fds, r...)
+		}
+	}
+	return fds
+}
+
+func closeAll(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+}

@@ -1,0 +1,339 @@
+//go:build linux
+
+package keeper
+
+import (
+	"errors"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// member is a process the keeper holds a pidfd on.
+type member struct {
+	pid, fd int
+	gen     int
+	worker  bool    // a worker's main process, the leader of its own process group
+	parent  *member // the member it was found to be a child of
+	group   *member // the worker whose process group it is in
+	gone    bool    // it has exited
+	drained bool    // the keeper sent it the drain signal
+	killed  bool    // worker: its process group was killed
+}
+
+// family is everything the keeper must see ended: what the master told of
+// and what it finds related to that. A process is related to a member it
+// holds if it is the member's child, a member of a worker's process group,
+// or in a session a member created (every process in such a session
+// descends from the one that created it, a descendant of the master's). It
+// takes a related process only through a pidfd, after checking that the
+// relation held while the member that vouches for it was still alive, so a
+// reused number can never bring a stranger in.
+type family struct {
+	k        *keeper
+	members  map[int]*member
+	workers  map[int]*member   // by PID, which is also their process group's ID
+	sessions map[int][]*member // members in sessions other than the master's
+	mySID    int
+	self     int
+}
+
+// release ends what the master left running, as a stopping master would
+// have, and returns when all of it has exited.
+func (k *keeper) release() {
+	if len(k.known) == 0 {
+		return // a clean stop: the master reaped everything it started
+	}
+	start := time.Now()
+	f := k.family()
+	f.grow()
+	f.refresh()
+	if len(f.live()) == 0 {
+		return // all of it exited as the master did
+	}
+	workers := 0
+	for _, w := range f.workers {
+		if !w.gone {
+			workers++
+		}
+	}
+	k.log.log(lWarn, "the master is gone: stopping the processes it left running",
+		"workers", workers, "processes", len(f.live()), "drain_timeout", k.cfg.DrainTimeout)
+	deadline := start.Add(k.cfg.DrainTimeout)
+	for {
+		live := f.live()
+		if len(live) == 0 {
+			if f.grow() {
+				f.refresh()
+				continue
+			}
+			k.log.log(lInfo, "everything the master left running has exited", "took", time.Since(start))
+			return
+		}
+		if !waitAny(live, time.Until(deadline)) {
+			break
+		}
+		f.grow()
+		f.refresh()
+	}
+	n := f.killAll()
+	k.log.log(lWarn, "processes the master left running were still running after the drain timeout: killed them",
+		"processes", n, "took", time.Since(start))
+}
+
+func (k *keeper) family() *family {
+	f := &family{
+		k: k, members: map[int]*member{}, workers: map[int]*member{}, sessions: map[int][]*member{},
+		self: os.Getpid(),
+	}
+	f.mySID, _ = unix.Getsid(0) // the master's session: the keeper never leaves it
+	for pid, m := range k.known {
+		f.members[pid] = m
+		if m.worker {
+			f.workers[pid] = m
+		}
+	}
+	for _, m := range k.known {
+		p, err := ReadProc(m.pid)
+		if err != nil || p.Dead() || Exited(m.fd) {
+			m.gone = true
+			continue
+		}
+		// p is m's: m was alive after it was read.
+		if w := f.workers[p.PGID]; !m.worker && w != nil && f.groupPinned(w) {
+			m.group = w
+		}
+		if p.SID != f.mySID {
+			f.sessions[p.SID] = append(f.sessions[p.SID], m)
+		}
+	}
+	return f
+}
+
+// live lists the pidfds of the members that have not exited.
+func (f *family) live() []int {
+	var fds []int
+	for _, m := range f.members {
+		if !m.gone {
+			fds = append(fds, m.fd)
+		}
+	}
+	return fds
+}
+
+// refresh notes who has exited and acts on it: the process group of a
+// worker that exited is killed; a process outside every worker's group
+// gets the drain signal once it is an orphan whose worker has exited.
+func (f *family) refresh() {
+	for _, m := range f.members {
+		if !m.gone && Exited(m.fd) {
+			m.gone = true
+		}
+	}
+	for _, w := range f.workers {
+		if w.gone && !w.killed {
+			w.killed = true
+			f.signalGroup(w, unix.SIGKILL)
+		}
+	}
+	for _, m := range f.members {
+		switch {
+		case m.gone || m.worker || m.drained:
+		case m.group != nil:
+			if m.group.gone {
+				Signal(m.fd, unix.SIGKILL)
+			}
+		case (m.parent == nil || m.parent.gone) && !f.genLive(m.gen):
+			m.drained = true
+			Signal(m.fd, unix.Signal(f.k.cfg.DrainSignal))
+		}
+	}
+}
+
+// genLive reports whether generation gen still has its worker running.
+func (f *family) genLive(gen int) bool {
+	for _, w := range f.workers {
+		if w.gen == gen && gen != 0 && !w.gone {
+			return true
+		}
+	}
+	return false
+}
+
+// killAll sends SIGKILL to every member and every worker's process group,
+// waits for them to die, and repeats for whatever they started meanwhile.
+// It returns how many members it killed.
+func (f *family) killAll() int {
+	killed := map[int]bool{}
+	for round := 0; round < 8; round++ {
+		for _, m := range f.members {
+			if !m.gone {
+				Signal(m.fd, unix.SIGKILL)
+				killed[m.pid] = true
+			}
+		}
+		for _, w := range f.workers {
+			f.signalGroup(w, unix.SIGKILL)
+		}
+		waitAll(f.live(), time.Second) // SIGKILL takes effect when they next run
+		f.refresh()
+		if !f.grow() {
+			break
+		}
+	}
+	return len(killed)
+}
+
+// signalGroup signals w's process group: through w's pidfd (Linux 6.9+),
+// or else each member the keeper holds through its own.
+func (f *family) signalGroup(w *member, sig unix.Signal) {
+	if err := SignalGroup(w.fd, sig); !errors.Is(err, ErrNoGroupSignal) {
+		return
+	}
+	for _, m := range f.members {
+		if (m == w || m.group == w) && !m.gone {
+			Signal(m.fd, sig)
+		}
+	}
+}
+
+// groupPinned reports whether w's process group still exists, so that its
+// number still names it. Called after reading a process's group, it proves
+// that the group read was w's.
+func (f *family) groupPinned(w *member) bool {
+	if err := SignalGroup(w.fd, 0); !errors.Is(err, ErrNoGroupSignal) {
+		return err == nil
+	}
+	return !Exited(w.fd) // its leader alive holds the number
+}
+
+// sessionAnchor returns a live member that is still in session sid, so
+// that sid still names the session the keeper knows, or nil.
+func (f *family) sessionAnchor(sid int) *member {
+	for _, a := range f.sessions[sid] {
+		if a.gone {
+			continue
+		}
+		if p, err := ReadProc(a.pid); err == nil && p.SID == sid && !Exited(a.fd) {
+			return a
+		}
+	}
+	return nil
+}
+
+// related reports whether p, as read, may be related to a member.
+func (f *family) related(p Proc) bool {
+	if par := f.members[p.PPID]; par != nil && !par.gone {
+		return true
+	}
+	if f.workers[p.PGID] != nil {
+		return true
+	}
+	return p.SID != f.mySID && len(f.sessions[p.SID]) > 0
+}
+
+// grow scans /proc for processes related to the members and takes each
+// one in whose relation it can prove. It reports whether it took any.
+func (f *family) grow() bool {
+	var cands []Proc
+	for _, pid := range AllPIDs() {
+		if m := f.members[pid]; pid == f.self || (m != nil && !m.gone) {
+			continue
+		}
+		if p, err := ReadProc(pid); err == nil && !p.Dead() {
+			cands = append(cands, p)
+		}
+	}
+	took := false
+	for progress := true; progress; {
+		progress = false
+		for i := range cands {
+			if cands[i].PID == 0 || !f.related(cands[i]) {
+				continue
+			}
+			if f.take(cands[i].PID) {
+				took, progress = true, true
+			}
+			cands[i].PID = 0
+		}
+	}
+	return took
+}
+
+// take opens pid and makes it a member if one of its relations is proved:
+// what its stat says was read while the process was alive (Open), and the
+// member that vouches for it was still alive, or its group still existed,
+// after that.
+func (f *family) take(pid int) bool {
+	fd, p, err := Open(pid, f.related)
+	if err != nil {
+		return false
+	}
+	m := &member{pid: pid, fd: fd}
+	if par := f.members[p.PPID]; par != nil && !par.gone && !Exited(par.fd) {
+		m.parent, m.gen = par, par.gen
+	}
+	if w := f.workers[p.PGID]; w != nil && f.groupPinned(w) {
+		m.group = w
+		if m.parent == nil {
+			m.gen = w.gen
+		}
+	}
+	if p.SID != f.mySID {
+		if a := f.sessionAnchor(p.SID); a != nil && m.parent == nil && m.group == nil {
+			m.parent, m.gen = a, a.gen // not its parent, but it is as much an orphan as a is
+		}
+	}
+	if m.parent == nil && m.group == nil {
+		unix.Close(fd)
+		return false
+	}
+	if p.SID != f.mySID {
+		f.sessions[p.SID] = append(f.sessions[p.SID], m)
+	}
+	if old := f.members[pid]; old != nil {
+		unix.Close(old.fd)
+	}
+	f.members[pid] = m
+	return true
+}
+
+// waitAny waits up to d for one of the pidfds to report its process's
+// exit, and reports whether one did.
+func waitAny(fds []int, d time.Duration) bool {
+	pfds := make([]unix.PollFd, len(fds))
+	for i, fd := range fds {
+		pfds[i] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
+	}
+	deadline := time.Now().Add(d)
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return false
+		}
+		n, err := unix.Poll(pfds, int((left+time.Millisecond-1)/time.Millisecond))
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		return err == nil && n > 0
+	}
+}
+
+// waitAll waits up to d for all of the pidfds to report their processes'
+// exits.
+func waitAll(fds []int, d time.Duration) {
+	deadline := time.Now().Add(d)
+	for len(fds) > 0 {
+		if !waitAny(fds, time.Until(deadline)) {
+			return
+		}
+		left := fds[:0]
+		for _, fd := range fds {
+			if !Exited(fd) {
+				left = append(left, fd)
+			}
+		}
+		fds = left
+	}
+}
