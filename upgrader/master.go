@@ -164,7 +164,7 @@ func (m *Master) Run() error {
 // loop handles events until a stop has reaped every worker.
 func (m *Master) loop() {
 	m.beginReload(TriggerStart, nil)
-	for !m.stopping || len(m.live) > 0 || m.hooks.running != nil {
+	for !m.stopping || len(m.live) > 0 || m.hooks.running != nil || m.env.strays() > 0 {
 		m.handle(<-m.events)
 	}
 }
@@ -505,6 +505,10 @@ func (m *Master) ended(g *generation, how string) {
 	switch {
 	case g.state == starting && isNext:
 		m.inflight.next = nil
+		if left := m.env.daemonized(g.n); left != "" {
+			m.finishReload(fmt.Errorf("new worker (generation %d, pid %d) daemonized: it %s before it was ready and left %s running; run the server in the foreground", g.n, g.pid, how, left))
+			break
+		}
 		m.finishReload(fmt.Errorf("new worker (generation %d, pid %d) %s before it was ready", g.n, g.pid, how))
 	case g.state == probation && isNext:
 		m.inflight.next = nil
@@ -583,6 +587,7 @@ func (m *Master) stop(fast bool) {
 			m.drain(g)
 		}
 	}
+	m.env.stopping(fast)
 }
 
 // abandonReloads ends the reload under way and the one queued, as a stop

@@ -70,6 +70,9 @@ func (f *fakeEnv) processGroup(pid int) int {
 func (f *fakeEnv) accepting(int) (int, string) { return 0, "" }
 func (f *fakeEnv) settled(int)                 {}
 func (f *fakeEnv) hook(h hookRun)              { f.hooks = append(f.hooks, h) }
+func (f *fakeEnv) strays() int                 { return 0 }
+func (f *fakeEnv) stopping(bool)               {}
+func (f *fakeEnv) daemonized(int) string       { return "" }
 func (f *fakeEnv) checkSockets(by int) *socketsLost {
 	l := f.lost
 	f.lost = nil

@@ -127,17 +127,27 @@ type Options struct {
 	// Subreaper makes the master adopt every orphaned descendant
 	// (PR_SET_CHILD_SUBREAPER) and reap it, as PID 1 in a container must;
 	// a worker that double-forks a helper then leaves no zombie behind.
+	// Adopted processes that are not workers are strays: once their
+	// generation's worker has exited (or at a stop) they get the drain
+	// signal, and SIGKILL after the drain timeout. Without it, a worker
+	// that daemonizes leaves its daemon running unsupervised. baton's
+	// command line sets it unless --subreaper=false.
 	Subreaper bool
 
 	// ShimPath is a baton binary used to start workers so that LISTEN_PID
-	// can be set to the worker's own PID (see internal/execshim). Default:
-	// this executable, which must import internal/execshim, whose
-	// initialisation runs the shim.
+	// can be set to the worker's own PID (see internal/execshim), and the
+	// keeper (see internal/keeper). Default: this executable, which must
+	// import internal/execshim and internal/keeper, whose initialisation
+	// runs the shim or the keeper.
 	ShimPath string
 	// Stdout and Stderr are the workers' (default: the master's own).
 	Stdout, Stderr *os.File
 
 	Log zerolog.Logger
+	// LogFormat ("json" or "console"; otherwise console when stderr is a
+	// terminal) and LogLevel are Log's, for the keeper, which logs on its
+	// own when the master is gone (see internal/keeper).
+	LogFormat, LogLevel string
 
 	// OnEvent, if set, is called from the master's loop at each lifecycle
 	// step. It must not block.

@@ -49,6 +49,14 @@ type env interface {
 	// hook runs a lifecycle hook beside the loop and reports its end to
 	// the loop as a hookDone.
 	hook(h hookRun)
+	// strays is how many processes the workers left running (contain.go)
+	// are still being stopped; the loop waits for them at a stop.
+	strays() int
+	// stopping: a stop began; the strays are drained (fast: killed).
+	stopping(fast bool)
+	// daemonized describes a process generation gen left running, out of
+	// its process group, when its main process exited; "" if none.
+	daemonized(gen int) string
 }
 
 // system is the env of a running Master: real processes, timers and
@@ -63,7 +71,8 @@ type system struct {
 	watching map[int]context.CancelFunc // --ready accepting, by worker PID, while it starts
 	socks    *accepting.Sockets         // the held sockets, by inode
 	devNull  *os.File
-	hookPIDs hookProcs // running hooks, reaped apart from workers
+	hookPIDs hookProcs    // running hooks, reaped apart from workers
+	contain  *containment // the keeper and the strays (contain.go)
 }
 
 func startSystem(m *Master) (*system, error) {
@@ -96,9 +105,11 @@ func startSystem(m *Master) (*system, error) {
 		s.close()
 		return nil, err
 	}
+	s.contain = newContainment(o, m.log, s.hookPIDs.has)
+	s.contain.start()
 	go s.receive(sock)
 	go reap(func(c childExit) {
-		if !s.hookPIDs.exited(c) {
+		if !s.hookPIDs.exited(c) && !s.contain.reaped(c.pid, c.status) {
 			m.send(c)
 		}
 	}, s.stop)
@@ -136,6 +147,9 @@ func (s *system) notifySocket() (string, error) {
 }
 
 func (s *system) close() {
+	if s.contain != nil {
+		s.contain.close()
+	}
 	close(s.stop)
 	s.spawner.close()
 	s.notify.Close()
@@ -178,18 +192,21 @@ func (s *system) start(n int) (int, error) {
 	for _, f := range h.files {
 		files = append(files, f.Fd())
 	}
-	pid, err := s.spawner.start(o.ShimPath, o.Command, &syscall.ProcAttr{
-		Dir:   o.Dir,
-		Env:   append(h.env, shim),
-		Files: files,
-		Sys: &syscall.SysProcAttr{
-			// Its own group, so a drain timeout can kill the worker
-			// together with everything it started.
-			Setpgid: true,
-			// If the master dies, the worker is told to drain and exit
-			// instead of holding the sockets with nobody to replace it.
-			Pdeathsig: o.DrainSignal,
-		},
+	pid, err := s.contain.spawn(n, func(pidfd *int) (int, error) {
+		return s.spawner.start(o.ShimPath, o.Command, &syscall.ProcAttr{
+			Dir:   o.Dir,
+			Env:   append(h.env, shim),
+			Files: files,
+			Sys: &syscall.SysProcAttr{
+				// Its own group, so a drain timeout can kill the worker
+				// together with everything it started.
+				Setpgid: true,
+				// If the master dies, the worker is told to drain and
+				// exit; the keeper sees to the rest (contain.go).
+				Pdeathsig: o.DrainSignal,
+				PidFD:     pidfd,
+			},
+		})
 	})
 	if h.started != nil {
 		h.started(pid, func(pid int) { s.m.send(readySeen{pid, "ready by " + o.Protocol.String()}) })
@@ -238,7 +255,7 @@ func (s *system) settled(pid int) {
 
 func (s *system) signal(pid int, sig syscall.Signal, group bool) error {
 	if group {
-		return syscall.Kill(-pid, sig)
+		return s.contain.signalGroup(pid, sig)
 	}
 	if h := s.handoffs[pid]; h != nil && h.signal != nil {
 		return h.signal(sig)
@@ -270,7 +287,9 @@ func (s *system) gone(pid int) {
 		}
 	}
 	// Killed whatever the scan saw: a member forked since is a member too.
-	if syscall.Kill(-pid, syscall.SIGKILL) == nil && len(left) > 0 {
+	killed := s.contain.signalGroup(pid, syscall.SIGKILL) == nil
+	s.contain.gone(pid)
+	if killed && len(left) > 0 {
 		s.m.log.Warn().Int("pgid", pid).Strs("processes", left).
 			Msg("sent SIGKILL to processes the worker left in its process group after its main process exited: if the worker is a shell script, exec the server (exec ./server) or pass --drain-group so that they get the drain signal too")
 	}
@@ -290,6 +309,10 @@ func (s *system) groupAlive(pgid int) bool {
 	}
 	return false
 }
+
+func (s *system) strays() int               { return s.contain.count() }
+func (s *system) stopping(fast bool)        { s.contain.stop(fast) }
+func (s *system) daemonized(gen int) string { return s.contain.daemonized(gen) }
 
 func (s *system) processGroup(pid int) int {
 	pgid, err := syscall.Getpgid(pid)

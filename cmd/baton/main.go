@@ -20,6 +20,8 @@ import (
 	_ "github.com/baton-sh/baton/internal/execshim"
 	// A generation's parent stub (--protocol endless or grace), likewise.
 	_ "github.com/baton-sh/baton/internal/parentstub"
+	// And the master's keeper (see internal/keeper).
+	_ "github.com/baton-sh/baton/internal/keeper"
 )
 
 // Exit codes, as in the product contract.
@@ -34,8 +36,8 @@ const (
 var version = "dev"
 
 func main() {
-	// A worker start never gets here: the exec shim imported below runs
-	// during initialisation and execs the worker.
+	// A worker start never gets here: the exec shim imported above runs
+	// during initialisation and execs the worker; nor does a keeper.
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

@@ -62,7 +62,7 @@ func masterFlagSet(f *masterFlags) *flag.FlagSet {
 	fs.DurationVar(&f.drainTimeout, "drain-timeout", upgrader.DefaultDrainTimeout, "SIGKILL an old worker's process group still running after this long")
 	fs.IntVar(&f.restartLimit, "restart-limit", upgrader.DefaultRestartLimit, "consecutive worker crashes to restart before exiting 1 (-1: never give up)")
 	fs.StringVar(&f.protocol, "protocol", "systemd", "how sockets and readiness reach the worker: `systemd` (LISTEN_FDS, NOTIFY_SOCKET), or the parent side of tableflip, endless or grace (an unmodified github.com/cloudflare/tableflip, github.com/fvbock/endless or github.com/facebookgo/grace app)")
-	fs.BoolVar(&f.subreaper, "subreaper", false, "adopt and reap orphaned descendants (always on as PID 1)")
+	fs.BoolVar(&f.subreaper, "subreaper", true, "adopt orphaned descendants, reap them, and stop those a worker left running once its generation ends (--subreaper=false to opt out; always on as PID 1)")
 	fs.StringVar(&f.control, "control", "", "unix control socket `PATH` for baton reload/status, mode 0600 (default: next to --pidfile, app.pid → app.control.sock)")
 	fs.StringVar(&f.admin, "admin", "", "serve /-/healthy, /-/ready and /metrics over HTTP on `HOST:PORT` (off by default)")
 	fs.BoolVar(&f.lifecycle, "admin-lifecycle", false, "also accept POST /-/reload and POST /-/quit on the --admin endpoint")
@@ -132,6 +132,7 @@ func masterCmd(args []string, stdout, stderr io.Writer) int {
 	stderr = lg.Stderr()
 	log := lg.Logger
 	opts.Log = log
+	opts.LogFormat, opts.LogLevel = f.logFormat, f.logLevel // contain: for the keeper
 	if f.dir == "" && os.Getenv("PWD") == "" {
 		// systemd's WorkingDirectory= and supervisord's directory= set no $PWD.
 		log.Info().Str("dir", opts.Dir).Msg("working directory resolved once at start; --dir follows a symlinked release directory at every reload")

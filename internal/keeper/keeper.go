@@ -17,7 +17,9 @@
 //
 //   - a worker's main process got the drain signal from the kernel already
 //     (its parent-death signal); when it exits, the rest of its process group
-//     is killed, as the master kills a worker's group when it reaps it;
+//     is killed, as the master kills a worker's group when it reaps it
+//     (with DrainGroup, the whole group gets the drain signal instead, and
+//     drains until it is empty);
 //   - every other process it knows of, or finds descending from one, or in
 //     a session that one of them created, gets the drain signal once it is
 //     an orphan whose worker has exited;
@@ -58,8 +60,12 @@ func init() { Run() }
 type Config struct {
 	DrainSignal  syscall.Signal
 	DrainTimeout time.Duration
-	LogJSON      bool
-	LogLevel     string // debug, info, warn or error
+	// DrainGroup: the drain signal goes to a worker's whole process
+	// group, which drains until it is empty or the drain timeout passes,
+	// as under the master's --drain-group.
+	DrainGroup bool
+	LogJSON    bool
+	LogLevel   string // debug, info, warn or error
 }
 
 // String encodes c as the value of Env.
@@ -69,7 +75,7 @@ func (c Config) String() string {
 		format = "json"
 	}
 	return "signal=" + strconv.Itoa(int(c.DrainSignal)) + ",timeout=" + c.DrainTimeout.String() +
-		",log=" + format + ",level=" + c.LogLevel
+		",group=" + strconv.FormatBool(c.DrainGroup) + ",log=" + format + ",level=" + c.LogLevel
 }
 
 func parseConfig(s string) (Config, error) {
@@ -84,6 +90,8 @@ func parseConfig(s string) (Config, error) {
 			c.DrainSignal = syscall.Signal(n)
 		case "timeout":
 			c.DrainTimeout, err = time.ParseDuration(v)
+		case "group":
+			c.DrainGroup, err = strconv.ParseBool(v)
 		case "log":
 			c.LogJSON = v != "console"
 		case "level":

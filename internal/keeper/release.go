@@ -48,6 +48,14 @@ func (k *keeper) release() {
 	start := time.Now()
 	f := k.family()
 	f.grow()
+	if k.cfg.DrainGroup {
+		for _, w := range f.workers {
+			f.signalGroup(w, unix.Signal(k.cfg.DrainSignal))
+		}
+		for _, m := range f.members {
+			m.drained = m.drained || m.group != nil
+		}
+	}
 	f.refresh()
 	if len(f.live()) == 0 {
 		return // all of it exited as the master did
@@ -123,8 +131,9 @@ func (f *family) live() []int {
 }
 
 // refresh notes who has exited and acts on it: the process group of a
-// worker that exited is killed; a process outside every worker's group
-// gets the drain signal once it is an orphan whose worker has exited.
+// worker that exited is killed (with DrainGroup, a member found later gets
+// the drain signal instead); a process outside every worker's group gets
+// the drain signal once it is an orphan whose worker has exited.
 func (f *family) refresh() {
 	for _, m := range f.members {
 		if !m.gone && Exited(m.fd) {
@@ -132,7 +141,7 @@ func (f *family) refresh() {
 		}
 	}
 	for _, w := range f.workers {
-		if w.gone && !w.killed {
+		if w.gone && !w.killed && !f.k.cfg.DrainGroup {
 			w.killed = true
 			f.signalGroup(w, unix.SIGKILL)
 		}
@@ -140,6 +149,9 @@ func (f *family) refresh() {
 	for _, m := range f.members {
 		switch {
 		case m.gone || m.worker || m.drained:
+		case m.group != nil && f.k.cfg.DrainGroup:
+			m.drained = true
+			Signal(m.fd, unix.Signal(f.k.cfg.DrainSignal))
 		case m.group != nil:
 			if m.group.gone {
 				Signal(m.fd, unix.SIGKILL)
