@@ -1,7 +1,7 @@
 // Command testworker is the worker baton's integration tests and demos run:
 // a small HTTP server (and, with -udp, a datagram echo) on the listener
 // API whose misbehaviour (failing at start, never becoming ready, ignoring
-// the drain signal, leaving orphans) is chosen by flags.
+// the drain signal, leaving orphans, daemonizing) is chosen by flags.
 package main
 
 import (
@@ -35,11 +35,15 @@ func main() {
 		crashFile   = flag.String("crash-if-exists", "", "see -crash-after")
 		shutdown    = flag.Bool("shutdown-on-drain", false, "shutdown(2) the inherited listening socket on the drain signal, as old HAProxy did")
 		status      = flag.String("status", "", "send this STATUS= text to baton before READY=1")
+		daemonize   = flag.Bool("daemonize", false, "detach like a classic daemon (fork, setsid, fork; the main process exits 0 before it is ready) and serve from the detached process; with -ignore-drain it ignores SIGTERM")
 	)
 	flag.Parse()
 	if *failAtStart || (*failFile != "" && exists(*failFile)) {
 		fmt.Fprintln(os.Stderr, "testworker: failing at start as asked")
 		os.Exit(1)
+	}
+	if *daemonize {
+		daemon(*ignoreDrain)
 	}
 	time.Sleep(*readyAfter)
 
@@ -157,4 +161,69 @@ func signalled(sigs []os.Signal) <-chan os.Signal {
 func exists(path string) bool {
 	_, err := os.Stat(path)
 	return err == nil
+}
+
+// daemonStage tells a re-executed testworker which step of daemonizing it
+// is: Go cannot fork without exec, so each fork is a re-exec of itself.
+const daemonStage = "TESTWORKER_DAEMON_STAGE"
+
+// daemon detaches the way a classic Unix daemon does: the main process
+// starts a child in a new session (fork, setsid) and exits 0; that child
+// starts the daemon (fork) and exits in turn; the daemon serves HTTP on
+// fd 3, the inherited socket, and never says it is ready. Each process
+// exits only once the next one is up (and, with ignoreDrain, ignores
+// SIGTERM: a Go program cannot inherit that), so the daemon is running by
+// the time baton sees the main process exit. It does not return.
+func daemon(ignoreDrain bool) {
+	if ignoreDrain {
+		signal.Ignore(syscall.SIGTERM)
+	}
+	switch os.Getenv(daemonStage) {
+	case "":
+		startSelf("session", true)
+		fmt.Fprintf(os.Stderr, "testworker: daemonized pid=%d\n", os.Getpid())
+		os.Exit(0)
+	case "session":
+		startSelf("daemon", false)
+		os.NewFile(4, "up").Write([]byte{1})
+		os.Exit(0)
+	}
+	l, err := net.FileListener(os.NewFile(3, "socket"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testworker: daemon:", err)
+		os.Exit(1)
+	}
+	fmt.Fprintf(os.Stderr, "testworker: daemon serving pid=%d\n", os.Getpid())
+	os.NewFile(4, "up").Write([]byte{1})
+	http.Serve(l, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "daemon pid=%d\n", os.Getpid())
+	}))
+	os.Exit(1)
+}
+
+// startSelf starts this program again at the given daemonizing stage, with
+// the socket as fd 3 and a pipe as fd 4, and returns once it has written a
+// byte on the pipe to say it is up.
+func startSelf(stage string, setsid bool) {
+	exe, err := os.Executable()
+	var r, w *os.File
+	if err == nil {
+		r, w, err = os.Pipe()
+	}
+	if err == nil {
+		cmd := exec.Command(exe, os.Args[1:]...)
+		cmd.Env = append(os.Environ(), daemonStage+"="+stage)
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		cmd.ExtraFiles = []*os.File{os.NewFile(3, "socket"), w}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: setsid}
+		err = cmd.Start()
+		w.Close()
+	}
+	if err == nil {
+		_, err = r.Read(make([]byte, 1))
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testworker: daemonize:", err)
+		os.Exit(1)
+	}
 }
