@@ -210,7 +210,10 @@ func TestFaultMasterSIGKILLed(t *testing.T) {
 		t.Fatalf("a worker died while the master lived (parent-death signal sent early?): %v", crashed)
 	}
 
-	// The supervisor starts baton again: same port, same (stale) pidfile.
+	// The supervisor reaps the killed master (the test does once its
+	// output ends: the worker and the keeper have exited) and starts baton
+	// again: same port, same (stale) pidfile.
+	b.Wait(t, 10*time.Second)
 	again := harness.Start(t, "--pidfile", b.PIDFile, "--listen", "http=tcp://"+addr, "--", bin.TestWorker)
 	if body := get(t, url+"/"); !strings.Contains(body, "pid="+strconv.Itoa(again.WorkerPID(t, 1))) {
 		t.Fatalf("the restarted master's worker does not answer: %q", body)
@@ -401,9 +404,12 @@ func faultLiveGroup(pgid int) []harness.Proc {
 	return harness.ProcsWhere(func(p harness.Proc) bool { return p.PGID == pgid && p.State != "Z" })
 }
 
-// faultLiveChildren lists parent's children that are not zombies.
+// faultLiveChildren lists parent's children that are not zombies, apart
+// from its keeper.
 func faultLiveChildren(parent int) []harness.Proc {
-	return harness.ProcsWhere(func(p harness.Proc) bool { return p.PPID == parent && p.State != "Z" })
+	return harness.ProcsWhere(func(p harness.Proc) bool {
+		return p.PPID == parent && p.State != "Z" && p.Comm != "baton-keeper"
+	})
 }
 
 func faultCopyFile(t *testing.T, from, to string) {
