@@ -171,14 +171,16 @@ func (c *containment) gone(pid int) {
 }
 
 // scan adopts, as strays, the master's children that are neither workers
-// nor the keeper. A child that exits while it looks may have just handed
-// its own children to the master (a daemon's short-lived intermediate
-// process, say): then it looks again.
+// nor the keeper. A child that is exiting as it looks hands its own
+// children to the master when its last thread exits (a daemon's
+// short-lived intermediate process, say): it waits for that, on the
+// child's pidfd and for exitWait at most, and looks again.
 func (c *containment) scan() {
 	if c.noPidfd {
 		return
 	}
 	dead := map[int]bool{}
+	until := time.Now().Add(exitWait)
 	for again := true; again; {
 		again = false
 		for _, pid := range keeper.Children() {
@@ -194,9 +196,14 @@ func (c *containment) scan() {
 					err = unix.ESRCH
 				}
 			}
-			if err != nil { // it has exited, and is reaped next
-				again = again || !dead[pid]
-				dead[pid] = true
+			if err != nil { // it is exiting, or has exited and is reaped next
+				if !dead[pid] {
+					dead[pid], again = true, true
+					if fd, err := unix.PidfdOpen(pid, 0); err == nil {
+						waitExit(fd, time.Until(until))
+						unix.Close(fd)
+					}
+				}
 				continue
 			}
 			s := &contained{pid: pid, fd: fd, gen: gen, comm: p.Comm, pgid: p.PGID}
@@ -208,6 +215,11 @@ func (c *containment) scan() {
 		}
 	}
 }
+
+// exitWait bounds how long a scan waits for a child to finish exiting:
+// all its threads, some of which its children may belong to. It takes
+// microseconds, unless a thread is stuck in the kernel.
+const exitWait = 100 * time.Millisecond
 
 // judge drains a stray whose generation's main process has exited (or
 // any stray at a stop) and arms its SIGKILL for the drain timeout after
