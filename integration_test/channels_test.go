@@ -410,13 +410,14 @@ func TestClientsIgnoreAStalePidfile(t *testing.T) {
 	}
 }
 
-// With few file descriptors (ulimit -n 32), 30 idle connections to the
+// With few file descriptors (ulimit -n 35: 32, and 3 for the keeper's
+// socket and pidfd and the worker's pidfd), 30 idle connections to the
 // control socket exhaust them. The control server must keep accepting
 // once they are gone, the idle ones must not stay forever, and the log
 // must say what to raise.
 func TestControlSocketSurvivesFdExhaustion(t *testing.T) {
 	bin := harness.Build(t)
-	b := harness.StartWith(t, harness.Setup{Wrap: []string{"sh", "-c", `ulimit -n 32 && exec "$0" "$@"`}},
+	b := harness.StartWith(t, harness.Setup{Wrap: []string{"sh", "-c", `ulimit -n 35 && exec "$0" "$@"`}},
 		"--listen", "http=tcp://127.0.0.1:0", "--", bin.TestWorker)
 	b.WaitFor(t, 20*time.Second, func(e harness.Event) bool { return e.Kind() == "reload_complete" })
 	path := control.DefaultPath(b.PIDFile)
