@@ -150,31 +150,28 @@ func TestContainmentWorkerDaemonizes(t *testing.T) {
 	containBindable(t, addr)
 }
 
-// A stop does not hang on a stopped keeper: the master kills it after the
-// drain timeout and exits 0.
-func TestContainmentStopWithTheKeeperStopped(t *testing.T) {
-	b, mark := containStart(t)
-	k := containKeeper(t, b)
-	containSignal(t, k, syscall.SIGSTOP)
-	t.Cleanup(func() { containSignal(t, k, syscall.SIGCONT) })
+// A stop does not hang on a SIGSTOPped keeper or worker: the drain signal
+// waits in vain, SIGKILL after the drain timeout does not, and the master
+// exits 0 with nothing left.
+func TestContainmentStopWithAProcessStopped(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		pick func(*testing.T, *harness.Baton) containProc
+	}{
+		{"keeper", containKeeper},
+		{"worker", func(t *testing.T, b *harness.Baton) containProc { return containOpen(t, b.WorkerPID(t, 1)) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, mark := containStart(t)
+			p := tc.pick(t, b)
+			containSignal(t, p, syscall.SIGSTOP)
+			t.Cleanup(func() { containSignal(t, p, syscall.SIGCONT) })
 
-	containStop(t, b, mark)
-	if !k.exited() {
-		t.Fatalf("the stopped keeper %d outlived the master", k.pid)
-	}
-}
-
-// A stop does not hang on a stopped worker: the drain signal waits in
-// vain, SIGKILL after the drain timeout does not.
-func TestContainmentStopWithAWorkerStopped(t *testing.T) {
-	b, mark := containStart(t)
-	w := containOpen(t, b.WorkerPID(t, 1))
-	containSignal(t, w, syscall.SIGSTOP)
-	t.Cleanup(func() { containSignal(t, w, syscall.SIGCONT) })
-
-	containStop(t, b, mark)
-	if !w.exited() {
-		t.Fatalf("the stopped worker %d outlived the master", w.pid)
+			containStop(t, b, mark)
+			if !p.exited() {
+				t.Fatalf("the stopped %s %d outlived the master", tc.name, p.pid)
+			}
+		})
 	}
 }
 
