@@ -233,14 +233,20 @@ func (m *machine) waitEvent(unit string, pid int, what string, match func(harnes
 }
 
 // unitProcs are the PIDs in the unit's cgroup: baton and its workers.
+// baton's keeper, which is there for as long as baton runs, is left out.
 func (m *machine) unitProcs(unit string) []int {
 	m.t.Helper()
 	out, _ := m.run("cat", "/sys/fs/cgroup/system.slice/"+unit+".service/cgroup.procs")
 	var pids []int
 	for _, f := range strings.Fields(out) {
-		if pid, err := strconv.Atoi(f); err == nil {
-			pids = append(pids, pid)
+		pid, err := strconv.Atoi(f)
+		if err != nil {
+			continue
 		}
+		if comm, _ := m.run("cat", "/proc/"+f+"/comm"); strings.TrimSpace(comm) == "baton-keeper" {
+			continue
+		}
+		pids = append(pids, pid)
 	}
 	slices.Sort(pids)
 	return pids
