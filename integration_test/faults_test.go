@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/baton-sh/baton/internal/harness"
+	"github.com/baton-sh/baton/upgrader"
 )
 
 // Fault injection: each test makes one thing go wrong around a real master
@@ -369,31 +370,20 @@ func faultTime(t *testing.T, e harness.Event) time.Time {
 }
 
 // faultSettle waits until the master is idle after the last HUP, sent at
-// last: every reload it began has ended, the last one began after last
-// (the reload covering that HUP: one started when it arrived, or the one
-// queued behind the reload it arrived during), and its log has been quiet
-// for 200ms.
+// last, as its status says: the last reload to end began after last (so it
+// covers that HUP: it started when the HUP arrived, or was the one queued
+// behind the reload the HUP arrived during, and nothing was queued after
+// it), and one generation serves with nothing starting or draining. It
+// returns once the log has been read up to that reload's end, so that
+// counting its lines counts them all.
 func faultSettle(t *testing.T, b *harness.Baton, last time.Time) {
 	t.Helper()
-	count, quietSince := -1, time.Now()
-	harness.Eventually(t, 60*time.Second, "the master idle after the HUPs", func() bool {
-		events := b.Events()
-		if len(events) != count {
-			count, quietSince = len(events), time.Now()
-			return false
-		}
-		var begun, ended int
-		var lastBegun time.Time
-		for _, e := range events {
-			switch e.Kind() {
-			case "reload_requested":
-				begun++
-				lastBegun = faultTime(t, e)
-			case "reload_complete", "reload_failed":
-				ended++
-			}
-		}
-		return begun == ended && lastBegun.After(last) && time.Since(quietSince) >= 200*time.Millisecond
+	st := b.WaitState(t, 60*time.Second, "the master idle after the HUPs", func(s upgrader.Status) bool {
+		return s.LastReload != nil && s.LastReload.At.After(last) &&
+			len(s.Workers) == 1 && s.Workers[0].State == "serving"
+	})
+	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool {
+		return e.Kind() == "reload_complete" && e.Int("gen") == st.Generation
 	})
 }
 
