@@ -253,10 +253,10 @@ func Ask(path string, req Request, timeout time.Duration) (Response, int, error)
 	if err := json.NewEncoder(c).Encode(req); err != nil {
 		return Response{}, pid, fmt.Errorf("control socket %s: %w", path, err)
 	}
-	r := &liveReader{c: c, deadline: deadline}
-	if req.Wait {
-		r.silence = Silence
-	}
+	// Whatever the request, a master that says nothing for Silence is
+	// stopped or stuck: a --wait reload hears a keep-alive every second,
+	// and every other answer comes at once.
+	r := &liveReader{c: c, deadline: deadline, silence: Silence}
 	r.arm()
 	var resp Response
 	if err := json.NewDecoder(r).Decode(&resp); err != nil {

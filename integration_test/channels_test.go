@@ -567,6 +567,18 @@ func TestReloadWaitOnAMasterThatNeverAnswers(t *testing.T) {
 	}
 }
 
+// A plain `baton reload` (no --wait) to a stopped master gives up too: a
+// deploy script's reload must not hang.
+func TestReloadOnAStoppedMaster(t *testing.T) {
+	b, _ := startWorker(t, nil)
+	b.Signal(t, syscall.SIGSTOP)
+	defer b.Cmd.Process.Signal(syscall.SIGCONT)
+	code, _, stderr := harness.Run(t, control.Silence+20*time.Second, "reload", "--pidfile", b.PIDFile)
+	if code != 1 || !strings.Contains(stderr, "has not answered for 10s") {
+		t.Fatalf("reload on a stopped master: exit %d, %q; want exit 1 saying it has not answered", code, stderr)
+	}
+}
+
 // A worker's STATUS= text reaches `baton status` on a terminal: control
 // characters in it are shown escaped, never sent to the terminal.
 func TestStatusEscapesWorkerText(t *testing.T) {
