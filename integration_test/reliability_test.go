@@ -147,3 +147,22 @@ func TestWorkerShutsDownTheSharedSocket(t *testing.T) {
 	b.WaitState(t, 20*time.Second, "serving again", func(s upgrader.Status) bool { return s.Ready && len(s.Workers) == 1 })
 	get(t, url)
 }
+
+// A worker that leaves a helper in its process group (here a shell's
+// background sleep) does not make every reload wait out the drain
+// timeout: once the worker has exited, the helper is told to drain too.
+func TestHelperInTheWorkersGroupDrains(t *testing.T) {
+	bin := harness.Build(t)
+	b := harness.Start(t, "--listen", "http=tcp://127.0.0.1:0", "--drain-timeout", "20s",
+		"--", "sh", "-c", "sleep 1000 & exec "+bin.TestWorker)
+	start := time.Now()
+	if code, _, errOut := b.ReloadWait(t, 30*time.Second); code != 0 {
+		t.Fatalf("reload --wait: %d %s", code, errOut)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("the reload took %s: the helper held the drain", took)
+	}
+	if killed := b.Find(func(e harness.Event) bool { return strings.Contains(e.Msg(), "SIGKILL") }); len(killed) > 0 {
+		t.Fatalf("something was SIGKILLed: %v", killed)
+	}
+}

@@ -343,8 +343,11 @@ func (m *Master) timerFired(g *generation, armed genState) {
 		m.promote(g)
 	case draining:
 		g.timer, g.killed = nil, true
-		m.log.Warn().Int("gen", g.n).Int("pid", g.pid).Str("drain_timeout", m.opts.DrainTimeout.String()).
-			Msg("worker still running after the drain timeout: sending SIGKILL to its process group")
+		msg := "worker still running after the drain timeout: sending SIGKILL to its process group"
+		if g.mainExit != "" {
+			msg = "processes of the worker's process group still running after the drain timeout (its main process has exited): sending them SIGKILL"
+		}
+		m.log.Warn().Int("gen", g.n).Int("pid", g.pid).Str("drain_timeout", m.opts.DrainTimeout.String()).Msg(msg)
 		m.env.signal(g.pid, syscall.SIGKILL, true)
 	}
 }
@@ -461,10 +464,16 @@ func (m *Master) exited(c childExit) {
 		// its group, or at its drain timeout.
 		if g.mainExit == "" {
 			m.env.after(groupRecheck, groupCheck{})
+			if !m.opts.DrainGroup && !g.killed {
+				// Only the main process was told to drain: the rest of
+				// its group (a helper it started) hears it now, rather
+				// than hold the drain until SIGKILL.
+				m.env.signal(g.pid, m.opts.DrainSignal, true)
+			}
 		}
 		g.mainExit = how
 		m.log.Info().Int("gen", g.n).Int("pid", g.pid).Str("how", how).
-			Msg("worker's main process exited; the rest of its process group is still draining")
+			Msg("worker's main process exited; the rest of its process group was told to drain too")
 		return
 	}
 	m.ended(g, how)

@@ -501,6 +501,28 @@ func TestDrainEndsWithTheProcessGroup(t *testing.T) {
 	}
 }
 
+// Without --drain-group only the main process hears the drain signal; a
+// helper it started in its group hears it once the main process has
+// exited, instead of holding the drain until SIGKILL.
+func TestGroupHearsTheDrainOnceItsMainProcessHasExited(t *testing.T) {
+	s := up(t, nil)
+	r := s.reload()
+	s.ready(102)
+	if x := s.env.signals[len(s.env.signals)-1]; x.pid != 101 || x.group {
+		t.Fatalf("drain signal %+v, want generation 1's main process only", x)
+	}
+	s.env.alive[101] = true
+	s.exit(101, 0)
+	if x := s.env.signals[len(s.env.signals)-1]; x.pid != 101 || !x.group || x.sig != syscall.SIGTERM {
+		t.Fatalf("after its main process exited, last signal %+v, want TERM to generation 1's group", x)
+	}
+	s.env.alive[101] = false
+	s.exit(555, 0)
+	if res := result(t, r); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+}
+
 func TestCrashesBackOffThenGiveUp(t *testing.T) {
 	s := up(t, func(o *Options) { o.RestartLimit = 3 })
 	pid := 101
