@@ -124,6 +124,9 @@ func takeOver(path, tmp string) (bool, error) {
 	if errors.Is(err, os.ErrNotExist) {
 		return false, nil
 	}
+	if errors.Is(err, syscall.ELOOP) {
+		return false, fmt.Errorf("pidfile %s is a symbolic link, which baton does not follow: give the path of the file itself", path)
+	}
 	if err != nil {
 		return false, fmt.Errorf("pidfile %s: %w", path, unwrapPath(err))
 	}
@@ -149,6 +152,14 @@ func takeOver(path, tmp string) (bool, error) {
 	}
 	if err != nil {
 		return false, fmt.Errorf("pidfile %s: lock: %w", path, err)
+	}
+	// Nobody holds it, but it is baton's to replace only if it is a
+	// pidfile (empty, or a PID): --pidfile naming some other file by
+	// mistake must not destroy it.
+	if fi.Size() > 0 {
+		if _, err := readPID(old); err != nil {
+			return false, fmt.Errorf("pidfile %s exists and holds something other than a PID: it is not a pidfile; remove it or use another --pidfile", path)
+		}
 	}
 	// The dead master's file is ours to replace, but only if it is still
 	// the one at the path: it may have been removed and recreated since

@@ -148,9 +148,7 @@ func TestAcquire(t *testing.T) {
 		{"left by a dead master", func(t *testing.T, path string) { writeFile(t, path, strconv.Itoa(deadPID(t))+"\n") }},
 		{"pid reused by another program", func(t *testing.T, path string) { writeFile(t, path, strconv.Itoa(otherProgram(t))) }},
 		{"our own pid, not held", func(t *testing.T, path string) { writeFile(t, path, strconv.Itoa(os.Getpid())) }},
-		{"garbage", func(t *testing.T, path string) { writeFile(t, path, "not a pid\n") }},
 		{"empty", func(t *testing.T, path string) { writeFile(t, path, "") }},
-		{"longer content", func(t *testing.T, path string) { writeFile(t, path, "999999999999999999999\n\n\n") }},
 		{"read-only file", func(t *testing.T, path string) {
 			writeFile(t, path, "1")
 			os.Chmod(path, 0o444)
@@ -440,5 +438,44 @@ func TestRead(t *testing.T) {
 
 	if _, err := pidfile.Read(filepath.Join(dir, "missing.pid")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("Read of a missing file: %v, want %v", err, fs.ErrNotExist)
+	}
+}
+
+// --pidfile naming some other file by mistake must not destroy it, nor
+// follow a symbolic link.
+func TestAcquireRefusesWhatIsNotAPidfile(t *testing.T) {
+	dir := t.TempDir()
+	notes := filepath.Join(dir, "notes.txt")
+	os.WriteFile(notes, []byte("important data\n"), 0o644)
+	link := filepath.Join(dir, "link.pid")
+	os.Symlink(notes, link)
+	stale := filepath.Join(dir, "stale.pid")
+	os.WriteFile(stale, []byte("999999\n"), 0o644)
+	empty := filepath.Join(dir, "empty.pid")
+	os.WriteFile(empty, nil, 0o644)
+	garbage := filepath.Join(dir, "garbage.pid")
+	os.WriteFile(garbage, []byte("999999999999999999999\n\n\n"), 0o644)
+	for _, tc := range []struct {
+		path, want string // want: "" for success, else a part of the error
+	}{
+		{notes, "holds something other than a PID"},
+		{garbage, "holds something other than a PID"},
+		{link, "symbolic link"},
+		{stale, ""},
+		{empty, ""},
+	} {
+		pf, err := pidfile.Acquire(tc.path)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("Acquire(%s): %v", filepath.Base(tc.path), err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("Acquire(%s) = %v, want an error saying %q", filepath.Base(tc.path), err, tc.want)
+		}
+		if pf != nil {
+			pf.Release()
+		}
+	}
+	if b, _ := os.ReadFile(notes); string(b) != "important data\n" {
+		t.Fatalf("notes.txt now holds %q", b)
 	}
 }

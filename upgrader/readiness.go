@@ -131,7 +131,7 @@ func (m *Master) stillWaiting(g *generation) {
 func (m *Master) waitingFor() string {
 	switch m.opts.Ready {
 	case ReadyAccepting:
-		return "waiting for one of its processes to accept on a passed socket (or READY=1); a server that polls its listener with poll(2) or select(2) is not seen: use --ready notify or delay=DUR"
+		return "waiting for one of its processes to wait for connections on a passed socket (in accept, poll, select or epoll_wait), or for READY=1; a server that does not block on the socket (io_uring, busy polling), or runs as another user than baton, is not seen: use --ready notify or delay=DUR"
 	case ReadyDelay:
 		return "waiting for --ready delay"
 	}
