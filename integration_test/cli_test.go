@@ -59,6 +59,7 @@ func TestUsageErrorsAreOneLine(t *testing.T) {
 	}{
 		{[]string{"--lisen", "tcp://127.0.0.1:0", "--", "true"}, "baton: unknown flag --lisen: did you mean --listen? (baton --help lists every flag)"},
 		{[]string{"--drain", "TERM", "--", "true"}, "baton: unknown flag --drain: did you mean --drain-group, --drain-signal or --drain-timeout? (baton --help lists every flag)"},
+		{[]string{"--admin", "127.0.0.1:99999", "--", "true"}, "baton: --admin \"127.0.0.1:99999\": want HOST:PORT, such as 127.0.0.1:9090 (baton --help lists every flag)"},
 		{[]string{"--drain-timout", "1s", "--", "true"}, "baton: unknown flag --drain-timout: did you mean --drain-timeout? (baton --help lists every flag)"},
 		{[]string{"--frobnicate", "--", "true"}, "baton: unknown flag --frobnicate (baton --help lists every flag)"},
 		{[]string{"--ready-timeout", "soon", "--", "true"}, `--ready-timeout "soon": want a duration such as 30s`},

@@ -5,9 +5,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -280,6 +282,11 @@ func (f *masterFlags) parse(fs *flag.FlagSet, args []string) (upgrader.Options, 
 		return o, usagef("--min-ready %s: want a duration of 0 or more", f.minReady)
 	}
 	o.MinReady, o.DrainGroup = f.minReady, f.drainGroup
+	if f.admin != "" {
+		if _, port, err := net.SplitHostPort(f.admin); err != nil || !validPort(port) {
+			return o, usagef("--admin %q: want HOST:PORT, such as 127.0.0.1:9090", f.admin)
+		}
+	}
 	if f.stopDelay < 0 {
 		return o, usagef("--stop-delay %s: want a duration of 0 or more", f.stopDelay)
 	}
@@ -368,6 +375,11 @@ func openSockets(listen []string, log zerolog.Logger) ([]*sockets.Socket, error)
 		s.Close()
 	}
 	return held, nil
+}
+
+func validPort(p string) bool {
+	n, err := strconv.ParseUint(p, 10, 16)
+	return err == nil && (n > 0 || p == "0")
 }
 
 // masterSignals are the signals the master acts on.
