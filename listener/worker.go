@@ -13,12 +13,15 @@
 package listener
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/baton-sh/baton/internal/activation"
 	"github.com/baton-sh/baton/notify"
@@ -27,8 +30,22 @@ import (
 var passed struct {
 	sync.Mutex
 	read  bool
+	names []string          // every socket passed, by name, handed out or not
 	files []activation.File // not handed out yet
 	err   error
+}
+
+// errNoMatch says that sockets were passed but none is the one asked for:
+// binding the address instead would leave the passed socket unserved
+// while the server listens somewhere no client connects.
+type errNoMatch struct {
+	name, address string
+	passed        []string
+}
+
+func (e *errNoMatch) Error() string {
+	return fmt.Sprintf("listener: no socket passed to this process is named %q or bound to %s (passed: %s): name the socket %s in baton's --listen (%s=SCHEME://…) or ask for one of those names",
+		e.name, e.address, strings.Join(e.passed, ", "), e.name, e.name)
 }
 
 // take hands out the passed socket that Listen(name, network, address)
@@ -42,6 +59,9 @@ func take(name, network, address string) (*os.File, error) {
 	if !passed.read {
 		passed.read = true
 		passed.files, passed.err = activation.Files()
+		for _, f := range passed.files {
+			passed.names = append(passed.names, f.Name)
+		}
 	}
 	if passed.err != nil {
 		return nil, passed.err
@@ -72,6 +92,9 @@ func take(name, network, address string) (*os.File, error) {
 		}
 	}
 	if pick < 0 {
+		if len(passed.names) > 0 {
+			return nil, &errNoMatch{name, address, passed.names}
+		}
 		return nil, nil
 	}
 	f := passed.files[pick].File
@@ -128,9 +151,11 @@ func sameIPPort(network, address string, ip net.IP, port int) bool {
 }
 
 // Listen returns the passed stream socket called name (see take for how
-// repeated names are told apart). Without one (the program was started by
-// hand, say with go run) it binds network/address itself, so the same
-// binary works with and without baton. It is safe to call from several
+// repeated names are told apart). When nothing was passed (the program was
+// started by hand, say with go run) it binds network/address itself, so
+// the same binary works with and without baton. When sockets were passed
+// but none is called name or bound to address, it is an error naming the
+// sockets that were passed. It is safe to call from several
 // goroutines; each passed socket is handed out once.
 func Listen(name, network, address string) (net.Listener, error) {
 	f, err := take(name, network, address)
@@ -167,8 +192,26 @@ func ListenPacket(name, network, address string) (net.PacketConn, error) {
 
 // Ready tells baton (or systemd) that this process serves: baton then
 // drains the previous generation. It does nothing when NOTIFY_SOCKET is not
-// set, so it is safe to call unconditionally.
-func Ready() error { return notify.Send("READY=1") }
+// set, so it is safe to call unconditionally. The message is never sent
+// blocking; while the manager's queue is full (a flood of other messages,
+// or a manager busy for a moment), it is tried again for up to
+// ReadyPatience before Ready gives up.
+func Ready() error {
+	delay := time.Millisecond
+	deadline := time.Now().Add(ReadyPatience)
+	for {
+		err := notify.Send("READY=1")
+		if !errors.Is(err, notify.ErrQueueFull) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(delay)
+		delay = min(2*delay, 100*time.Millisecond)
+	}
+}
+
+// ReadyPatience bounds how long Ready keeps trying a manager whose queue
+// is full.
+const ReadyPatience = 10 * time.Second
 
 // Stopping tells baton that this process no longer accepts connections.
 func Stopping() error { return notify.Send("STOPPING=1") }

@@ -45,6 +45,7 @@ type Master struct {
 	restarts   int // crash restarts begun
 	restartDue func()
 	lastReload *ReloadStatus
+	ignored    statusLine // the log budget of notify messages from strangers
 	delay      stopDelay // see stop.go
 	hooks      hookState // see hooks.go
 }

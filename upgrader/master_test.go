@@ -596,6 +596,21 @@ func TestStatusLinesAreRateLimited(t *testing.T) {
 	}
 }
 
+func TestStrangersNotifyMessagesAreRateLimited(t *testing.T) {
+	s := up(t, nil)
+	for i := 0; i < 1000; i++ {
+		s.ready(777)
+	}
+	if n := strings.Count(s.log.String(), `"ignored a notify message"`); n != 1 {
+		t.Fatalf("%d lines for 1000 messages from a stranger within a second, want 1", n)
+	}
+	s.advance(time.Second)
+	s.ready(777)
+	if !strings.Contains(s.log.String(), `"suppressed":999`) {
+		t.Fatalf("the next line does not count the suppressed ones:\n%s", s.log)
+	}
+}
+
 func TestLostSocketIsRestored(t *testing.T) {
 	s := up(t, nil)
 	r := s.reload()

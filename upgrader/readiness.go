@@ -30,7 +30,19 @@ type statusLine struct {
 func (m *Master) notified(d notify.Datagram) {
 	g, why := m.sender(d.PID)
 	if g == nil {
-		m.log.Warn().Int("pid", d.PID).Str("why", why).Msg("ignored a notify message")
+		// Anyone who can reach the socket can send: a flood of strangers'
+		// messages must not flood the log.
+		now := m.env.now()
+		if now.Sub(m.ignored.loggedAt) < statusEvery {
+			m.ignored.suppressed++
+			return
+		}
+		ev := m.log.Warn().Int("pid", d.PID).Str("why", why)
+		if m.ignored.suppressed > 0 {
+			ev = ev.Int("suppressed", m.ignored.suppressed)
+		}
+		ev.Msg("ignored a notify message")
+		m.ignored.loggedAt, m.ignored.suppressed = now, 0
 		return
 	}
 	if d.Err != nil {
