@@ -46,8 +46,8 @@ type Master struct {
 	restartDue func()
 	lastReload *ReloadStatus
 	ignored    statusLine // the log budget of notify messages from strangers
-	delay      stopDelay // see stop.go
-	hooks      hookState // see hooks.go
+	delay      stopDelay  // see stop.go
+	hooks      hookState  // see hooks.go
 }
 
 type genState int
