@@ -260,6 +260,7 @@ func (m *Master) handle(e any) {
 // reload under way.
 func (m *Master) beginReload(t Trigger, reply chan<- Result) {
 	if m.stopping {
+		m.log.Info().Stringer("kind", t).Msg("reload requested while stopping: ignored")
 		if reply != nil {
 			reply <- Result{Generation: m.currentGen(), Err: ErrStopping}
 		}
