@@ -112,6 +112,7 @@ func bootMachine(t *testing.T) *machine {
 			defer cancel()
 			out, _ := c.Command(ctx, "journalctl", "--no-pager", "-o", "cat", "-u", "app", "-u", "app-classic").CombinedOutput()
 			t.Logf("journal of app and app-classic:\n%s", lastLines(string(out), 80))
+			t.Logf("container console:\n%s", lastLines(c.Console(), 40))
 		}
 	})
 	t.Logf("systemd %s booted in %s", firstField(m.must("systemctl", "--version")), c.Booted.Round(time.Millisecond))

@@ -173,9 +173,6 @@ func takeOver(path, tmp string) (bool, error) {
 	return true, nil
 }
 
-// Path is where the pidfile is.
-func (p *File) Path() string { return p.path }
-
 // Release removes the pidfile, if the path still names the file this
 // process holds, and gives up the lock. A file something else has put at
 // the path is left alone.

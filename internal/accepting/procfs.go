@@ -27,13 +27,6 @@ func gone(err error) bool {
 	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH) || errors.Is(err, unix.EIO)
 }
 
-// denied reports errors that mean we may not look: another user's
-// process, a non-dumpable one, or ptrace restrictions (Yama) on the
-// entries that need ptrace access (syscall, mem).
-func denied(err error) bool {
-	return errors.Is(err, fs.ErrPermission)
-}
-
 // pidPath builds "/proc/PID" (and "/task/TID" when tid > 0) followed by
 // rest, in p.path.
 func (p *procfs) pidPath(pid, tid int, rest string) string {
