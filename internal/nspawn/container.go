@@ -149,14 +149,22 @@ func Boot(opts Options) (c *Container, err error) {
 	if c.PID, err = c.findInit(deadline); err != nil {
 		return c, err
 	}
-	if c.netns, err = os.Open(fmt.Sprintf("/proc/%d/ns/net", c.PID)); err != nil {
-		return c, fmt.Errorf("nspawn: the container's network namespace: %w", err)
-	}
 	if c.hostns, err = os.Open("/proc/self/ns/net"); err != nil {
 		return c, fmt.Errorf("nspawn: this process's network namespace: %w", err)
 	}
 	if err := c.waitBooted(deadline); err != nil {
 		return c, err
+	}
+	// Opened only once systemd runs as PID 1: a process found early may
+	// not be in the container's network namespace yet, and dialling
+	// through the host's would meet nothing on the container's loopback.
+	netns := fmt.Sprintf("/proc/%d/ns/net", c.PID)
+	host, _ := os.Readlink("/proc/self/ns/net")
+	if ns, err := os.Readlink(netns); err != nil || ns == host {
+		return c, fmt.Errorf("nspawn: the container's PID 1 is not in a network namespace of its own (%s, %v)", ns, err)
+	}
+	if c.netns, err = os.Open(netns); err != nil {
+		return c, fmt.Errorf("nspawn: the container's network namespace: %w", err)
 	}
 	c.Booted = time.Since(start)
 	return c, nil
