@@ -7,6 +7,7 @@
 //	GET  /metrics    Prometheus text format
 //	POST /-/reload   reload and answer when it has ended (with Lifecycle)
 //	POST /-/quit     begin a graceful stop, as TERM does (with Lifecycle)
+//	POST /-/scale?workers=N  scale and answer once N workers serve (with Lifecycle)
 package admin
 
 import (
@@ -16,6 +17,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,8 +44,8 @@ func NewMetrics(status func() (upgrader.Status, error)) *Metrics {
 		registry: prometheus.NewRegistry(),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "baton_reloads_total",
-			Help: "Reloads requested by HUP, control socket or admin endpoint, by result (ok or failed).",
-		}, []string{"result"}),
+			Help: "Reloads and worker replacements, by what triggered them and how they ended (ok, failed or rolled_back).",
+		}, []string{"trigger", "result"}),
 		reloadDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "baton_reload_duration_seconds",
 			Help:    "Time from a reload request until the old generation is gone, or the reload failed.",
@@ -101,14 +103,20 @@ func (m *Metrics) CountLogDrops(dropped func() uint64) {
 // Observe counts reloads and restarts from a master's events; it is an
 // upgrader.Options.OnEvent and does not block.
 func (m *Metrics) Observe(e upgrader.Event) {
-	switch {
-	case e.Kind == upgrader.ReloadStarted && e.Trigger == upgrader.TriggerRestart:
-		m.restarts.Inc()
-	case e.Kind == upgrader.ReloadComplete && e.Trigger == upgrader.TriggerReload:
-		m.reloads.WithLabelValues("ok").Inc()
-		m.reloadDuration.Observe(e.Took.Seconds())
-	case e.Kind == upgrader.ReloadFailed && e.Trigger == upgrader.TriggerReload:
-		m.reloads.WithLabelValues("failed").Inc()
+	switch e.Kind {
+	case upgrader.ReloadStarted:
+		if e.Trigger == upgrader.TriggerCrash {
+			m.restarts.Inc()
+		}
+	case upgrader.ReloadComplete, upgrader.ReloadFailed, upgrader.RolledBack:
+		result := "ok"
+		switch e.Kind {
+		case upgrader.ReloadFailed:
+			result = "failed"
+		case upgrader.RolledBack:
+			result = "rolled_back"
+		}
+		m.reloads.WithLabelValues(e.Trigger.String(), result).Inc()
 		m.reloadDuration.Observe(e.Took.Seconds())
 	}
 }
@@ -144,8 +152,8 @@ func Listen(addr string, master Master, metrics *Metrics, lifecycle bool) (*Serv
 		case err == nil && st.Stopping:
 			http.Error(w, "baton is not ready: stopping", http.StatusServiceUnavailable)
 			return
-		case err != nil || st.Generation == 0:
-			http.Error(w, "baton is not ready: no generation serves", http.StatusServiceUnavailable)
+		case err != nil || !st.Ready:
+			http.Error(w, "baton is not ready: no worker serves", http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintf(w, "baton is ready: generation %d, pid %d\n", st.Generation, st.WorkerPID)
@@ -156,14 +164,19 @@ func Listen(addr string, master Master, metrics *Metrics, lifecycle bool) (*Serv
 			http.Error(w, "reload over HTTP is disabled: start baton with --admin-lifecycle to enable it", http.StatusForbidden)
 			return
 		}
-		res := <-master.Reload()
-		w.Header().Set("Content-Type", "application/json")
-		resp := control.Response{OK: res.Err == nil, Generation: res.Generation, TookSeconds: res.Took.Seconds()}
-		if res.Err != nil {
-			resp.Error = res.Err.Error()
-			w.WriteHeader(http.StatusInternalServerError)
+		answer(w, <-master.Reload(upgrader.TriggerAdmin))
+	})
+	mux.HandleFunc("POST /-/scale", func(w http.ResponseWriter, r *http.Request) {
+		if !lifecycle {
+			http.Error(w, "scale over HTTP is disabled: start baton with --admin-lifecycle to enable it", http.StatusForbidden)
+			return
 		}
-		json.NewEncoder(w).Encode(resp)
+		n, err := strconv.Atoi(r.URL.Query().Get("workers"))
+		if err != nil || n < 1 {
+			http.Error(w, "want ?workers=N with N at least 1", http.StatusBadRequest)
+			return
+		}
+		answer(w, <-master.Scale(n))
 	})
 	mux.HandleFunc("POST /-/quit", func(w http.ResponseWriter, r *http.Request) {
 		if !lifecycle {
@@ -175,6 +188,16 @@ func Listen(addr string, master Master, metrics *Metrics, lifecycle bool) (*Serv
 	})
 	s := &Server{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, l: l}
 	return s, nil
+}
+
+// answer writes res as the JSON the control socket answers with; 500 when
+// it failed.
+func answer(w http.ResponseWriter, res upgrader.Result) {
+	w.Header().Set("Content-Type", "application/json")
+	if res.Err != nil {
+		w.WriteHeader(http.StatusInternalServerError)
+	}
+	json.NewEncoder(w).Encode(control.ResultResponse(res))
 }
 
 // Addr is the bound address.

@@ -57,14 +57,17 @@ const (
 
 // Master is what the control socket steers; *upgrader.Master is one.
 type Master interface {
-	Reload() <-chan upgrader.Result
+	Reload(why upgrader.Trigger) <-chan upgrader.Result
+	Scale(n int) <-chan upgrader.Result
 	Status() (upgrader.Status, error)
 }
 
 // Request is what a client sends.
 type Request struct {
-	Command string `json:"command"` // "reload" or "status"
+	Command string `json:"command"` // "reload", "scale" or "status"
 	Wait    bool   `json:"wait,omitempty"`
+	// Workers is the worker count asked for (scale).
+	Workers int `json:"workers,omitempty"`
 }
 
 // Response is what the master answers.
@@ -72,7 +75,9 @@ type Response struct {
 	OK    bool   `json:"ok"`
 	Error string `json:"error,omitempty"`
 	// Generation serves after the reload (with Wait).
-	Generation  int              `json:"generation,omitempty"`
+	Generation int `json:"generation,omitempty"`
+	// Result is ok, failed or rolled_back (with Wait).
+	Result      string           `json:"result,omitempty"`
 	TookSeconds float64          `json:"took_seconds,omitempty"`
 	Status      *upgrader.Status `json:"status,omitempty"`
 }
@@ -126,7 +131,7 @@ func (s *Server) Serve(m Master) error {
 			// nobody serves.
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 			if failures == 0 {
-				s.log.Warn().Err(fdlimit.Explain(err)).Msg("control socket: cannot accept a connection: retrying")
+				s.log.Warn().Str("event", "control_accept_failed").Err(fdlimit.Explain(err)).Msg("control socket: cannot accept a connection: retrying")
 			}
 			failures++
 			select {
@@ -137,7 +142,7 @@ func (s *Server) Serve(m Master) error {
 			continue
 		}
 		if failures > 0 {
-			s.log.Info().Int("failures", failures).Msg("control socket: accepting again")
+			s.log.Info().Str("event", "control_accepting").Int("failures", failures).Msg("control socket: accepting again")
 			delay, failures = 0, 0
 		}
 		go serveConn(c, m)
@@ -186,8 +191,13 @@ func reply(c net.Conn, resp Response) {
 
 func answer(req Request, m Master, c net.Conn) Response {
 	switch req.Command {
-	case "reload":
-		done := m.Reload()
+	case "reload", "scale":
+		var done <-chan upgrader.Result
+		if req.Command == "reload" {
+			done = m.Reload(upgrader.TriggerControl)
+		} else {
+			done = m.Scale(req.Workers)
+		}
 		if !req.Wait {
 			return Response{OK: true}
 		}
@@ -195,11 +205,7 @@ func answer(req Request, m Master, c net.Conn) Response {
 		if !ok {
 			return Response{Error: "the client stopped listening"}
 		}
-		resp := Response{OK: r.Err == nil, Generation: r.Generation, TookSeconds: r.Took.Seconds()}
-		if r.Err != nil {
-			resp.Error = r.Err.Error()
-		}
-		return resp
+		return ResultResponse(r)
 	case "status":
 		st, err := m.Status()
 		if err != nil {
@@ -207,7 +213,16 @@ func answer(req Request, m Master, c net.Conn) Response {
 		}
 		return Response{OK: true, Status: &st}
 	}
-	return Response{Error: fmt.Sprintf("unknown command %.40q: want reload or status", req.Command)}
+	return Response{Error: fmt.Sprintf("unknown command %.40q: want reload, scale or status", req.Command)}
+}
+
+// ResultResponse is the answer that reports r.
+func ResultResponse(r upgrader.Result) Response {
+	resp := Response{OK: r.Err == nil, Generation: r.Generation, TookSeconds: r.Took.Seconds(), Result: r.Outcome()}
+	if r.Err != nil {
+		resp.Error = r.Err.Error()
+	}
+	return resp
 }
 
 // await waits for a reload's result, writing a newline at once and then

@@ -139,7 +139,7 @@ func TestLogReaderGone(t *testing.T) {
 	b := harness.StartDetached(t, w, nil, "--listen", "http=tcp://127.0.0.1:0", "--admin", "127.0.0.1:0", "--", bin.TestWorker)
 	w.Close()
 	log := newLogReader(r)
-	admin := log.until(t, 20*time.Second, "admin endpoint", func(e harness.Event) bool { return e.Msg() == "admin endpoint" }).Str("addr")
+	admin := log.until(t, 20*time.Second, "admin endpoint", func(e harness.Event) bool { return e.Kind() == "admin_listening" }).Str("addr")
 	log.until(t, 20*time.Second, "generation 1 serving", func(e harness.Event) bool { return e.Kind() == "reload_complete" })
 	r.Close() // the reader is gone for good
 
@@ -168,7 +168,7 @@ func TestLogReaderStalls(t *testing.T) {
 		"--", bin.TestWorker, "-status", strings.Repeat("s", 3000))
 	w.Close()
 	log := newLogReader(r)
-	admin := log.until(t, 20*time.Second, "admin endpoint", func(e harness.Event) bool { return e.Msg() == "admin endpoint" }).Str("addr")
+	admin := log.until(t, 20*time.Second, "admin endpoint", func(e harness.Event) bool { return e.Kind() == "admin_listening" }).Str("addr")
 	log.until(t, 20*time.Second, "generation 1 serving", func(e harness.Event) bool { return e.Kind() == "reload_complete" })
 
 	// Nobody reads now. Reload until lines are dropped: the pipe is full
@@ -194,7 +194,7 @@ func TestLogReaderStalls(t *testing.T) {
 
 	// The reader is back: the lines queued come first, then the notice.
 	notice := log.until(t, 20*time.Second, "drop notice", func(e harness.Event) bool {
-		return strings.HasPrefix(e.Msg(), "log lines dropped")
+		return e.Kind() == "log_dropped"
 	})
 	if notice.Str("level") != "warn" || notice.Int("dropped") <= 0 || float64(notice.Int("dropped")) > dropped {
 		t.Fatalf("drop notice %v, want a warning with the count (at most %v, the metric)", notice, dropped)
@@ -231,7 +231,7 @@ func TestServiceManagerStopsReading(t *testing.T) {
 			t.Fatalf("reload %d: %v", i, end)
 		}
 	}
-	warn := b.WaitFor(t, 5*time.Second, func(e harness.Event) bool { return e.Msg() == "cannot notify the service manager" })
+	warn := b.WaitFor(t, 5*time.Second, func(e harness.Event) bool { return e.Kind() == "service_notify_failed" })
 	if !strings.Contains(warn.Str("error"), "message dropped") {
 		t.Errorf("warning %v does not say that the message was dropped", warn)
 	}
@@ -433,7 +433,7 @@ func TestControlSocketSurvivesFdExhaustion(t *testing.T) {
 		}
 	}()
 	warn := b.WaitFor(t, 10*time.Second, func(e harness.Event) bool {
-		return strings.HasPrefix(e.Msg(), "control socket: cannot accept")
+		return e.Kind() == "control_accept_failed"
 	})
 	if !strings.Contains(warn.Str("error"), "ulimit -n") || !strings.Contains(warn.Str("error"), "LimitNOFILE=") {
 		t.Errorf("accept failure logged as %v, want it to say to raise ulimit -n or LimitNOFILE=", warn)
@@ -584,7 +584,7 @@ func TestReloadOnAStoppedMaster(t *testing.T) {
 func TestStatusEscapesWorkerText(t *testing.T) {
 	hostile := "\x1b[2J\x1b[Hall good\rforged line\x07"
 	b, _ := startWorker(t, nil, "-status", hostile)
-	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Msg() == "worker status" })
+	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Kind() == "worker_status" })
 	code, stdout, stderr := harness.Run(t, 10*time.Second, "status", "--pidfile", b.PIDFile)
 	if code != 0 {
 		t.Fatalf("status: exit %d, %q", code, stderr)
@@ -610,8 +610,8 @@ func TestLeftoversAtExitAreLogged(t *testing.T) {
 	if code := b.Wait(t, 30*time.Second); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
-	for _, msg := range []string{"pidfile left behind", "control socket left behind"} {
-		if e := b.Find(func(e harness.Event) bool { return e.Msg() == msg }); len(e) != 1 || e[0].Str("level") != "warn" || e[0].Str("error") == "" {
+	for _, msg := range []string{"pidfile_left", "control_left"} {
+		if e := b.Find(func(e harness.Event) bool { return e.Kind() == msg }); len(e) != 1 || e[0].Str("level") != "warn" || e[0].Str("error") == "" {
 			t.Errorf("%q: %v, want one warning with the error", msg, e)
 		}
 	}

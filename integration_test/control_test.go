@@ -105,13 +105,14 @@ func TestStatusJSONAndTheControlSocket(t *testing.T) {
 	switch {
 	case st.PID != b.PID(), st.Generation != 2, st.WorkerPID != worker, !st.Ready, st.Stopping,
 		len(st.Workers) != 1, st.Workers[0].State != "serving",
-		st.LastReload == nil, !st.LastReload.OK, st.LastReload.Kind != "reload", st.LastReload.TookSeconds <= 0,
+		st.LastReload == nil, !st.LastReload.OK, st.LastReload.Trigger != "control", st.LastReload.TookSeconds <= 0,
 		st.Restarts != 0, time.Since(st.Started) > time.Minute:
 		t.Fatalf("status --json = %s\nwant master %d, generation 2 served by %d, last reload ok", stdout, b.PID(), worker)
 	}
 
 	code, stdout, _ = harness.Run(t, 10*time.Second, "status", "--pidfile", b.PIDFile)
-	if code != 0 || !strings.Contains(stdout, fmt.Sprintf("serving      generation 2, pid %d, ready", worker)) {
+	if code != 0 || !strings.Contains(stdout, "serving      generation 2, 1 of 1 workers, ready") ||
+		!strings.Contains(stdout, fmt.Sprintf("worker 0     generation 2, pid %d, serving", worker)) {
 		t.Fatalf("status: exit %d\n%s", code, stdout)
 	}
 
@@ -215,7 +216,7 @@ func TestSocketActivatedMaster(t *testing.T) {
 	if body := get(t, "http://"+addr+"/"); !strings.Contains(body, "gen=1") {
 		t.Fatalf("first request through the activated socket: %q", body)
 	}
-	if e := b.WaitFor(t, 5*time.Second, func(e harness.Event) bool { return e.Msg() == "listening" }); e["activated"] != true {
+	if e := b.WaitFor(t, 5*time.Second, func(e harness.Event) bool { return e.Kind() == "listening" }); e["activated"] != true {
 		t.Fatalf("socket not taken from systemd-socket-activate: %v", e)
 	}
 	load := startLoad(t, "http://"+addr+"/")
@@ -235,7 +236,7 @@ func TestAdminEndpoint(t *testing.T) {
 				flags = append(flags, "--admin-lifecycle")
 			}
 			b, _ := startWorker(t, flags)
-			e := b.WaitFor(t, 5*time.Second, func(e harness.Event) bool { return e.Msg() == "admin endpoint" })
+			e := b.WaitFor(t, 5*time.Second, func(e harness.Event) bool { return e.Kind() == "admin_listening" })
 			base := "http://" + e.Str("addr")
 
 			for _, path := range []string{"/-/healthy", "/-/ready"} {

@@ -74,9 +74,15 @@ func TestCrashedWorkerIsRestartedOnTheSameSockets(t *testing.T) {
 	pid := b.WorkerPID(t, 1)
 	syscall.Kill(pid, syscall.SIGKILL)
 
-	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Msg() == "worker crashed: restarting" })
-	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Kind() == "reload_complete" && e.Int("gen") == 2 })
-	next := b.WorkerPID(t, 2)
+	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Kind() == "worker_crashed" })
+	// The restart runs the same generation, the same release.
+	done := b.WaitFor(t, 10*time.Second, func(e harness.Event) bool {
+		return e.Kind() == "reload_complete" && e.Str("trigger") == "crash" && e.Int("gen") == 1
+	})
+	next := b.Find(func(e harness.Event) bool { return e.Kind() == "worker_started" && e.Int("gen") == 1 })[1].Int("pid")
+	if done.Int("index") != 0 || next == pid {
+		t.Fatalf("restart: %v, new pid %d", done, next)
+	}
 	if body := get(t, url+"/"); !strings.Contains(body, "pid="+strconv.Itoa(next)) {
 		t.Fatalf("after the crash, answered by %q, want the restarted worker %d", body, next)
 	}
@@ -128,7 +134,7 @@ func TestReloadLetsTheOldGenerationFinishItsRequest(t *testing.T) {
 
 	b.Signal(t, syscall.SIGHUP)
 	// The worker says STOPPING=1 once it has stopped accepting.
-	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Msg() == "worker stopping" && e.Int("pid") == old })
+	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Kind() == "worker_stopping" && e.Int("pid") == old })
 	if body := get(t, url+"/"); strings.Contains(body, "pid="+strconv.Itoa(old)) {
 		t.Fatalf("draining worker %d still accepted a new request: %q", old, body)
 	}
@@ -215,7 +221,7 @@ func TestUserSignalsAreForwardedToTheWorker(t *testing.T) {
 	b, _ := startWorker(t, []string{"--drain-signal", "USR2"}, "-ignore-drain")
 	pid := b.WorkerPID(t, 1)
 	b.Signal(t, syscall.SIGUSR2) // the worker drains on USR2
-	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Msg() == "forwarding signal" && e.Str("signal") == "USR2" })
+	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Kind() == "forwarded" && e.Str("signal") == "USR2" })
 	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Kind() == "worker_exited" && e.Int("pid") == pid })
 }
 

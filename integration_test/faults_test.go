@@ -51,7 +51,7 @@ func TestFaultOldGenerationIgnoresTheDrainSignal(t *testing.T) {
 		t.Fatalf("reload took %s: the old generation did not hold out until the drain timeout (1s)", took)
 	}
 	if len(b.Find(func(e harness.Event) bool {
-		return strings.Contains(e.Msg(), "after the drain timeout: sending SIGKILL to its process group") && e.Int("pid") == old
+		return e.Kind() == "drain_timeout" && e.Int("pid") == old
 	})) != 1 {
 		t.Fatalf("no log line about killing generation 1's process group after the drain timeout")
 	}
@@ -107,7 +107,7 @@ func TestFaultHUPStorm(t *testing.T) {
 		var starts, queued, failed int
 		minTook := time.Duration(math.MaxInt64)
 		for _, e := range b.Events()[seen:] {
-			if e.Msg() == "reload requested during a reload: queued to run after it" {
+			if e.Kind() == "reload_queued" {
 				queued++
 			}
 			switch e.Kind() {
@@ -207,7 +207,7 @@ func TestFaultMasterSIGKILLed(t *testing.T) {
 		t.Fatalf("after the master was killed and its worker exited, %s cannot be bound: %v", addr, err)
 	}
 	l.Close()
-	if crashed := b.Find(faultIs("worker crashed: restarting")); len(crashed) > 0 {
+	if crashed := b.Find(faultIs("worker_crashed")); len(crashed) > 0 {
 		t.Fatalf("a worker died while the master lived (parent-death signal sent early?): %v", crashed)
 	}
 
@@ -305,7 +305,7 @@ func TestFaultCrashLoopBacksOffThenGivesUp(t *testing.T) {
 	if len(starts) != 4 {
 		t.Fatalf("%d workers started, want 4 (the first and 3 restarts)", len(starts))
 	}
-	restarts := b.Find(faultIs("worker crashed: restarting"))
+	restarts := b.Find(faultIs("worker_crashed"))
 	if len(restarts) != 3 {
 		t.Fatalf("%d restarts logged, want 3", len(restarts))
 	}
@@ -329,7 +329,7 @@ func TestFaultCrashLoopBacksOffThenGivesUp(t *testing.T) {
 		}
 		prevDelay = delay
 	}
-	gaveUp := b.Find(faultIs("worker keeps crashing: giving up"))
+	gaveUp := b.Find(faultIs("crash_loop"))
 	if len(gaveUp) != 1 || gaveUp[0].Int("crashes") != 4 {
 		t.Fatalf("want one log line giving up after 4 crashes, got %v", gaveUp)
 	}
@@ -345,8 +345,8 @@ func TestFaultCrashLoopBacksOffThenGivesUp(t *testing.T) {
 	}
 }
 
-func faultIs(msg string) func(harness.Event) bool {
-	return func(e harness.Event) bool { return e.Msg() == msg }
+func faultIs(event string) func(harness.Event) bool {
+	return func(e harness.Event) bool { return e.Kind() == event }
 }
 
 // faultTook is a reload's duration as logged.

@@ -16,7 +16,7 @@ import (
 // adminURL is the base URL of b's --admin endpoint.
 func adminURL(t *testing.T, b *harness.Baton) string {
 	t.Helper()
-	e := b.WaitFor(t, 5*time.Second, func(e harness.Event) bool { return e.Msg() == "admin endpoint" })
+	e := b.WaitFor(t, 5*time.Second, func(e harness.Event) bool { return e.Kind() == "admin_listening" })
 	return "http://" + e.Str("addr")
 }
 
@@ -55,7 +55,7 @@ func TestLifecycleStopDelayAndHooks(t *testing.T) {
 		"--on-ready", hook("register"), "--on-stopping", hook("deregister")})
 	admin := adminURL(t, b)
 	addr := strings.TrimPrefix(url, "http://")
-	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Msg() == "hook done" && e.Int("gen") == 1 })
+	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Kind() == "hook_done" && e.Int("gen") == 1 })
 	if code := statusOf(admin+"/-/ready", "GET"); code != 200 {
 		t.Fatalf("/-/ready answers %d while serving", code)
 	}
@@ -65,7 +65,7 @@ func TestLifecycleStopDelayAndHooks(t *testing.T) {
 		t.Fatal(end)
 	}
 	worker := b.WorkerPID(t, 2)
-	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Msg() == "hook done" && e.Int("gen") == 2 })
+	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Kind() == "hook_done" && e.Int("gen") == 2 })
 
 	load := startLoad(t, url+"/")
 	term := time.Now()
@@ -102,9 +102,9 @@ func TestLifecycleStopDelayAndHooks(t *testing.T) {
 	}
 	drain := b.WaitFor(t, time.Second, func(e harness.Event) bool { return e.Kind() == "draining" && e.Int("gen") == 2 })
 	deregistered := b.WaitFor(t, time.Second, func(e harness.Event) bool {
-		return e.Msg() == "hook done" && e.Str("hook") == "on-stopping"
+		return e.Kind() == "hook_done" && e.Str("hook") == "on-stopping"
 	})
-	stopped := b.WaitFor(t, time.Second, func(e harness.Event) bool { return e.Msg() == "stopped" })
+	stopped := b.WaitFor(t, time.Second, func(e harness.Event) bool { return e.Kind() == "stopped" })
 	stopAt := eventTime(t, b.WaitFor(t, time.Second, func(e harness.Event) bool { return e.Kind() == "stopping" }))
 	drainAt := eventTime(t, drain)
 	if d := drainAt.Sub(stopAt); d < 2*time.Second || d > 2500*time.Millisecond {
@@ -177,7 +177,7 @@ func TestLifecycleHookTimeout(t *testing.T) {
 	marker := filepath.Join(t.TempDir(), "child.pid")
 	b, _ := startWorker(t, []string{"--hook-timeout", "300ms",
 		"--on-ready", fmt.Sprintf(`sh -c 'sleep 60 & echo $! > %s; echo registering; wait'`, marker)})
-	e := b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return strings.HasPrefix(e.Msg(), "hook failed") })
+	e := b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Kind() == "hook_failed" })
 	if !strings.Contains(e.Str("error"), "--hook-timeout") || e.Str("output") != "registering" {
 		t.Fatalf("hook failure: %v", e)
 	}

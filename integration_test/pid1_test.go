@@ -37,7 +37,7 @@ func TestBatonAsPID1InAPIDNamespace(t *testing.T) {
 	})
 	// An orphan that dies is reaped by baton, not left defunct.
 	syscall.Kill(orphan.PID, syscall.SIGKILL)
-	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Msg() == "reaped orphan" })
+	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Kind() == "orphan_reaped" })
 	requireNoZombies(t, master.PID)
 
 	// TERM with a request in flight: baton waits for the drain.
@@ -64,6 +64,6 @@ func TestSubreaperAdoptsAndReapsOrphans(t *testing.T) {
 		return p.PPID == b.PID() && p.Comm == "sleep"
 	})
 	syscall.Kill(orphan.PID, syscall.SIGKILL)
-	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Msg() == "reaped orphan" && e.Int("pid") == orphan.PID })
+	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Kind() == "orphan_reaped" && e.Int("pid") == orphan.PID })
 	requireNoZombies(t, b.PID())
 }

@@ -4,6 +4,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -13,10 +14,11 @@ import (
 	"github.com/baton-sh/baton/upgrader"
 )
 
-// A release that crashes a second after READY=1, while a long request keeps
-// the old generation draining: the reload is reported failed, the crash is
-// restarted with backoff, and status says so. Run once plain and once under
-// a service manager's NOTIFY_SOCKET, where the master used to panic.
+// A release that crashes 300 ms after READY=1, while a long request keeps
+// the old generation draining: the reload fails and is rolled back to the
+// old release (the deploy's "current" symlink points at the new one by
+// then), and status says so. Run once plain and once under a service
+// manager's NOTIFY_SOCKET, where the master once panicked.
 func TestNewReleaseCrashesAfterReadyWhileOldDrains(t *testing.T) {
 	for _, underManager := range []bool{false, true} {
 		name := "plain"
@@ -25,34 +27,34 @@ func TestNewReleaseCrashesAfterReadyWhileOldDrains(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			bin := harness.Build(t)
-			crash := filepath.Join(t.TempDir(), "crash")
+			dir := t.TempDir()
+			harness.Release(t, dir, 1, bin.TestWorker)
 			setup := harness.Setup{}
 			if underManager {
 				setup.Env = []string{"NOTIFY_SOCKET=" + serviceNotifySocket(t)}
 			}
 			b := harness.StartWith(t, setup, "--listen", "http=tcp://127.0.0.1:0", "--drain-timeout", "20s",
-				"--", bin.TestWorker, "-crash-if-exists", crash, "-crash-after", "300ms")
+				"--", filepath.Join(dir, "current", "app"))
 			b.WaitState(t, 20*time.Second, "first generation serving", func(s upgrader.Status) bool { return s.Generation == 1 })
+			first := b.WorkerPID(t, 1)
 			url := "http://" + b.Addr(t, "http")
 			slow := b.InFlight(t, url, 3*time.Second)
 
-			os.WriteFile(crash, nil, 0o644)
+			harness.Release(t, dir, 2, bin.TestWorker, "-crash-after", "300ms")
 			code, _, errOut := b.ReloadWait(t, 30*time.Second)
-			if code != 1 || !strings.Contains(errOut, "after it was ready, while generation 1 drained") {
-				t.Fatalf("reload --wait exited %d: %s; want 1 naming the new generation's crash", code, errOut)
+			if code != 1 || !strings.Contains(errOut, "after it was ready, during the reload") || !strings.Contains(errOut, "rolled back") {
+				t.Fatalf("reload --wait exited %d: %s; want 1 naming the new generation's crash and the rollback", code, errOut)
 			}
-			os.Remove(crash)
-			st := b.WaitState(t, 20*time.Second, "a restarted generation serving", func(s upgrader.Status) bool {
-				return s.Generation >= 3 && s.Ready
-			})
-			if st.Restarts < 1 || st.LastReload == nil || st.LastReload.Kind != "restart" || !st.LastReload.OK {
-				t.Fatalf("status after the restart: restarts %d, last reload %+v", st.Restarts, st.LastReload)
+			st := b.State(t)
+			if st.Generation != 1 || st.LastReload == nil || st.LastReload.Result != "rolled_back" || len(st.Workers) != 1 ||
+				st.Workers[0].Generation != 1 || st.Workers[0].PID == first || st.Workers[0].State != "serving" {
+				t.Fatalf("status after the rollback: %+v", st)
 			}
 			if a := <-slow; a.Err != nil {
 				t.Fatalf("the slow request on the draining generation: %v", a.Err)
 			}
-			if body := get(t, url); !strings.Contains(body, "gen=3") {
-				t.Fatalf("answered by %q, want generation 3", body)
+			if body := get(t, url); !strings.Contains(body, "gen=1") || !strings.Contains(body, "pid="+strconv.Itoa(st.Workers[0].PID)) {
+				t.Fatalf("answered by %q, want generation 1's fresh worker %d", body, st.Workers[0].PID)
 			}
 			b.Signal(t, syscall.SIGTERM)
 			if code := b.Wait(t, 30*time.Second); code != 0 {
@@ -124,7 +126,7 @@ func TestWorkerShutsDownTheSharedSocket(t *testing.T) {
 	before := b.State(t)
 	b.Signal(t, syscall.SIGHUP)
 	st := b.WaitState(t, 20*time.Second, "service restored on a new generation", func(s upgrader.Status) bool {
-		return s.Generation == before.Generation+2 && len(s.Workers) == 1 && s.LastReload != nil && s.LastReload.Kind == "restore"
+		return s.Generation == before.Generation+2 && len(s.Workers) == 1 && s.LastReload != nil && s.LastReload.Trigger == "restore"
 	})
 	if !st.LastReload.OK {
 		t.Fatalf("restore failed: %+v", st.LastReload)
@@ -133,7 +135,7 @@ func TestWorkerShutsDownTheSharedSocket(t *testing.T) {
 		t.Fatalf("answered by %q, want generation 3 on the new socket", body)
 	}
 	lost := b.Find(func(e harness.Event) bool {
-		return e.Str("level") == "error" && strings.Contains(e.Msg(), "shut down a listening socket") && e.Int("gen") == 1
+		return e.Str("level") == "error" && e.Kind() == "sockets_lost" && e.Int("gen") == 1
 	})
 	if len(lost) == 0 {
 		t.Fatalf("no error line naming generation 1")
@@ -162,7 +164,14 @@ func TestHelperInTheWorkersGroupDrains(t *testing.T) {
 	if took := time.Since(start); took > 10*time.Second {
 		t.Fatalf("the reload took %s: the helper held the drain", took)
 	}
-	if killed := b.Find(func(e harness.Event) bool { return strings.Contains(e.Msg(), "SIGKILL") }); len(killed) > 0 {
+	killedSomething := func(e harness.Event) bool {
+		switch e.Kind() {
+		case "drain_timeout", "group_killed", "stray_killed":
+			return true
+		}
+		return false
+	}
+	if killed := b.Find(killedSomething); len(killed) > 0 {
 		t.Fatalf("something was SIGKILLed: %v", killed)
 	}
 }

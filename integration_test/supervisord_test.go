@@ -232,7 +232,7 @@ func isReloadEnd(e harness.Event) bool {
 	return e.Kind() == "reload_complete" || e.Kind() == "reload_failed"
 }
 
-func isStopped(e harness.Event) bool { return e.Msg() == "stopped" }
+func isStopped(e harness.Event) bool { return e.Kind() == "stopped" }
 
 // supervisordConf writes a supervisord configuration in dir whose
 // [program:app] is the example in scripts/supervisord/baton.conf, with its

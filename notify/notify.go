@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 )
@@ -293,4 +294,100 @@ func (s *Socket) Close() error {
 		}
 	}
 	return s.conn.Close()
+}
+
+// Dir is a manager's private directory of notify sockets, one socket for
+// each child (the master gives every worker its own, so that a message
+// belongs to the worker whose socket it came on, whoever sent it): a
+// directory of mode 0700 under the runtime directory ($RUNTIME_DIRECTORY,
+// else $XDG_RUNTIME_DIR, else the temp dir). A Dir is not safe for
+// concurrent use.
+//
+// If something deletes the directory (a /tmp cleaner), the next Listen
+// makes a new one, and Moved says so once. Where no path fits in a socket
+// address (a very long TMPDIR) or no directory can be made, its sockets are
+// abstract names instead, which sd_notify(3), systemd-notify, Python's
+// sdnotify, gunicorn and Go's listener package all understand, but Ruby's
+// sd_notify gem (puma) does not.
+type Dir struct {
+	path    string      // "" for abstract sockets
+	created os.FileInfo // the directory made
+	prefix  string      // abstract: "@baton-notify-PID-RANDOM-"
+	seq     int
+	moved   bool
+}
+
+// NewDir makes a private directory for notify sockets.
+func NewDir() (*Dir, error) {
+	d := &Dir{}
+	if err := d.make(); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *Dir) make() error {
+	if dir := runtimeDir(); len(dir)+len("/baton-0123456789/n4294967295.sock") < maxSocketPath {
+		if p, err := os.MkdirTemp(dir, "baton-"); err == nil {
+			if fi, err := os.Lstat(p); err == nil {
+				d.path, d.created, d.prefix = p, fi, ""
+				return nil
+			}
+			os.Remove(p)
+		}
+	}
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return fmt.Errorf("notify socket: %w", err)
+	}
+	d.path, d.created = "", nil
+	d.prefix = fmt.Sprintf("@baton-notify-%d-%x-", os.Getpid(), b)
+	return nil
+}
+
+// intact reports whether d's directory is still the one it made.
+func (d *Dir) intact() bool {
+	if d.created == nil {
+		return true
+	}
+	fi, err := os.Lstat(d.path)
+	return err == nil && os.SameFile(fi, d.created)
+}
+
+// Path is the directory, "" when its sockets are abstract.
+func (d *Dir) Path() string { return d.path }
+
+// Listen makes a new socket in d, first making d anew if it was deleted.
+func (d *Dir) Listen() (*Socket, error) {
+	if !d.intact() {
+		if err := d.make(); err != nil {
+			return nil, err
+		}
+		d.moved = true
+	}
+	d.seq++
+	if d.path == "" {
+		return listen(d.prefix + strconv.Itoa(d.seq))
+	}
+	s, err := Listen(filepath.Join(d.path, "n"+strconv.Itoa(d.seq)+".sock"))
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Moved reports, once, that Listen had to make the directory anew.
+func (d *Dir) Moved() bool {
+	m := d.moved
+	d.moved = false
+	return m
+}
+
+// Close removes the directory if it is still the one d made and empty:
+// close its sockets first.
+func (d *Dir) Close() error {
+	if d.created != nil && d.intact() {
+		return os.Remove(d.path)
+	}
+	return nil
 }

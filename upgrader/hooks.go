@@ -3,12 +3,15 @@ package upgrader
 import (
 	"strings"
 	"time"
+
+	"github.com/baton-sh/baton/internal/host"
 )
 
 // A lifecycle hook is a command the master runs at a lifecycle step, such
-// as registering the service with a load balancer when a generation
-// serves (Options.OnReady) and deregistering it when a stop begins
-// (Options.OnStopping).
+// as registering the service with a load balancer once a generation
+// serves (Options.OnReady: when the last worker of a rolled-out generation
+// has taken over, and when the service serves again after every worker
+// had died) and deregistering it when a stop begins (Options.OnStopping).
 //
 // A hook is started from the loop but runs beside it: the loop never
 // waits for one, and learns of its end as an event. At most one hook runs
@@ -16,19 +19,22 @@ import (
 // coalesce: only the latest waits (a newer on-ready replaces an older one,
 // and on-stopping replaces a waiting on-ready, which a stop makes moot).
 // A hook runs in its own process group with stdin from /dev/null; its
-// output is logged with its end; after HookTimeout, or as soon as its main
-// process exits, whatever is left of its group is killed. A failing hook is
-// logged and changes nothing else. A master that stops waits for a running
-// hook before Run returns, which HookTimeout bounds.
+// output is logged with its end. A hook ends when its process exits; after
+// HookTimeout, or as soon as it has exited, whatever is left of its group
+// is killed, and anything it left elsewhere is a stray killed at once. A
+// failing hook is logged and changes nothing else. A master that stops
+// waits for a running hook before Run returns, which HookTimeout bounds;
+// a fast stop (StopNow) kills it and runs no on-stopping.
 //
 // Its environment is the workers' base environment, without the socket
 // activation variables, plus:
 //
-//	BATON_HOOK         on-ready or on-stopping
-//	BATON_GENERATION   the serving generation (on-stopping: the one serving when the stop began; 0 if none)
-//	BATON_WORKER_PID   its main process
-//	BATON_MASTER_PID   the master's PID
-//	BATON_ADDRS        the bound sockets, name=address,… in --listen order
+//	BATON_HOOK          on-ready or on-stopping
+//	BATON_GENERATION    the serving generation (on-stopping: the one serving when the stop began; 0 if none)
+//	BATON_WORKER_PID    its first worker's main process
+//	BATON_WORKER_PIDS   every serving worker's main process, comma-separated, by slot
+//	BATON_MASTER_PID    the master's PID
+//	BATON_ADDRS         the bound sockets, name=address,… in --listen order
 type hookKind int
 
 const (
@@ -43,32 +49,12 @@ func (k hookKind) String() string {
 	return "on-ready"
 }
 
-// hookRun is one run of a hook.
-type hookRun struct {
-	kind     hookKind
-	argv     []string
-	gen, pid int // the generation it is about, 0 if none
-}
-
-// hookDone is a hook's end, as the env reports it to the loop.
-type hookDone struct {
-	run    hookRun
-	pid    int    // the hook's own process, 0 if it never started
-	exit   string // how it ended: "exited with status 0", …
-	err    error  // nil when it exited with status 0
-	output string
-	took   time.Duration
-}
-
 // hookState is the loop's view of its hooks.
 type hookState struct {
-	running *hookRun
-	waiting *hookRun
+	running *host.Hook
+	waiting *host.Hook
 	served  bool // a generation has served, so there is something to deregister
 }
-
-// maxHookOutput is how much of a hook's output is logged.
-const maxHookOutput = 4096
 
 // runHook runs the hook of kind about generation g (nil: none), now or
 // once the one running has ended.
@@ -82,14 +68,19 @@ func (m *Master) runHook(kind hookKind, g *generation) {
 	if len(argv) == 0 {
 		return
 	}
-	h := &hookRun{kind: kind, argv: argv}
+	h := &host.Hook{Kind: kind.String(), Argv: argv}
 	if g != nil {
-		h.gen, h.pid = g.n, g.pid
+		h.Generation = g.n
+		for _, s := range m.slots {
+			if s.serving != nil && s.serving.gen == g {
+				h.PIDs = append(h.PIDs, s.serving.pid)
+			}
+		}
 	}
 	if r := m.hooks.running; r != nil {
-		ev := m.log.Info().Str("hook", kind.String()).Int("gen", h.gen).Str("running", r.kind.String())
+		ev := m.log.Info().Str("event", "hook_waits").Str("hook", h.Kind).Int("gen", h.Generation).Str("running", r.Kind)
 		if w := m.hooks.waiting; w != nil {
-			ev = ev.Str("replaces", w.kind.String()).Int("replaces_gen", w.gen)
+			ev = ev.Str("replaces", w.Kind).Int("replaces_gen", w.Generation)
 		}
 		ev.Msg("hook waits for the one running")
 		m.hooks.waiting = h
@@ -98,44 +89,45 @@ func (m *Master) runHook(kind hookKind, g *generation) {
 	m.startHook(h)
 }
 
-func (m *Master) startHook(h *hookRun) {
+func (m *Master) startHook(h *host.Hook) {
 	m.hooks.running = h
-	m.log.Info().Str("hook", h.kind.String()).Int("gen", h.gen).Int("worker_pid", h.pid).
-		Strs("argv", h.argv).Msg("hook started")
+	m.log.Info().Str("event", "hook_started").Str("hook", h.Kind).Int("gen", h.Generation).Ints("worker_pids", h.PIDs).
+		Strs("argv", h.Argv).Msg("hook started")
 	m.env.hook(*h)
 }
 
 // hookEnded handles a hook's end and starts the one waiting.
-func (m *Master) hookEnded(d hookDone) {
+func (m *Master) hookEnded(d host.HookResult) {
 	m.hooks.running = nil
-	ev := m.log.Info()
+	ev := m.log.Info().Str("event", "hook_done")
 	msg := "hook done"
-	if d.err != nil {
-		ev, msg = m.log.Warn().Err(d.err), "hook failed (the service is not affected)"
+	if d.Err != nil {
+		ev, msg = m.log.Warn().Str("event", "hook_failed").Err(d.Err), "hook failed (the service is not affected)"
 	}
-	ev = ev.Str("hook", d.run.kind.String()).Int("gen", d.run.gen).Str("took", d.took.Round(time.Millisecond).String())
-	if d.pid != 0 {
-		ev = ev.Int("hook_pid", d.pid).Str("how", d.exit)
+	ev = ev.Str("hook", d.Hook.Kind).Int("gen", d.Hook.Generation).Str("took", d.Took.Round(time.Millisecond).String())
+	if d.PID != 0 {
+		ev = ev.Int("hook_pid", d.PID).Str("how", d.Exit)
 	}
-	if out := strings.TrimSpace(d.output); out != "" {
+	if out := strings.TrimSpace(d.Output); out != "" {
 		ev = ev.Str("output", out)
 	}
 	ev.Msg(msg)
 	if w := m.hooks.waiting; w != nil {
 		m.hooks.waiting = nil
-		if m.stopping && w.kind == hookOnReady {
-			m.log.Info().Int("gen", w.gen).Msg("on-ready hook dropped: the master is stopping")
+		if m.stopping && w.Kind == hookOnReady.String() {
+			m.log.Info().Str("event", "hook_dropped").Int("gen", w.Generation).Msg("on-ready hook dropped: the master is stopping")
 		} else {
 			m.startHook(w)
 		}
 	}
-	if d.run.kind == hookOnStopping {
-		m.stopHookEnded()
+	if d.Hook.Kind == hookOnStopping.String() {
+		m.endStopDelayIfDone()
 	}
 }
 
 // stoppingHookBusy reports whether an on-stopping hook runs or waits.
 func (m *Master) stoppingHookBusy() bool {
-	return (m.hooks.running != nil && m.hooks.running.kind == hookOnStopping) ||
-		(m.hooks.waiting != nil && m.hooks.waiting.kind == hookOnStopping)
+	on := hookOnStopping.String()
+	return (m.hooks.running != nil && m.hooks.running.Kind == on) ||
+		(m.hooks.waiting != nil && m.hooks.waiting.Kind == on)
 }

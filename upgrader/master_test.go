@@ -3,333 +3,59 @@ package upgrader
 import (
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
+	"github.com/baton-sh/baton/internal/host"
 	"github.com/baton-sh/baton/notify"
 )
-
-// fakeEnv is the world as the loop sees it, with a clock that moves only
-// when a test says so and processes that exist only as PIDs.
-type fakeEnv struct {
-	clock     time.Time
-	nextPID   int
-	timers    []*fakeTimer
-	signals   []sent
-	failStart error
-	groups    map[int]int // pid → process group, for members other than a main process
-	lost      *socketsLost
-	released  map[int]int  // pid → release count
-	alive     map[int]bool // process groups with members besides a reaped main process
-	hooks     []hookRun    // every hook started, in order
-}
-
-type fakeTimer struct {
-	at      time.Time
-	e       any
-	stopped bool
-}
-
-type sent struct {
-	pid   int
-	sig   syscall.Signal
-	group bool
-}
-
-func (f *fakeEnv) now() time.Time { return f.clock }
-func (f *fakeEnv) after(d time.Duration, e any) func() {
-	t := &fakeTimer{at: f.clock.Add(d), e: e}
-	f.timers = append(f.timers, t)
-	return func() { t.stopped = true }
-}
-func (f *fakeEnv) start(n int) (int, error) {
-	if f.failStart != nil {
-		return 0, f.failStart
-	}
-	f.nextPID++
-	return f.nextPID, nil
-}
-func (f *fakeEnv) signal(pid int, sig syscall.Signal, group bool) error {
-	f.signals = append(f.signals, sent{pid, sig, group})
-	return nil
-}
-func (f *fakeEnv) tookOver(pid int)         { f.released[pid]++ }
-func (f *fakeEnv) gone(pid int)             { f.released[pid]++ }
-func (f *fakeEnv) groupAlive(pgid int) bool { return f.alive[pgid] }
-func (f *fakeEnv) processGroup(pid int) int {
-	if g, ok := f.groups[pid]; ok {
-		return g
-	}
-	return pid
-}
-func (f *fakeEnv) accepting(int) (int, string) { return 0, "" }
-func (f *fakeEnv) settled(int)                 {}
-func (f *fakeEnv) hook(h hookRun)              { f.hooks = append(f.hooks, h) }
-func (f *fakeEnv) strays() int                 { return 0 }
-func (f *fakeEnv) stopping(bool)               {}
-func (f *fakeEnv) daemonized(int) string       { return "" }
-func (f *fakeEnv) checkSockets(by int) *socketsLost {
-	l := f.lost
-	f.lost = nil
-	if l != nil {
-		l.by = by
-	}
-	return l
-}
-
-// signalled reports whether sig was sent to pid (or its group).
-func (f *fakeEnv) signalled(pid int, sig syscall.Signal) bool {
-	for _, s := range f.signals {
-		if s.pid == pid && s.sig == sig {
-			return true
-		}
-	}
-	return false
-}
-
-// sim drives a Master's loop one event at a time and checks its
-// invariants after each.
-type sim struct {
-	t    *testing.T
-	m    *Master
-	env  *fakeEnv
-	log  *strings.Builder
-	done []Result
-}
-
-func newSim(t *testing.T, tweak func(*Options)) *sim {
-	t.Helper()
-	log := &strings.Builder{}
-	o := Options{
-		Command: []string{"server"}, Env: []string{}, ShimPath: "/bin/true",
-		Log: zerolog.New(log),
-	}
-	if tweak != nil {
-		tweak(&o)
-	}
-	if err := o.setDefaults(); err != nil {
-		t.Fatal(err)
-	}
-	env := &fakeEnv{clock: time.Unix(1000, 0), nextPID: 100, groups: map[int]int{}, released: map[int]int{}, alive: map[int]bool{}}
-	s := &sim{t: t, m: newMaster(o, env), env: env, log: log}
-	s.m.started = env.clock
-	s.m.beginReload(TriggerStart, nil)
-	s.check()
-	return s
-}
-
-func (s *sim) step(e any) {
-	s.t.Helper()
-	s.m.handle(e)
-	s.check()
-}
-
-func (s *sim) check() {
-	s.t.Helper()
-	if err := invariants(s.m); err != nil {
-		s.t.Fatalf("invariant broken: %v\nstate: %s\nlog:\n%s", err, s.describe(), s.log)
-	}
-}
-
-// advance moves the clock by d, firing every timer due on the way, in order.
-func (s *sim) advance(d time.Duration) {
-	s.t.Helper()
-	end := s.env.clock.Add(d)
-	for {
-		sort.SliceStable(s.env.timers, func(i, j int) bool { return s.env.timers[i].at.Before(s.env.timers[j].at) })
-		var due *fakeTimer
-		for _, t := range s.env.timers {
-			if !t.stopped && !t.at.After(end) {
-				due = t
-				break
-			}
-		}
-		if due == nil {
-			break
-		}
-		due.stopped = true
-		s.env.clock = due.at
-		s.step(due.e)
-	}
-	s.env.clock = end
-}
-
-func (s *sim) ready(pid int) {
-	s.t.Helper()
-	s.step(notify.Datagram{PID: pid, Message: notify.Message{"READY": "1"}})
-}
-
-func (s *sim) exit(pid, code int) {
-	s.t.Helper()
-	s.step(childExit{pid: pid, status: syscall.WaitStatus(code << 8)})
-}
-
-func (s *sim) reload() <-chan Result {
-	c := make(chan Result, 1)
-	s.step(reloadReq{c})
-	return c
-}
-
-func (s *sim) status() Status {
-	c := make(chan Status, 1)
-	s.step(statusReq{c})
-	return <-c
-}
-
-// workers lists the live generations as "gen:pid:state", by generation.
-func (s *sim) describe() string {
-	st := s.m.status()
-	var parts []string
-	for _, w := range st.Workers {
-		parts = append(parts, fmt.Sprintf("%d:%d:%s", w.Generation, w.PID, w.State))
-	}
-	return fmt.Sprintf("serving=%d workers=[%s] inflight=%v queued=%v stopping=%v restartDue=%v",
-		st.Generation, strings.Join(parts, " "), s.m.inflight != nil, s.m.queued != nil, s.m.stopping, s.m.restartDue != nil)
-}
-
-func (s *sim) want(describe string) {
-	s.t.Helper()
-	if got := s.describe(); got != describe {
-		s.t.Fatalf("state is\n  %s\nwant\n  %s\nlog:\n%s", got, describe, s.log)
-	}
-}
-
-func result(t *testing.T, c <-chan Result) Result {
-	t.Helper()
-	select {
-	case r := <-c:
-		return r
-	default:
-		t.Fatal("the reload has not answered")
-		return Result{}
-	}
-}
-
-func pending(c <-chan Result) bool { return len(c) == 0 }
-
-// invariants checks what the package doc promises after every event.
-func invariants(m *Master) error {
-	var newOnes, servingOnes int
-	for pid, g := range m.live {
-		if g.pid != pid {
-			return fmt.Errorf("generation %d filed under pid %d, has %d", g.n, pid, g.pid)
-		}
-		switch g.state {
-		case starting, probation:
-			newOnes++
-			if !m.stopping && (m.inflight == nil || m.inflight.next != g) {
-				return fmt.Errorf("generation %d is %s outside the reload under way", g.n, g.state)
-			}
-		case serving:
-			servingOnes++
-			if m.current != g {
-				return fmt.Errorf("generation %d serves but is not the current one", g.n)
-			}
-		case draining:
-			if g.timer == nil && !g.killed {
-				return fmt.Errorf("generation %d drains with no drain timer", g.n)
-			}
-		}
-	}
-	if newOnes > 1 {
-		return fmt.Errorf("%d generations starting at once", newOnes)
-	}
-	if servingOnes > 1 {
-		return fmt.Errorf("%d generations serving at once", servingOnes)
-	}
-	// During a stop the current generation drains like the others.
-	if m.current != nil && (m.live[m.current.pid] != m.current || (m.current.state != serving && !(m.stopping && m.current.state == draining))) {
-		return fmt.Errorf("current generation %d is %s or not live", m.current.n, m.current.state)
-	}
-	if !m.stopping && m.current == nil && m.inflight == nil && m.restartDue == nil {
-		return errors.New("nothing serves, nothing starts, and no restart is scheduled")
-	}
-	if m.stopping && (m.restartDue != nil || m.queued != nil || m.inflight != nil) {
-		return errors.New("a start is pending while stopping")
-	}
-	// The stop delay: nothing starts, what served serves on, and it ends
-	// once its time has passed and the on-stopping hook has ended.
-	if m.delay.active {
-		if !m.stopping {
-			return errors.New("a stop delay runs while not stopping")
-		}
-		if !m.delay.passed && m.delay.cancel == nil {
-			return errors.New("a stop delay runs with no timer to end it")
-		}
-		if m.delay.passed && !m.stoppingHookBusy() {
-			return errors.New("the stop delay is over but the drain has not begun")
-		}
-	}
-	for _, g := range m.live {
-		if m.delay.active && g.state == starting {
-			return fmt.Errorf("generation %d is starting during the stop delay", g.n)
-		}
-		if m.stopping && !m.delay.active && g.state != draining && !g.killed {
-			return fmt.Errorf("generation %d is %s after the stop delay: not drained", g.n, g.state)
-		}
-	}
-	if m.hooks.waiting != nil && m.hooks.running == nil {
-		return errors.New("a hook waits with none running")
-	}
-	return nil
-}
-
-// up starts a sim whose first generation (pid 101) serves.
-func up(t *testing.T, tweak func(*Options)) *sim {
-	s := newSim(t, tweak)
-	s.ready(101)
-	s.want("serving=1 workers=[1:101:serving] inflight=false queued=false stopping=false restartDue=false")
-	return s
-}
 
 func TestReloadHandsOver(t *testing.T) {
 	s := up(t, nil)
 	r := s.reload()
-	s.want("serving=1 workers=[1:101:serving 2:102:starting] inflight=true queued=false stopping=false restartDue=false")
+	s.want("serving=1 [0:1:101:serving 0:2:102:starting] rollout")
 	s.ready(102)
-	s.want("serving=2 workers=[1:101:draining 2:102:serving] inflight=true queued=false stopping=false restartDue=false")
+	s.want("serving=2 [0:1:101:draining 0:2:102:serving] rollout")
 	if !s.env.signalled(101, syscall.SIGTERM) || !pending(r) {
-		t.Fatal("old generation not told to drain, or the reload answered before it was gone")
+		t.Fatal("old worker not told to drain, or the reload answered before it was gone")
 	}
 	s.exit(101, 0)
-	if res := result(t, r); res.Err != nil || res.Generation != 2 {
+	if res := result(t, r); res.Err != nil || res.Generation != 2 || res.Outcome() != "ok" {
 		t.Fatalf("reload: %+v", res)
 	}
-	if s.env.released[102] != 1 {
-		t.Fatalf("generation 2's handoff released %d times before it exits, want 1", s.env.released[102])
+	if s.env.tookOvers[102] != 1 {
+		t.Fatalf("generation 2 told it took over %d times, want 1", s.env.tookOvers[102])
 	}
-	if st := s.status(); st.LastReload.Kind != "reload" || !st.LastReload.OK || st.Restarts != 0 {
+	if st := s.status(); st.LastReload.Trigger != "signal" || st.LastReload.Result != "ok" || st.Restarts != 0 {
 		t.Fatalf("status: %+v", st.LastReload)
 	}
 }
 
-// TestNewGenerationDiesWhileOldDrains is the outage of issue 9: the new
-// generation took over, then died while a long request kept the old one
-// draining. The reload fails, a restart is scheduled at once, and the
-// restart brings a worker back.
-func TestNewGenerationDiesWhileOldDrains(t *testing.T) {
+// A release that crashes after taking over, while the old worker still
+// drains a long request: the reload fails and the slot moves back to the
+// old generation, started afresh from its recorded release.
+func TestNewGenerationDiesWhileOldDrainsRollsBack(t *testing.T) {
 	s := up(t, nil)
+	s.env.release = "/srv/releases/2/server"
 	r := s.reload()
 	s.ready(102)
 	s.exit(102, 1)
-	res := result(t, r)
-	if res.Err == nil || !strings.Contains(res.Err.Error(), "after it was ready, while generation 1 drained") {
-		t.Fatalf("reload result %+v, want a failure naming the new generation's death", res)
+	s.want("serving=1 [0:1:101:draining 0:1:103:starting] rollout(back)")
+	if st := s.env.starts[len(s.env.starts)-1]; st.Generation != 1 || st.Release.Path != "/srv/releases/1/server" {
+		t.Fatalf("rollback started %+v, want generation 1 from its own release", st)
 	}
-	s.want("serving=0 workers=[1:101:draining] inflight=false queued=false stopping=false restartDue=true")
-	s.exit(101, 0) // the old one finishes its long request
-	s.want("serving=0 workers=[] inflight=false queued=false stopping=false restartDue=true")
-	s.advance(DefaultRestartBackoff)
-	s.want("serving=0 workers=[3:103:starting] inflight=true queued=false stopping=false restartDue=false")
 	s.ready(103)
-	st := s.status()
-	if st.Generation != 3 || st.Restarts != 1 || st.LastReload.Kind != "restart" || !st.LastReload.OK {
-		t.Fatalf("status after the restart: generation %d, restarts %d, last %+v", st.Generation, st.Restarts, st.LastReload)
+	s.want("serving=1 [0:1:101:draining 0:1:103:serving] rollout(back)")
+	s.exit(101, 0) // the old one finishes its long request
+	res := result(t, r)
+	if !res.RolledBack || res.Err == nil || !strings.Contains(res.Err.Error(), "after it was ready, during the reload") {
+		t.Fatalf("reload result %+v, want rolled back, naming the new generation's death", res)
+	}
+	s.want("serving=1 [0:1:103:serving]")
+	if st := s.status(); st.Generation != 1 || st.LastReload.Result != "rolled_back" {
+		t.Fatalf("status after the rollback: %+v", st.LastReload)
 	}
 }
 
@@ -348,13 +74,13 @@ func TestFailedReloadsKeepTheOldGeneration(t *testing.T) {
 		{"says STOPPING=1 within min-ready", func(o *Options) { o.MinReady = 5 * time.Second },
 			func(s *sim) {
 				s.ready(102)
-				s.step(notify.Datagram{PID: 102, Message: notify.Message{"STOPPING": "1"}})
+				s.step(notified{102, notify.Datagram{PID: 102, Message: notify.Message{"STOPPING": "1"}}})
 			}, "said STOPPING=1 within --min-ready"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := up(t, tc.opts)
 			if tc.name == "cannot start" {
-				s.env.failStart = errors.New("no such file")
+				s.env.failStart = func(host.Start) error { return errors.New("no such file") }
 			}
 			r := s.reload()
 			tc.fail(s)
@@ -362,13 +88,13 @@ func TestFailedReloadsKeepTheOldGeneration(t *testing.T) {
 			if res.Err == nil || !strings.Contains(res.Err.Error(), tc.wantErr) || !strings.Contains(res.Err.Error(), "generation 1 is still serving") {
 				t.Fatalf("reload result %v, want an error with %q that says generation 1 serves", res.Err, tc.wantErr)
 			}
-			if s.m.current == nil || s.m.current.n != 1 {
+			if s.m.slots[0].serving == nil || s.m.slots[0].serving.pid != 101 {
 				t.Fatalf("generation 1 no longer serves: %s", s.describe())
 			}
 			if s.env.signalled(101, syscall.SIGTERM) {
-				t.Fatal("the old generation was told to drain although the reload failed")
+				t.Fatal("the old worker was told to drain although the reload failed")
 			}
-			if st := s.status(); st.LastReload.OK || st.Restarts != 0 {
+			if st := s.status(); st.LastReload.OK || st.LastReload.Result != "failed" || st.Restarts != 0 {
 				t.Fatalf("status: %+v restarts %d", st.LastReload, st.Restarts)
 			}
 		})
@@ -379,14 +105,30 @@ func TestMinReadyPromotesAfterTheWindow(t *testing.T) {
 	s := up(t, func(o *Options) { o.MinReady = 5 * time.Second })
 	r := s.reload()
 	s.ready(102)
-	s.want("serving=1 workers=[1:101:serving 2:102:probation] inflight=true queued=false stopping=false restartDue=false")
+	s.want("serving=1 [0:1:101:serving 0:2:102:probation] rollout")
 	s.advance(4 * time.Second)
 	if s.env.signalled(101, syscall.SIGTERM) {
-		t.Fatal("old generation drained before --min-ready passed")
+		t.Fatal("old worker drained before --min-ready passed")
 	}
 	s.advance(time.Second)
-	s.want("serving=2 workers=[1:101:draining 2:102:serving] inflight=true queued=false stopping=false restartDue=false")
+	s.want("serving=2 [0:1:101:draining 0:2:102:serving] rollout")
 	s.exit(101, 0)
+	if res := result(t, r); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+}
+
+// When the worker a probation worker would replace dies, the new one
+// takes over at once: nothing is left to protect.
+func TestOldDiesDuringProbation(t *testing.T) {
+	s := up(t, func(o *Options) { o.MinReady = 5 * time.Second })
+	r := s.reload()
+	s.ready(102)
+	s.exit(101, 1)
+	s.want("serving=2 [0:2:102:serving]")
+	if st := s.status(); !st.Ready || st.WorkerPID != 102 {
+		t.Fatalf("status: ready %v, pid %d", st.Ready, st.WorkerPID)
+	}
 	if res := result(t, r); res.Err != nil {
 		t.Fatal(res.Err)
 	}
@@ -396,13 +138,13 @@ func TestReloadsDuringAReloadCoalesce(t *testing.T) {
 	s := up(t, nil)
 	first := s.reload()
 	second, third := s.reload(), s.reload()
-	s.want("serving=1 workers=[1:101:serving 2:102:starting] inflight=true queued=true stopping=false restartDue=false")
+	s.want("serving=1 [0:1:101:serving 0:2:102:starting] rollout queued")
 	s.ready(102)
 	s.exit(101, 0)
 	if res := result(t, first); res.Err != nil || res.Generation != 2 {
 		t.Fatalf("first: %+v", res)
 	}
-	s.want("serving=2 workers=[2:102:serving 3:103:starting] inflight=true queued=false stopping=false restartDue=false")
+	s.want("serving=2 [0:2:102:serving 0:3:103:starting] rollout")
 	s.ready(103)
 	s.exit(102, 0)
 	for _, c := range []<-chan Result{second, third} {
@@ -436,19 +178,19 @@ func TestStopDuringAStartFailsTheReload(t *testing.T) {
 		}
 	}
 	if !s.env.signalled(101, syscall.SIGTERM) || !s.env.signalled(102, syscall.SIGTERM) {
-		t.Fatal("not every generation was drained")
+		t.Fatal("not every worker was drained")
 	}
 	s.exit(101, 0)
 	s.exit(102, 0)
-	if len(s.m.live) != 0 {
-		t.Fatal("workers left")
+	if !s.m.finished() {
+		t.Fatalf("not finished: %s", s.describe())
 	}
 	if late := s.reload(); !errors.Is(result(t, late).Err, ErrStopping) {
 		t.Fatal("a reload during the stop started something")
 	}
 }
 
-func TestDrainTimeoutKillsTheGroup(t *testing.T) {
+func TestDrainTimeoutKillsTheWorkerAndItsGroup(t *testing.T) {
 	s := up(t, func(o *Options) { o.DrainTimeout = 2 * time.Second })
 	s.reload()
 	s.ready(102)
@@ -458,24 +200,26 @@ func TestDrainTimeoutKillsTheGroup(t *testing.T) {
 			return
 		}
 	}
-	t.Fatalf("no SIGKILL to generation 1's group after the drain timeout: %v", s.env.signals)
+	t.Fatalf("no SIGKILL to worker 101 and its group after the drain timeout: %v", s.env.signals)
 }
 
 // With --drain-group a shell wrapper exits on TERM before the server it
-// started has finished: the generation ends with its process group, not
-// with its main process, so nothing is killed mid-request.
+// started has finished: the worker ends with its process group, not with
+// its main process, so nothing is killed mid-request.
 func TestDrainEndsWithTheProcessGroup(t *testing.T) {
 	s := up(t, func(o *Options) { o.DrainGroup = true; o.DrainTimeout = 5 * time.Second })
 	r := s.reload()
 	s.ready(102)
 	if x := s.env.signals[len(s.env.signals)-1]; x.pid != 101 || !x.group {
-		t.Fatalf("drain signal %+v, want to generation 1's group", x)
+		t.Fatalf("drain signal %+v, want to worker 101's group", x)
 	}
-	s.env.alive[101] = true
+	s.env.left[101] = []string{"555 (server)"}
 	s.exit(101, 143) // the shell
-	s.want("serving=2 workers=[1:101:draining 2:102:serving] inflight=true queued=false stopping=false restartDue=false")
-	s.env.alive[101] = false
-	s.exit(555, 0) // the server, re-parented to the master and reaped
+	s.want("serving=2 [0:1:101:draining 0:2:102:serving] rollout")
+	if !s.env.watched[101] {
+		t.Fatal("the group left behind is not watched")
+	}
+	s.step(groupEmpty{101})
 	if res := result(t, r); res.Err != nil {
 		t.Fatal(res.Err)
 	}
@@ -484,18 +228,17 @@ func TestDrainEndsWithTheProcessGroup(t *testing.T) {
 			t.Fatalf("SIGKILL sent: %+v", x)
 		}
 	}
-	// Past the drain timeout the group is killed, and the generation ends
-	// once it is empty even if no member is ours to reap.
+	// Past the drain timeout the group is killed; the worker ends once it
+	// is empty.
 	r = s.reload()
 	s.ready(103)
-	s.env.alive[102] = true
+	s.env.left[102] = []string{"556 (server)"}
 	s.exit(102, 143)
 	s.advance(5 * time.Second)
 	if !s.env.signalled(102, syscall.SIGKILL) {
 		t.Fatal("no SIGKILL at the drain timeout")
 	}
-	s.env.alive[102] = false
-	s.advance(time.Second)
+	s.step(groupEmpty{102})
 	if res := result(t, r); res.Err != nil {
 		t.Fatal(res.Err)
 	}
@@ -503,23 +246,28 @@ func TestDrainEndsWithTheProcessGroup(t *testing.T) {
 
 // Without --drain-group only the main process hears the drain signal; a
 // helper it started in its group hears it once the main process has
-// exited, instead of holding the drain until SIGKILL.
-func TestGroupHearsTheDrainOnceItsMainProcessHasExited(t *testing.T) {
+// exited, instead of holding the drain until SIGKILL. A serving worker's
+// leftovers are killed at once.
+func TestWhatAWorkerLeavesInItsGroup(t *testing.T) {
 	s := up(t, nil)
 	r := s.reload()
 	s.ready(102)
 	if x := s.env.signals[len(s.env.signals)-1]; x.pid != 101 || x.group {
-		t.Fatalf("drain signal %+v, want generation 1's main process only", x)
+		t.Fatalf("drain signal %+v, want worker 101's main process only", x)
 	}
-	s.env.alive[101] = true
+	s.env.left[101] = []string{"555 (helper)"}
 	s.exit(101, 0)
 	if x := s.env.signals[len(s.env.signals)-1]; x.pid != 101 || !x.group || x.sig != syscall.SIGTERM {
-		t.Fatalf("after its main process exited, last signal %+v, want TERM to generation 1's group", x)
+		t.Fatalf("after its main process exited, last signal %+v, want TERM to worker 101's group", x)
 	}
-	s.env.alive[101] = false
-	s.exit(555, 0)
+	s.step(groupEmpty{101})
 	if res := result(t, r); res.Err != nil {
 		t.Fatal(res.Err)
+	}
+	s.env.left[102] = []string{"556 (helper)"}
+	s.exit(102, 1) // crashed while serving
+	if !s.env.killedLeft[102] || s.m.workers[102] != nil {
+		t.Fatalf("a crashed worker's leftovers: killed %v, worker still live %v", s.env.killedLeft[102], s.m.workers[102] != nil)
 	}
 }
 
@@ -529,12 +277,12 @@ func TestCrashesBackOffThenGiveUp(t *testing.T) {
 	for i, backoff := range []time.Duration{100, 200, 400} {
 		s.exit(pid, 1)
 		s.advance(backoff*time.Millisecond - time.Millisecond)
-		if s.m.inflight != nil {
+		if s.m.slots[0].incoming != nil {
 			t.Fatalf("crash %d: restarted before its %dms backoff", i+1, backoff)
 		}
 		s.advance(time.Millisecond)
 		pid++
-		s.want(fmt.Sprintf("serving=0 workers=[%d:%d:starting] inflight=true queued=false stopping=false restartDue=false", i+2, pid))
+		s.want(fmt.Sprintf("serving=1 [0:1:%d:starting]", pid))
 		s.ready(pid)
 	}
 	s.exit(pid, 1)
@@ -544,6 +292,21 @@ func TestCrashesBackOffThenGiveUp(t *testing.T) {
 	}
 	if st := s.status(); st.Restarts != 3 {
 		t.Fatalf("restarts %d, want 3", st.Restarts)
+	}
+}
+
+func TestCrashRestartRunsTheSlotsOwnRelease(t *testing.T) {
+	s := up(t, nil)
+	s.env.release = "/srv/releases/2/server" // deployed, not reloaded
+	s.exit(101, 1)
+	s.advance(DefaultRestartBackoff)
+	st := s.env.starts[len(s.env.starts)-1]
+	if st.Generation != 1 || st.Release.Path != "/srv/releases/1/server" {
+		t.Fatalf("crash restart started %+v, want generation 1's own release", st)
+	}
+	s.ready(102)
+	if st := s.status(); st.LastReload.Trigger != "crash" || !st.LastReload.OK || st.Restarts != 1 {
+		t.Fatalf("status after the restart: %+v, restarts %d", st.LastReload, st.Restarts)
 	}
 }
 
@@ -563,31 +326,33 @@ func TestNotifyAccess(t *testing.T) {
 		ready  bool
 	}{
 		{NotifyAll, 101, true},
-		{NotifyAll, 555, true}, // a child in its process group: systemd-notify from a wrapper
-		{NotifyAll, 777, false},
+		{NotifyAll, 555, true}, // a process of the worker: systemd-notify from a wrapper
 		{NotifyMain, 101, true},
 		{NotifyMain, 555, false},
 	} {
 		s := newSim(t, func(o *Options) { o.NotifyAccess = tc.access })
-		s.env.groups[555] = 101
-		s.env.groups[777] = 999
-		s.ready(tc.from)
-		if got := s.m.current != nil; got != tc.ready {
+		s.step(notified{101, notify.Datagram{PID: tc.from, Message: notify.Message{"READY": "1"}}})
+		if got := s.m.slots[0].serving != nil; got != tc.ready {
 			t.Errorf("access %d, READY=1 from %d: ready %v, want %v; log:\n%s", tc.access, tc.from, got, tc.ready, s.log)
 		}
 	}
 }
 
-func TestStatusLinesAreRateLimited(t *testing.T) {
-	s := up(t, nil)
+func TestNotifyLinesAreRateLimited(t *testing.T) {
+	s := up(t, func(o *Options) { o.NotifyAccess = NotifyMain })
 	for i := 0; i < 1000; i++ {
-		s.step(notify.Datagram{PID: 101, Message: notify.Message{"STATUS": fmt.Sprint("busy ", i)}})
+		s.step(notified{101, notify.Datagram{PID: 101, Message: notify.Message{"STATUS": fmt.Sprint("busy ", i)}}})
+		s.step(notified{101, notify.Datagram{PID: 101, Message: notify.Message{"STOPPING": "1"}}})
+		s.step(notified{101, notify.Datagram{PID: 101, Err: errors.New("bad line")}})
+		s.step(notified{101, notify.Datagram{PID: 777, Message: notify.Message{"READY": "1"}}})
 	}
-	if n := strings.Count(s.log.String(), `"worker status"`); n != 1 {
-		t.Fatalf("%d status lines logged for 1000 messages within a second, want 1", n)
+	for _, key := range []string{"worker_status", "worker_stopping", "notify_malformed", "notify_ignored"} {
+		if n := strings.Count(s.log.String(), `"event":"`+key+`"`); n > 1 {
+			t.Errorf("%d %s lines for 1000 messages within a second, want at most 1", n, key)
+		}
 	}
 	s.advance(time.Second)
-	s.step(notify.Datagram{PID: 101, Message: notify.Message{"STATUS": "idle"}})
+	s.step(notified{101, notify.Datagram{PID: 101, Message: notify.Message{"STATUS": "idle"}}})
 	if !strings.Contains(s.log.String(), `"suppressed":999`) {
 		t.Fatalf("the next status line does not count the suppressed ones:\n%s", s.log)
 	}
@@ -596,137 +361,24 @@ func TestStatusLinesAreRateLimited(t *testing.T) {
 	}
 }
 
-func TestStrangersNotifyMessagesAreRateLimited(t *testing.T) {
-	s := up(t, nil)
-	for i := 0; i < 1000; i++ {
-		s.ready(777)
-	}
-	if n := strings.Count(s.log.String(), `"ignored a notify message"`); n != 1 {
-		t.Fatalf("%d lines for 1000 messages from a stranger within a second, want 1", n)
-	}
-	s.advance(time.Second)
-	s.ready(777)
-	if !strings.Contains(s.log.String(), `"suppressed":999`) {
-		t.Fatalf("the next line does not count the suppressed ones:\n%s", s.log)
-	}
-}
-
 func TestLostSocketIsRestored(t *testing.T) {
 	s := up(t, nil)
 	r := s.reload()
 	s.ready(102)
-	s.env.lost = &socketsLost{names: []string{"http"}}
-	s.exit(101, 0) // the old generation shut the shared socket down as it drained
+	s.env.lost = []string{"http"}
+	s.exit(101, 0) // the old worker shut the shared socket down as it drained
 	if res := result(t, r); res.Err != nil {
 		t.Fatal(res.Err)
 	}
-	s.want("serving=2 workers=[2:102:serving 3:103:starting] inflight=true queued=false stopping=false restartDue=false")
-	if !strings.Contains(s.log.String(), "shut down a listening socket") || !strings.Contains(s.log.String(), `"gen":1`) {
+	s.want("serving=2 [0:2:102:serving 0:3:103:starting] rollout")
+	if !strings.Contains(s.log.String(), `"event":"sockets_lost"`) || !strings.Contains(s.log.String(), `"gen":1`) {
 		t.Fatalf("no error naming generation 1:\n%s", s.log)
-	}
-	if st := s.status(); st.LastReload.Kind != "reload" {
-		t.Fatal(st.LastReload)
 	}
 	s.ready(103)
 	s.exit(102, 0)
-	if st := s.status(); st.LastReload.Kind != "restore" || !st.LastReload.OK {
+	if st := s.status(); st.LastReload.Trigger != "restore" || !st.LastReload.OK {
 		t.Fatalf("last reload %+v, want an ok restore", st.LastReload)
 	}
-}
-
-// TestEveryStateAndEvent puts the master in each reachable situation and
-// applies each event to it, checking the invariants after every step.
-func TestEveryStateAndEvent(t *testing.T) {
-	situations := map[string]func(*sim){
-		"first starting":      func(s *sim) {},
-		"serving":             func(s *sim) { s.ready(101) },
-		"reload starting":     func(s *sim) { s.ready(101); s.reload() },
-		"reload queued":       func(s *sim) { s.ready(101); s.reload(); s.reload() },
-		"old draining":        func(s *sim) { s.ready(101); s.reload(); s.ready(102) },
-		"probation":           func(s *sim) { s.m.opts.MinReady = time.Second; s.ready(101); s.reload(); s.ready(102) },
-		"restart scheduled":   func(s *sim) { s.ready(101); s.exit(101, 1) },
-		"restart starting":    func(s *sim) { s.ready(101); s.exit(101, 1); s.advance(time.Second) },
-		"stopping":            func(s *sim) { s.ready(101); s.reload(); s.step(stopReq{}) },
-		"new died, old drain": func(s *sim) { s.ready(101); s.reload(); s.ready(102); s.exit(102, 1) },
-		"stop delay": func(s *sim) {
-			s.m.opts.StopDelay = time.Minute
-			s.m.opts.MinReady = time.Second
-			s.ready(101)
-			s.reload()
-			s.ready(102)
-			s.step(stopReq{})
-		},
-		"on-stopping runs": func(s *sim) {
-			s.m.opts.OnReady, s.m.opts.OnStopping = []string{"r"}, []string{"d"}
-			s.ready(101)
-			s.hookEnds(nil)
-			s.step(stopReq{})
-		},
-		"on-ready runs": func(s *sim) { s.m.opts.OnReady = []string{"r"}; s.ready(101); s.reload(); s.ready(102) },
-	}
-	events := map[string]func(*sim){
-		"HUP":       func(s *sim) { s.reload() },
-		"TERM":      func(s *sim) { s.step(stopReq{}) },
-		"QUIT":      func(s *sim) { s.step(stopReq{fast: true}) },
-		"USR2":      func(s *sim) { s.step(signalReq{syscall.SIGUSR2}) },
-		"stranger":  func(s *sim) { s.ready(999) },
-		"orphan":    func(s *sim) { s.exit(999, 0) },
-		"lost sock": func(s *sim) { s.env.lost = &socketsLost{names: []string{"x"}}; s.exit(999, 0) },
-		"time":      func(s *sim) { s.advance(2 * time.Minute) },
-		"hook ends": func(s *sim) {
-			if s.m.hooks.running != nil {
-				s.hookEnds(nil)
-			}
-		},
-	}
-	for pid := 101; pid <= 104; pid++ {
-		events[fmt.Sprint("ready ", pid)] = func(s *sim) { s.ready(pid) }
-		events[fmt.Sprint("exit ", pid)] = func(s *sim) { s.exit(pid, 1) }
-		events[fmt.Sprint("STOPPING ", pid)] = func(s *sim) {
-			s.step(notify.Datagram{PID: pid, Message: notify.Message{"STOPPING": "1"}})
-		}
-	}
-	for sn, setup := range situations {
-		for en, event := range events {
-			t.Run(sn+"/"+en, func(t *testing.T) {
-				s := newSim(t, nil)
-				setup(s)
-				event(s)
-				// Whatever happened, the master can still be stopped and
-				// ends with nothing live once every worker exits.
-				s.step(stopReq{})
-				s.step(stopReq{}) // a second one ends any stop delay
-				for pid := range s.m.live {
-					s.exit(pid, 0)
-				}
-				for s.m.hooks.running != nil {
-					s.hookEnds(nil)
-				}
-				if len(s.m.live) != 0 || !s.m.stopping || s.m.delay.active {
-					t.Fatalf("after stop: %s", s.describe())
-				}
-			})
-		}
-	}
-}
-
-// hookEnds ends the running hook, as the env reports it.
-func (s *sim) hookEnds(err error) {
-	s.t.Helper()
-	r := s.m.hooks.running
-	if r == nil {
-		s.t.Fatalf("no hook runs: %s", s.describe())
-	}
-	s.step(hookDone{run: *r, pid: 900, err: err})
-}
-
-// hooksRun lists the hooks started so far as "kind:gen:pid".
-func (s *sim) hooksRun() string {
-	var parts []string
-	for _, h := range s.env.hooks {
-		parts = append(parts, fmt.Sprintf("%s:%d:%d", h.kind, h.gen, h.pid))
-	}
-	return strings.Join(parts, " ")
 }
 
 func TestStopDelay(t *testing.T) {
@@ -768,12 +420,12 @@ func TestStopDelay(t *testing.T) {
 				t.Fatal("drained at once despite the stop delay")
 			}
 			tc.during(s)
-			if got := s.env.signalled(101, syscall.SIGTERM); got != tc.drained && s.m.live[101] != nil {
+			if got := s.env.signalled(101, syscall.SIGTERM); got != tc.drained && s.m.workers[101] != nil {
 				t.Fatalf("drain begun: %v, want %v; %s\nlog:\n%s", got, tc.drained, s.describe(), s.log)
 			}
 			s.step(stopReq{})
 			s.exit(101, 0)
-			if len(s.m.live) != 0 || s.m.status().StopPhase != "drain" {
+			if len(s.m.workers) != 0 || s.m.status().StopPhase != "drain" {
 				t.Fatalf("after the drain: %s", s.describe())
 			}
 		})
@@ -787,12 +439,30 @@ func TestStopDelayWithAReloadUnderWay(t *testing.T) {
 	if res := result(t, r); !errors.Is(res.Err, ErrStopping) {
 		t.Fatalf("reload overtaken by a stop: %+v", res)
 	}
-	// The starting generation serves nobody yet: it drains at once; the
+	// The starting worker serves nobody yet: it drains at once; the
 	// serving one serves through the delay.
-	s.want("serving=1 workers=[1:101:serving 2:102:draining] inflight=false queued=false stopping=true restartDue=false")
+	s.want("serving=1 [0:1:101:serving 0:2:102:draining] stopping")
 	s.ready(102) // too late: it drains
 	s.advance(5 * time.Second)
-	s.want("serving=1 workers=[1:101:draining 2:102:draining] inflight=false queued=false stopping=true restartDue=false")
+	s.want("serving=1 [0:1:101:draining 0:2:102:draining] stopping")
+}
+
+func TestQuitKillsEverythingAndRunsNoHook(t *testing.T) {
+	s := up(t, func(o *Options) {
+		o.StopDelay = time.Minute
+		o.OnReady, o.OnStopping = []string{"register"}, []string{"deregister"}
+	})
+	if s.m.hooks.running == nil {
+		t.Fatal("on-ready does not run")
+	}
+	s.step(stopReq{fast: true})
+	if !s.env.signalled(101, syscall.SIGKILL) || s.m.delay.active || !s.env.hooksKilled {
+		t.Fatalf("QUIT: signals %v, delay active %v, hooks killed %v", s.env.signals, s.m.delay.active, s.env.hooksKilled)
+	}
+	s.hookEnds(errors.New("killed by signal KILL"))
+	if got := s.hooksRun(); got != "on-ready:1" {
+		t.Fatalf("hooks run: %q, want no on-stopping after QUIT", got)
+	}
 }
 
 func TestQuitDuringTheStopDelayKills(t *testing.T) {
@@ -814,11 +484,30 @@ func TestStopsTheMasterDecidesHaveNoDelay(t *testing.T) {
 	}
 }
 
+// hookEnds ends the running hook, as the env reports it.
+func (s *sim) hookEnds(err error) {
+	s.t.Helper()
+	r := s.m.hooks.running
+	if r == nil {
+		s.t.Fatalf("no hook runs: %s", s.describe())
+	}
+	s.step(hookDone{Hook: *r, PID: 900, Err: err})
+}
+
+// hooksRun lists the hooks started so far as "kind:gen".
+func (s *sim) hooksRun() string {
+	var parts []string
+	for _, h := range s.env.hooks {
+		parts = append(parts, fmt.Sprintf("%s:%d", h.Kind, h.Generation))
+	}
+	return strings.Join(parts, " ")
+}
+
 func TestHooks(t *testing.T) {
 	hooks := func(o *Options) { o.OnReady = []string{"register"}; o.OnStopping = []string{"deregister"} }
 	s := up(t, hooks)
-	if got := s.hooksRun(); got != "on-ready:1:101" {
-		t.Fatalf("hooks after the first generation serves: %q", got)
+	if got := s.hooksRun(); got != "on-ready:1" || fmt.Sprint(s.env.hooks[0].PIDs) != "[101]" {
+		t.Fatalf("hooks after the first generation serves: %q %v", got, s.env.hooks)
 	}
 	// A reload while on-ready still runs: the next waits, and two
 	// waiting coalesce into the latest.
@@ -828,30 +517,30 @@ func TestHooks(t *testing.T) {
 	s.reload()
 	s.ready(103)
 	s.exit(102, 0)
-	if got := s.hooksRun(); got != "on-ready:1:101" {
+	if got := s.hooksRun(); got != "on-ready:1" {
 		t.Fatalf("a second hook started while one ran: %q", got)
 	}
 	s.hookEnds(nil)
-	if got := s.hooksRun(); got != "on-ready:1:101 on-ready:3:103" {
+	if got := s.hooksRun(); got != "on-ready:1 on-ready:3" {
 		t.Fatalf("after the first hook ended: %q, want generation 3 registered next", got)
 	}
 	// A stop while on-ready runs: on-stopping waits for it, and the
 	// master, with nothing live, still waits for both.
 	s.step(stopReq{})
 	s.exit(103, 0)
-	if !strings.Contains(s.log.String(), "hook waits for the one running") {
+	if !strings.Contains(s.log.String(), `"event":"hook_waits"`) {
 		t.Fatalf("no line says on-stopping waits:\n%s", s.log)
 	}
 	s.hookEnds(nil)
-	if got := s.hooksRun(); got != "on-ready:1:101 on-ready:3:103 on-stopping:3:103" {
+	if got := s.hooksRun(); got != "on-ready:1 on-ready:3 on-stopping:3" {
 		t.Fatalf("hooks: %q", got)
 	}
-	if s.m.hooks.running == nil {
+	if s.m.finished() {
 		t.Fatal("the master would return while on-stopping runs")
 	}
 	s.hookEnds(errors.New("exited with status 3"))
-	if s.m.hooks.running != nil || !strings.Contains(s.log.String(), "hook failed") {
-		t.Fatalf("after on-stopping failed: running %v\n%s", s.m.hooks.running, s.log)
+	if !s.m.finished() || !strings.Contains(s.log.String(), `"event":"hook_failed"`) {
+		t.Fatalf("after on-stopping failed: finished %v\n%s", s.m.finished(), s.log)
 	}
 }
 
@@ -861,7 +550,29 @@ func TestStopDropsAWaitingOnReady(t *testing.T) {
 	s.ready(102) // on-ready for 2 waits for the one for 1
 	s.step(stopReq{})
 	s.hookEnds(nil)
-	if got := s.hooksRun(); got != "on-ready:1:101" || s.m.hooks.running != nil {
+	if got := s.hooksRun(); got != "on-ready:1" || s.m.hooks.running != nil {
 		t.Fatalf("hooks: %q, running %v", got, s.m.hooks.running)
+	}
+}
+
+func TestServiceManagerHearsEachStep(t *testing.T) {
+	s := up(t, nil)
+	s.reload()
+	s.ready(102)
+	s.exit(101, 0)
+	s.step(stopReq{})
+	var got []string
+	for _, st := range s.env.service {
+		switch {
+		case st.Reloading:
+			got = append(got, "RELOADING")
+		case st.Ready:
+			got = append(got, "READY")
+		case st.Stopping:
+			got = append(got, "STOPPING")
+		}
+	}
+	if strings.Join(got, " ") != "READY RELOADING READY STOPPING" {
+		t.Fatalf("service manager heard %v", got)
 	}
 }

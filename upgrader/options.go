@@ -82,6 +82,16 @@ type Options struct {
 	// master keeps them open; the caller closes them after Run returns.
 	Sockets []*sockets.Socket
 
+	// Workers is how many worker processes each generation runs (1 unless
+	// set), each in a slot of its own: BATON_WORKER_INDEX 0..Workers-1.
+	Workers int
+	// MaxSurge is how many new workers a reload may start beside serving
+	// ones at a time (Workers unless set): the default starts the whole
+	// new generation at once, 1 replaces one worker at a time (einhorn's
+	// smooth upgrade). The old workers of a batch drain when every new one
+	// of it is ready, so serving capacity never drops below Workers.
+	MaxSurge int
+
 	// Protocol is how sockets and readiness reach workers
 	// (ProtocolSystemd unless set).
 	Protocol Protocol
@@ -136,9 +146,10 @@ type Options struct {
 
 	// ShimPath is a baton binary used to start workers so that LISTEN_PID
 	// can be set to the worker's own PID (see internal/execshim), and the
-	// keeper (see internal/keeper). Default: this executable, which must
-	// import internal/execshim and internal/keeper, whose initialisation
-	// runs the shim or the keeper.
+	// keeper (see internal/keeper); its main must call RunHelper first.
+	// Default: /proc/self/exe, this process's own image, which a forked
+	// child can still exec when the file it came from has been deleted or
+	// replaced (a release directory cleaned up under a running master).
 	ShimPath string
 	// Stdout and Stderr are the workers' (default: the master's own).
 	Stdout, Stderr *os.File
@@ -165,6 +176,15 @@ type Options struct {
 func (o *Options) setDefaults() error {
 	if len(o.Command) == 0 {
 		return fmt.Errorf("no worker command")
+	}
+	if o.Workers == 0 {
+		o.Workers = 1
+	}
+	if o.Workers < 0 || o.MaxSurge < 0 || o.MaxSurge > o.Workers {
+		return fmt.Errorf("want at least one worker and a surge of 1 to %d", o.Workers)
+	}
+	if o.Workers > 1 && o.Protocol != ProtocolSystemd {
+		return fmt.Errorf("the %s protocol runs one worker per generation: several workers need --protocol systemd", o.Protocol)
 	}
 	if o.Ready == ReadyDelay && o.ReadyDelay <= 0 {
 		return fmt.Errorf("ready delay must be positive")
@@ -197,11 +217,7 @@ func (o *Options) setDefaults() error {
 		o.Env = os.Environ()
 	}
 	if o.ShimPath == "" {
-		exe, err := os.Executable()
-		if err != nil {
-			return fmt.Errorf("cannot find own executable for the exec shim: %w", err)
-		}
-		o.ShimPath = exe
+		o.ShimPath = "/proc/self/exe"
 	}
 	if o.Stdout == nil {
 		o.Stdout = os.Stdout
@@ -217,11 +233,12 @@ type Event struct {
 	Kind       EventKind
 	Generation int
 	PID        int
-	// Trigger is why the reload began (with ReloadStarted, ReloadComplete
-	// and ReloadFailed).
+	Index      int // the worker's slot, with PID
+	// Trigger is why the reload or replacement began (with ReloadStarted,
+	// ReloadComplete, ReloadFailed and RolledBack).
 	Trigger Trigger
-	Err     error         // with ReloadFailed
-	Took    time.Duration // with WorkerReady and ReloadComplete
+	Err     error         // with ReloadFailed and RolledBack
+	Took    time.Duration // with WorkerReady, ReloadComplete, ReloadFailed and RolledBack
 }
 
 // EventKind names a lifecycle step.
@@ -236,10 +253,13 @@ const (
 	WorkerExited
 	ReloadComplete
 	ReloadFailed
+	// RolledBack ends a reload that failed after some slots had moved:
+	// they were moved back to the generation each ran before.
+	RolledBack
 	Stopping
 )
 
-var eventKindText = [...]string{"reload requested", "worker started", "worker ready", "draining", "worker exited", "reload complete", "reload failed", "stopping"}
+var eventKindText = [...]string{"reload requested", "worker started", "worker ready", "draining", "worker exited", "reload complete", "reload failed", "rolled back", "stopping"}
 
 // String is the log message of the step, for people.
 func (k EventKind) String() string { return eventKindText[k] }
@@ -248,36 +268,66 @@ func (k EventKind) String() string { return eventKindText[k] }
 // which stays the same when the message is reworded.
 func (k EventKind) Key() string { return strings.ReplaceAll(eventKindText[k], " ", "_") }
 
-// Trigger is why a reload began.
+func (k EventKind) hasTrigger() bool {
+	return k == ReloadStarted || k == ReloadComplete || k == ReloadFailed || k == RolledBack
+}
+
+// Trigger is why a reload or the replacement of a worker began.
 type Trigger int
 
 const (
 	// TriggerStart is the first generation.
 	TriggerStart Trigger = iota
-	// TriggerReload is a requested reload: HUP, control socket, admin.
-	TriggerReload
-	// TriggerRestart replaces a worker that died with nothing else serving.
-	TriggerRestart
-	// TriggerRestore replaces a serving generation after the master had to
+	// TriggerSignal, TriggerControl and TriggerAdmin are reloads asked for
+	// by SIGHUP, the control socket and the admin endpoint.
+	TriggerSignal
+	TriggerControl
+	TriggerAdmin
+	// TriggerCrash restarts a worker that died outside a reload.
+	TriggerCrash
+	// TriggerWatchdog, TriggerProbe, TriggerMemory and TriggerAge replace
+	// a serving worker that self-healing found wanting.
+	TriggerWatchdog
+	TriggerProbe
+	TriggerMemory
+	TriggerAge
+	// TriggerScale starts the worker of a slot a scale-up added.
+	TriggerScale
+	// TriggerRestore replaces every generation after the master had to
 	// bind a socket anew (a worker shut the shared one down).
 	TriggerRestore
 )
 
-var triggerText = [...]string{"start", "reload", "restart", "restore"}
+var triggerText = [...]string{"start", "signal", "control", "admin", "crash", "watchdog", "probe", "memory", "age", "scale", "restore"}
 
 func (t Trigger) String() string { return triggerText[t] }
 
 // MarshalText makes a Trigger read as its name in JSON.
 func (t Trigger) MarshalText() ([]byte, error) { return []byte(t.String()), nil }
 
-// Result is how one reload ended.
+// Result is how one reload or replacement ended.
 type Result struct {
 	// Generation is the generation serving afterwards.
 	Generation int
 	Took       time.Duration
-	// Err says why the reload failed; nil when the new generation is
-	// serving and the old one has drained.
+	Trigger    Trigger
+	// Err says why it failed; nil when the new workers serve and the old
+	// ones have drained.
 	Err error
+	// RolledBack says that the reload failed after some workers had been
+	// replaced, and that they were moved back.
+	RolledBack bool
+}
+
+// Outcome is "ok", "failed" or "rolled_back".
+func (r Result) Outcome() string {
+	switch {
+	case r.RolledBack:
+		return "rolled_back"
+	case r.Err != nil:
+		return "failed"
+	}
+	return "ok"
 }
 
 // StartupError is returned by Run when the first generation never became
@@ -287,7 +337,7 @@ type StartupError struct{ Err error }
 func (e *StartupError) Error() string { return "first worker never became ready: " + e.Err.Error() }
 func (e *StartupError) Unwrap() error { return e.Err }
 
-// CrashLoopError is returned by Run when workers kept crashing past
+// CrashLoopError is returned by Run when a worker kept crashing past
 // Options.RestartLimit.
 type CrashLoopError struct {
 	Crashes int

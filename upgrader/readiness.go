@@ -6,140 +6,129 @@ import (
 	"time"
 
 	"github.com/baton-sh/baton/notify"
+	"github.com/rs/zerolog"
 )
 
-// waitEvery is how often a generation that is not ready yet is reported,
-// with what baton waits for and what to do about it.
+// waitEvery is how often a worker that is not ready yet is reported, with
+// what baton waits for and what to do about it.
 const waitEvery = 10 * time.Second
 
-// statusEvery bounds how often one generation's STATUS= lines are logged:
-// a worker sending thousands must not flood baton's log.
+// statusEvery bounds how often one worker's STATUS= lines, and its other
+// notify lines (STOPPING=1, malformed messages, messages not heeded), are
+// logged: a worker sending thousands must not flood baton's log.
 const statusEvery = time.Second
 
 // maxStatus is the longest STATUS= text kept; the rest is cut.
 const maxStatus = 4096
 
-// statusLine is a generation's last STATUS= text and its logging budget.
+// statusLine is a log budget: a worker's last STATUS= text and when it
+// was logged, or when its other notify lines were.
 type statusLine struct {
 	text       string
 	loggedAt   time.Time
 	suppressed int
 }
 
-// notified handles a datagram on the workers' notify socket.
-func (m *Master) notified(d notify.Datagram) {
-	g, why := m.sender(d.PID)
-	if g == nil {
-		// Anyone who can reach the socket can send: a flood of strangers'
-		// messages must not flood the log.
-		now := m.env.now()
-		if now.Sub(m.ignored.loggedAt) < statusEvery {
-			m.ignored.suppressed++
-			return
+// spend reports whether a line may be logged now, and adds the count of
+// those suppressed since the last one to ev.
+func (b *statusLine) spend(now time.Time, ev *zerolog.Event) bool {
+	if !b.loggedAt.IsZero() && now.Sub(b.loggedAt) < statusEvery {
+		b.suppressed++
+		return false
+	}
+	if b.suppressed > 0 {
+		ev.Int("suppressed", b.suppressed)
+	}
+	b.loggedAt, b.suppressed = now, 0
+	return true
+}
+
+// notified handles a datagram on worker pid's own notify socket. Every
+// process that has the socket's path, which only the worker's descendants
+// and root can reach, speaks for the worker (--notify-access all), or
+// only its main process (main).
+func (m *Master) notified(pid int, d notify.Datagram) {
+	w := m.workers[pid]
+	if w == nil {
+		return // a late message from a worker already gone
+	}
+	now := m.env.now()
+	if m.opts.NotifyAccess == NotifyMain && d.PID != w.pid {
+		ev := m.log.Warn().Str("event", "notify_ignored").Int("gen", w.gen.n).Int("pid", d.PID)
+		if w.budget.spend(now, ev) {
+			ev.Msg(fmt.Sprintf("ignored a notify message: it comes from pid %d, not worker %d's main process %d, and --notify-access is main", d.PID, w.slot.index, w.pid))
 		}
-		ev := m.log.Warn().Int("pid", d.PID).Str("why", why)
-		if m.ignored.suppressed > 0 {
-			ev = ev.Int("suppressed", m.ignored.suppressed)
-		}
-		ev.Msg("ignored a notify message")
-		m.ignored.loggedAt, m.ignored.suppressed = now, 0
 		return
 	}
 	if d.Err != nil {
-		m.log.Warn().Err(d.Err).Int("gen", g.n).Int("pid", d.PID).Msg("worker sent a malformed notify message")
+		ev := m.log.Warn().Str("event", "notify_malformed").Err(d.Err).Int("gen", w.gen.n).Int("pid", d.PID)
+		if w.budget.spend(now, ev) {
+			ev.Msg("worker sent a malformed notify message")
+		}
 	}
 	if s, ok := d.Message["STATUS"]; ok {
-		m.statusFrom(g, d.PID, s)
+		m.statusFrom(w, d.PID, s)
 	}
 	if d.Message["STOPPING"] == "1" {
-		m.log.Info().Int("gen", g.n).Int("pid", d.PID).Stringer("state", g.state).Msg("worker stopping")
-		if lost := m.env.checkSockets(g.n); lost != nil {
-			m.socketsLost(*lost)
+		ev := m.log.Info().Str("event", "worker_stopping").Int("gen", w.gen.n).Int("index", w.slot.index).Int("pid", d.PID).Stringer("state", w.state)
+		if w.budget.spend(now, ev) {
+			ev.Msg("worker stopping")
 		}
-		if g.state == probation && m.inflight != nil && m.inflight.next == g {
-			// It stopped being ready within --min-ready: the reload fails
-			// and the old generation, never told to drain, serves on.
-			m.inflight.next = nil
-			m.drain(g)
-			m.finishReload(fmt.Errorf("new worker (generation %d, pid %d) said STOPPING=1 within --min-ready %s", g.n, g.pid, m.opts.MinReady))
+		m.checkSockets(w.gen.n)
+		if w.state == probation || w.state == held {
+			// It stopped being ready within --min-ready: it does not take
+			// over, and the worker it would replace, never told to drain,
+			// serves on.
+			m.drain(w)
+			m.incomingFailed(w, fmt.Errorf("new worker (generation %d, worker %d, pid %d) said STOPPING=1 within --min-ready %s", w.gen.n, w.slot.index, w.pid, m.opts.MinReady))
 			return
 		}
 	}
 	if d.Message["READY"] == "1" {
 		how := "READY=1"
-		if d.PID != g.pid {
-			how = fmt.Sprintf("READY=1 from pid %d of its process group", d.PID)
+		if d.PID != w.pid {
+			how = fmt.Sprintf("READY=1 from pid %d, a process of the worker", d.PID)
 		}
-		m.ready(g, how)
+		m.ready(w, how)
 	}
 }
 
-// sender finds the live generation a notify message belongs to under
-// Options.NotifyAccess, or says why it belongs to none.
-func (m *Master) sender(pid int) (*generation, string) {
-	if pid <= 0 {
-		return nil, "the sender's credentials are missing"
-	}
-	if g := m.live[pid]; g != nil {
-		return g, ""
-	}
-	if m.opts.NotifyAccess == NotifyMain {
-		if g := m.live[m.env.processGroup(pid)]; g != nil {
-			return nil, fmt.Sprintf("it comes from pid %d of generation %d's process group, not its main process %d, and --notify-access is main", pid, g.n, g.pid)
-		}
-		return nil, "the sender is not a worker's main process"
-	}
-	if g := m.live[m.env.processGroup(pid)]; g != nil {
-		return g, ""
-	}
-	return nil, "the sender is not in any worker's process group"
-}
-
-func (m *Master) statusFrom(g *generation, pid int, s string) {
+func (m *Master) statusFrom(w *worker, pid int, s string) {
 	if len(s) > maxStatus {
 		s = s[:maxStatus] + "…"
 	}
-	if s == g.status.text {
+	if s == w.status.text {
 		return
 	}
-	g.status.text = s
-	now := m.env.now()
-	if now.Sub(g.status.loggedAt) < statusEvery {
-		g.status.suppressed++
-		return
+	w.status.text = s
+	ev := m.log.Info().Str("event", "worker_status").Int("gen", w.gen.n).Int("index", w.slot.index).Int("pid", pid).Str("status", s)
+	if w.status.spend(m.env.now(), ev) {
+		ev.Msg("worker status")
 	}
-	ev := m.log.Info().Int("gen", g.n).Int("pid", pid).Str("status", s)
-	if g.status.suppressed > 0 {
-		ev = ev.Int("suppressed", g.status.suppressed)
-	}
-	ev.Msg("worker status")
-	g.status.loggedAt, g.status.suppressed = now, 0
 }
 
-// stillWaiting says, every waitEvery, what a starting generation is
-// waiting for.
-func (m *Master) stillWaiting(g *generation) {
-	if g.state != starting || m.live[g.pid] != g {
+// stillWaiting says, every waitEvery, what a starting worker waits for.
+func (m *Master) stillWaiting(w *worker) {
+	if w.state != starting || m.workers[w.pid] != w {
 		return
 	}
-	g.waited++
-	waited := m.env.now().Sub(g.started).Round(time.Second)
-	ev := m.log.Warn().Int("gen", g.n).Int("pid", g.pid).Str("waited", waited.String()).
-		Str("ready_timeout", m.opts.ReadyTimeout.String())
+	w.waited++
+	waited := m.env.now().Sub(w.started).Round(time.Second)
+	ev := m.log.Warn().Str("event", "still_waiting").Int("gen", w.gen.n).Int("index", w.slot.index).Int("pid", w.pid).
+		Str("waited", waited.String()).Str("ready_timeout", m.opts.ReadyTimeout.String())
+	m.env.after(waitEvery, waitTick{w})
 	if m.opts.Ready == ReadyNotify {
-		if pid, how := m.env.accepting(g.pid); pid != 0 {
-			ev = ev.Str("seen", fmt.Sprintf("pid %d %s", pid, how))
-			ev.Msg("new worker accepts connections but has not said READY=1: if it cannot notify, run baton with --ready accepting")
-			m.env.after(waitEvery, waitTick{g})
+		if pid, how := m.env.accepting(w.pid); pid != 0 {
+			ev.Str("seen", fmt.Sprintf("pid %d %s", pid, how)).
+				Msg("new worker accepts connections but has not said READY=1: if it cannot notify, run baton with --ready accepting")
 			return
 		}
 	}
 	ev.Msg("new worker not ready yet: " + m.waitingFor())
-	m.env.after(waitEvery, waitTick{g})
 }
 
-// waitingFor says what a starting generation must do to be ready, and
-// what to use when it cannot.
+// waitingFor says what a starting worker must do to be ready, and what to
+// use when it cannot.
 func (m *Master) waitingFor() string {
 	switch m.opts.Ready {
 	case ReadyAccepting:
@@ -147,7 +136,7 @@ func (m *Master) waitingFor() string {
 	case ReadyDelay:
 		return "waiting for --ready delay"
 	}
-	who := "any process of its process group"
+	who := "any of its processes"
 	if m.opts.NotifyAccess == NotifyMain {
 		who = "its main process (--notify-access main)"
 	}

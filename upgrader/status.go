@@ -1,7 +1,6 @@
 package upgrader
 
 import (
-	"sort"
 	"time"
 )
 
@@ -9,14 +8,21 @@ import (
 type Status struct {
 	PID     int       `json:"pid"`
 	Started time.Time `json:"started"`
-	// Generation is the serving generation, 0 while none serves.
-	Generation int  `json:"generation"`
-	WorkerPID  int  `json:"worker_pid"`
-	Ready      bool `json:"ready"`
-	Stopping   bool `json:"stopping"`
+	// Generation is the generation the service runs: the one the last
+	// completed reload rolled out, 0 before the first.
+	Generation int `json:"generation"`
+	// WorkerPID is the serving worker of slot 0, 0 while none serves.
+	WorkerPID int `json:"worker_pid"`
+	// Ready: at least one worker serves.
+	Ready    bool `json:"ready"`
+	Stopping bool `json:"stopping"`
 	// StopPhase is "delay" during the stop delay (still serving, no
 	// longer ready) and "drain" after it; empty unless Stopping.
-	StopPhase  string         `json:"stop_phase,omitempty"`
+	StopPhase string `json:"stop_phase,omitempty"`
+	// WorkerCount is how many workers the master runs when all is well.
+	WorkerCount int `json:"worker_count"`
+	// Workers lists every live worker process, by slot, generation and
+	// PID.
 	Workers    []WorkerStatus `json:"workers"`
 	LastReload *ReloadStatus  `json:"last_reload,omitempty"`
 	// Restarts counts crash restarts since the master started.
@@ -25,17 +31,25 @@ type Status struct {
 
 // WorkerStatus describes one live worker process.
 type WorkerStatus struct {
-	Generation int       `json:"generation"`
-	PID        int       `json:"pid"`
-	State      string    `json:"state"` // starting, probation, serving or draining
-	Started    time.Time `json:"started"`
-	Status     string    `json:"status,omitempty"` // its last STATUS=
+	Index      int    `json:"index"`
+	Generation int    `json:"generation"`
+	PID        int    `json:"pid"`
+	State      string `json:"state"` // starting, serving or draining
+	// Probation is set while a ready worker serves beside the one it
+	// replaces (--min-ready) or waits for the rest of its batch.
+	Probation  bool       `json:"probation,omitempty"`
+	Started    time.Time  `json:"started"`
+	ReadySince *time.Time `json:"ready_since,omitempty"`
+	Restarts   int        `json:"restarts"`         // its slot's crash restarts
+	Status     string     `json:"status,omitempty"` // its last STATUS=
 }
 
-// ReloadStatus is how the last reload (start, reload or restart) went.
+// ReloadStatus is how the last reload or replacement went.
 type ReloadStatus struct {
-	At   time.Time `json:"at"`
-	Kind string    `json:"kind"` // start, reload or restart
+	At      time.Time `json:"at"`
+	Trigger string    `json:"trigger"`
+	// Result is ok, failed or rolled_back.
+	Result string `json:"result"`
 	// Generation is the one serving after it.
 	Generation  int     `json:"generation"`
 	OK          bool    `json:"ok"`
@@ -43,28 +57,26 @@ type ReloadStatus struct {
 	TookSeconds float64 `json:"took_seconds"`
 }
 
-func newReloadStatus(r *reload, res Result) *ReloadStatus {
-	s := &ReloadStatus{At: r.started, Kind: r.trigger.String(), Generation: res.Generation, OK: res.Err == nil, TookSeconds: res.Took.Seconds()}
+func newReloadStatus(at time.Time, res Result) *ReloadStatus {
+	s := &ReloadStatus{At: at, Trigger: res.Trigger.String(), Result: res.Outcome(), Generation: res.Generation,
+		OK: res.Err == nil, TookSeconds: res.Took.Seconds()}
 	if res.Err != nil {
 		s.Error = res.Err.Error()
 	}
 	return s
 }
 
-func (m *Master) currentPID() int {
-	if m.current == nil {
-		return 0
-	}
-	return m.current.pid
-}
-
 func (m *Master) status() Status {
 	s := Status{
-		PID:        selfPID,
-		Started:    m.started,
-		Stopping:   m.stopping,
-		LastReload: m.lastReload,
-		Restarts:   m.restarts,
+		PID:         selfPID,
+		Started:     m.started,
+		Generation:  m.currentGen(),
+		Stopping:    m.stopping,
+		WorkerCount: len(m.slots),
+		LastReload:  m.lastReload,
+		Restarts:    m.restarts,
+		Ready:       m.servingCount() > 0,
+		Workers:     []WorkerStatus{},
 	}
 	switch {
 	case m.delay.active:
@@ -72,14 +84,20 @@ func (m *Master) status() Status {
 	case m.stopping:
 		s.StopPhase = "drain"
 	}
-	if m.current != nil {
-		s.Generation, s.WorkerPID, s.Ready = m.current.n, m.current.pid, true
+	if len(m.slots) > 0 && m.slots[0].serving != nil {
+		s.WorkerPID = m.slots[0].serving.pid
 	}
-	for _, g := range m.live {
-		s.Workers = append(s.Workers, WorkerStatus{
-			Generation: g.n, PID: g.pid, State: g.state.String(), Started: g.started, Status: g.status.text,
-		})
+	for _, w := range m.sortedWorkers() {
+		ws := WorkerStatus{Index: w.slot.index, Generation: w.gen.n, PID: w.pid, State: w.state.String(),
+			Started: w.started, Restarts: w.slot.restarts, Status: w.status.text}
+		if w.state == probation || w.state == held {
+			ws.State, ws.Probation = starting.String(), true
+		}
+		if !w.readyAt.IsZero() {
+			at := w.readyAt
+			ws.ReadySince = &at
+		}
+		s.Workers = append(s.Workers, ws)
 	}
-	sort.Slice(s.Workers, func(i, j int) bool { return s.Workers[i].Generation < s.Workers[j].Generation })
 	return s
 }

@@ -1,5 +1,12 @@
 package upgrader
 
+import (
+	"sort"
+	"syscall"
+
+	"github.com/baton-sh/baton/internal/host"
+)
+
 // A requested graceful stop (Stop: TERM, INT, POST /-/quit) begins with a
 // stop delay when Options.StopDelay or Options.OnStopping is set:
 //
@@ -7,13 +14,14 @@ package upgrader
 //
 // From its first moment the master is stopping: it no longer claims
 // readiness (Status.Stopping, the admin /-/ready, STOPPING=1 to its own
-// service manager), starts nothing, and runs the on-stopping hook. The
-// serving generation (and one on probation) keeps serving through the
-// delay, so that load balancers, Kubernetes Services and registries stop
-// sending traffic before the drain begins; a generation still starting is
-// drained at once, as nobody sends it traffic yet. A second Stop ends the
-// delay at once, StopNow kills everything at once, and a stop the master
-// decides itself (crash loop, first generation never ready) has no delay.
+// service manager), starts nothing, and runs the on-stopping hook. Serving
+// workers (and those on probation) keep serving through the delay, so that
+// load balancers, Kubernetes Services and registries stop sending traffic
+// before the drain begins; a worker still starting is drained at once, as
+// nobody sends it traffic yet. A second Stop ends the delay at once,
+// StopNow kills everything at once (hooks included, and starts no
+// on-stopping hook), and a stop the master decides itself (crash loop,
+// first generation never ready) has no delay.
 
 // stopDelay is the loop's state during a stop delay.
 type stopDelay struct {
@@ -22,14 +30,11 @@ type stopDelay struct {
 	cancel func() // its timer
 }
 
-// stopDelayOver is the end of Options.StopDelay.
-type stopDelayOver struct{}
-
 // requestStop handles Stop and StopNow.
 func (m *Master) requestStop(fast bool) {
 	switch {
 	case m.delay.active && !fast:
-		m.log.Info().Msg("stop requested again: skipping the rest of the stop delay")
+		m.log.Info().Str("event", "stop_delay_skipped").Msg("stop requested again: skipping the rest of the stop delay")
 		m.stop(false)
 	case fast || m.stopping || (m.opts.StopDelay == 0 && len(m.opts.OnStopping) == 0):
 		m.stop(fast)
@@ -41,23 +46,26 @@ func (m *Master) requestStop(fast bool) {
 func (m *Master) beginStopDelay() {
 	m.stopping = true
 	m.delay = stopDelay{active: true, passed: m.opts.StopDelay == 0}
-	m.emit(Event{Kind: Stopping}, m.log.Info().Bool("fast", false).Int("workers", len(m.live)).
+	m.emit(Event{Kind: Stopping}, m.log.Info().Bool("fast", false).Int("workers", len(m.workers)).
 		Str("stop_delay", m.opts.StopDelay.String()))
 	m.abandonReloads()
-	for _, g := range m.live {
-		switch g.state {
+	for _, w := range m.sortedWorkers() {
+		switch w.state {
 		case starting:
-			m.drain(g)
-		case probation:
-			m.disarm(g) // it serves on until the drain
+			if w.slot.incoming == w {
+				w.slot.incoming = nil
+			}
+			m.drain(w)
+		case probation, held:
+			m.disarm(w) // it serves on until the drain
 		}
 	}
 	if m.hooks.served {
 		m.runHook(hookOnStopping, m.current)
 	}
 	if !m.delay.passed {
-		m.log.Info().Str("stop_delay", m.opts.StopDelay.String()).Int("gen", m.currentGen()).
-			Msg("not ready any more; every generation keeps serving for --stop-delay before the drain")
+		m.log.Info().Str("event", "stop_delay").Str("stop_delay", m.opts.StopDelay.String()).Int("gen", m.currentGen()).
+			Msg("not ready any more; every worker keeps serving for --stop-delay before the drain")
 		m.delay.cancel = m.env.after(m.opts.StopDelay, stopDelayOver{})
 	}
 	m.endStopDelayIfDone()
@@ -70,9 +78,6 @@ func (m *Master) stopDelayOver() {
 	m.delay.passed, m.delay.cancel = true, nil
 	m.endStopDelayIfDone()
 }
-
-// stopHookEnded is called when an on-stopping hook has ended.
-func (m *Master) stopHookEnded() { m.endStopDelayIfDone() }
 
 // endStopDelayIfDone drains once the delay has passed and the on-stopping
 // hook has ended.
@@ -88,4 +93,108 @@ func (m *Master) cancelStopDelay() {
 		m.delay.cancel()
 	}
 	m.delay = stopDelay{}
+}
+
+// stop begins a graceful (drain) or fast (kill) stop of every worker and
+// stray. Run returns once all of them have been reaped and no hook runs.
+func (m *Master) stop(fast bool) {
+	if m.stopping && !fast && !m.delay.active {
+		return
+	}
+	m.cancelStopDelay()
+	if !m.stopping {
+		m.stopping = true
+		m.emit(Event{Kind: Stopping}, m.log.Info().Bool("fast", fast).Int("workers", len(m.workers)))
+		if m.hooks.served && !fast {
+			m.runHook(hookOnStopping, m.current)
+		}
+	}
+	if fast || m.stopKill.IsZero() {
+		m.stopKill = m.env.now().Add(m.opts.DrainTimeout)
+		if fast {
+			m.stopKill = m.env.now()
+			m.hooks.waiting = nil
+		}
+	}
+	m.abandonReloads()
+	for _, w := range m.sortedWorkers() {
+		switch {
+		case fast:
+			m.disarm(w)
+			w.killed = true
+			m.env.signal(w.pid, syscall.SIGKILL, true)
+		case w.state != draining:
+			m.drain(w)
+		}
+	}
+	for _, s := range m.slots {
+		s.serving, s.incoming = nil, nil
+	}
+	m.stopStrays(fast)
+	m.env.stopping(fast)
+}
+
+// forward sends sig to every worker that serves.
+func (m *Master) forward(sig syscall.Signal) {
+	sent := 0
+	for _, w := range m.sortedWorkers() {
+		if w.state == serving || w.state == probation || w.state == held {
+			m.log.Info().Str("event", "forwarded").Str("signal", host.SignalName(sig)).Int("gen", w.gen.n).
+				Int("index", w.slot.index).Int("pid", w.pid).Msg("forwarding signal")
+			m.env.signal(w.pid, sig, false)
+			sent++
+		}
+	}
+	if sent == 0 {
+		m.log.Warn().Str("event", "not_forwarded").Str("signal", host.SignalName(sig)).Msg("no serving worker to forward the signal to")
+	}
+}
+
+// checkSockets binds anew the sockets a worker shut down, and replaces
+// every generation with one that has the new ones. gen is the generation
+// whose exit or STOPPING=1 showed the loss.
+func (m *Master) checkSockets(gen int) {
+	lost, err := m.env.checkSockets()
+	if len(lost) == 0 || m.stopping {
+		return
+	}
+	// A worker told to drain is the likely culprit (servers shut the
+	// listener down as they stop); the one whose exit or STOPPING=1 showed
+	// the loss may only have died of it.
+	by := gen
+	for _, w := range m.workers {
+		if w.state == draining && (by == gen || w.gen.n < by) {
+			by = w.gen.n
+		}
+	}
+	ev := m.log.Error().Str("event", "sockets_lost").Strs("sockets", lost)
+	if by != 0 {
+		ev = ev.Int("gen", by)
+	}
+	if err != nil {
+		ev.Err(err).Msg("a worker shut down a listening socket every generation shares, and binding it anew failed: connections to it are refused until baton restarts")
+		return
+	}
+	ev.Msg("a worker shut down a listening socket every generation shares (shutdown(2) on its inherited copy); baton bound it anew and starts a generation on it. Fix the server to close, not shut down, its listener")
+	m.beginReload(TriggerRestore, nil)
+}
+
+// sortedWorkers lists the live workers by generation, slot and PID, for
+// an order that logs and tests can rely on.
+func (m *Master) sortedWorkers() []*worker {
+	out := make([]*worker, 0, len(m.workers))
+	for _, w := range m.workers {
+		out = append(out, w)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.gen.n != b.gen.n {
+			return a.gen.n < b.gen.n
+		}
+		if a.slot.index != b.slot.index {
+			return a.slot.index < b.slot.index
+		}
+		return a.pid < b.pid
+	})
+	return out
 }

@@ -121,6 +121,8 @@ func reloadCmd(args []string, stdout, stderr io.Writer) int {
 	switch {
 	case err != nil:
 		return fail(stderr, fs, err, exitRuntime)
+	case !resp.OK && resp.Result == "rolled_back":
+		return fail(stderr, fs, fmt.Errorf("reload failed and was rolled back: %s", printable(resp.Error)), exitRuntime)
 	case !resp.OK:
 		return fail(stderr, fs, fmt.Errorf("reload failed: %s", printable(resp.Error)), exitRuntime)
 	case *wait:
@@ -178,32 +180,99 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 
 func printStatus(w io.Writer, s *upgrader.Status) {
 	fmt.Fprintf(w, "master       pid %d, up %s\n", s.PID, time.Since(s.Started).Round(time.Second))
+	serving := 0
+	for _, wk := range s.Workers {
+		if wk.State == "serving" {
+			serving++
+		}
+	}
 	switch {
 	case s.Stopping && s.StopPhase == "delay":
 		fmt.Fprintln(w, "state        stopping: stop delay, still serving, not ready")
 	case s.Stopping:
 		fmt.Fprintln(w, "state        stopping: draining")
-	case s.Generation == 0:
+	case !s.Ready:
 		fmt.Fprintln(w, "state        not serving")
 	default:
-		fmt.Fprintf(w, "serving      generation %d, pid %d, ready\n", s.Generation, s.WorkerPID)
+		fmt.Fprintf(w, "serving      generation %d, %d of %d workers, ready\n", s.Generation, serving, s.WorkerCount)
 	}
 	for _, g := range s.Workers {
-		line := fmt.Sprintf("worker       generation %d, pid %d, %s for %s", g.Generation, g.PID, g.State, time.Since(g.Started).Round(time.Second))
+		state := g.State
+		if g.Probation {
+			state = "ready, not yet serving"
+		}
+		line := fmt.Sprintf("worker %-5d generation %d, pid %d, %s for %s", g.Index, g.Generation, g.PID, state, time.Since(g.Started).Round(time.Second))
+		if g.Restarts > 0 {
+			line += fmt.Sprintf(", %d restarts", g.Restarts)
+		}
 		if g.Status != "" {
 			line += ": " + printable(g.Status)
 		}
 		fmt.Fprintln(w, line)
 	}
 	if r := s.LastReload; r != nil {
-		result := "ok"
+		result := r.Result
 		if !r.OK {
-			result = "failed: " + printable(r.Error)
+			result += ": " + printable(r.Error)
 		}
 		took := time.Duration(r.TookSeconds * float64(time.Second)).Round(time.Millisecond)
-		fmt.Fprintf(w, "last reload  %s at %s, took %s: %s\n", r.Kind, r.At.Format(time.RFC3339), took, result)
+		fmt.Fprintf(w, "last reload  %s at %s, took %s: %s\n", r.Trigger, r.At.Format(time.RFC3339), took, result)
 	}
 	fmt.Fprintf(w, "restarts     %d\n", s.Restarts)
+}
+
+func scaleFlagSet(addr *masterAddress) (fs *flag.FlagSet, wait *bool, timeout *time.Duration) {
+	fs = flag.NewFlagSet("scale", flag.ContinueOnError)
+	addr.flags(fs)
+	return fs, fs.Bool("wait", false, "wait until that many workers serve; exit 1 if they do not"),
+		fs.Duration("timeout", 0, "with --wait, give up (exit 1) after this `DURATION` (default: no limit, but a master silent for 10s is given up on)")
+}
+
+// scaleCmd asks a running master for N workers and, with --wait, reports
+// once N serve.
+func scaleCmd(args []string, stdout, stderr io.Writer) int {
+	var addr masterAddress
+	fs, wait, timeout := scaleFlagSet(&addr)
+	// The count comes first (baton scale 4 --pidfile P) or last.
+	var count string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		count, args = args[0], args[1:]
+	}
+	err := parseFlags(fs, args)
+	if code, ok := helped(stdout, fs, err); ok {
+		return code
+	}
+	if err == nil && count == "" && fs.NArg() == 1 {
+		count = fs.Arg(0)
+	} else if err == nil && fs.NArg() > 0 {
+		err = usagef("scale takes one worker count, got %q", strings.Join(fs.Args(), " "))
+	}
+	n, cerr := strconv.Atoi(count)
+	if err == nil && (cerr != nil || n < 1) {
+		err = usagef("scale %q: want a worker count of 1 or more, e.g. baton scale 4 --pidfile app.pid", count)
+	}
+	if err != nil {
+		return fail(stderr, fs, err, exitUsage)
+	}
+	m, err := addr.find()
+	if err != nil {
+		return fail(stderr, fs, err, exitRuntime)
+	}
+	if m.control == "" {
+		return fail(stderr, fs, fmt.Errorf("master pid %d has no control socket next to %s: pass its --control (SIGTTIN and SIGTTOU add and remove one worker)", m.pid, addr.pidfile), exitRuntime)
+	}
+	resp, err := m.ask(control.Request{Command: "scale", Workers: n, Wait: *wait}, *timeout)
+	switch {
+	case err != nil:
+		return fail(stderr, fs, err, exitRuntime)
+	case !resp.OK:
+		return fail(stderr, fs, fmt.Errorf("scale failed: %s", printable(resp.Error)), exitRuntime)
+	case *wait:
+		fmt.Fprintf(stdout, "scaled: %d workers of generation %d serving\n", n, resp.Generation)
+	default:
+		fmt.Fprintf(stdout, "scale to %d workers requested\n", n)
+	}
+	return exitOK
 }
 
 // printable escapes what a worker could send to move the cursor, clear

@@ -93,7 +93,7 @@ func demoCmd(args []string, stdout, stderr io.Writer) int {
 	failedReload := error(nil)
 	for i := 0; i < *reloads && failedReload == nil; i++ {
 		<-time.After(demoPace) // let traffic flow between reloads
-		r := <-m.Reload()
+		r := <-m.Reload(upgrader.TriggerControl)
 		if r.Err != nil {
 			failedReload = r.Err
 			break

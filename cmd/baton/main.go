@@ -48,6 +48,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return reloadCmd(args[1:], stdout, stderr)
 		case "status":
 			return statusCmd(args[1:], stdout, stderr)
+		case "scale":
+			return scaleCmd(args[1:], stdout, stderr)
 		case "demo":
 			return demoCmd(args[1:], stdout, stderr)
 		case "version":
@@ -66,6 +68,7 @@ var synopses = map[string]string{
 	"baton":  "baton [flags] -- COMMAND [ARG...]      run COMMAND as the worker",
 	"reload": "baton reload  [--pidfile P | --control S] [--wait] [--timeout D]",
 	"status": "baton status  [--pidfile P | --control S] [--json]",
+	"scale":  "baton scale N [--pidfile P | --control S] [--wait] [--timeout D]",
 	"demo":   "baton demo    [--reloads N]           self-contained demonstration",
 }
 
@@ -74,11 +77,12 @@ const usageHead = `usage:
   %s
   %s
   %s
+  %s
   baton version                          the version and the revision it was built from
-  baton help    [reload | status | demo]
+  baton help    [reload | status | scale | demo]
 
 Signals to the master: HUP reload · TERM, INT graceful stop · QUIT fast stop ·
-USR1, USR2, WINCH forwarded to the current worker.
+USR1, USR2, WINCH forwarded to every serving worker · TTIN, TTOU one worker more, fewer.
 Exit codes: 0 clean stop · 1 runtime failure · 2 usage error · 3 start-up failure.
 
 master flags:
@@ -94,10 +98,12 @@ func helpCmd(args []string, stdout, stderr io.Writer) int {
 		fs, _, _ = reloadFlagSet(&masterAddress{})
 	case len(args) == 1 && args[0] == "status":
 		fs, _ = statusFlagSet(&masterAddress{})
+	case len(args) == 1 && args[0] == "scale":
+		fs, _, _ = scaleFlagSet(&masterAddress{})
 	case len(args) == 1 && args[0] == "demo":
 		fs, _, _ = demoFlagSet()
 	default:
-		fmt.Fprintf(stderr, "baton: help %s: no such command: want reload, status or demo (baton --help lists every flag)\n", strings.Join(args, " "))
+		fmt.Fprintf(stderr, "baton: help %s: no such command: want reload, status, scale or demo (baton --help lists every flag)\n", strings.Join(args, " "))
 		return exitUsage
 	}
 	printUsage(stdout, fs)
@@ -284,7 +290,7 @@ func commandName(fs *flag.FlagSet) string {
 // dashes as users type them (the flag package would print one).
 func printUsage(w io.Writer, fs *flag.FlagSet) {
 	if fs.Name() == "baton" {
-		fmt.Fprintf(w, usageHead, synopses["baton"], synopses["reload"], synopses["status"], synopses["demo"])
+		fmt.Fprintf(w, usageHead, synopses["baton"], synopses["reload"], synopses["status"], synopses["scale"], synopses["demo"])
 	} else {
 		fmt.Fprintf(w, "usage:\n  %s\n\nflags:\n", synopses[fs.Name()])
 	}

@@ -27,6 +27,8 @@ import (
 
 type masterFlags struct {
 	listen       listFlag
+	workers      int
+	maxSurge     int
 	pidfile      string
 	dir          string
 	ready        string
@@ -53,6 +55,8 @@ type masterFlags struct {
 func masterFlagSet(f *masterFlags) *flag.FlagSet {
 	fs := flag.NewFlagSet("baton", flag.ContinueOnError)
 	fs.Var(&f.listen, "listen", "`[NAME=]SPEC` socket to hold and pass to workers, repeatable: tcp://HOST:PORT, tcp4://, tcp6://, udp://HOST:PORT, unix:///PATH?mode=0660")
+	fs.IntVar(&f.workers, "workers", 1, "worker processes per generation, each in a slot of its own (BATON_WORKER_INDEX 0..N-1); a crashed one restarts alone; SIGTTIN and SIGTTOU add and remove one")
+	fs.IntVar(&f.maxSurge, "max-surge", 0, "how many new workers a reload starts beside serving ones at a time (default: all of them); 1 replaces one worker at a time, each old one drained once its replacement is ready; a failed reload moves the replaced ones back")
 	fs.StringVar(&f.pidfile, "pidfile", "", "write the master's PID to `PATH` and hold it locked while baton runs (removed on exit)")
 	fs.StringVar(&f.dir, "dir", "", "worker working `DIR`, resolved anew at every reload (default: the current directory as the shell names it)")
 	fs.StringVar(&f.ready, "ready", "notify", "how a new worker counts as ready: `notify` (READY=1 on NOTIFY_SOCKET), accepting (a process of it waits in accept/epoll/poll on a passed socket, or READY=1), or delay=DURATION")
@@ -137,7 +141,7 @@ func masterCmd(args []string, stdout, stderr io.Writer) int {
 	opts.LogFormat, opts.LogLevel = f.logFormat, f.logLevel // contain: for the keeper
 	if f.dir == "" && os.Getenv("PWD") == "" {
 		// systemd's WorkingDirectory= and supervisord's directory= set no $PWD.
-		log.Info().Str("dir", opts.Dir).Msg("working directory resolved once at start; --dir follows a symlinked release directory at every reload")
+		log.Info().Str("event", "workdir_fixed").Str("dir", opts.Dir).Msg("working directory resolved once at start; --dir follows a symlinked release directory at every reload")
 	}
 
 	// Signals are caught before anything else exists: a HUP or TERM that
@@ -155,7 +159,7 @@ func masterCmd(args []string, stdout, stderr io.Writer) int {
 		}
 		defer func() {
 			if err := pf.Release(); err != nil {
-				log.Warn().Err(err).Msg("pidfile left behind")
+				log.Warn().Str("event", "pidfile_left").Err(err).Msg("pidfile left behind")
 			}
 		}()
 	}
@@ -192,11 +196,11 @@ func masterCmd(args []string, stdout, stderr io.Writer) int {
 		}
 		defer func() {
 			if err := ctl.Close(); err != nil {
-				log.Warn().Err(err).Str("path", path).Msg("control socket left behind")
+				log.Warn().Str("event", "control_left").Err(err).Str("path", path).Msg("control socket left behind")
 			}
 		}()
 		go ctl.Serve(m)
-		log.Info().Str("path", path).Msg("control socket")
+		log.Info().Str("event", "control_listening").Str("path", path).Msg("control socket")
 	}
 	if f.admin != "" {
 		adm, err := admin.Listen(f.admin, m, metrics, f.lifecycle)
@@ -205,7 +209,7 @@ func masterCmd(args []string, stdout, stderr io.Writer) int {
 		}
 		defer adm.Close()
 		go adm.Serve()
-		log.Info().Str("addr", adm.Addr().String()).Bool("lifecycle", f.lifecycle).Msg("admin endpoint")
+		log.Info().Str("event", "admin_listening").Str("addr", adm.Addr().String()).Bool("lifecycle", f.lifecycle).Msg("admin endpoint")
 	}
 	go dispatchSignals(sigc, m)
 
@@ -213,7 +217,7 @@ func masterCmd(args []string, stdout, stderr io.Writer) int {
 	var startup *upgrader.StartupError
 	switch {
 	case err == nil:
-		log.Info().Msg("stopped")
+		log.Info().Str("event", "stopped").Msg("stopped")
 		return exitOK
 	case errors.As(err, &startup):
 		fmt.Fprintf(stderr, "baton: %s\n", fdlimit.Explain(err))
@@ -329,6 +333,15 @@ func (f *masterFlags) parse(fs *flag.FlagSet, args []string) (upgrader.Options, 
 	if o.Protocol, err = upgrader.ParseProtocol(f.protocol); err != nil {
 		return o, usagef("--protocol: %v", err)
 	}
+	switch {
+	case f.workers < 1:
+		return o, usagef("--workers %d: want 1 or more", f.workers)
+	case f.maxSurge < 0 || f.maxSurge > f.workers:
+		return o, usagef("--max-surge %d: want 1 to --workers (%d)", f.maxSurge, f.workers)
+	case f.workers > 1 && o.Protocol != upgrader.ProtocolSystemd:
+		return o, usagef("--workers %d with --protocol %s: a %s app runs one process per generation; several workers need --protocol systemd", f.workers, f.protocol, f.protocol)
+	}
+	o.Workers, o.MaxSurge = f.workers, f.maxSurge
 	o.Subreaper = f.subreaper || os.Getpid() == 1
 	o.Dir = f.dir
 	if o.Dir == "" {
@@ -365,12 +378,12 @@ func openSockets(listen []string, log zerolog.Logger) ([]*sockets.Socket, error)
 				return nil, err
 			}
 		}
-		log.Info().Str("name", spec.Name).Str("addr", s.Addr.String()).Str("network", s.Addr.Network()).
+		log.Info().Str("event", "listening").Str("name", spec.Name).Str("addr", s.Addr.String()).Str("network", s.Addr.Network()).
 			Bool("activated", s.Activated).Msg("listening")
 		held = append(held, s)
 	}
 	for _, s := range activated.Rest() {
-		log.Warn().Str("name", s.Spec.Name).Str("addr", s.Addr.String()).
+		log.Warn().Str("event", "activated_unused").Str("name", s.Spec.Name).Str("addr", s.Addr.String()).
 			Msg("closing a socket the service manager passed that no --listen names")
 		s.Close()
 	}
@@ -384,7 +397,7 @@ func validPort(p string) bool {
 
 // masterSignals are the signals the master acts on.
 var masterSignals = []os.Signal{syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT,
-	syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH}
+	syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH, syscall.SIGTTIN, syscall.SIGTTOU}
 
 func catchSignals() chan os.Signal {
 	sigc := make(chan os.Signal, 8)
@@ -398,7 +411,11 @@ func dispatchSignals(sigc <-chan os.Signal, m *upgrader.Master) {
 	for s := range sigc {
 		switch s {
 		case syscall.SIGHUP:
-			m.Reload()
+			m.Reload(upgrader.TriggerSignal)
+		case syscall.SIGTTIN:
+			m.ScaleBy(1)
+		case syscall.SIGTTOU:
+			m.ScaleBy(-1)
 		case syscall.SIGTERM, syscall.SIGINT:
 			m.Stop()
 		case syscall.SIGQUIT:
@@ -414,7 +431,7 @@ func dispatchSignals(sigc <-chan os.Signal, m *upgrader.Master) {
 func closeAll(sockets []*sockets.Socket, log zerolog.Logger) {
 	for _, s := range sockets {
 		if err := s.Close(); err != nil {
-			log.Warn().Err(err).Str("name", s.Spec.Name).Msg("socket left behind")
+			log.Warn().Str("event", "socket_left").Err(err).Str("name", s.Spec.Name).Msg("socket left behind")
 		}
 	}
 }

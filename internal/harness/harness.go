@@ -287,7 +287,7 @@ func (b *Baton) Signal(t testing.TB, sig syscall.Signal) {
 }
 
 // Reload sends SIGHUP and waits for the reload it starts to end. It returns
-// the "reload complete" or "reload failed" event.
+// the "reload complete", "reload failed" or "rolled back" event.
 func (b *Baton) Reload(t testing.TB, d time.Duration) Event {
 	t.Helper()
 	before := len(b.Find(isReloadEnd))
@@ -300,8 +300,14 @@ func (b *Baton) Reload(t testing.TB, d time.Duration) Event {
 	})
 }
 
+// isReloadEnd matches the end of a reload, not of a single worker's
+// replacement (a crash restart, a scale-up).
 func isReloadEnd(e Event) bool {
-	return e.Kind() == "reload_complete" || e.Kind() == "reload_failed"
+	switch e.Str("trigger") {
+	case "crash", "scale", "watchdog", "probe", "memory", "age":
+		return false
+	}
+	return e.Kind() == "reload_complete" || e.Kind() == "reload_failed" || e.Kind() == "rolled_back"
 }
 
 // Wait waits for the master to exit and returns its exit code.
@@ -456,7 +462,27 @@ func Deploy(t testing.TB, path string, command ...string) {
 	}
 }
 
-// WorkerPID is the PID of the worker that generation gen started last.
+// Release deploys command as release n of an app under dir, the way a
+// deploy tool does: dir/releases/N/app, then the symlink dir/current
+// swapped to it. Run dir/current/app as the worker.
+func Release(t testing.TB, dir string, n int, command ...string) {
+	t.Helper()
+	rel := filepath.Join(dir, "releases", strconv.Itoa(n))
+	if err := os.MkdirAll(rel, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	Deploy(t, filepath.Join(rel, "app"), command...)
+	tmp := filepath.Join(dir, "current.new")
+	os.Remove(tmp)
+	if err := os.Symlink(filepath.Join("releases", strconv.Itoa(n)), tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, "current")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// WorkerPID is the PID of the first worker generation gen started.
 func (b *Baton) WorkerPID(t testing.TB, gen int) int {
 	t.Helper()
 	e := b.WaitFor(t, 10*time.Second, func(e Event) bool {

@@ -66,7 +66,7 @@ func (k *keeper) release() {
 			workers++
 		}
 	}
-	k.log.log(lWarn, "the master is gone: stopping the processes it left running",
+	k.log.log(lWarn, "the master is gone: stopping the processes it left running", "event", "keeper_releasing",
 		"workers", workers, "processes", len(f.live()), "drain_timeout", k.cfg.DrainTimeout)
 	deadline := start.Add(k.cfg.DrainTimeout)
 	for {
@@ -76,7 +76,7 @@ func (k *keeper) release() {
 				f.refresh()
 				continue
 			}
-			k.log.log(lInfo, "everything the master left running has exited", "took", time.Since(start))
+			k.log.log(lInfo, "everything the master left running has exited", "event", "keeper_released", "took", time.Since(start))
 			return
 		}
 		if !waitAny(live, time.Until(deadline)) {
@@ -86,7 +86,7 @@ func (k *keeper) release() {
 		f.refresh()
 	}
 	n := f.killAll()
-	k.log.log(lWarn, "processes the master left running were still running after the drain timeout: killed them",
+	k.log.log(lWarn, "processes the master left running were still running after the drain timeout: killed them", "event", "keeper_killed",
 		"processes", n, "took", time.Since(start))
 }
 

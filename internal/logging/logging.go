@@ -72,7 +72,7 @@ func New(w *os.File, format, level string) (*Log, error) {
 	nw := &errWriter{w: w}
 	notice := format1(nw)
 	q := newQueue(w, QueueBytes, func(n uint64) bool {
-		notice.Warn().Uint64("dropped", n).Msg("log lines dropped: the log's reader did not keep up")
+		notice.Warn().Str("event", "log_dropped").Uint64("dropped", n).Msg("log lines dropped: the log's reader did not keep up")
 		return nw.err == nil
 	})
 	return &Log{Logger: format1(q), q: q}, nil

@@ -1,4 +1,6 @@
-package upgrader
+//go:build linux
+
+package host
 
 import (
 	"fmt"

@@ -1,4 +1,6 @@
-package upgrader
+//go:build linux
+
+package host
 
 import (
 	"syscall"
@@ -21,10 +23,10 @@ type grace struct {
 	drain syscall.Signal
 }
 
-func (g grace) handoff(n int, socks []*sockets.Socket, notifySocket string) (*handoff, error) {
-	h := &handoff{env: withGeneration(sockets.WorkerEnv(g.base, socks, notifySocket), n)}
-	for _, s := range socks {
-		h.files = append(h.files, s.File)
+func (g grace) handoff(s Start, socks []*sockets.Socket, notifySocket string) (*handoff, error) {
+	h := &handoff{env: withWorker(sockets.WorkerEnv(g.base, socks, notifySocket), s)}
+	for _, sock := range socks {
+		h.files = append(h.files, sock.File)
 	}
 	return withParentStub(h, g.drain)
 }

@@ -1,14 +1,14 @@
-package upgrader
+//go:build linux
+
+package host
 
 import (
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"syscall"
 )
@@ -105,72 +105,4 @@ func executable(path string) error {
 		return errors.New("permission denied (not executable)")
 	}
 	return nil
-}
-
-// reap collects every exited child of this process, whether a worker or an
-// orphan re-parented to it, and passes each to exited. It runs until stop is
-// closed. It waits on SIGCHLD, never on a timer.
-func reap(exited func(childExit), stop <-chan struct{}) {
-	sigc := make(chan os.Signal, 1)
-	signal.Notify(sigc, syscall.SIGCHLD)
-	defer signal.Stop(sigc)
-	for {
-		for {
-			var ws syscall.WaitStatus
-			pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
-			if errors.Is(err, syscall.EINTR) {
-				continue
-			}
-			if pid <= 0 || err != nil {
-				break
-			}
-			exited(childExit{pid, ws})
-		}
-		select {
-		case <-sigc:
-		case <-stop:
-			return
-		}
-	}
-}
-
-// describeExit says how a process ended, in the words a user reads.
-func describeExit(ws syscall.WaitStatus) string {
-	switch {
-	case ws.Exited():
-		return "exited with status " + strconv.Itoa(ws.ExitStatus())
-	case ws.Signaled():
-		return "killed by signal " + signalName(ws.Signal())
-	}
-	return fmt.Sprintf("ended (wait status %#x)", int(ws))
-}
-
-// signalName gives the short name users type with kill: TERM, HUP, ….
-func signalName(s syscall.Signal) string {
-	if n, ok := signalNames[s]; ok {
-		return n
-	}
-	return strconv.Itoa(int(s))
-}
-
-var signalNames = map[syscall.Signal]string{
-	syscall.SIGHUP: "HUP", syscall.SIGINT: "INT", syscall.SIGQUIT: "QUIT",
-	syscall.SIGKILL: "KILL", syscall.SIGUSR1: "USR1", syscall.SIGUSR2: "USR2",
-	syscall.SIGTERM: "TERM", syscall.SIGWINCH: "WINCH", syscall.SIGABRT: "ABRT",
-	syscall.SIGSEGV: "SEGV", syscall.SIGPIPE: "PIPE", syscall.SIGALRM: "ALRM",
-	syscall.SIGCONT: "CONT", syscall.SIGSTOP: "STOP",
-}
-
-// ParseSignal accepts TERM, SIGTERM, term or 15.
-func ParseSignal(s string) (syscall.Signal, error) {
-	if n, err := strconv.Atoi(s); err == nil && n > 0 && n < 65 {
-		return syscall.Signal(n), nil
-	}
-	name := strings.TrimPrefix(strings.ToUpper(s), "SIG")
-	for sig, n := range signalNames {
-		if n == name {
-			return sig, nil
-		}
-	}
-	return 0, fmt.Errorf("unknown signal %q (want a name like TERM or a number)", s)
 }

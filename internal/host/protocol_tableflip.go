@@ -1,4 +1,6 @@
-package upgrader
+//go:build linux
+
+package host
 
 import (
 	"encoding/gob"
@@ -25,7 +27,7 @@ const (
 // WaitForParent returns once the previous generation is gone.
 type tableflip struct{ base []string }
 
-func (t tableflip) handoff(n int, socks []*sockets.Socket, notifySocket string) (*handoff, error) {
+func (t tableflip) handoff(s Start, socks []*sockets.Socket, notifySocket string) (*handoff, error) {
 	readyR, readyW, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("tableflip ready pipe: %w", err)
@@ -46,10 +48,10 @@ func (t tableflip) handoff(n int, socks []*sockets.Socket, notifySocket string) 
 	}
 	h := &handoff{
 		files: []*os.File{readyW, namesR},
-		env:   append(withGeneration(sockets.WorkerEnv(t.base, nil, notifySocket), n), tableflipEnv),
+		env:   append(withWorker(sockets.WorkerEnv(t.base, nil, notifySocket), s), tableflipEnv),
 	}
-	for _, s := range socks {
-		h.files = append(h.files, s.File)
+	for _, sock := range socks {
+		h.files = append(h.files, sock.File)
 	}
 	h.started = func(pid int, ready func(int)) {
 		// The child has its own copies; the master's would keep the

@@ -1,4 +1,6 @@
-package upgrader
+//go:build linux
+
+package host
 
 import (
 	"strings"
@@ -23,12 +25,12 @@ type endless struct {
 	drain syscall.Signal
 }
 
-func (e endless) handoff(n int, socks []*sockets.Socket, notifySocket string) (*handoff, error) {
-	h := &handoff{env: append(withGeneration(sockets.WorkerEnv(e.base, nil, notifySocket), n), "ENDLESS_CONTINUE=1")}
+func (e endless) handoff(s Start, socks []*sockets.Socket, notifySocket string) (*handoff, error) {
+	h := &handoff{env: append(withWorker(sockets.WorkerEnv(e.base, nil, notifySocket), s), "ENDLESS_CONTINUE=1")}
 	var order []string
-	for _, s := range socks {
-		h.files = append(h.files, s.File)
-		order = append(order, s.Spec.Address)
+	for _, sock := range socks {
+		h.files = append(h.files, sock.File)
+		order = append(order, sock.Spec.Address)
 	}
 	if len(socks) > 1 {
 		h.env = append(h.env, "ENDLESS_SOCKET_ORDER="+strings.Join(order, ","))

@@ -1,4 +1,4 @@
-package upgrader
+package host
 
 import (
 	"strings"
@@ -32,28 +32,16 @@ func TestParseSignal(t *testing.T) {
 			t.Errorf("ParseSignal(%q) = %v, %v; want %v, ok=%v", tc.in, got, err, tc.want, tc.ok)
 		}
 		// Named signals read back as the short name users type.
-		if name := strings.TrimPrefix(strings.ToUpper(tc.in), "SIG"); err == nil && name != "" && name[0] > '9' && signalName(got) != name {
-			t.Errorf("signalName(%v) = %q, want %q", got, signalName(got), name)
+		if name := strings.TrimPrefix(strings.ToUpper(tc.in), "SIG"); err == nil && name != "" && name[0] > '9' && SignalName(got) != name {
+			t.Errorf("SignalName(%v) = %q, want %q", got, SignalName(got), name)
 		}
 	}
 }
 
-func TestParseProtocol(t *testing.T) {
-	for in, want := range map[string]Protocol{"systemd": ProtocolSystemd, "tableflip": ProtocolTableflip} {
-		if got, err := ParseProtocol(in); err != nil || got != want {
-			t.Errorf("ParseProtocol(%q) = %v, %v", in, got, err)
-		}
-	}
-	for _, in := range []string{"", "Systemd", "inetd"} {
-		if _, err := ParseProtocol(in); err == nil {
-			t.Errorf("ParseProtocol(%q) accepted", in)
-		}
-	}
-}
-
-func TestWithGenerationReplacesAnInheritedOne(t *testing.T) {
-	got := withGeneration([]string{"A=1", EnvGeneration + "=7", "B=2", EnvGeneration + "X=keep"}, 3)
-	want := []string{"A=1", "B=2", EnvGeneration + "X=keep", EnvGeneration + "=3"}
+func TestWithWorkerReplacesInheritedOnes(t *testing.T) {
+	got := withWorker([]string{"A=1", envGeneration + "=7", "B=2", envGeneration + "X=keep", envWorkerIndex + "=9"},
+		Start{Generation: 3, Index: 1, Workers: 4})
+	want := []string{"A=1", "B=2", envGeneration + "X=keep", envGeneration + "=3", envWorkerIndex + "=1", envWorkers + "=4"}
 	if len(got) != len(want) {
 		t.Fatalf("got %q, want %q", got, want)
 	}

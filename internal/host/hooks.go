@@ -1,0 +1,245 @@
+//go:build linux
+
+package host
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/baton-sh/baton/internal/keeper"
+	"github.com/baton-sh/baton/internal/sockets"
+)
+
+// Hook is one run of a lifecycle hook.
+type Hook struct {
+	Kind       string // on-ready or on-stopping
+	Argv       []string
+	Generation int   // the generation it is about, 0 if none
+	PIDs       []int // that generation's serving workers, by slot
+}
+
+// HookResult is a hook's end.
+type HookResult struct {
+	Hook   Hook
+	PID    int    // the hook's own process, 0 if it never started
+	Exit   string // how it ended: "exited with status 0", …
+	Err    error  // nil when it exited with status 0
+	Output string
+	Took   time.Duration
+}
+
+// maxHookOutput is how much of a hook's output is kept for the log.
+const maxHookOutput = 4096
+
+// hookRunner runs hooks, one at a time as the loop asks for them.
+type hookRunner struct {
+	h       *Host
+	mu      sync.Mutex
+	running int // the running hook's pidfd, -1 if none
+}
+
+// RunHook runs hk beside the loop; HookDone reports its end.
+func (h *Host) RunHook(hk Hook) {
+	env := hookEnv(h.cfg.Env, hk, h.cfg.Sockets)
+	go func() { h.ev.HookDone(h.hooks.run(hk, env)) }()
+}
+
+// run runs hk to its end, its process's exit, or kills its process group
+// at the timeout. Whatever the hook left in its group is killed once it
+// has exited; what it left elsewhere becomes a stray of the master, marked
+// by BATON_HOOK, which the loop kills.
+func (r *hookRunner) run(hk Hook, env []string) HookResult {
+	c := &r.h.cfg
+	started := time.Now()
+	res := HookResult{Hook: hk}
+	fail := func(err error) HookResult {
+		res.Err, res.Took = err, time.Since(started)
+		return res
+	}
+	path, err := resolveCommand(hk.Argv[0], c.Dir, c.Env)
+	if err != nil {
+		return fail(err)
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return fail(err)
+	}
+	defer pr.Close()
+	pidfd := -1
+	pid, exited, err := r.h.kids.fork(func() (int, error) {
+		return r.h.spawn.start(path, hk.Argv, &syscall.ProcAttr{
+			Dir:   c.Dir,
+			Env:   env,
+			Files: []uintptr{r.h.null.Fd(), pw.Fd(), pw.Fd()},
+			Sys:   &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, PidFD: &pidfd},
+		})
+	})
+	pw.Close()
+	if err != nil {
+		return fail(fmt.Errorf("start %s: %w", path, err))
+	}
+	res.PID = pid
+	if pidfd >= 0 {
+		defer unix.Close(pidfd)
+		if k := r.h.keeper; k != nil {
+			// If the master dies, the keeper stops the hook's group too.
+			k.tell(keeper.OpWorker, pid, 0, pidfd)
+			defer k.forget(pid)
+		}
+	}
+	r.mu.Lock()
+	r.running = pidfd
+	r.mu.Unlock()
+
+	out := &hookOutput{}
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		out.readFrom(pr)
+	}()
+	timer := time.NewTimer(c.HookTimeout)
+	defer timer.Stop()
+	var ws syscall.WaitStatus
+	timedOut := false
+	select {
+	case ws = <-exited:
+	case <-timer.C:
+		timedOut = true
+		r.killGroup(pid, pidfd)
+		ws = <-exited
+	}
+	r.mu.Lock()
+	r.running = -1
+	r.mu.Unlock()
+	// Whatever it left running in its group goes with it.
+	r.killGroup(pid, pidfd)
+	// It has ended: its output is what it wrote, read without waiting for
+	// a process it left behind to close the pipe.
+	pr.SetReadDeadline(time.Unix(1, 0))
+	<-read
+	pr.SetReadDeadline(time.Time{})
+	out.drain(pr)
+
+	res.Output = out.String()
+	res.Exit = DescribeExit(ws)
+	res.Took = time.Since(started)
+	switch {
+	case timedOut:
+		res.Err = fmt.Errorf("%s still running after %s (--hook-timeout): its process group was killed", hk.Kind, c.HookTimeout)
+	case !ws.Exited() || ws.ExitStatus() != 0:
+		res.Err = errors.New(hk.Kind + " " + res.Exit)
+	}
+	return res
+}
+
+// killGroup kills the hook's process group, through its pidfd where the
+// kernel allows (the group keeps the hook's number even once it is
+// reaped, and the pidfd names it by that very PID).
+func (r *hookRunner) killGroup(pid, pidfd int) {
+	if pidfd >= 0 {
+		if err := keeper.SignalGroup(pidfd, unix.SIGKILL); !errors.Is(err, keeper.ErrNoGroupSignal) {
+			return
+		}
+	}
+	syscall.Kill(-pid, syscall.SIGKILL)
+}
+
+// kill kills the running hook and its group (a fast stop).
+func (r *hookRunner) kill() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.running >= 0 {
+		keeper.Signal(r.running, unix.SIGKILL)
+		keeper.SignalGroup(r.running, unix.SIGKILL)
+	}
+}
+
+// hookOutput keeps the first maxHookOutput bytes a hook writes and
+// discards the rest, so the hook never blocks writing.
+type hookOutput struct {
+	b []byte
+}
+
+func (o *hookOutput) keep(p []byte) {
+	if room := maxHookOutput - len(o.b); room > 0 {
+		o.b = append(o.b, p[:min(room, len(p))]...)
+	}
+}
+
+func (o *hookOutput) readFrom(r io.Reader) {
+	buf := make([]byte, 4096)
+	for {
+		n, err := r.Read(buf)
+		o.keep(buf[:n])
+		if err != nil {
+			return
+		}
+	}
+}
+
+// drain reads what is left in the pipe without blocking.
+func (o *hookOutput) drain(f *os.File) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	buf := make([]byte, 4096)
+	rc.Read(func(fd uintptr) bool {
+		for {
+			n, err := syscall.Read(int(fd), buf)
+			if n > 0 {
+				o.keep(buf[:n])
+				continue
+			}
+			if errors.Is(err, syscall.EINTR) {
+				continue
+			}
+			return true // drained (EAGAIN), end of file, or an error
+		}
+	})
+}
+
+func (o *hookOutput) String() string { return string(o.b) }
+
+// hookEnv is a hook's environment: base without the workers' socket
+// activation variables, plus what the hook is about.
+func hookEnv(base []string, hk Hook, socks []*sockets.Socket) []string {
+	var env []string
+	for _, kv := range base {
+		name, _, _ := strings.Cut(kv, "=")
+		switch name {
+		case "LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PID", "NOTIFY_SOCKET", envHook, envGeneration,
+			envWorkerIndex, envWorkers, "BATON_WORKER_PID", "BATON_WORKER_PIDS", "BATON_MASTER_PID", "BATON_ADDRS":
+			continue
+		}
+		env = append(env, kv)
+	}
+	var addrs, pids []string
+	for _, s := range socks {
+		addrs = append(addrs, s.Spec.Name+"="+s.Addr.String())
+	}
+	first := 0
+	for i, p := range hk.PIDs {
+		if i == 0 {
+			first = p
+		}
+		pids = append(pids, strconv.Itoa(p))
+	}
+	return append(env,
+		envHook+"="+hk.Kind,
+		envGeneration+"="+strconv.Itoa(hk.Generation),
+		"BATON_WORKER_PID="+strconv.Itoa(first),
+		"BATON_WORKER_PIDS="+strings.Join(pids, ","),
+		"BATON_MASTER_PID="+strconv.Itoa(os.Getpid()),
+		"BATON_ADDRS="+strings.Join(addrs, ","),
+	)
+}

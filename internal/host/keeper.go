@@ -1,0 +1,411 @@
+//go:build linux
+
+package host
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/baton-sh/baton/internal/keeper"
+)
+
+// keeperLink is the master's side of its keeper (internal/keeper), the
+// process that outlives the master to stop what it leaves running if it
+// dies without a stop, SIGKILL included. It starts the keeper, tells it
+// about every worker, stray and hook the master holds a pidfd for, and
+// starts a new one, told everything anew, when the keeper dies (at once,
+// or after 1 s doubling to 30 s if it died within a second) or stops
+// reading: past maxKeeperQueue unsent messages it is killed and replaced.
+//
+// The loop (tell, forget), the reaper's hand-back of the keeper's exit and
+// the restart timer all reach it, hence its one lock; it never blocks on
+// the keeper, whose messages a writer goroutine sends.
+type keeperLink struct {
+	cfg  *Config
+	kids *children
+
+	mu     sync.Mutex
+	known  map[int]keeperEntry // what a new keeper is told, by PID
+	k      *keeperProc
+	delay  time.Duration // before the next start, after one died young
+	timer  *time.Timer
+	failed bool // the last start failed: said once
+	closed bool
+}
+
+// keeperEntry is one process the keeper is to know.
+type keeperEntry struct {
+	op      byte
+	gen, fd int // fd: the link's own copy of its pidfd
+}
+
+// maxKeeperQueue bounds the messages waiting for a keeper that does not
+// read (SIGSTOPped, say): each holds a descriptor.
+const maxKeeperQueue = 1024
+
+func newKeeperLink(cfg *Config, kids *children) *keeperLink {
+	return &keeperLink{cfg: cfg, kids: kids, known: map[int]keeperEntry{}}
+}
+
+// start starts the keeper. If it cannot, it says why and tries again
+// later.
+func (l *keeperLink) start() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.startLocked()
+}
+
+func (l *keeperLink) startLocked() {
+	l.timer = nil
+	if l.closed || l.k != nil {
+		return
+	}
+	k, err := l.newKeeper()
+	if err != nil {
+		if !l.failed {
+			l.cfg.Log.Error().Str("event", "keeper_failed").Err(err).Msg("cannot start the keeper: nothing stops the workers if the master is killed; retrying")
+		}
+		l.failed = true
+		l.retry()
+		return
+	}
+	l.failed = false
+	l.k = k
+	pids := make([]int, 0, len(l.known))
+	for pid := range l.known {
+		pids = append(pids, pid)
+	}
+	sort.Ints(pids)
+	for _, pid := range pids {
+		e := l.known[pid]
+		l.send(e.op, pid, e.gen, e.fd)
+	}
+	l.cfg.Log.Info().Str("event", "keeper_started").Int("pid", k.pid).Msg("keeper started")
+}
+
+// tell makes the keeper know process pid, with its pidfd.
+func (l *keeperLink) tell(op byte, pid, gen, pidfd int) {
+	fd, err := unix.FcntlInt(uintptr(pidfd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		l.cfg.Log.Error().Err(err).Int("pid", pid).Msg("cannot tell the keeper about a process")
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		unix.Close(fd)
+		return
+	}
+	l.known[pid] = keeperEntry{op: op, gen: gen, fd: fd}
+	l.send(op, pid, gen, fd)
+}
+
+// forget tells the keeper that pid is gone.
+func (l *keeperLink) forget(pid int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e, ok := l.known[pid]
+	if !ok {
+		return
+	}
+	delete(l.known, pid)
+	unix.Close(e.fd)
+	l.send(keeper.OpForget, pid, e.gen, -1)
+}
+
+// send queues a message for the running keeper, if any; a new keeper is
+// told everything when it starts.
+func (l *keeperLink) send(op byte, pid, gen, pidfd int) {
+	k := l.k
+	if k == nil {
+		return
+	}
+	m := keeperMsg{b: keeper.Msg{Op: op, PID: pid, Gen: gen}.Encode(), fd: -1}
+	if pidfd >= 0 {
+		fd, err := unix.FcntlInt(uintptr(pidfd), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			l.cfg.Log.Error().Err(err).Int("pid", pid).Msg("cannot tell the keeper about a process")
+			return
+		}
+		m.fd = fd
+	}
+	if !k.queue(m) {
+		l.cfg.Log.Error().Str("event", "keeper_wedged").Int("pid", k.pid).Int("queued", maxKeeperQueue).
+			Msg("the keeper is not reading (stopped?): killing it; a new one is told everything")
+		keeper.Signal(k.pidfd, unix.SIGKILL)
+	}
+}
+
+// exited starts a new keeper in place of k, which died.
+func (l *keeperLink) exited(k *keeperProc, status syscall.WaitStatus) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	k.abandon()
+	if l.closed {
+		return // close reaps it and closes its pidfd
+	}
+	unix.Close(k.pidfd)
+	if l.k != k {
+		return
+	}
+	l.k = nil
+	if time.Since(k.started) >= time.Second {
+		l.delay = 0
+	}
+	l.cfg.Log.Warn().Str("event", "keeper_exited").Int("pid", k.pid).Str("how", DescribeExit(status)).Msg("keeper exited: starting a new one")
+	if l.delay == 0 {
+		l.delay = time.Second
+		l.startLocked()
+		return
+	}
+	l.retry()
+}
+
+func (l *keeperLink) retry() {
+	if l.delay == 0 {
+		l.delay = time.Second
+	}
+	d := l.delay
+	l.delay = min(2*l.delay, 30*time.Second)
+	l.timer = time.AfterFunc(d, l.start)
+}
+
+// close ends the keeper after a clean stop: the master has reaped
+// everything and told it so, and the keeper, at end of file, exits without
+// signalling anything. A keeper that does not exit within the drain
+// timeout (stopped, say) is killed.
+func (l *keeperLink) close() {
+	l.mu.Lock()
+	l.closed = true
+	if l.timer != nil {
+		l.timer.Stop()
+	}
+	for pid, e := range l.known {
+		unix.Close(e.fd)
+		delete(l.known, pid)
+	}
+	k := l.k
+	l.k = nil
+	l.mu.Unlock()
+	if k == nil {
+		return
+	}
+	deadline := time.Now().Add(l.cfg.DrainTimeout)
+	k.finish(deadline) // everything told, then end of file
+	select {
+	case <-k.exited:
+	case <-time.After(time.Until(deadline)):
+		l.cfg.Log.Warn().Int("pid", k.pid).Msg("the keeper did not exit after the master's stop: killing it")
+		keeper.Signal(k.pidfd, unix.SIGKILL)
+		select {
+		case <-k.exited:
+		case <-time.After(5 * time.Second):
+		}
+	}
+	unix.Close(k.pidfd)
+}
+
+func (l *keeperLink) newKeeper() (*keeperProc, error) {
+	c := l.cfg
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("keeper socket: %w", err)
+	}
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+		return nil, err
+	}
+	defer null.Close()
+	format := c.LogFormat
+	if format != "json" && format != "console" {
+		format = "json"
+		if _, err := unix.IoctlGetTermios(int(os.Stderr.Fd()), unix.TCGETS); err == nil {
+			format = "console"
+		}
+	}
+	cfg := keeper.Config{DrainSignal: c.DrainSignal, DrainTimeout: c.DrainTimeout, DrainGroup: c.DrainGroup,
+		LogJSON: format == "json", LogLevel: c.LogLevel}
+	var env []string
+	for _, kv := range os.Environ() {
+		if len(kv) < len(keeper.Env)+1 || kv[:len(keeper.Env)+1] != keeper.Env+"=" {
+			env = append(env, kv)
+		}
+	}
+	pidfd := -1
+	pid, exited, err := l.kids.fork(func() (int, error) {
+		return syscall.ForkExec(c.ShimPath, []string{keeper.Comm}, &syscall.ProcAttr{
+			Dir:   "/",
+			Env:   append(env, keeper.Env+"="+cfg.String()),
+			Files: []uintptr{null.Fd(), os.Stderr.Fd(), os.Stderr.Fd(), uintptr(fds[1])},
+			// Its own process group: a signal to the master's group (a
+			// supervisor's killasgroup, a terminal's ^C) must not reach it.
+			Sys: &syscall.SysProcAttr{Setpgid: true, PidFD: &pidfd},
+		})
+	})
+	unix.Close(fds[1])
+	if err == nil && pidfd < 0 {
+		syscall.Kill(pid, syscall.SIGKILL) // our unreaped child: the PID is its own
+		err = errors.New("the kernel gave no pidfd for it (Linux 5.3+)")
+	}
+	if err != nil {
+		unix.Close(fds[0])
+		return nil, fmt.Errorf("start %s as the keeper: %w", c.ShimPath, err)
+	}
+	f := os.NewFile(uintptr(fds[0]), "keeper")
+	fc, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		keeper.Signal(pidfd, unix.SIGKILL)
+		unix.Close(pidfd)
+		return nil, fmt.Errorf("keeper socket: %w", err)
+	}
+	k := &keeperProc{pid: pid, pidfd: pidfd, started: time.Now(), conn: fc.(*net.UnixConn),
+		wake: make(chan struct{}, 1), done: make(chan struct{}), exited: make(chan struct{})}
+	go k.write()
+	go func() {
+		ws := <-exited
+		close(k.exited)
+		l.exited(k, ws)
+	}()
+	return k, nil
+}
+
+// keeperProc is a running keeper and the master's end of its socket.
+type keeperProc struct {
+	pid, pidfd int
+	started    time.Time
+	conn       *net.UnixConn
+	exited     chan struct{} // closed once it has been reaped
+
+	mu      sync.Mutex
+	pending []keeperMsg
+	wake    chan struct{}
+	closing bool
+	broken  bool
+	wedged  bool          // its queue filled up
+	done    chan struct{} // the writer has returned
+}
+
+type keeperMsg struct {
+	b  []byte
+	fd int // a pidfd to pass along, or -1
+}
+
+// queue adds m for the writer. It returns false the first time the queue
+// is full: the keeper is wedged.
+func (k *keeperProc) queue(m keeperMsg) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	switch {
+	case k.broken || k.closing:
+		closeMsgs([]keeperMsg{m})
+		return true
+	case len(k.pending) >= maxKeeperQueue:
+		closeMsgs([]keeperMsg{m})
+		wedged := !k.wedged
+		k.wedged = true
+		return !wedged
+	}
+	k.pending = append(k.pending, m)
+	k.poke()
+	return true
+}
+
+// write sends the queued messages in order until finish or abandon.
+func (k *keeperProc) write() {
+	defer close(k.done)
+	for {
+		k.mu.Lock()
+		for len(k.pending) == 0 && !k.closing && !k.broken {
+			k.mu.Unlock()
+			<-k.wake
+			k.mu.Lock()
+		}
+		q := k.pending
+		k.pending = nil
+		stop := k.broken || len(q) == 0 // abandoned, or finishing with nothing left
+		k.mu.Unlock()
+		if stop {
+			closeMsgs(q)
+			return
+		}
+		for i, m := range q {
+			var oob []byte
+			if m.fd >= 0 {
+				oob = unix.UnixRights(m.fd)
+			}
+			if _, _, err := k.conn.WriteMsgUnix(m.b, oob, nil); err != nil {
+				// The keeper is gone, stopped past the deadline, or abandoned.
+				closeMsgs(q[i:])
+				k.abandon()
+				return
+			}
+			closeMsgs(q[i : i+1])
+		}
+	}
+}
+
+// finish sends what is queued, waiting until deadline at most, then closes
+// the socket: end of file for the keeper.
+func (k *keeperProc) finish(deadline time.Time) {
+	k.conn.SetWriteDeadline(deadline)
+	k.mu.Lock()
+	k.closing = true
+	k.mu.Unlock()
+	k.poke()
+	<-k.done
+	k.conn.Close()
+}
+
+// abandon drops what is queued for a keeper that died, and the socket.
+func (k *keeperProc) abandon() {
+	k.mu.Lock()
+	k.broken = true
+	closeMsgs(k.pending)
+	k.pending = nil
+	k.mu.Unlock()
+	k.poke()
+	k.conn.Close()
+}
+
+func (k *keeperProc) poke() {
+	select {
+	case k.wake <- struct{}{}:
+	default:
+	}
+}
+
+func closeMsgs(ms []keeperMsg) {
+	for _, m := range ms {
+		if m.fd >= 0 {
+			unix.Close(m.fd)
+		}
+	}
+}
+
+// waitExit waits up to d for the process of pidfd to exit.
+func waitExit(pidfd int, d time.Duration) bool {
+	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+	deadline := time.Now().Add(d)
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return keeper.Exited(pidfd)
+		}
+		n, err := unix.Poll(fds, int((left+time.Millisecond-1)/time.Millisecond))
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		return err == nil && n > 0
+	}
+}

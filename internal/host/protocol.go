@@ -1,0 +1,116 @@
+//go:build linux
+
+package host
+
+import (
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/baton-sh/baton/internal/sockets"
+)
+
+// Protocol is how the sockets and the readiness signal pass between the
+// master and a worker.
+type Protocol int
+
+const (
+	// ProtocolSystemd is systemd's socket activation and sd_notify: the
+	// sockets are fds 3, 4, … with LISTEN_FDS, LISTEN_FDNAMES and
+	// LISTEN_PID; READY=1 arrives on NOTIFY_SOCKET.
+	ProtocolSystemd Protocol = iota
+	// ProtocolTableflip is the parent side of github.com/cloudflare/tableflip
+	// (v1.2), so that an unmodified tableflip app is a worker: its
+	// Upgrader.Listen gets the master's sockets and its Upgrader.Ready is the
+	// readiness signal. See tableflip.
+	ProtocolTableflip
+	// ProtocolEndless is the parent side of github.com/fvbock/endless: an
+	// unmodified endless app is a worker. See endless.
+	ProtocolEndless
+	// ProtocolGrace is the parent side of github.com/facebookgo/grace: an
+	// unmodified gracehttp app is a worker. See grace.
+	ProtocolGrace
+)
+
+var protocolNames = [...]string{"systemd", "tableflip", "endless", "grace"}
+
+func (p Protocol) String() string { return protocolNames[p] }
+
+// protocol prepares each generation's start: what it gets beyond stdio,
+// and any channel of its own on which it says it is ready. Every protocol
+// also gets the master's NOTIFY_SOCKET, so READY=1 and STATUS= work
+// whatever the protocol.
+type protocol interface {
+	// handoff returns what generation n is started with.
+	handoff(s Start, socks []*sockets.Socket, notifySocket string) (*handoff, error)
+}
+
+// handoff is one generation's start, made by a protocol.
+type handoff struct {
+	// files are the descriptors from fd 3 on, and env the environment.
+	files []*os.File
+	env   []string
+	// started, if set, is called once the worker's PID is known, or with
+	// pid 0 when it could not be started. A protocol that learns
+	// readiness on a channel of its own calls ready(pid) from any
+	// goroutine.
+	started func(pid int, ready func(pid int))
+	// release, if set, is called once the generation has taken over (its
+	// predecessor is gone) and again when it has exited.
+	release func()
+	// stub starts the parent stub (protocol_stub.go) as the main process.
+	stub bool
+	// signal, if set, is how a signal reaches the main process (not its
+	// group); done, if set, is called once the main process is reaped.
+	signal func(sig syscall.Signal) error
+	done   func()
+}
+
+func newProtocol(p Protocol, base []string, drain syscall.Signal) protocol {
+	switch p {
+	case ProtocolTableflip:
+		return tableflip{base: base}
+	case ProtocolEndless:
+		return endless{base: base, drain: drain}
+	case ProtocolGrace:
+		return grace{base: base, drain: drain}
+	}
+	return systemd{base: base}
+}
+
+// systemd passes the sockets the way systemd socket activation does.
+type systemd struct{ base []string }
+
+func (p systemd) handoff(s Start, socks []*sockets.Socket, notifySocket string) (*handoff, error) {
+	h := &handoff{env: withWorker(sockets.WorkerEnv(p.base, socks, notifySocket), s)}
+	for _, sock := range socks {
+		h.files = append(h.files, sock.File)
+	}
+	return h, nil
+}
+
+// withWorker sets the worker's own variables in env, replacing any
+// inherited: BATON_GENERATION, BATON_WORKER_INDEX and BATON_WORKERS.
+func withWorker(env []string, s Start) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		if name != envGeneration && name != envWorkerIndex && name != envWorkers {
+			out = append(out, kv)
+		}
+	}
+	return append(out,
+		envGeneration+"="+strconv.Itoa(s.Generation),
+		envWorkerIndex+"="+strconv.Itoa(s.Index),
+		envWorkers+"="+strconv.Itoa(s.Workers))
+}
+
+// The variables baton sets for workers and hooks, which the Host also
+// reads back from adopted processes.
+const (
+	envGeneration  = "BATON_GENERATION"
+	envWorkerIndex = "BATON_WORKER_INDEX"
+	envWorkers     = "BATON_WORKERS"
+	envHook        = "BATON_HOOK"
+)

@@ -1,0 +1,83 @@
+package upgrader
+
+import (
+	"time"
+
+	"github.com/baton-sh/baton/internal/host"
+)
+
+// generation is one release of the service: the program and directory
+// resolved when a reload made it. Every worker of a generation, whether
+// started by the reload, restarted after a crash, replaced by self-healing,
+// added by a scale-up or started again by a rollback, runs that release.
+type generation struct {
+	n       int
+	release host.Release
+}
+
+// workerState is where a worker is in its life.
+type workerState int
+
+const (
+	// starting: started, not ready yet.
+	starting workerState = iota
+	// probation: ready, serving beside the worker it replaces until it has
+	// stayed up for MinReady.
+	probation
+	// held: ready (and through probation), waiting for the rest of its
+	// rollout batch before it takes over.
+	held
+	// serving: its slot's worker.
+	serving
+	// draining: told to stop; finishing in-flight work.
+	draining
+)
+
+var workerStateNames = [...]string{"starting", "probation", "held", "serving", "draining"}
+
+func (s workerState) String() string { return workerStateNames[s] }
+
+// incoming reports whether a worker in state s is its slot's replacement,
+// started but not yet its slot's server.
+func (s workerState) incoming() bool { return s == starting || s == probation || s == held }
+
+// worker is one started worker process and the process group it leads.
+type worker struct {
+	gen     *generation
+	slot    *slot
+	pid     int
+	state   workerState
+	trigger Trigger // why it was started
+	started time.Time
+	readyAt time.Time
+	timer   func() // stops the one timer of its state
+	waited  int    // "still waiting" lines logged while starting
+	killed  bool   // its drain timeout passed and it got SIGKILL
+	// mainExit says how its main process ended while the rest of its
+	// process group still drains; the worker ends with its group.
+	mainExit string
+	status   statusLine
+	budget   statusLine // the log budget of its other notify lines
+}
+
+// slot is one of the N places a worker serves from. It has at most one
+// serving worker and at most one incoming one (its replacement, starting
+// or on probation); workers it had before drain outside it.
+type slot struct {
+	index    int
+	gen      *generation // the generation it runs, or is moving to
+	serving  *worker
+	incoming *worker
+	// crashes counts its consecutive crashes, for backoff and
+	// RestartLimit; restartDue cancels the restart scheduled after one.
+	crashes    int
+	restartDue func()
+	restarts   int // restarts begun, for status
+	retired    bool // removed by a scale-down
+	// replacing is the self-healing or crash replacement of its serving
+	// worker under way, outside any rollout.
+	replacing *replacement
+}
+
+// empty reports whether no worker serves from s.
+func (s *slot) empty() bool { return s.serving == nil }
