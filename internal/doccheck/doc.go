@@ -16,7 +16,9 @@
 // indented code blocks, nor in code spans. The scanner is not a full
 // CommonMark parser; it knows the constructs baton's documents use.
 //
-// The package's test runs Check over every markdown file of the
+// The package's tests run Check over every markdown file of the
 // repository, so a page moved or a heading renamed without its links
-// fails go test ./... .
+// fails go test ./... ; they also hold the manual's index, docs/README.md,
+// to link every page of docs/, and README.md's ## Tests section to start
+// with the test command, scripts/test.
 package doccheck

@@ -2,6 +2,7 @@ package doccheck
 
 import (
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -35,7 +36,7 @@ func TestRepositoryLinks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, must := range []string{"README.md"} {
+	for _, must := range []string{"README.md", "docs/README.md"} {
 		if !slices.Contains(docs, must) {
 			t.Errorf("%s is missing", must)
 		}
@@ -48,6 +49,32 @@ func TestRepositoryLinks(t *testing.T) {
 		t.Errorf("broken link: %s", p)
 	}
 	t.Logf("%d documents checked", len(docs))
+}
+
+// The manual's index, docs/README.md, links to every page of docs/, so a
+// page added later is found from the README.
+func TestManualIndexesEveryPage(t *testing.T) {
+	root := repoRoot(t)
+	src, err := os.ReadFile(filepath.Join(root, "docs", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	linked := map[string]bool{}
+	for _, b := range parse(string(src)).blocks {
+		for _, l := range links(b.text) {
+			p, _, _ := strings.Cut(l.dest, "#")
+			linked[path.Clean(p)] = true
+		}
+	}
+	pages, err := filepath.Glob(filepath.Join(root, "docs", "*.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pages {
+		if name := filepath.Base(p); name != "README.md" && !linked[name] {
+			t.Errorf("docs/README.md does not link to docs/%s: add it to the index", name)
+		}
+	}
 }
 
 // README.md's ## Tests section starts with the one test command, the one
