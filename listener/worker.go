@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/baton-sh/baton/internal/activation"
+	"github.com/baton-sh/baton/internal/envnames"
 	"github.com/baton-sh/baton/notify"
 )
 
@@ -223,6 +224,6 @@ func Status(s string) error { return notify.Send("STATUS=" + s) }
 // Generation is this worker's generation under baton (1 for the first,
 // and one more at each reload), or 0 when not run by baton.
 func Generation() int {
-	n, _ := strconv.Atoi(os.Getenv("BATON_GENERATION"))
+	n, _ := strconv.Atoi(os.Getenv(envnames.Generation))
 	return n
 }
