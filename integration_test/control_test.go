@@ -215,7 +215,7 @@ func TestSocketActivatedMaster(t *testing.T) {
 	if body := get(t, "http://"+addr+"/"); !strings.Contains(body, "gen=1") {
 		t.Fatalf("first request through the activated socket: %q", body)
 	}
-	if e := b.WaitFor(t, 5*time.Second, func(e harness.Event) bool { return e.Msg() == "listening" }); e["activated"] != true {
+	if e := b.WaitFor(t, 5*time.Second, func(e harness.Event) bool { return e.Kind() == "listening" }); e["activated"] != true {
 		t.Fatalf("socket not taken from systemd-socket-activate: %v", e)
 	}
 	load := startLoad(t, "http://"+addr+"/")

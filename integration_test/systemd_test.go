@@ -488,7 +488,7 @@ func TestSystemdUnits(t *testing.T) {
 			t.Fatalf("app.service is %s after the first connection, want active", state)
 		}
 		baton = m.mainPID("app")
-		listening := m.waitEvent("app", baton, "listening", func(e harness.Event) bool { return e.Msg() == "listening" })
+		listening := m.waitEvent("app", baton, "listening", func(e harness.Event) bool { return e.Kind() == "listening" })
 		if listening["activated"] != true || listening.Str("name") != "http" {
 			t.Fatalf("baton did not adopt systemd's socket: %v", listening)
 		}
@@ -675,7 +675,7 @@ func TestSystemdUnits(t *testing.T) {
 		if baton == old || baton == 0 {
 			t.Fatalf("MainPID after restart: %d (was %d)", baton, old)
 		}
-		listening := m.waitEvent("app", baton, "listening", func(e harness.Event) bool { return e.Msg() == "listening" })
+		listening := m.waitEvent("app", baton, "listening", func(e harness.Event) bool { return e.Kind() == "listening" })
 		if listening["activated"] != true {
 			t.Fatalf("the restarted baton did not take systemd's socket: %v", listening)
 		}
