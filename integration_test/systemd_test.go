@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/baton-sh/baton/internal/envnames"
 	"github.com/baton-sh/baton/internal/harness"
 	"github.com/baton-sh/baton/internal/loadgen"
 	"github.com/baton-sh/baton/internal/nspawn"
@@ -29,7 +30,7 @@ var systemdRootfs = nspawn.Rootfs{Suite: "trixie", Packages: []string{"systemd",
 
 // systemdCache is where the root filesystem is kept between runs.
 func systemdCache() string {
-	if d := os.Getenv("BATON_TEST_CACHE"); d != "" {
+	if d := os.Getenv(envnames.TestCache); d != "" {
 		return d
 	}
 	return "/var/cache/baton-test"
@@ -487,7 +488,7 @@ func TestSystemdUnits(t *testing.T) {
 			t.Fatalf("app.service is %s after the first connection, want active", state)
 		}
 		baton = m.mainPID("app")
-		listening := m.waitEvent("app", baton, "listening", func(e harness.Event) bool { return e.Msg() == "listening" })
+		listening := m.waitEvent("app", baton, "listening", func(e harness.Event) bool { return e.Kind() == "listening" })
 		if listening["activated"] != true || listening.Str("name") != "http" {
 			t.Fatalf("baton did not adopt systemd's socket: %v", listening)
 		}
@@ -674,7 +675,7 @@ func TestSystemdUnits(t *testing.T) {
 		if baton == old || baton == 0 {
 			t.Fatalf("MainPID after restart: %d (was %d)", baton, old)
 		}
-		listening := m.waitEvent("app", baton, "listening", func(e harness.Event) bool { return e.Msg() == "listening" })
+		listening := m.waitEvent("app", baton, "listening", func(e harness.Event) bool { return e.Kind() == "listening" })
 		if listening["activated"] != true {
 			t.Fatalf("the restarted baton did not take systemd's socket: %v", listening)
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/baton-sh/baton/internal/envnames"
 	"github.com/baton-sh/baton/internal/keeper"
 )
 
@@ -467,14 +468,14 @@ func (c *containment) newKeeper() (*keeperProc, error) {
 		LogJSON: format == "json", LogLevel: c.opts.LogLevel}
 	var env []string
 	for _, kv := range os.Environ() {
-		if len(kv) < len(keeper.Env)+1 || kv[:len(keeper.Env)+1] != keeper.Env+"=" {
+		if len(kv) < len(envnames.Keeper)+1 || kv[:len(envnames.Keeper)+1] != envnames.Keeper+"=" {
 			env = append(env, kv)
 		}
 	}
 	pidfd := -1
 	pid, err := syscall.ForkExec(c.opts.ShimPath, []string{keeper.Comm}, &syscall.ProcAttr{
 		Dir:   "/",
-		Env:   append(env, keeper.Env+"="+cfg.String()),
+		Env:   append(env, envnames.Keeper+"="+cfg.String()),
 		Files: []uintptr{null.Fd(), os.Stderr.Fd(), os.Stderr.Fd(), uintptr(fds[1])},
 		// Its own process group: a signal to the master's group (a
 		// supervisor's killasgroup, a terminal's ^C) must not reach it.

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/baton-sh/baton/internal/envnames"
 )
 
 // hookProcs are the hooks' processes, which the master's reaper (wait4 on
@@ -128,7 +130,7 @@ func hookEnv(base []string, h hookRun, m *Master) []string {
 		name, _, _ := strings.Cut(kv, "=")
 		switch name {
 		case "LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PID", "NOTIFY_SOCKET",
-			"BATON_HOOK", EnvGeneration, "BATON_WORKER_PID", "BATON_MASTER_PID", "BATON_ADDRS":
+			envnames.Hook, envnames.Generation, envnames.WorkerPID, envnames.MasterPID, envnames.Addrs:
 			continue
 		}
 		env = append(env, kv)
@@ -138,10 +140,10 @@ func hookEnv(base []string, h hookRun, m *Master) []string {
 		addrs = append(addrs, s.Spec.Name+"="+s.Addr.String())
 	}
 	return append(env,
-		"BATON_HOOK="+h.kind.String(),
-		EnvGeneration+"="+strconv.Itoa(h.gen),
-		"BATON_WORKER_PID="+strconv.Itoa(h.pid),
-		"BATON_MASTER_PID="+strconv.Itoa(selfPID),
-		"BATON_ADDRS="+strings.Join(addrs, ","),
+		envnames.Hook+"="+h.kind.String(),
+		envnames.Generation+"="+strconv.Itoa(h.gen),
+		envnames.WorkerPID+"="+strconv.Itoa(h.pid),
+		envnames.MasterPID+"="+strconv.Itoa(selfPID),
+		envnames.Addrs+"="+strings.Join(addrs, ","),
 	)
 }

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"syscall"
 
+	"github.com/baton-sh/baton/internal/envnames"
 	"github.com/baton-sh/baton/internal/sockets"
 )
 
@@ -110,4 +111,4 @@ func withGeneration(env []string, n int) []string {
 }
 
 // EnvGeneration tells a worker which generation it is (1, 2, …).
-const EnvGeneration = "BATON_GENERATION"
+const EnvGeneration = envnames.Generation
