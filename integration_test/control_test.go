@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -226,6 +227,55 @@ func TestSocketActivatedMaster(t *testing.T) {
 		}
 	}
 	requireNoFailures(t, load)
+}
+
+// systemd binds ListenStream=PORT as [::]:PORT, one dual-stack socket for
+// IPv4 and IPv6, and so does systemd-socket-activate --listen PORT. That
+// socket is what --listen tcp://:PORT means: baton takes it by address
+// (the names differ) instead of binding the port anew, which would fail,
+// and the worker, asking for :PORT under a name nobody passed, finds it
+// by the same rule. Both families reach the workers across reloads.
+func TestSocketActivatedDualStackPort(t *testing.T) {
+	activate, err := exec.LookPath("systemd-socket-activate")
+	if err != nil {
+		t.Fatal("systemd-socket-activate is not installed (Debian package systemd)")
+	}
+	port := freeDualStackPort(t)
+	bin := harness.Build(t)
+	b := harness.StartWith(t, harness.Setup{Wrap: []string{activate, "--listen", port}},
+		"--listen", "tcp://:"+port, "--", bin.TestWorker, "-name", "web", "-addr", ":"+port)
+	b.OutputContains(t, 10*time.Second, "Listening on [::]:"+port)
+	if body := get(t, "http://127.0.0.1:"+port+"/"); !strings.Contains(body, "gen=1") {
+		t.Fatalf("first request, over IPv4: %q", body)
+	}
+	if body := get(t, "http://[::1]:"+port+"/"); !strings.Contains(body, "gen=1") {
+		t.Fatalf("first request over IPv6: %q", body)
+	}
+	e := b.WaitFor(t, 5*time.Second, func(e harness.Event) bool { return e.Kind() == "listening" })
+	if e["activated"] != true || e.Str("addr") != "[::]:"+port {
+		t.Fatalf("tcp://:%s did not take the [::]:%s socket systemd-socket-activate passed: %v", port, port, e)
+	}
+	load := startLoad(t, "http://127.0.0.1:"+port+"/")
+	for i := 0; i < 2; i++ {
+		if end := b.Reload(t, 20*time.Second); end.Kind() != "reload_complete" {
+			t.Fatalf("reload %d: %v", i+1, end)
+		}
+	}
+	requireNoFailures(t, load)
+	if body := get(t, "http://[::1]:"+port+"/"); !strings.Contains(body, "gen=3") {
+		t.Fatalf("after two reloads, over IPv6: %q", body)
+	}
+}
+
+// freeDualStackPort is a TCP port free on every IPv4 and IPv6 address.
+func freeDualStackPort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
 }
 
 func TestAdminEndpoint(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/baton-sh/baton/internal/envnames"
 	"github.com/baton-sh/baton/internal/harness"
 	"github.com/baton-sh/baton/internal/loadgen"
 )
@@ -22,7 +23,7 @@ import (
 // 1 MB or 50%, it leaves no zombie, and the last tenth of the reloads is
 // not slower than the first (mean under 3× plus 20ms).
 func TestSoakReloadsUnderLoad(t *testing.T) {
-	reloads := soakEnvInt(t, "BATON_SOAK_RELOADS", 30)
+	reloads := soakEnvInt(t, envnames.SoakReloads, 30)
 	b, url := startWorker(t, nil)
 	master := b.PID()
 
@@ -111,7 +112,7 @@ func TestSoakReloadsUnderLoad(t *testing.T) {
 // it starts. The window is 2s, or BATON_IDLE_SECONDS (the README reports
 // 10s).
 func TestIdleMasterUsesNoCPU(t *testing.T) {
-	window := time.Duration(soakEnvInt(t, "BATON_IDLE_SECONDS", 2)) * time.Second
+	window := time.Duration(soakEnvInt(t, envnames.IdleSeconds, 2)) * time.Second
 	for _, tc := range []struct {
 		ready  string
 		worker []string

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/baton-sh/baton/internal/envnames"
 	"github.com/baton-sh/baton/internal/harness"
 	"github.com/baton-sh/baton/internal/loadgen"
 	"github.com/baton-sh/baton/internal/nspawn"
@@ -29,7 +30,7 @@ var systemdRootfs = nspawn.Rootfs{Suite: "trixie", Packages: []string{"systemd",
 
 // systemdCache is where the root filesystem is kept between runs.
 func systemdCache() string {
-	if d := os.Getenv("BATON_TEST_CACHE"); d != "" {
+	if d := os.Getenv(envnames.TestCache); d != "" {
 		return d
 	}
 	return "/var/cache/baton-test"

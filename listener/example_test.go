@@ -33,7 +33,7 @@ func ExampleServeHTTP() {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "hello from generation %s\n", os.Getenv("BATON_GENERATION"))
+		fmt.Fprintf(w, "hello from generation %d\n", listener.Generation())
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	if err := listener.ServeHTTP(srv, l); err != nil {

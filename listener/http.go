@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"os"
@@ -32,7 +33,11 @@ const IdleConnGrace = time.Second
 // handoff needs, and returns nil once nothing is left in flight:
 //
 //  1. Ready is sent as soon as srv is about to accept, so baton can drain
-//     the previous generation.
+//     the previous generation. If it cannot be sent, ServeHTTP says so
+//     once, in srv.ErrorLog (or the log package's standard logger, as
+//     net/http does), and serves on: the server works, and a manager
+//     that needs the message times out on its own (baton's --ready
+//     accepting does not need it).
 //  2. On the drain signal, l is closed: this process stops accepting, but
 //     the socket stays open in baton and in the next generation, so no
 //     connection is refused; connections waiting in the kernel's queue go
@@ -64,8 +69,7 @@ func ServeHTTP(srv *http.Server, l net.Listener, drainSignals ...os.Signal) erro
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
 	if err := Ready(); err != nil {
-		srv.Close()
-		return err
+		logf(srv, "listener: serving, but READY=1 was not sent: %v (a manager waiting for it will time out: check NOTIFY_SOCKET, or run baton with --ready accepting)", err)
 	}
 	select {
 	case err := <-served:
@@ -79,6 +83,15 @@ func ServeHTTP(srv *http.Server, l net.Listener, drainSignals ...os.Signal) erro
 	Stopping() // only now: baton may take it to mean "no longer accepting"
 	<-served   // the accept loop has ended: no connection is added after this
 	return drainer.Drain(context.Background())
+}
+
+// logf logs where srv logs its own errors.
+func logf(srv *http.Server, format string, args ...any) {
+	if srv.ErrorLog != nil {
+		srv.ErrorLog.Printf(format, args...)
+		return
+	}
+	log.Printf(format, args...)
 }
 
 // HTTPDrainer shuts an http.Server down without losing a request, for

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"os"
@@ -84,13 +85,20 @@ type drainServer struct {
 // (empty: no manager).
 func startServeHTTP(t *testing.T, h http.Handler, notifySocket string) *drainServer {
 	t.Helper()
+	return startServer(t, &http.Server{Handler: h}, notifySocket)
+}
+
+// startServer is startServeHTTP for a server of the test's own; it sets
+// srv.ConnState.
+func startServer(t *testing.T, srv *http.Server, notifySocket string) *drainServer {
+	t.Helper()
 	t.Setenv("NOTIFY_SOCKET", notifySocket)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	d := &drainServer{addr: l.Addr().String(), log: newConnLog(), done: make(chan error, 1)}
-	srv := &http.Server{Handler: h, ConnState: d.log.hook}
+	srv.ConnState = d.log.hook
 	go func() { d.done <- listener.ServeHTTP(srv, l, drainSignal) }()
 	t.Cleanup(func() {
 		select {
@@ -414,32 +422,57 @@ func TestServeHTTPNotifies(t *testing.T) {
 	}
 }
 
+// A manager that cannot be told READY=1 is no reason to stop a server
+// that already serves: go-systemd leaves the error to its caller, and
+// baton's --ready accepting does without the message. ServeHTTP says so
+// once, where the server logs its errors, and serves on until the drain.
+func TestServeHTTPServesWhenReadyCannotBeSent(t *testing.T) {
+	for _, own := range []bool{true, false} {
+		name := map[bool]string{true: "srv.ErrorLog", false: "standard logger"}[own]
+		t.Run(name, func(t *testing.T) {
+			logged := &lockedBuffer{}
+			srv := &http.Server{Handler: http.HandlerFunc(hello)}
+			if own {
+				srv.ErrorLog = log.New(logged, "", 0)
+			} else {
+				defer log.SetOutput(log.Writer())
+				log.SetOutput(logged)
+			}
+			d := startServer(t, srv, filepath.Join(t.TempDir(), "none.sock"))
+			c := d.dial(t)
+			io.WriteString(c, httpRequest)
+			readResponse(t, bufio.NewReader(c), "hello")
+			d.running(t, "serving")
+			c.Close() // nothing for the drain to wait for
+			d.drain(t)
+			d.wait(t) // Ready has returned: whatever it logs is logged
+			lines := strings.Split(strings.TrimSpace(logged.String()), "\n")
+			if len(lines) != 1 || !strings.Contains(lines[0], "READY=1") || !strings.Contains(lines[0], "none.sock") {
+				t.Fatalf("logged %q, want one line about READY=1 and none.sock", logged.String())
+			}
+			t.Log(lines[0])
+		})
+	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
 func TestServeHTTPErrors(t *testing.T) {
-	t.Run("notify socket missing", func(t *testing.T) {
-		t.Setenv("NOTIFY_SOCKET", filepath.Join(t.TempDir(), "none.sock"))
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		err = listener.ServeHTTP(&http.Server{Handler: http.HandlerFunc(hello)}, l, drainSignal)
-		if err == nil || !strings.Contains(err.Error(), "none.sock") {
-			t.Fatalf("ServeHTTP with an unreachable NOTIFY_SOCKET = %v, want the notify error", err)
-		}
-		// The server it started is shut down again.
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			c, err := net.Dial("tcp", l.Addr().String())
-			if err != nil {
-				break
-			}
-			c.Close()
-			if time.Now().After(deadline) {
-				t.Fatal("the listener still accepts after ServeHTTP failed")
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	})
 	t.Run("listener fails", func(t *testing.T) {
 		t.Setenv("NOTIFY_SOCKET", "")
 		l, err := net.Listen("tcp", "127.0.0.1:0")

@@ -17,22 +17,24 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/baton-sh/baton/internal/activation"
+	"github.com/baton-sh/baton/internal/envnames"
 	"github.com/baton-sh/baton/notify"
 )
 
 var passed struct {
 	sync.Mutex
-	read  bool
-	names []string          // every socket passed, by name, handed out or not
-	files []activation.File // not handed out yet
-	err   error
+	read    bool
+	names   []string            // every socket passed, by name, handed out or not
+	files   []*os.File          // not handed out yet
+	sockets []activation.Socket // what each of files is bound to
+	err     error
 }
 
 // errNoMatch says that sockets were passed but none is the one asked for:
@@ -49,109 +51,47 @@ func (e *errNoMatch) Error() string {
 }
 
 // take hands out the passed socket that Listen(name, network, address)
-// means: the only one called name; among several called name (systemd
-// names every socket of a .socket unit after the unit), the one bound to
-// address; with none called name, the one bound to address. It returns nil
-// when none fits.
+// means, chosen as the master chooses one for a --listen spec (see
+// activation.Choose). It returns nil when nothing was passed.
 func take(name, network, address string) (*os.File, error) {
 	passed.Lock()
 	defer passed.Unlock()
 	if !passed.read {
 		passed.read = true
-		passed.files, passed.err = activation.Files()
-		for _, f := range passed.files {
+		var files []activation.File
+		files, passed.err = activation.Files()
+		for _, f := range files {
+			// A descriptor that is no socket can still be asked for by
+			// name; net.FileListener then says what it is.
+			s, _ := activation.Describe(f.Name, f.File)
 			passed.names = append(passed.names, f.Name)
+			passed.files = append(passed.files, f.File)
+			passed.sockets = append(passed.sockets, s)
 		}
 	}
 	if passed.err != nil {
 		return nil, passed.err
 	}
-	var named []int
-	for i, f := range passed.files {
-		if f.Name == name {
-			named = append(named, i)
-		}
-	}
-	pick := -1
-	switch {
-	case len(named) == 1:
-		pick = named[0]
-	case len(named) > 1:
-		for _, i := range named {
-			if boundTo(passed.files[i].File, network, address) {
-				pick = i
-				break
-			}
-		}
-	default:
-		for i, f := range passed.files {
-			if boundTo(f.File, network, address) {
-				pick = i
-				break
-			}
-		}
-	}
+	pick := activation.Choose(passed.sockets, name, network, address)
 	if pick < 0 {
 		if len(passed.names) > 0 {
 			return nil, &errNoMatch{name, address, passed.names}
 		}
 		return nil, nil
 	}
-	f := passed.files[pick].File
-	passed.files = append(passed.files[:pick], passed.files[pick+1:]...)
+	f := passed.files[pick]
+	passed.files = slices.Delete(passed.files, pick, pick+1)
+	passed.sockets = slices.Delete(passed.sockets, pick, pick+1)
 	return f, nil
 }
 
-// boundTo reports whether f is a socket bound to address (a port of 0
-// never matches). It reads the address without f.Fd, which would switch
-// a socket shared with other generations to blocking mode.
-func boundTo(f *os.File, network, address string) bool {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return false
-	}
-	var sa syscall.Sockaddr
-	rc.Control(func(fd uintptr) { sa, _ = syscall.Getsockname(int(fd)) })
-	switch sa := sa.(type) {
-	case *syscall.SockaddrInet4:
-		return sameIPPort(network, address, sa.Addr[:], sa.Port)
-	case *syscall.SockaddrInet6:
-		return sameIPPort(network, address, sa.Addr[:], sa.Port)
-	case *syscall.SockaddrUnix:
-		return (network == "unix" || network == "unixgram" || network == "unixpacket") && sa.Name == address
-	}
-	return false
-}
-
-func sameIPPort(network, address string, ip net.IP, port int) bool {
-	var want *net.TCPAddr
-	switch network {
-	case "tcp", "tcp4", "tcp6":
-		a, err := net.ResolveTCPAddr(network, address)
-		if err != nil {
-			return false
-		}
-		want = a
-	case "udp", "udp4", "udp6":
-		a, err := net.ResolveUDPAddr(network, address)
-		if err != nil {
-			return false
-		}
-		want = &net.TCPAddr{IP: a.IP, Port: a.Port}
-	default:
-		return false
-	}
-	if want.Port == 0 || want.Port != port {
-		return false
-	}
-	if want.IP == nil {
-		want.IP = net.IPv6unspecified
-	}
-	return want.IP.Equal(ip) || (want.IP.IsUnspecified() && ip.IsUnspecified())
-}
-
-// Listen returns the passed stream socket called name (see take for how
-// repeated names are told apart). When nothing was passed (the program was
+// Listen returns the passed stream socket called name. When several are
+// called name (systemd names every socket of a .socket unit after the
+// unit), or none is, it returns the one bound to address, by the rule
+// baton's master uses for --listen: a wildcard host is the same address
+// as a wildcard socket that takes an IP family in common (":8080" is the
+// [::]:8080 socket systemd binds for ListenStream=8080), and port 0 never
+// matches an address. When nothing was passed (the program was
 // started by hand, say with go run) it binds network/address itself, so
 // the same binary works with and without baton. When sockets were passed
 // but none is called name or bound to address, it is an error naming the
@@ -223,6 +163,6 @@ func Status(s string) error { return notify.Send("STATUS=" + s) }
 // Generation is this worker's generation under baton (1 for the first,
 // and one more at each reload), or 0 when not run by baton.
 func Generation() int {
-	n, _ := strconv.Atoi(os.Getenv("BATON_GENERATION"))
+	n, _ := strconv.Atoi(os.Getenv(envnames.Generation))
 	return n
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"syscall"
 
+	"github.com/baton-sh/baton/internal/envnames"
 	"github.com/baton-sh/baton/internal/host"
 )
 
@@ -39,4 +40,4 @@ func ParseProtocol(s string) (Protocol, error) {
 func ParseSignal(s string) (syscall.Signal, error) { return host.ParseSignal(s) }
 
 // EnvGeneration tells a worker which generation it is (1, 2, …).
-const EnvGeneration = "BATON_GENERATION"
+const EnvGeneration = envnames.Generation

@@ -150,10 +150,10 @@ func demoWorker() int {
 		fmt.Fprintln(os.Stderr, "demo worker:", err)
 		return exitRuntime
 	}
-	gen, pid := os.Getenv(upgrader.EnvGeneration), os.Getpid()
+	gen, pid := listener.Generation(), os.Getpid()
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			fmt.Fprintf(w, "hello from generation %s pid=%d\n", gen, pid)
+			fmt.Fprintf(w, "hello from generation %d pid=%d\n", gen, pid)
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}

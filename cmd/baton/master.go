@@ -378,8 +378,8 @@ func openSockets(listen []string, log zerolog.Logger) ([]*sockets.Socket, error)
 				return nil, err
 			}
 		}
-		log.Info().Str("event", "listening").Str("name", spec.Name).Str("addr", s.Addr.String()).Str("network", s.Addr.Network()).
-			Bool("activated", s.Activated).Msg("listening")
+		log.Info().Str("event", "listening").Str("name", spec.Name).Str("addr", s.Addr.String()).
+			Str("network", s.Addr.Network()).Bool("activated", s.Activated).Msg("listening")
 		held = append(held, s)
 	}
 	for _, s := range activated.Rest() {

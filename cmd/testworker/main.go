@@ -61,7 +61,7 @@ func main() {
 		exec.Command("sh", "-c", "sleep 300 >/dev/null 2>&1 &").Run()
 	}
 
-	gen := os.Getenv("BATON_GENERATION")
+	gen := strconv.Itoa(listener.Generation())
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "gen=%s pid=%d\n", gen, os.Getpid())

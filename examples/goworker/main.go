@@ -23,6 +23,7 @@ import (
 	"log"
 	"net/http"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/baton-sh/baton/listener"
@@ -39,9 +40,9 @@ func main() {
 		log.Fatal(err)
 	}
 
-	gen := os.Getenv("BATON_GENERATION") // set by baton: 1, 2, …
-	if gen == "" {
-		gen = "none"
+	gen := "none"
+	if n := listener.Generation(); n > 0 { // under baton: 1, 2, …
+		gen = strconv.Itoa(n)
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

@@ -1,8 +1,11 @@
 // Package activation reads the descriptors a process was given by systemd's
 // socket-activation protocol (sd_listen_fds(3)): LISTEN_FDS descriptors
 // from fd 3, named by LISTEN_FDNAMES, meant for this process only when
-// LISTEN_PID is its PID. Both ends of baton use it: the master, which a
-// service manager may activate, and a worker's listener.Listen.
+// LISTEN_PID is its PID; and it tells which of them a program means by a
+// name or an address (Choose). Both ends of baton use it, so that both
+// agree: the master, which a service manager may activate and which looks
+// for each --listen spec among the sockets passed, and a worker's
+// listener.Listen, which looks for the address its server asks for.
 package activation
 
 import (

@@ -1,22 +1,23 @@
 // Package execshim turns a process started as a worker's exec shim into
 // that worker. It does so from its init function, which Go runs before the
-// heavier packages of the binary initialise (it depends only on os, strconv
-// and syscall), so a worker start pays a few milliseconds for the shim, not
-// the whole of baton's start-up.
+// heavier packages of the binary initialise (it depends only on os,
+// strconv, syscall and the constants of internal/envnames), so a worker
+// start pays a few milliseconds for the shim, not the whole of baton's
+// start-up.
 //
 // The shim exists because Go cannot run code between fork and exec: the
-// master starts its own binary with Env naming the worker, and the shim
-// sets LISTEN_PID to its PID, which the worker keeps across exec.
+// master starts its own binary with envnames.ExecShim naming the worker,
+// and the shim sets LISTEN_PID to its PID, which the worker keeps across
+// exec.
 package execshim
 
 import (
 	"os"
 	"strconv"
 	"syscall"
-)
 
-// Env carries the path of the worker program the shim is to become.
-const Env = "BATON_EXEC_SHIM"
+	"github.com/baton-sh/baton/internal/envnames"
+)
 
 func init() { Run() }
 
@@ -24,11 +25,11 @@ func init() { Run() }
 // at once otherwise. It returns only on failure, which it reports on stderr
 // before exiting with status 127, as a shell does.
 func Run() {
-	worker, ok := os.LookupEnv(Env)
+	worker, ok := os.LookupEnv(envnames.ExecShim)
 	if !ok {
 		return
 	}
-	os.Unsetenv(Env)
+	os.Unsetenv(envnames.ExecShim)
 	if _, ok := os.LookupEnv("LISTEN_FDS"); ok {
 		os.Setenv("LISTEN_PID", strconv.Itoa(os.Getpid()))
 	}

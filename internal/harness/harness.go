@@ -265,7 +265,7 @@ func CheckNoRace(t testing.TB, output string) {
 // Addr is the address the socket called name was bound to.
 func (b *Baton) Addr(t testing.TB, name string) string {
 	t.Helper()
-	e := b.WaitFor(t, 5*time.Second, func(e Event) bool { return e.Msg() == "listening" && e.Str("name") == name })
+	e := b.WaitFor(t, 5*time.Second, func(e Event) bool { return e.Kind() == "listening" && e.Str("name") == name })
 	return e.Str("addr")
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/baton-sh/baton/internal/envnames"
 	"github.com/baton-sh/baton/internal/keeper"
 	"github.com/baton-sh/baton/internal/sockets"
 )
@@ -217,8 +218,8 @@ func hookEnv(base []string, hk Hook, socks []*sockets.Socket) []string {
 	for _, kv := range base {
 		name, _, _ := strings.Cut(kv, "=")
 		switch name {
-		case "LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PID", "NOTIFY_SOCKET", envHook, envGeneration,
-			envWorkerIndex, envWorkers, "BATON_WORKER_PID", "BATON_WORKER_PIDS", "BATON_MASTER_PID", "BATON_ADDRS":
+		case "LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PID", "NOTIFY_SOCKET", envnames.Hook, envnames.Generation,
+			envnames.WorkerIndex, envnames.Workers, envnames.WorkerPID, envnames.WorkerPIDs, envnames.MasterPID, envnames.Addrs:
 			continue
 		}
 		env = append(env, kv)
@@ -235,11 +236,11 @@ func hookEnv(base []string, hk Hook, socks []*sockets.Socket) []string {
 		pids = append(pids, strconv.Itoa(p))
 	}
 	return append(env,
-		envHook+"="+hk.Kind,
-		envGeneration+"="+strconv.Itoa(hk.Generation),
-		"BATON_WORKER_PID="+strconv.Itoa(first),
-		"BATON_WORKER_PIDS="+strings.Join(pids, ","),
-		"BATON_MASTER_PID="+strconv.Itoa(os.Getpid()),
-		"BATON_ADDRS="+strings.Join(addrs, ","),
+		envnames.Hook+"="+hk.Kind,
+		envnames.Generation+"="+strconv.Itoa(hk.Generation),
+		envnames.WorkerPID+"="+strconv.Itoa(first),
+		envnames.WorkerPIDs+"="+strings.Join(pids, ","),
+		envnames.MasterPID+"="+strconv.Itoa(os.Getpid()),
+		envnames.Addrs+"="+strings.Join(addrs, ","),
 	)
 }

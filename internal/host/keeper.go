@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/baton-sh/baton/internal/envnames"
 	"github.com/baton-sh/baton/internal/keeper"
 )
 
@@ -237,7 +238,7 @@ func (l *keeperLink) newKeeper() (*keeperProc, error) {
 		LogJSON: format == "json", LogLevel: c.LogLevel}
 	var env []string
 	for _, kv := range os.Environ() {
-		if len(kv) < len(keeper.Env)+1 || kv[:len(keeper.Env)+1] != keeper.Env+"=" {
+		if len(kv) < len(envnames.Keeper)+1 || kv[:len(envnames.Keeper)+1] != envnames.Keeper+"=" {
 			env = append(env, kv)
 		}
 	}
@@ -245,7 +246,7 @@ func (l *keeperLink) newKeeper() (*keeperProc, error) {
 	pid, exited, err := l.kids.fork(func() (int, error) {
 		return syscall.ForkExec(c.ShimPath, []string{keeper.Comm}, &syscall.ProcAttr{
 			Dir:   "/",
-			Env:   append(env, keeper.Env+"="+cfg.String()),
+			Env:   append(env, envnames.Keeper+"="+cfg.String()),
 			Files: []uintptr{null.Fd(), os.Stderr.Fd(), os.Stderr.Fd(), uintptr(fds[1])},
 			// Its own process group: a signal to the master's group (a
 			// supervisor's killasgroup, a terminal's ^C) must not reach it.

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/baton-sh/baton/internal/envnames"
 	"github.com/baton-sh/baton/internal/sockets"
 )
 
@@ -109,8 +110,8 @@ func withWorker(env []string, s Start) []string {
 // The variables baton sets for workers and hooks, which the Host also
 // reads back from adopted processes.
 const (
-	envGeneration  = "BATON_GENERATION"
-	envWorkerIndex = "BATON_WORKER_INDEX"
-	envWorkers     = "BATON_WORKERS"
-	envHook        = "BATON_HOOK"
+	envGeneration  = envnames.Generation
+	envWorkerIndex = envnames.WorkerIndex
+	envWorkers     = envnames.Workers
+	envHook        = envnames.Hook
 )

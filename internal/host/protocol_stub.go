@@ -7,14 +7,15 @@ import (
 	"os"
 	"strconv"
 	"syscall"
+
+	"github.com/baton-sh/baton/internal/envnames"
 )
 
-// The environment of internal/parentstub, which cmd/baton imports; a test
-// checks that the names agree.
+// The environment of internal/parentstub, which cmd/baton imports.
 const (
-	stubEnv        = "BATON_PARENT_STUB"
-	stubEnvControl = "BATON_STUB_CONTROL"
-	stubEnvDrain   = "BATON_STUB_DRAIN"
+	stubEnv        = envnames.ParentStub
+	stubEnvControl = envnames.StubControl
+	stubEnvDrain   = envnames.StubDrain
 )
 
 // withParentStub makes h start the parent stub of internal/parentstub as

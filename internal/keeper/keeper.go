@@ -5,7 +5,7 @@
 // master, SIGKILL included.
 //
 // The master starts the keeper once, at start-up, as a re-exec of its own
-// binary with Env set: this package's init then runs the keeper instead of
+// binary with envnames.Keeper set: this package's init then runs the keeper instead of
 // baton, before baton's heavier packages initialise. The keeper sits in its
 // own process group, ignores TERM, INT, HUP and PIPE, uses no CPU while it
 // waits, and holds one end of a socket pair whose other end only the master
@@ -42,11 +42,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-)
 
-// Env, when set, makes a baton binary run as a keeper. Its value is the
-// keeper's configuration (see Config.String).
-const Env = "BATON_KEEPER"
+	"github.com/baton-sh/baton/internal/envnames"
+)
 
 // Comm is the keeper's process name, as ps and /proc/PID/comm show it.
 const Comm = "baton-keeper"
@@ -68,7 +66,8 @@ type Config struct {
 	LogLevel   string // debug, info, warn or error
 }
 
-// String encodes c as the value of Env.
+// String encodes c as the value of envnames.Keeper, which makes a baton
+// binary started with it run as a keeper.
 func (c Config) String() string {
 	format := "console"
 	if c.LogJSON {
@@ -98,7 +97,7 @@ func parseConfig(s string) (Config, error) {
 			c.LogLevel = v
 		}
 		if err != nil {
-			return c, errors.New("bad " + Env + " " + kv)
+			return c, errors.New("bad " + envnames.Keeper + " " + kv)
 		}
 	}
 	return c, nil
@@ -107,7 +106,7 @@ func parseConfig(s string) (Config, error) {
 // Run runs the keeper if this process was started as one, and exits when
 // it is done; it returns at once otherwise.
 func Run() {
-	v, ok := os.LookupEnv(Env)
+	v, ok := os.LookupEnv(envnames.Keeper)
 	if !ok {
 		return
 	}

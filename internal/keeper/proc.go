@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/baton-sh/baton/internal/envnames"
 )
 
 // Proc is one process as /proc/PID/stat shows it.
@@ -99,7 +101,7 @@ func Children() []int {
 }
 
 // Generation reads the worker generation a process inherited
-// (BATON_GENERATION in /proc/PID/environ, its environment as it was
+// (envnames.Generation in /proc/PID/environ, its environment as it was
 // exec'd). It returns 0 when the process has none or cannot be read.
 func Generation(pid int) int {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
@@ -107,17 +109,13 @@ func Generation(pid int) int {
 		return 0
 	}
 	for _, kv := range bytes.Split(b, []byte{0}) {
-		if v, ok := bytes.CutPrefix(kv, []byte(EnvGeneration+"=")); ok {
+		if v, ok := bytes.CutPrefix(kv, []byte(envnames.Generation+"=")); ok {
 			n, _ := strconv.Atoi(string(v))
 			return max(n, 0)
 		}
 	}
 	return 0
 }
-
-// EnvGeneration is the variable in which every worker, and so everything
-// it starts, learns its generation.
-const EnvGeneration = "BATON_GENERATION"
 
 // Open returns a pidfd for pid together with its /proc stat, read after the
 // pidfd was opened and known to be of the same process: the process was

@@ -26,6 +26,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/baton-sh/baton/internal/envnames"
 )
 
 // Rootfs describes a Debian root filesystem made by debootstrap.
@@ -158,7 +160,7 @@ func (r Rootfs) debootstrap(target string, progress io.Writer) error {
 // URI ending in /debian in /etc/apt/sources.list and sources.list.d), or
 // http://deb.debian.org/debian; $BATON_TEST_DEBIAN_MIRROR overrides both.
 func DebianMirror() string {
-	if m := os.Getenv("BATON_TEST_DEBIAN_MIRROR"); m != "" {
+	if m := os.Getenv(envnames.TestDebianMirror); m != "" {
 		return m
 	}
 	files, _ := filepath.Glob("/etc/apt/sources.list.d/*")

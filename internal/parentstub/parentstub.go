@@ -21,7 +21,8 @@
 // The stub stays in the generation's process group with the app, so a
 // SIGKILL to the group at the drain timeout ends both. It runs from this
 // package's init function, which depends on nothing heavier than os/signal,
-// before the rest of baton initialises.
+// before the rest of baton initialises. The master sets its environment
+// (envnames.ParentStub, StubControl and StubDrain).
 package parentstub
 
 import (
@@ -30,20 +31,8 @@ import (
 	"runtime"
 	"strconv"
 	"syscall"
-)
 
-// Environment of a stub, set by the master.
-const (
-	// Env is the path of the app; its presence selects stub mode.
-	Env = "BATON_PARENT_STUB"
-	// EnvControl is the stub's fd of the master's signal pipe; the fds
-	// from 3 up to it are the app's, passed on as they are.
-	EnvControl = "BATON_STUB_CONTROL"
-	// EnvDrain is the drain signal's number.
-	EnvDrain = "BATON_STUB_DRAIN"
-	// shimEnv is internal/execshim's: the app is started through the exec
-	// shim so that LISTEN_PID names the app.
-	shimEnv = "BATON_EXEC_SHIM"
+	"github.com/baton-sh/baton/internal/envnames"
 )
 
 func init() { Run() }
@@ -51,7 +40,7 @@ func init() { Run() }
 // Run becomes the stub if this process was started as one, and returns at
 // once otherwise. As a stub it never returns.
 func Run() {
-	app, ok := os.LookupEnv(Env)
+	app, ok := os.LookupEnv(envnames.ParentStub)
 	if !ok {
 		return
 	}
@@ -64,13 +53,13 @@ func fail(msg string) int {
 }
 
 func run(app string) int {
-	ctl, err1 := strconv.Atoi(os.Getenv(EnvControl))
-	drainN, err2 := strconv.Atoi(os.Getenv(EnvDrain))
+	ctl, err1 := strconv.Atoi(os.Getenv(envnames.StubControl))
+	drainN, err2 := strconv.Atoi(os.Getenv(envnames.StubDrain))
 	if err1 != nil || err2 != nil || ctl < 3 {
-		return fail("bad " + EnvControl + " or " + EnvDrain)
+		return fail("bad " + envnames.StubControl + " or " + envnames.StubDrain)
 	}
 	drain := syscall.Signal(drainN)
-	for _, k := range []string{Env, EnvControl, EnvDrain} {
+	for _, k := range []string{envnames.ParentStub, envnames.StubControl, envnames.StubDrain} {
 		os.Unsetenv(k)
 	}
 	syscall.CloseOnExec(ctl)
@@ -92,7 +81,8 @@ func run(app string) int {
 	// The app's parent-death signal follows the thread that forks it.
 	runtime.LockOSThread()
 	pid, err := syscall.ForkExec(self, os.Args, &syscall.ProcAttr{
-		Env:   append(os.Environ(), shimEnv+"="+app),
+		// Through the exec shim, so that LISTEN_PID names the app.
+		Env:   append(os.Environ(), envnames.ExecShim+"="+app),
 		Files: files,
 		Sys:   &syscall.SysProcAttr{Pdeathsig: drain},
 	})

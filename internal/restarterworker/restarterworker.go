@@ -13,10 +13,12 @@ import (
 	"net/http"
 	"os"
 	"sync"
+
+	"github.com/baton-sh/baton/internal/envnames"
 )
 
 // Server answers every request with "LIBRARY gen=N pid=P", N being
-// BATON_GENERATION, so a test learns which library's app and which
+// envnames.Generation, so a test learns which library's app and which
 // process answered.
 type Server struct {
 	l    net.Listener
@@ -27,7 +29,7 @@ type Server struct {
 // New returns a Server for l that names library in its answers.
 func New(library string, l net.Listener) *Server {
 	s := &Server{l: l}
-	gen := os.Getenv("BATON_GENERATION")
+	gen := os.Getenv(envnames.Generation)
 	s.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "%s gen=%s pid=%d\n", library, gen, os.Getpid())
 	}), ConnState: s.open.track}

@@ -2,9 +2,8 @@ package sockets
 
 import (
 	"fmt"
-	"net"
 	"os"
-	"syscall"
+	"slices"
 
 	"github.com/baton-sh/baton/internal/activation"
 )
@@ -15,6 +14,7 @@ import (
 // baton itself refuses no connection.
 type Activation struct {
 	sockets []*Socket
+	passed  []activation.Socket // what each of sockets is bound to
 }
 
 // Activated collects the sockets passed to this process with LISTEN_FDS
@@ -27,7 +27,7 @@ func Activated() (*Activation, error) {
 	}
 	a := &Activation{}
 	for i, f := range files {
-		s, err := adopt(f.Name, f.File)
+		s, passed, err := adopt(f.Name, f.File)
 		if err != nil {
 			for _, f := range files[i:] {
 				f.File.Close()
@@ -36,6 +36,7 @@ func Activated() (*Activation, error) {
 			return nil, err
 		}
 		a.sockets = append(a.sockets, s)
+		a.passed = append(a.passed, passed)
 	}
 	return a, nil
 }
@@ -45,85 +46,37 @@ func (a *Activation) Close() {
 	for _, s := range a.sockets {
 		s.Close()
 	}
-	a.sockets = nil
+	a.sockets, a.passed = nil, nil
 }
 
-func adopt(name string, f *os.File) (*Socket, error) {
-	typ, err := syscall.GetsockoptInt(int(f.Fd()), syscall.SOL_SOCKET, syscall.SO_TYPE)
+func adopt(name string, f *os.File) (*Socket, activation.Socket, error) {
+	passed, err := activation.Describe(name, f)
 	if err != nil {
-		return nil, fmt.Errorf("activated socket %q (fd %d) is not a socket: %w", name, f.Fd(), err)
-	}
-	var addr net.Addr
-	if typ == syscall.SOCK_DGRAM {
-		c, err := net.FilePacketConn(f)
-		if err != nil {
-			return nil, fmt.Errorf("activated socket %q: %w", name, err)
-		}
-		addr = c.LocalAddr()
-		c.Close()
-	} else {
-		l, err := net.FileListener(f)
-		if err != nil {
-			return nil, fmt.Errorf("activated socket %q: %w", name, err)
-		}
-		addr = l.Addr()
-		if ul, ok := l.(*net.UnixListener); ok {
-			ul.SetUnlinkOnClose(false) // the service manager owns the file
-		}
-		l.Close()
+		return nil, passed, fmt.Errorf("activated socket %q (fd %d): %w", name, f.Fd(), err)
 	}
 	if f, err = holdable(f); err != nil {
-		return nil, fmt.Errorf("activated socket %q: %w", name, err)
+		return nil, passed, fmt.Errorf("activated socket %q: %w", name, err)
 	}
-	return &Socket{Spec: Spec{Name: name, Network: addr.Network(), Address: addr.String()}, File: f, Addr: addr, Activated: true}, nil
+	addr := passed.Addr
+	return &Socket{Spec: Spec{Name: name, Network: addr.Network(), Address: addr.String()}, File: f, Addr: addr, Activated: true}, passed, nil
 }
 
-// Take removes and returns the activated socket for spec: the one named
-// spec.Name; among several of that name (systemd names every socket of a
-// .socket unit after the unit unless FileDescriptorName= is set), the one
-// bound to spec's address; with none of that name, the one bound to spec's
-// address (never for port 0). It returns nil when none matches; the caller
-// then binds spec itself.
+// Take removes and returns the activated socket spec means, chosen by
+// name and else by address as a worker's listener.Listen chooses (see
+// activation.Choose): so systemd's ListenStream=8080, bound to [::]:8080,
+// is the socket of --listen tcp://:8080. It returns nil when none is; the
+// caller then binds spec itself.
 func (a *Activation) Take(spec Spec) *Socket {
-	var named []int
-	for i, s := range a.sockets {
-		if s.Spec.Name == spec.Name {
-			named = append(named, i)
-		}
-	}
-	pick := -1
-	if len(named) == 1 {
-		pick = named[0]
-	} else {
-		for i, s := range a.sockets {
-			if (len(named) == 0 || s.Spec.Name == spec.Name) && sameAddress(spec, s.Addr) {
-				pick = i
-				break
-			}
-		}
-	}
+	pick := activation.Choose(a.passed, spec.Name, spec.Network, spec.Address)
 	if pick < 0 {
 		return nil
 	}
 	s := a.sockets[pick]
-	a.sockets = append(a.sockets[:pick], a.sockets[pick+1:]...)
+	a.sockets = slices.Delete(a.sockets, pick, pick+1)
+	a.passed = slices.Delete(a.passed, pick, pick+1)
 	s.Spec.Name, s.Spec.Mode = spec.Name, spec.Mode
 	return s
 }
 
 // Rest returns the activated sockets no spec has taken.
 func (a *Activation) Rest() []*Socket { return a.sockets }
-
-func sameAddress(spec Spec, addr net.Addr) bool {
-	switch got := addr.(type) {
-	case *net.TCPAddr:
-		want, err := net.ResolveTCPAddr(spec.Network, spec.Address)
-		return err == nil && !spec.IsPacket() && want.Port != 0 && want.Port == got.Port && want.IP.Equal(got.IP)
-	case *net.UDPAddr:
-		want, err := net.ResolveUDPAddr(spec.Network, spec.Address)
-		return err == nil && spec.IsPacket() && want.Port != 0 && want.Port == got.Port && want.IP.Equal(got.IP)
-	case *net.UnixAddr:
-		return spec.Network == "unix" && spec.Address == got.Name
-	}
-	return false
-}

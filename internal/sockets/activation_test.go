@@ -3,7 +3,23 @@ package sockets
 import (
 	"net"
 	"testing"
+
+	"github.com/baton-sh/baton/internal/activation"
 )
+
+// passedAs is the Activation of socks, as Activated would read it; the
+// IPv6 wildcards among them are dual-stack, as systemd binds them.
+func passedAs(socks ...*Socket) *Activation {
+	a := &Activation{sockets: socks}
+	for _, s := range socks {
+		var dual bool
+		if t, ok := s.Addr.(*net.TCPAddr); ok {
+			dual = t.IP.Equal(net.IPv6unspecified)
+		}
+		a.passed = append(a.passed, activation.Socket{Name: s.Spec.Name, Addr: s.Addr, DualStack: dual})
+	}
+	return a
+}
 
 func TestActivationTakeMatchesByNameThenAddress(t *testing.T) {
 	tcp := func(name, addr string) *Socket {
@@ -28,9 +44,11 @@ func TestActivationTakeMatchesByNameThenAddress(t *testing.T) {
 		{"a stream spec never takes a datagram socket", "dns=tcp://127.0.0.1:53", ""},
 		{"udp by address", "dns=udp://127.0.0.1:53", "127.0.0.1:53"},
 		{"unix by path", "sock=unix:///run/app.sock", "/run/app.sock"},
+		{"an empty host takes systemd's dual-stack [::]", "web=tcp://:8090", "[::]:8090"},
+		{"so does 0.0.0.0, whose IPv4 it takes", "web=tcp://0.0.0.0:8090", "[::]:8090"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			a := &Activation{sockets: []*Socket{tcp("http", "127.0.0.1:8080"), tcp("fd4", "127.0.0.1:8081"), unix, udp}}
+			a := passedAs(tcp("http", "127.0.0.1:8080"), tcp("fd4", "127.0.0.1:8081"), unix, udp, tcp("fd7", "[::]:8090"))
 			spec, err := ParseSpec(tc.spec, 0)
 			if err != nil {
 				t.Fatal(err)
@@ -41,8 +59,8 @@ func TestActivationTakeMatchesByNameThenAddress(t *testing.T) {
 				t.Fatalf("took %v, want none", got.Spec)
 			case tc.want != "" && (got == nil || got.Spec.Address != tc.want):
 				t.Fatalf("took %v, want the socket on %s", got, tc.want)
-			case got != nil && (got.Spec.Name != spec.Name || len(a.Rest()) != 3):
-				t.Fatalf("taken socket named %q (want %q), %d left (want 3)", got.Spec.Name, spec.Name, len(a.Rest()))
+			case got != nil && (got.Spec.Name != spec.Name || len(a.Rest()) != 4):
+				t.Fatalf("taken socket named %q (want %q), %d left (want 4)", got.Spec.Name, spec.Name, len(a.Rest()))
 			}
 		})
 	}
@@ -56,7 +74,7 @@ func TestActivationTakeRepeatedNames(t *testing.T) {
 		a, _ := net.ResolveTCPAddr("tcp", addr)
 		return &Socket{Spec: Spec{Name: name, Network: "tcp", Address: addr}, Addr: a, Activated: true}
 	}
-	a := &Activation{sockets: []*Socket{tcp("app.socket", "127.0.0.1:9001"), tcp("app.socket", "127.0.0.1:9002")}}
+	a := passedAs(tcp("app.socket", "127.0.0.1:9001"), tcp("app.socket", "127.0.0.1:9002"))
 	for _, tc := range []struct{ spec, want string }{
 		{"app.socket=tcp://127.0.0.1:9002", "127.0.0.1:9002"},
 		{"api=tcp://127.0.0.1:9001", "127.0.0.1:9001"},

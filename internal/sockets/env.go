@@ -5,15 +5,11 @@ import (
 	"strings"
 
 	"github.com/baton-sh/baton/internal/activation"
-	"github.com/baton-sh/baton/internal/execshim"
+	"github.com/baton-sh/baton/internal/envnames"
 )
 
 // EnvNotifySocket is the sd_notify socket variable a worker is given.
 const EnvNotifySocket = "NOTIFY_SOCKET"
-
-// shimEnv marks a process started as the exec shim and carries the path of
-// the worker program it is to become.
-const shimEnv = execshim.Env
 
 // WorkerEnv returns base with the socket-activation variables for sockets
 // and, if notifySocket is not empty, NOTIFY_SOCKET. Variables of the same
@@ -24,7 +20,7 @@ func WorkerEnv(base []string, sockets []*Socket, notifySocket string) []string {
 	env := make([]string, 0, len(base)+4)
 	for _, kv := range base {
 		switch strings.SplitN(kv, "=", 2)[0] {
-		case activation.EnvFDs, activation.EnvFDNames, activation.EnvPID, EnvNotifySocket, shimEnv:
+		case activation.EnvFDs, activation.EnvFDNames, activation.EnvPID, EnvNotifySocket, envnames.ExecShim:
 			continue
 		}
 		env = append(env, kv)
@@ -48,4 +44,4 @@ func WorkerEnv(base []string, sockets []*Socket, notifySocket string) []string {
 // with it, set LISTEN_PID to its own PID and exec worker in place (see
 // internal/execshim). Go offers no hook between fork and exec to set the
 // variable directly, and the PID does not change across exec.
-func ShimVar(worker string) string { return shimEnv + "=" + worker }
+func ShimVar(worker string) string { return envnames.ExecShim + "=" + worker }

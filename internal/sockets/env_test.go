@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/baton-sh/baton/internal/envnames"
 	"github.com/baton-sh/baton/internal/execshim"
 	"github.com/baton-sh/baton/internal/sockets"
 	"github.com/baton-sh/baton/listener"
@@ -45,7 +46,7 @@ type workerReport struct {
 // report, and answers one connection on the socket named "web".
 func runWorker() int {
 	r := workerReport{PID: os.Getpid(), ListenPID: os.Getenv("LISTEN_PID")}
-	_, r.Shim = os.LookupEnv("BATON_EXEC_SHIM")
+	_, r.Shim = os.LookupEnv(envnames.ExecShim)
 	if names := os.Getenv("LISTEN_FDNAMES"); names != "" && r.ListenPID == strconv.Itoa(r.PID) {
 		r.Names = strings.Split(names, ":")
 	}
@@ -170,7 +171,7 @@ func TestWorkerEnv(t *testing.T) {
 func TestShimVar(t *testing.T) {
 	for _, worker := range []string{"/usr/bin/app", "./worker", "/path with spaces/w=x"} {
 		got := sockets.ShimVar(worker)
-		if want := "BATON_EXEC_SHIM=" + worker; got != want {
+		if want := envnames.ExecShim + "=" + worker; got != want {
 			t.Errorf("ShimVar(%q) = %q, want %q", worker, got, want)
 		}
 		// WorkerEnv drops a shim variable inherited from baton's parent:
@@ -231,7 +232,7 @@ func TestShimHandoff(t *testing.T) {
 		t.Errorf("worker got LISTEN_PID=%q, want %d", r.ListenPID, cmd.Process.Pid)
 	}
 	if r.Shim {
-		t.Errorf("worker still has BATON_EXEC_SHIM set")
+		t.Errorf("worker still has %s set", envnames.ExecShim)
 	}
 	if !slices.Equal(r.Names, []string{"web"}) {
 		t.Errorf("worker inherited sockets %q, want [web]", r.Names)
