@@ -84,8 +84,12 @@ func NewMetrics(status func() (upgrader.Status, error)) *Metrics {
 			return 0
 		})
 	}
-	m.reloads.WithLabelValues("ok")
-	m.reloads.WithLabelValues("failed")
+	// The series a scrape should see before the first reload.
+	for _, t := range []upgrader.Trigger{upgrader.TriggerSignal, upgrader.TriggerControl, upgrader.TriggerAdmin} {
+		for _, result := range []string{"ok", "failed", "rolled_back"} {
+			m.reloads.WithLabelValues(t.String(), result)
+		}
+	}
 	m.registry.MustRegister(m.reloads, m.reloadDuration, m.restarts, generation, workerUp, stopping("delay"), stopping("drain"),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -106,7 +106,7 @@ func TestStatusJSONAndTheControlSocket(t *testing.T) {
 	switch {
 	case st.PID != b.PID(), st.Generation != 2, st.WorkerPID != worker, !st.Ready, st.Stopping,
 		len(st.Workers) != 1, st.Workers[0].State != "serving",
-		st.LastReload == nil, !st.LastReload.OK, st.LastReload.Trigger != "control", st.LastReload.TookSeconds <= 0,
+		st.LastReload == nil, !st.LastReload.OK, st.LastReload.Trigger != "signal", st.LastReload.TookSeconds <= 0,
 		st.Restarts != 0, time.Since(st.Started) > time.Minute:
 		t.Fatalf("status --json = %s\nwant master %d, generation 2 served by %d, last reload ok", stdout, b.PID(), worker)
 	}

@@ -56,8 +56,8 @@ func (m *Master) timerFired(w *worker) {
 		// It may already be answering requests: drain it like any old
 		// worker rather than cut them.
 		m.drain(w)
-		m.incomingFailed(w, fmt.Errorf("new worker (generation %d, worker %d, pid %d) was not ready after %s (--ready-timeout) and was told to drain: %s",
-			w.gen.n, w.slot.index, w.pid, m.opts.ReadyTimeout, m.waitingFor()))
+		m.incomingFailed(w, fmt.Errorf("new worker (%s) was not ready after %s (--ready-timeout) and was told to drain: %s",
+			m.who(w), m.opts.ReadyTimeout, m.waitingFor()))
 	case probation:
 		m.promotable(w)
 	case draining:
@@ -218,12 +218,12 @@ func (m *Master) workerEnded(w *worker, how string) {
 
 	switch {
 	case s.incoming == w:
-		why := fmt.Errorf("new worker (generation %d, worker %d, pid %d) %s before it was ready", w.gen.n, s.index, w.pid, how)
+		why := fmt.Errorf("new worker (%s) %s before it was ready", m.who(w), how)
 		if left := m.daemonized(w); left != "" {
-			why = fmt.Errorf("new worker (generation %d, worker %d, pid %d) daemonized: it %s before it was ready and left %s running; run the server in the foreground", w.gen.n, s.index, w.pid, how, left)
+			why = fmt.Errorf("new worker (%s) daemonized: it %s before it was ready and left %s running; run the server in the foreground", m.who(w), how, left)
 		} else if w.state == probation || w.state == held {
-			why = fmt.Errorf("new worker (generation %d, worker %d, pid %d) %s %s after it was ready, within --min-ready %s",
-				w.gen.n, s.index, w.pid, how, m.env.now().Sub(w.readyAt).Round(time.Millisecond), m.opts.MinReady)
+			why = fmt.Errorf("new worker (%s) %s %s after it was ready, within --min-ready %s",
+				m.who(w), how, m.env.now().Sub(w.readyAt).Round(time.Millisecond), m.opts.MinReady)
 		}
 		m.incomingFailed(w, why)
 	case s.serving == w:
@@ -250,8 +250,8 @@ func (m *Master) servingExited(w *worker, how string) {
 			switch {
 			case mv.done:
 				// It took over in this rollout and died: the release is bad.
-				m.rolloutFailed(r, fmt.Errorf("new worker (generation %d, worker %d, pid %d) %s %s after it was ready, during the reload",
-					w.gen.n, s.index, w.pid, how, m.env.now().Sub(w.readyAt).Round(time.Millisecond)))
+				m.rolloutFailed(r, fmt.Errorf("new worker (%s) %s %s after it was ready, during the reload",
+					m.who(w), how, m.env.now().Sub(w.readyAt).Round(time.Millisecond)))
 			case mv.w != nil && (mv.w.state == held || mv.w.state == probation):
 				m.log.Warn().Str("event", "serving_exited").Int("gen", w.gen.n).Int("index", s.index).Str("how", how).
 					Msg("serving worker exited during the reload: its replacement takes over now")
@@ -274,7 +274,7 @@ func (m *Master) servingExited(w *worker, how string) {
 		m.takeOver(in)
 		return
 	}
-	m.crashed(s, w.readyAt, fmt.Errorf("worker (generation %d, worker %d, pid %d) %s", w.gen.n, s.index, w.pid, how))
+	m.crashed(s, w.readyAt, fmt.Errorf("worker (%s) %s", m.who(w), how))
 }
 
 // incomingFailed handles an incoming worker that will not take over: it

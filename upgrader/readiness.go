@@ -80,7 +80,7 @@ func (m *Master) notified(pid int, d notify.Datagram) {
 			// over, and the worker it would replace, never told to drain,
 			// serves on.
 			m.drain(w)
-			m.incomingFailed(w, fmt.Errorf("new worker (generation %d, worker %d, pid %d) said STOPPING=1 within --min-ready %s", w.gen.n, w.slot.index, w.pid, m.opts.MinReady))
+			m.incomingFailed(w, fmt.Errorf("new worker (%s) said STOPPING=1 within --min-ready %s", m.who(w), m.opts.MinReady))
 			return
 		}
 	}

@@ -1,6 +1,7 @@
 package upgrader
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/baton-sh/baton/internal/host"
@@ -81,3 +82,12 @@ type slot struct {
 
 // empty reports whether no worker serves from s.
 func (s *slot) empty() bool { return s.serving == nil }
+
+// who names w in messages: "generation 3, pid 120", with its slot when
+// there are several ("generation 3, worker 2, pid 120").
+func (m *Master) who(w *worker) string {
+	if len(m.slots) > 1 || w.slot.index > 0 {
+		return fmt.Sprintf("generation %d, worker %d, pid %d", w.gen.n, w.slot.index, w.pid)
+	}
+	return fmt.Sprintf("generation %d, pid %d", w.gen.n, w.pid)
+}
