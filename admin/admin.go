@@ -121,7 +121,10 @@ func (m *Metrics) Observe(e upgrader.Event) {
 			result = "rolled_back"
 		}
 		m.reloads.WithLabelValues(e.Trigger.String(), result).Inc()
-		m.reloadDuration.Observe(e.Took.Seconds())
+		switch e.Trigger {
+		case upgrader.TriggerSignal, upgrader.TriggerControl, upgrader.TriggerAdmin:
+			m.reloadDuration.Observe(e.Took.Seconds())
+		}
 	}
 }
 

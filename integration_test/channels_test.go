@@ -289,8 +289,10 @@ func TestNotifySocketSurvivesACleaner(t *testing.T) {
 			}
 			// A crash restart needs the socket too.
 			syscall.Kill(b.WorkerPID(t, 2), syscall.SIGKILL)
-			b.WaitFor(t, 20*time.Second, func(e harness.Event) bool { return e.Kind() == "reload_complete" && e.Int("gen") == 3 })
-			stopCleanly(t, b, b.WorkerPID(t, 3))
+			b.WaitFor(t, 20*time.Second, func(e harness.Event) bool {
+				return e.Kind() == "reload_complete" && e.Str("trigger") == "crash" && e.Int("gen") == 2
+			})
+			stopCleanly(t, b, b.State(t).WorkerPID)
 		})
 	}
 }
@@ -483,7 +485,7 @@ func TestControlRequestIsCapped(t *testing.T) {
 	}
 
 	for _, tc := range []struct{ send, want string }{
-		{`{"command":"` + strings.Repeat("y", 1000) + `"}` + "\n", `unknown command "` + strings.Repeat("y", 40) + `": want reload or status`},
+		{`{"command":"` + strings.Repeat("y", 1000) + `"}` + "\n", `unknown command "` + strings.Repeat("y", 40) + `": want reload, scale or status`},
 		{"not json\n", "bad request: "},
 		{"", "bad request: "}, // nothing within the request timeout
 	} {

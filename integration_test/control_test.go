@@ -294,12 +294,12 @@ func TestAdminEndpoint(t *testing.T) {
 					t.Fatalf("GET %s: %d %s", path, code, body)
 				}
 			}
-			if m := metrics(t, base); m[`baton_reloads_total{result="ok"}`] != "0" || m["baton_generation"] != "1" || m["baton_worker_up"] != "1" {
+			if m := metrics(t, base); m[`baton_reloads_total{result="ok",trigger="signal"}`] != "0" || m["baton_generation"] != "1" || m["baton_worker_up"] != "1" {
 				t.Fatalf("metrics at start: %v", m)
 			}
 			b.Reload(t, 20*time.Second)
 			m := metrics(t, base)
-			if m[`baton_reloads_total{result="ok"}`] != "1" || m["baton_generation"] != "2" || m["baton_reload_duration_seconds_count"] != "1" {
+			if m[`baton_reloads_total{result="ok",trigger="signal"}`] != "1" || m["baton_generation"] != "2" || m["baton_reload_duration_seconds_count"] != "1" {
 				t.Fatalf("metrics after a reload: %v", m)
 			}
 

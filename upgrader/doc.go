@@ -1,48 +1,78 @@
-// Package upgrader is baton's engine: it runs generations of a worker
-// process over sockets the caller holds, replaces one generation with the
-// next on request without refusing or cutting a connection, restarts
-// crashed workers, and reaps every child.
+// Package upgrader is the lifecycle of baton's master: it runs N worker
+// processes of one command over sockets the caller holds, replaces them
+// with a new generation on request without refusing or cutting a
+// connection, rolls a failing generation back, restarts a crashed worker,
+// scales, and stops. It decides; internal/host does: this package touches
+// the operating system only through its env.
 //
-// # How it works
+// # Slots, workers, generations
 //
-// A Master keeps all of its state in one goroutine (Run). Everything else,
-// signals, child exits, notify datagrams, readiness seen by a protocol,
-// timers and API calls, reaches it as an event on one channel; callers that
-// want an answer send a reply channel along. The loop touches the outside
-// world only through an env (start a generation, signal, arm a timer), so
-// every transition can be driven and checked without processes.
+// The master runs Options.Workers slots, 0..N-1. A slot has at most one
+// serving worker and at most one incoming one (its replacement, starting
+// or on probation); the workers it had before drain outside it. A
+// generation is one release: the program and directory a reload resolved
+// (symbolic links followed), so every worker of it, whenever started,
+// runs the same files. A worker moves through
 //
-// Each generation moves through
+//	starting ──ready──▶ [probation ──MinReady──▶] [held ──batch ready──▶] serving ──replaced──▶ draining ──group empty──▶ gone
 //
-//	starting ──ready──▶ [probation ──min-ready──▶] serving ──next one serves──▶ draining ──exit──▶ reaped
+// and a slot's serving worker is replaced
 //
-// A reload is one replacement of the serving generation by a new one; the
-// first start, a crash restart and a restore after a lost socket are
-// reloads too. A reload ends when the new generation serves and the old one
-// has exited (success), or when the new one exits, is not ready within
-// ReadyTimeout, or dies during MinReady (failure: the old generation keeps
-// serving, never having been told to drain), or when a stop overtakes it.
-// A new generation that dies after it took over, while the old one still
-// drains, fails the reload and is restarted with backoff like any crash.
+//   - by a reload (a rollout, rollout.go): a new generation for every slot,
+//     in batches of at most MaxSurge workers beside serving ones; a batch
+//     takes over when all of it is ready, and a failure moves the slots
+//     already moved back to the generation each ran before;
+//   - by a restart after a crash (replace.go): the slot alone, with its
+//     own backoff and RestartLimit, running the slot's generation;
+//   - by a scale-up (scale.go), which adds slots of the serving generation.
 //
 // # Invariants
 //
-// After every event:
-//   - at most one generation is starting or on probation, and it belongs
-//     to the reload under way;
-//   - at most one generation serves, and it is the current one;
-//   - every draining generation has its drain timer armed, so it is gone
-//     within DrainTimeout plus the time to reap it;
-//   - whenever no generation serves and the master is not stopping, a
-//     start is under way or scheduled (a reload, or a restart timer);
-//   - once stopping, no generation is started again, and Run returns only
-//     when every worker has been reaped and no hook runs;
+// After every event (master_test.go and slots_test.go check these after
+// each step of every scenario, and after every state × event pair):
+//   - every live worker is its slot's serving or incoming worker, or
+//     draining; a slot's serving worker is in state serving, its incoming
+//     one starting, on probation, or held, and held only within the batch
+//     of the rollout under way;
+//   - at most MaxSurge incoming workers run beside serving ones;
+//   - a rollout never drains a serving worker before its replacement has
+//     taken over, so serving capacity never drops below N during a reload
+//     except by a worker's own death;
+//   - whenever a slot has nothing serving and the master is not stopping,
+//     a start is under way or scheduled for it: an incoming worker, a
+//     restart timer, or a move of the rollout under way;
+//   - every draining worker has its drain timer armed, or has been killed;
+//   - once stopping, nothing starts again, and Run returns only when every
+//     worker and stray has been reaped and no hook runs;
 //   - during a stop delay (stop.go) nothing is starting, and the delay ends
 //     as soon as its time has passed and the on-stopping hook has ended;
-//     after it, every generation drains or has been killed;
-//   - at most one hook (hooks.go) runs at a time, and one waits only
-//     while another runs.
+//     after it, every worker drains or has been killed;
+//   - at most one hook (hooks.go) runs at a time, and one waits only while
+//     another runs.
 //
-// master_test.go drives the loop through every state and event with a fake
-// env and checks these after each step.
+// # Goroutines and locks
+//
+// The loop (Master.Run) owns every field of Master and is the only caller
+// of the env and so of internal/host.Host. Everything else reaches it as
+// an event on one unbuffered channel (Master.send), each a type whose
+// apply method is its whole handling (events.go), or is one of these:
+//
+//	goroutine                       sends                            owns / locks
+//	reaper (host/reap.go)           childExited                      host.children.mu while routing a hook's or the keeper's exit
+//	notify receiver, one per worker notified                         its worker's socket
+//	accepting watcher, per starting readySeen                        nothing shared; cancelled by settled
+//	protocol channel (tableflip)    readySeen                        its pipes
+//	group watch, per draining group groupEmpty                       an eventfd to stop it
+//	hook runner, one at a time      hookDone                         hookRunner.mu (the running hook's pidfd, for a fast stop)
+//	timers (time.AfterFunc)         workerTimer, waitTick, restartDue,
+//	                                strayKill, stopDelayOver         nothing
+//	spawner, one locked OS thread   (answers the loop's start)       the thread every worker is forked from
+//	keeper link writer              nothing                          keeperProc.mu, under keeperLink.mu
+//	API callers (Reload, Scale, …)  requests with reply channels     nothing; replies are buffered
+//
+// Lock order: keeperLink.mu, then host.children.mu (held across the fork
+// of a hook or the keeper, and by the reaper while it hands one's exit
+// back) or keeperProc.mu. No lock is held while sending to the loop, and
+// the loop takes one only inside a Host call (telling the keeper, asking
+// whether a child is a hook's), never across an event.
 package upgrader

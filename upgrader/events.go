@@ -72,18 +72,18 @@ type (
 	stopDelayOver struct{}
 )
 
-func (e reloadReq) apply(m *Master)  { m.beginReload(e.trigger, e.reply) }
-func (e scaleReq) apply(m *Master)   { m.scale(e) }
-func (e stopReq) apply(m *Master)    { m.requestStop(e.fast) }
-func (e signalReq) apply(m *Master)  { m.forward(e.sig) }
-func (e statusReq) apply(m *Master)  { e.reply <- m.status() }
+func (e reloadReq) apply(m *Master)   { m.beginReload(e.trigger, e.reply) }
+func (e scaleReq) apply(m *Master)    { m.scale(e) }
+func (e stopReq) apply(m *Master)     { m.requestStop(e.fast) }
+func (e signalReq) apply(m *Master)   { m.forward(e.sig) }
+func (e statusReq) apply(m *Master)   { e.reply <- m.status() }
 func (e childExited) apply(m *Master) { m.reaped(e.pid, e.status) }
-func (e notified) apply(m *Master)   { m.notified(e.pid, e.d) }
-func (e groupEmpty) apply(m *Master) { m.groupEmptied(e.pid) }
-func (e hookDone) apply(m *Master)   { m.hookEnded(host.HookResult(e)) }
-func (e waitTick) apply(m *Master)   { m.stillWaiting(e.w) }
-func (e restartDue) apply(m *Master) { m.restartSlot(e.s) }
-func (e strayKill) apply(m *Master)  { m.killStray(e.s) }
+func (e notified) apply(m *Master)    { m.notified(e.pid, e.d) }
+func (e groupEmpty) apply(m *Master)  { m.groupEmptied(e.pid) }
+func (e hookDone) apply(m *Master)    { m.hookEnded(host.HookResult(e)) }
+func (e waitTick) apply(m *Master)    { m.stillWaiting(e.w) }
+func (e restartDue) apply(m *Master)  { m.restartSlot(e.s) }
+func (e strayKill) apply(m *Master)   { m.killStray(e.s) }
 func (e workerTimer) apply(m *Master) {
 	if e.w.state == e.state && m.workers[e.w.pid] == e.w {
 		m.timerFired(e.w)

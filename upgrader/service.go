@@ -28,7 +28,7 @@ func (m *Master) tellService(e Event) {
 			st.Status = fmt.Sprintf("replacing worker %d of generation %d (%s)", e.Index, e.Generation, e.Trigger)
 		}
 	case ReloadComplete:
-		st = host.ServiceState{Ready: true, Status: fmt.Sprintf("serving: generation %d, %d workers", m.currentGen(), m.servingCount())}
+		st = host.ServiceState{Ready: true, Status: m.servingStatus()}
 	case ReloadFailed, RolledBack:
 		if m.servingCount() == 0 {
 			st.Status = "not serving: " + e.Err.Error()
@@ -41,4 +41,14 @@ func (m *Master) tellService(e Event) {
 		return
 	}
 	m.env.tellService(st)
+}
+
+// servingStatus is the STATUS= line of a serving master: "serving:
+// generation 6, pid 1234", or with several workers "serving: generation
+// 6, 4 workers".
+func (m *Master) servingStatus() string {
+	if len(m.slots) == 1 && m.slots[0].serving != nil {
+		return fmt.Sprintf("serving: generation %d, pid %d", m.currentGen(), m.slots[0].serving.pid)
+	}
+	return fmt.Sprintf("serving: generation %d, %d workers", m.currentGen(), m.servingCount())
 }

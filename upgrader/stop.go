@@ -1,6 +1,7 @@
 package upgrader
 
 import (
+	"errors"
 	"sort"
 	"syscall"
 
@@ -176,6 +177,20 @@ func (m *Master) checkSockets(gen int) {
 		return
 	}
 	ev.Msg("a worker shut down a listening socket every generation shares (shutdown(2) on its inherited copy); baton bound it anew and starts a generation on it. Fix the server to close, not shut down, its listener")
+	// Every worker started so far listens on the dead socket: the reload
+	// under way, if any, is over (a success if every slot had moved), and
+	// the restore replaces them all now.
+	if r := m.rollout; r != nil {
+		if !r.rolled() || r.failure != nil {
+			m.stopBatch(r)
+			r.rollback = false
+			if r.failure == nil {
+				r.failure = errors.New("the listening sockets were lost during the reload: a restore replaces every worker")
+			}
+		}
+		r.old = nil
+		m.finish(r)
+	}
 	m.beginReload(TriggerRestore, nil)
 }
 

@@ -52,7 +52,7 @@ func (s *system) after(d time.Duration, e event) func() {
 	return func() { t.Stop() }
 }
 
-func (s *system) resolve() (host.Release, error)  { return s.h.Resolve() }
+func (s *system) resolve() (host.Release, error)   { return s.h.Resolve() }
 func (s *system) start(st host.Start) (int, error) { return s.h.StartWorker(st) }
 func (s *system) signal(pid int, sig syscall.Signal, group bool) error {
 	return s.h.Signal(pid, sig, group)

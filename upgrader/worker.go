@@ -73,7 +73,7 @@ type slot struct {
 	// RestartLimit; restartDue cancels the restart scheduled after one.
 	crashes    int
 	restartDue func()
-	restarts   int // restarts begun, for status
+	restarts   int  // restarts begun, for status
 	retired    bool // removed by a scale-down
 	// replacing is the self-healing or crash replacement of its serving
 	// worker under way, outside any rollout.
