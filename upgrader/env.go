@@ -55,6 +55,10 @@ type env interface {
 	hook(h host.Hook)
 	// stopping: a stop began; fast kills the running hook.
 	stopping(fast bool)
+	// memory is the resident memory of worker pid's process tree, bytes.
+	memory(pid int) (int64, error)
+	// probe asks url once, beside the loop; a probeDone event answers.
+	probe(url string)
 	// tellService tells the master's own service manager where it is.
 	tellService(st host.ServiceState)
 }

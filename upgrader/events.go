@@ -1,6 +1,7 @@
 package upgrader
 
 import (
+	"fmt"
 	"syscall"
 
 	"github.com/baton-sh/baton/internal/host"
@@ -70,7 +71,25 @@ type (
 	strayKill  struct{ s *stray }
 	// stopDelayOver is the end of Options.StopDelay.
 	stopDelayOver struct{}
+	// Self-healing (heal.go, probe.go).
+	watchdogExpired struct {
+		w   *worker
+		seq int
+	}
+	ageReached  struct{ w *worker }
+	memoryCheck struct{}
+	healRetry   struct {
+		w   *worker
+		why Trigger
+	}
+	probeTick struct{}
 )
+
+// probeDone is a probe's answer, from the env.
+type probeDone struct {
+	ok     bool
+	detail string
+}
 
 func (e reloadReq) apply(m *Master)   { m.beginReload(e.trigger, e.reply) }
 func (e scaleReq) apply(m *Master)    { m.scale(e) }
@@ -95,3 +114,20 @@ func (e readySeen) apply(m *Master) {
 	}
 }
 func (stopDelayOver) apply(m *Master) { m.stopDelayOver() }
+func (e watchdogExpired) apply(m *Master) {
+	if e.w.watchdogSeq == e.seq && e.w.watchdog != nil {
+		e.w.watchdog = nil
+		m.heal(e.w, TriggerWatchdog, fmt.Sprintf("no WATCHDOG=1 for %s", e.w.watchdogEvery))
+	}
+}
+func (e ageReached) apply(m *Master) {
+	e.w.ageTimer = nil
+	m.heal(e.w, TriggerAge, fmt.Sprintf("it has served for --max-age %s", m.opts.MaxAge))
+}
+func (memoryCheck) apply(m *Master) { m.checkMemory() }
+func (e healRetry) apply(m *Master) {
+	e.w.slot.healRetry = nil
+	m.heal(e.w, e.why, "trying again")
+}
+func (probeTick) apply(m *Master)   { m.probeNow() }
+func (e probeDone) apply(m *Master) { m.probed(e.ok, e.detail) }

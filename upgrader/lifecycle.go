@@ -23,6 +23,7 @@ func (m *Master) startWorker(s *slot, gen *generation, why Trigger) (*worker, er
 	if m.opts.Ready == ReadyDelay {
 		m.arm(w, m.opts.ReadyDelay)
 	} else {
+		w.deadline = w.started.Add(m.opts.ReadyTimeout)
 		m.arm(w, m.opts.ReadyTimeout)
 	}
 	m.env.after(waitEvery, waitTick{w})
@@ -84,6 +85,8 @@ func (m *Master) ready(w *worker, how string) {
 	if m.opts.MinReady > 0 && !w.slot.empty() {
 		w.state = probation
 		m.arm(w, m.opts.MinReady)
+		m.armWatchdog(w)
+		m.armProbe()
 		m.log.Info().Str("event", "probation").Int("gen", w.gen.n).Int("index", w.slot.index).Int("pid", w.pid).
 			Str("min_ready", m.opts.MinReady.String()).Int("serving", w.slot.serving.gen.n).
 			Msg("both workers serve until the new one has stayed up for --min-ready")
@@ -119,6 +122,7 @@ func (m *Master) takeOver(w *worker) {
 	wasDown := m.servingCount() == 0
 	s.serving, s.incoming, s.gen = w, nil, w.gen
 	w.state = serving
+	m.serves(w)
 	if old != nil {
 		m.drain(old)
 	}
@@ -138,8 +142,11 @@ func (m *Master) takeOver(w *worker) {
 
 func (m *Master) drain(w *worker) {
 	m.env.settled(w.pid)
+	m.unserve(w)
 	w.state = draining
+	w.drainUntil = m.env.now().Add(m.opts.DrainTimeout)
 	m.arm(w, m.opts.DrainTimeout)
+	defer m.capDraining()
 	m.emit(Event{Kind: Draining, Generation: w.gen.n, PID: w.pid, Index: w.slot.index},
 		m.log.Info().Str("signal", host.SignalName(m.opts.DrainSignal)).Bool("group", m.opts.DrainGroup))
 	if err := m.env.signal(w.pid, m.opts.DrainSignal, m.opts.DrainGroup); err != nil && !errors.Is(err, syscall.ESRCH) {
@@ -210,6 +217,7 @@ func (m *Master) groupEmptied(pid int) {
 func (m *Master) workerEnded(w *worker, how string) {
 	delete(m.workers, w.pid)
 	m.disarm(w)
+	m.unserve(w)
 	m.env.forget(w.pid)
 	s := w.slot
 	ran := m.env.now().Sub(w.started)
@@ -232,10 +240,7 @@ func (m *Master) workerEnded(w *worker, how string) {
 			m.servingExited(w, how)
 		}
 	default: // draining
-		if r := m.rollout; r != nil && r.old[w] {
-			delete(r.old, w)
-			m.maybeFinish(r)
-		}
+		m.drained(w)
 	}
 	if !m.stopping {
 		m.checkSockets(w.gen.n)

@@ -41,7 +41,10 @@ type Master struct {
 	ended   map[workerKey]time.Time
 	rollout *rollout // the reload under way
 	queued  *rollout // the one coalesced behind it, not begun
-	scaling *scaleReq
+	// finishing are reloads that have moved every slot and wait only for
+	// the workers they told to drain, superseded by a newer one.
+	finishing []*rollout
+	scaling   *scaleReq
 	// scaleWaiters wait for every slot to serve.
 	scaleWaiters []chan<- Result
 	stopping     bool
@@ -51,6 +54,7 @@ type Master struct {
 	lastReload   *ReloadStatus
 	delay        stopDelay // see stop.go
 	hooks        hookState // see hooks.go
+	heals        healing   // see heal.go
 }
 
 // New checks opts and returns a Master ready to Run.

@@ -21,6 +21,9 @@ const (
 	DefaultRestartBackoffMax = 30 * time.Second
 	DefaultRestartLimit      = 10
 	DefaultHookTimeout       = 10 * time.Second
+	DefaultProbeInterval     = 10 * time.Second
+	DefaultProbeFailures     = 3
+	DefaultMaxDraining       = 8
 	// StableAfter is how long a worker must have served before its crash no
 	// longer counts towards the restart limit and backoff starts over.
 	StableAfter = 10 * time.Second
@@ -105,6 +108,34 @@ type Options struct {
 	// Both serve meanwhile; if the new one dies first, the reload fails
 	// and the old one, never told to drain, keeps serving.
 	MinReady time.Duration
+
+	// Self-healing (heal.go): each replaces a serving worker the way a
+	// reload does, a fresh worker first, the old one drained once it is
+	// ready; one such replacement at a time.
+	//
+	// Watchdog, when positive, gives each worker WATCHDOG_USEC and
+	// WATCHDOG_PID as systemd's WatchdogSec= does, and replaces a serving
+	// worker that sends no WATCHDOG=1 for that long (WATCHDOG=trigger: at
+	// once). A worker may change its own with WATCHDOG_USEC=.
+	Watchdog time.Duration
+	// MaxMemory, when positive, replaces a serving worker whose process
+	// tree's resident memory passes it (bytes), checked every second.
+	MaxMemory int64
+	// MaxAge, when positive, replaces a worker once it has served this
+	// long, give or take a tenth so that workers do not recycle together.
+	MaxAge time.Duration
+	// Probe, when set, is an HTTP URL (the service's own address) that
+	// must answer 2xx within ProbeTimeout: every 100 ms while new workers
+	// are on probation (a failure vetoes the reload, unless the service
+	// was failing before it), and every ProbeInterval while serving, where
+	// ProbeFailures failures in a row replace a worker.
+	Probe         string
+	ProbeInterval time.Duration // DefaultProbeInterval
+	ProbeFailures int           // DefaultProbeFailures
+	// MaxDraining bounds how many generations may drain at once: past
+	// it, the oldest draining generation is killed early. 0 means
+	// DefaultMaxDraining; negative, no bound.
+	MaxDraining int
 
 	DrainSignal  syscall.Signal // DefaultDrainSignal
 	DrainTimeout time.Duration  // DefaultDrainTimeout
@@ -197,6 +228,15 @@ func (o *Options) setDefaults() error {
 	}
 	if o.DrainTimeout == 0 {
 		o.DrainTimeout = DefaultDrainTimeout
+	}
+	if o.ProbeInterval == 0 {
+		o.ProbeInterval = DefaultProbeInterval
+	}
+	if o.ProbeFailures == 0 {
+		o.ProbeFailures = DefaultProbeFailures
+	}
+	if o.MaxDraining == 0 {
+		o.MaxDraining = DefaultMaxDraining
 	}
 	if o.HookTimeout == 0 {
 		o.HookTimeout = DefaultHookTimeout

@@ -2,6 +2,7 @@ package upgrader
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -68,6 +69,12 @@ func (m *Master) notified(pid int, d notify.Datagram) {
 	}
 	if s, ok := d.Message["STATUS"]; ok {
 		m.statusFrom(w, d.PID, s)
+	}
+	if ping, usec := d.Message["WATCHDOG"], d.Message["WATCHDOG_USEC"]; ping != "" || usec != "" {
+		m.watchdogNotice(w, ping, usec)
+	}
+	if ext, ok := d.Message["EXTEND_TIMEOUT_USEC"]; ok && w.state == starting && m.opts.Ready != ReadyDelay {
+		m.extendStart(w, ext)
 	}
 	if d.Message["STOPPING"] == "1" {
 		ev := m.log.Info().Str("event", "worker_stopping").Int("gen", w.gen.n).Int("index", w.slot.index).Int("pid", d.PID).Stringer("state", w.state)
@@ -144,4 +151,22 @@ func (m *Master) waitingFor() string {
 	fmt.Fprintf(&b, "waiting for READY=1 on NOTIFY_SOCKET from %s (--ready notify)", who)
 	b.WriteString("; a server that cannot send it wants --ready accepting")
 	return b.String()
+}
+
+// extendStart handles EXTEND_TIMEOUT_USEC= from a starting worker: its
+// ready timeout runs out that long from now, if that is later, as systemd
+// extends a service's start timeout.
+func (m *Master) extendStart(w *worker, usec string) {
+	n, err := strconv.ParseInt(usec, 10, 64)
+	if err != nil || n <= 0 {
+		return
+	}
+	until := m.env.now().Add(time.Duration(n) * time.Microsecond)
+	if !until.After(w.deadline) {
+		return
+	}
+	w.deadline = until
+	m.arm(w, until.Sub(m.env.now()))
+	m.log.Info().Str("event", "start_extended").Int("gen", w.gen.n).Int("index", w.slot.index).Int("pid", w.pid).
+		Str("until", until.Sub(w.started).Round(time.Millisecond).String()).Msg("new worker asked for more time to start")
 }

@@ -29,6 +29,10 @@ func (m *Master) replaced(s *slot, w *worker, wasDown bool) {
 	if rep == nil {
 		return
 	}
+	if m.heals.slot == s {
+		s.healFails = 0
+		m.healEnded(s)
+	}
 	m.env.tookOver(w.pid)
 	took := m.env.now().Sub(rep.started)
 	res := Result{Generation: w.gen.n, Took: took, Trigger: rep.trigger}
@@ -56,6 +60,10 @@ func (m *Master) replaceFailed(s *slot, w *worker, why error) {
 			m.answerScale(why)
 		}
 	}
+	if rep != nil && m.heals.slot == s {
+		m.healFailed(s, rep.trigger, why)
+		return
+	}
 	if s.empty() {
 		var readyAt time.Time
 		if w != nil {
@@ -69,6 +77,8 @@ func (m *Master) replaceFailed(s *slot, w *worker, why error) {
 // takes the slot over: its incoming worker drains.
 func (m *Master) cancelReplacement(s *slot) {
 	m.cancelRestart(s)
+	m.cancelRetry(s)
+	m.healEnded(s)
 	if w := s.incoming; w != nil {
 		s.incoming = nil
 		m.log.Info().Str("event", "replacement_superseded").Int("gen", w.gen.n).Int("index", s.index).Int("pid", w.pid).

@@ -34,6 +34,9 @@ type rollout struct {
 	// failure is why it failed; it then moves the slots back.
 	failure  error
 	rollback bool
+	// probeFailedBefore: the service failed its probe when the rollout
+	// began, so a failing probe does not veto it.
+	probeFailedBefore bool
 }
 
 // move is one slot's replacement within a rollout.
@@ -114,6 +117,11 @@ func (m *Master) beginReload(t Trigger, reply chan<- Result) {
 		}
 		return
 	}
+	if r := m.rollout; r != nil && r.rolled() {
+		// Every slot has moved: only old workers drain. The next reload
+		// begins now; that one ends when they are gone.
+		m.supersede(r)
+	}
 	if r := m.rollout; r != nil {
 		if m.queued == nil {
 			m.queued = &rollout{trigger: t}
@@ -138,6 +146,8 @@ func (m *Master) run(r *rollout) {
 	r.started = m.env.now()
 	r.old = map[*worker]bool{}
 	r.was = m.current
+	r.probeFailedBefore = m.heals.probe.seen && !m.heals.probe.ok
+	m.heals.probe.excused = false
 	m.rollout = r
 	m.lastGen++
 	n := m.lastGen
@@ -219,14 +229,41 @@ func (m *Master) rolledOut(r *rollout) {
 		m.current = r.to
 		m.runHook(hookOnReady, r.to)
 	}
+	m.armProbe()
 	m.maybeFinish(r)
+	if m.rollout == r && m.queued != nil {
+		q := m.queued
+		m.queued = nil
+		m.supersede(r)
+		m.run(q)
+	}
+}
+
+// supersede moves r, which has moved every slot, aside: it finishes once
+// its old workers have exited, and the next rollout may begin.
+func (m *Master) supersede(r *rollout) {
+	if m.rollout == r {
+		m.rollout = nil
+		m.finishing = append(m.finishing, r)
+	}
 }
 
 // maybeFinish ends r once every slot has moved and every worker it told to
 // drain has exited.
 func (m *Master) maybeFinish(r *rollout) {
-	if m.rollout == r && r.rolled() && len(r.old) == 0 {
+	if r.rolled() && len(r.old) == 0 {
 		m.finish(r)
+	}
+}
+
+// drained notes that w, which a rollout told to drain, is gone.
+func (m *Master) drained(w *worker) {
+	for _, r := range append([]*rollout{m.rollout}, m.finishing...) {
+		if r != nil && r.old[w] {
+			delete(r.old, w)
+			m.maybeFinish(r)
+			return
+		}
 	}
 }
 
@@ -296,7 +333,16 @@ func (m *Master) abandonRollback(r *rollout, why error) {
 // finish ends the rollout under way, answers everyone waiting for it, and
 // starts what was queued behind it.
 func (m *Master) finish(r *rollout) {
-	m.rollout = nil
+	if m.rollout == r {
+		m.rollout = nil
+	} else {
+		for i, f := range m.finishing {
+			if f == r {
+				m.finishing = append(m.finishing[:i], m.finishing[i+1:]...)
+				break
+			}
+		}
+	}
 	took := m.env.now().Sub(r.started)
 	res := Result{Generation: m.currentGen(), Took: took, Trigger: r.trigger}
 	kind := ReloadComplete
@@ -316,7 +362,7 @@ func (m *Master) finish(r *rollout) {
 	m.lastReload = newReloadStatus(r.started, res)
 	if r.failure == nil {
 		for _, s := range m.slots {
-			if s.serving != nil {
+			if s.serving != nil && s.serving.gen == r.to {
 				m.env.tookOver(s.serving.pid) // what it replaced is gone
 			}
 		}
@@ -336,6 +382,8 @@ func (m *Master) finish(r *rollout) {
 		m.exitErr = &StartupError{r.failure}
 		m.stop(false)
 		return
+	case m.rollout != nil:
+		return // a newer one is under way
 	}
 	if q := m.queued; q != nil {
 		m.queued = nil
@@ -356,6 +404,9 @@ func (m *Master) abandonReloads() {
 		for _, w := range q.waiters {
 			w <- Result{Generation: m.currentGen(), Trigger: q.trigger, Err: ErrStopping}
 		}
+	}
+	for _, r := range append([]*rollout(nil), m.finishing...) {
+		m.finish(r) // every slot moved; the stop finishes their drain
 	}
 	if r := m.rollout; r != nil {
 		if r.rolled() && r.failure == nil {

@@ -42,7 +42,7 @@ func (m *Master) scale(e scaleReq) {
 
 // applyScale moves to the worker count asked for, if any.
 func (m *Master) applyScale() {
-	if m.scaling == nil || m.stopping {
+	if m.scaling == nil || m.stopping || m.rollout != nil {
 		return
 	}
 	n := m.scaling.n

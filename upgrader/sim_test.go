@@ -37,6 +37,8 @@ type fakeEnv struct {
 	hooks       []host.Hook
 	service     []host.ServiceState
 	hooksKilled bool
+	rss         map[int]int64 // resident memory by worker
+	probes      int           // probes sent
 }
 
 type fakeTimer struct {
@@ -54,7 +56,7 @@ type sent struct {
 func newFakeEnv() *fakeEnv {
 	return &fakeEnv{clock: time.Unix(1000, 0), nextPID: 100, release: "/srv/releases/1/server",
 		tookOvers: map[int]int{}, left: map[int][]string{}, watched: map[int]bool{}, killedLeft: map[int]bool{},
-		forgotten: map[int]bool{}, settledPIDs: map[int]bool{}}
+		forgotten: map[int]bool{}, settledPIDs: map[int]bool{}, rss: map[int]int64{}}
 }
 
 func (f *fakeEnv) now() time.Time { return f.clock }
@@ -101,6 +103,8 @@ func (f *fakeEnv) accepting(int) (int, string)     { return 0, "" }
 func (f *fakeEnv) hook(h host.Hook)                { f.hooks = append(f.hooks, h) }
 func (f *fakeEnv) stopping(fast bool)              { f.hooksKilled = f.hooksKilled || fast }
 func (f *fakeEnv) tellService(s host.ServiceState) { f.service = append(f.service, s) }
+func (f *fakeEnv) memory(pid int) (int64, error)   { return f.rss[pid], nil }
+func (f *fakeEnv) probe(string)                    { f.probes++ }
 func (f *fakeEnv) adopted() []host.Stray {
 	a := f.adopt
 	f.adopt = nil
@@ -333,13 +337,18 @@ func invariants(m *Master) error {
 			return errors.New("a rollout is over but not finished")
 		}
 	}
+	for _, r := range m.finishing {
+		if !r.rolled() || len(r.old) == 0 {
+			return errors.New("a superseded rollout has slots left to move, or nothing left to wait for")
+		}
+	}
 	if m.stopping {
 		for _, s := range m.slots {
 			if s.restartDue != nil {
 				return errors.New("a restart is scheduled while stopping")
 			}
 		}
-		if m.queued != nil || m.rollout != nil {
+		if m.queued != nil || m.rollout != nil || len(m.finishing) > 0 {
 			return errors.New("a reload is under way while stopping")
 		}
 	}
@@ -353,6 +362,9 @@ func invariants(m *Master) error {
 		if m.delay.passed && !m.stoppingHookBusy() {
 			return errors.New("the stop delay is over but the drain has not begun")
 		}
+	}
+	if h := m.heals.slot; h != nil && h.replacing == nil && !m.stopping {
+		return fmt.Errorf("slot %d is marked as healing with no replacement under way", h.index)
 	}
 	if m.hooks.waiting != nil && m.hooks.running == nil {
 		return errors.New("a hook waits with none running")

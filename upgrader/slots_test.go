@@ -379,6 +379,12 @@ func TestEveryStateAndEvent(t *testing.T) {
 		"TTOU":      func(s *sim) { s.step(scaleReq{delta: -1}) },
 		"scale 2":   func(s *sim) { s.scale(2) },
 		"orphan":    func(s *sim) { s.exit(999, 0) },
+		"probe ok":  func(s *sim) { s.step(probeDone{ok: true}) },
+		"probe 500": func(s *sim) { s.step(probeDone{ok: false, detail: "500"}) },
+		"memory":    func(s *sim) { s.env.rss[101] = 1 << 40; s.m.opts.MaxMemory = 1 << 30; s.step(memoryCheck{}) },
+		"watchdog trigger": func(s *sim) {
+			s.step(notified{101, notify.Datagram{PID: 101, Message: notify.Message{"WATCHDOG": "trigger"}}})
+		},
 		"lost sock": func(s *sim) { s.env.lost = []string{"x"}; s.exit(999, 0) },
 		"time":      func(s *sim) { s.advance(2 * time.Minute) },
 		"hook ends": func(s *sim) {

@@ -118,6 +118,7 @@ func (m *Master) stop(fast bool) {
 		}
 	}
 	m.abandonReloads()
+	m.stopHealing()
 	for _, w := range m.sortedWorkers() {
 		switch {
 		case fast:
@@ -180,6 +181,10 @@ func (m *Master) checkSockets(gen int) {
 	// Every worker started so far listens on the dead socket: the reload
 	// under way, if any, is over (a success if every slot had moved), and
 	// the restore replaces them all now.
+	for _, r := range append([]*rollout(nil), m.finishing...) {
+		r.old = nil
+		m.finish(r)
+	}
 	if r := m.rollout; r != nil {
 		if !r.rolled() || r.failure != nil {
 			m.stopBatch(r)

@@ -25,6 +25,7 @@ func startSystem(m *Master) (*system, error) {
 		Subreaper: o.Subreaper, ShimPath: o.ShimPath, Stdout: o.Stdout, Stderr: o.Stderr,
 		HookTimeout: o.HookTimeout, Log: o.Log, LogFormat: o.LogFormat, LogLevel: o.LogLevel,
 		ServiceNotify: o.ServiceNotify,
+		Watchdog:      o.Watchdog,
 	}, s)
 	if err != nil {
 		return nil, err
@@ -67,3 +68,7 @@ func (s *system) checkSockets() ([]string, error)        { return s.h.CheckSocke
 func (s *system) hook(hk host.Hook)                      { s.h.RunHook(hk) }
 func (s *system) stopping(fast bool)                     { s.h.Stopping(fast) }
 func (s *system) tellService(st host.ServiceState)       { s.h.TellService(st) }
+func (s *system) memory(pid int) (int64, error)          { return s.h.Memory(pid) }
+func (s *system) probe(url string) {
+	s.h.Probe(url, func(ok bool, detail string) { s.m.send(probeDone{ok, detail}) })
+}

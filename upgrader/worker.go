@@ -59,6 +59,16 @@ type worker struct {
 	mainExit string
 	status   statusLine
 	budget   statusLine // the log budget of its other notify lines
+	// deadline is when a starting worker's ready timeout runs out;
+	// drainUntil, a draining one's drain timeout.
+	deadline, drainUntil time.Time
+	// Self-healing (heal.go): its watchdog interval and timer, whose
+	// sequence number tells a stale expiry from a live one, and its age
+	// timer.
+	watchdogEvery time.Duration
+	watchdog      func()
+	watchdogSeq   int
+	ageTimer      func()
 }
 
 // slot is one of the N places a worker serves from. It has at most one
@@ -75,6 +85,10 @@ type slot struct {
 	restartDue func()
 	restarts   int  // restarts begun, for status
 	retired    bool // removed by a scale-down
+	// healFails counts its self-healing replacements that failed in a row;
+	// healRetry cancels the next attempt.
+	healFails int
+	healRetry func()
 	// replacing is the self-healing or crash replacement of its serving
 	// worker under way, outside any rollout.
 	replacing *replacement

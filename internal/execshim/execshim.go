@@ -33,6 +33,9 @@ func Run() {
 	if _, ok := os.LookupEnv("LISTEN_FDS"); ok {
 		os.Setenv("LISTEN_PID", strconv.Itoa(os.Getpid()))
 	}
+	if _, ok := os.LookupEnv("WATCHDOG_USEC"); ok {
+		os.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()))
+	}
 	err := syscall.Exec(worker, os.Args, os.Environ())
 	os.Stderr.WriteString("baton: exec " + worker + ": " + err.Error() + "\n")
 	os.Exit(127)

@@ -64,6 +64,9 @@ type Config struct {
 	LogFormat, LogLevel string
 	// ServiceNotify is the master's own NOTIFY_SOCKET, or empty.
 	ServiceNotify string
+	// Watchdog, when positive, is given to every worker as WATCHDOG_USEC
+	// (and WATCHDOG_PID, set by the exec shim to the worker's own PID).
+	Watchdog time.Duration
 }
 
 // Events receives what a Host learns. Its methods are called from the
@@ -97,6 +100,7 @@ type Release struct {
 type Start struct {
 	Generation, Index, Workers int
 	Release                    Release
+	Watchdog                   time.Duration // set by the Host from its Config
 }
 
 // Host is the running OS side of a master.
@@ -226,6 +230,7 @@ func (h *Host) StartWorker(s Start) (int, error) {
 		c.Log.Warn().Str("event", "notify_dir_replaced").Str("dir", h.notify.Path()).
 			Msg("the notify socket's directory was deleted (a temp-file cleaner?): made a new one; workers already running cannot reach baton until they are replaced. Set XDG_RUNTIME_DIR, or RuntimeDirectory= under systemd, to a directory no cleaner touches")
 	}
+	s.Watchdog = c.Watchdog
 	hand, err := h.proto.handoff(s, c.Sockets, sock.Path())
 	if err != nil {
 		sock.Close()

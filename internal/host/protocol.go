@@ -92,19 +92,25 @@ func (p systemd) handoff(s Start, socks []*sockets.Socket, notifySocket string) 
 }
 
 // withWorker sets the worker's own variables in env, replacing any
-// inherited: BATON_GENERATION, BATON_WORKER_INDEX and BATON_WORKERS.
+// inherited: BATON_GENERATION, BATON_WORKER_INDEX, BATON_WORKERS, and
+// WATCHDOG_USEC (with --watchdog; WATCHDOG_PID is the exec shim's).
 func withWorker(env []string, s Start) []string {
 	out := env[:0:0]
 	for _, kv := range env {
-		name, _, _ := strings.Cut(kv, "=")
-		if name != envGeneration && name != envWorkerIndex && name != envWorkers {
+		switch name, _, _ := strings.Cut(kv, "="); name {
+		case envGeneration, envWorkerIndex, envWorkers, "WATCHDOG_USEC", "WATCHDOG_PID":
+		default:
 			out = append(out, kv)
 		}
 	}
-	return append(out,
+	out = append(out,
 		envGeneration+"="+strconv.Itoa(s.Generation),
 		envWorkerIndex+"="+strconv.Itoa(s.Index),
 		envWorkers+"="+strconv.Itoa(s.Workers))
+	if s.Watchdog > 0 {
+		out = append(out, "WATCHDOG_USEC="+strconv.FormatInt(s.Watchdog.Microseconds(), 10))
+	}
+	return out
 }
 
 // The variables baton sets for workers and hooks, which the Host also

@@ -1,0 +1,241 @@
+package upgrader
+
+import (
+	"fmt"
+	"syscall"
+	"time"
+)
+
+// Self-healing replaces a serving worker that is wedged (Watchdog), too
+// big (MaxMemory), too old (MaxAge) or failing its probe (Probe) the way
+// a reload replaces it: a fresh worker of the slot's generation starts,
+// and the old one is drained only once the fresh one is ready (and through
+// its probation). A failed replacement keeps the old worker serving and is
+// tried again with the crash backoff. At most one such replacement runs at
+// a time; others wait their turn, and a reload under way covers them.
+
+// healing is the loop's self-healing state.
+type healing struct {
+	slot    *slot      // the slot being replaced, nil if none
+	waiting []healAsk  // in the order asked
+	memTick func()     // the MaxMemory check's timer
+	probe   probeState // see probe.go
+}
+
+// healAsk is a replacement waiting its turn.
+type healAsk struct {
+	w   *worker
+	why Trigger
+}
+
+// heal asks for w to be replaced, saying why.
+func (m *Master) heal(w *worker, why Trigger, detail string) {
+	s := w.slot
+	switch {
+	case m.stopping || s.serving != w || s.incoming != nil:
+		return // gone, already being replaced, or stopping
+	case m.rollout != nil && m.rollout.covering(s) != nil:
+		return // the reload under way replaces it anyway
+	case m.heals.slot != nil:
+		for _, a := range m.heals.waiting {
+			if a.w == w {
+				return
+			}
+		}
+		m.heals.waiting = append(m.heals.waiting, healAsk{w, why})
+		m.log.Info().Str("event", "replacement_waits").Stringer("trigger", why).Int("gen", w.gen.n).Int("index", s.index).
+			Int("pid", w.pid).Str("why", detail).Msg("worker to be replaced: waits for the replacement under way")
+		return
+	}
+	m.log.Warn().Str("event", "replacing").Stringer("trigger", why).Int("gen", w.gen.n).Int("index", s.index).
+		Int("pid", w.pid).Str("why", detail).Msg("replacing a serving worker: a fresh one starts, and this one drains once it is ready")
+	m.heals.slot = s
+	m.cancelRetry(s)
+	m.replace(s, why)
+}
+
+// healEnded is called when s's self-healing replacement has ended,
+// either way: the next waiting one starts.
+func (m *Master) healEnded(s *slot) {
+	if m.heals.slot != s {
+		return
+	}
+	m.heals.slot = nil
+	for len(m.heals.waiting) > 0 {
+		a := m.heals.waiting[0]
+		m.heals.waiting = m.heals.waiting[1:]
+		if a.w.slot.serving == a.w {
+			m.heal(a.w, a.why, "its turn came")
+			return
+		}
+	}
+}
+
+// healFailed keeps s's serving worker after its replacement failed, and
+// tries again with the crash backoff.
+func (m *Master) healFailed(s *slot, why Trigger, err error) {
+	m.healEnded(s)
+	if m.stopping || s.retired || s.serving == nil {
+		return
+	}
+	s.healFails++
+	delay := m.backoff(s.healFails)
+	old := s.serving
+	m.log.Warn().Str("event", "replacement_failed").Stringer("trigger", why).Err(err).Int("gen", old.gen.n).
+		Int("index", s.index).Int("pid", old.pid).Str("retry_in", delay.String()).
+		Msg("the fresh worker did not take over: the old one serves on")
+	m.cancelRetry(s)
+	s.healRetry = m.env.after(delay, healRetry{old, why})
+}
+
+func (m *Master) cancelRetry(s *slot) {
+	if s.healRetry != nil {
+		s.healRetry()
+		s.healRetry = nil
+	}
+}
+
+// backoff is the delay before the nth attempt after a failure.
+func (m *Master) backoff(n int) time.Duration {
+	d := m.opts.RestartBackoff << (n - 1)
+	if d > m.opts.RestartBackoffMax || d <= 0 {
+		d = m.opts.RestartBackoffMax
+	}
+	return d
+}
+
+// serves arms the self-healing timers of a worker that has just taken
+// over its slot.
+func (m *Master) serves(w *worker) {
+	if m.opts.Watchdog > 0 && w.watchdogEvery == 0 {
+		w.watchdogEvery = m.opts.Watchdog
+	}
+	m.armWatchdog(w)
+	if m.opts.MaxAge > 0 {
+		// A spread of up to a tenth, fixed by the PID, so that workers
+		// started together do not all recycle together.
+		spread := time.Duration(float64(m.opts.MaxAge/10) * float64((w.pid*2654435761)%1000) / 1000)
+		w.ageTimer = m.env.after(m.opts.MaxAge-m.opts.MaxAge/20+spread, ageReached{w})
+	}
+	m.armMemoryCheck()
+}
+
+// unserve stops w's self-healing timers: it no longer serves.
+func (m *Master) unserve(w *worker) {
+	for _, stop := range []*func(){&w.watchdog, &w.ageTimer} {
+		if *stop != nil {
+			(*stop)()
+			*stop = nil
+		}
+	}
+}
+
+// armWatchdog sets w's watchdog deadline afresh.
+func (m *Master) armWatchdog(w *worker) {
+	if w.watchdog != nil {
+		w.watchdog()
+		w.watchdog = nil
+	}
+	if w.watchdogEvery > 0 && (w.state == serving || w.state == probation || w.state == held) {
+		w.watchdogSeq++
+		w.watchdog = m.env.after(w.watchdogEvery, watchdogExpired{w, w.watchdogSeq})
+	}
+}
+
+// watchdogNotice handles WATCHDOG=… and WATCHDOG_USEC=… from w.
+func (m *Master) watchdogNotice(w *worker, ping, usec string) {
+	if usec != "" {
+		var n int64
+		if _, err := fmt.Sscan(usec, &n); err == nil && n >= 0 {
+			w.watchdogEvery = time.Duration(n) * time.Microsecond
+			m.log.Info().Str("event", "watchdog_changed").Int("gen", w.gen.n).Int("index", w.slot.index).Int("pid", w.pid).
+				Str("watchdog", w.watchdogEvery.String()).Msg("worker set its own watchdog interval")
+		}
+	}
+	switch ping {
+	case "1":
+		m.armWatchdog(w)
+	case "trigger":
+		m.heal(w, TriggerWatchdog, "it sent WATCHDOG=trigger")
+		return
+	}
+	if usec != "" && ping != "1" {
+		m.armWatchdog(w)
+	}
+}
+
+// armMemoryCheck makes sure the MaxMemory check runs while workers serve.
+func (m *Master) armMemoryCheck() {
+	if m.opts.MaxMemory > 0 && m.heals.memTick == nil && !m.stopping {
+		m.heals.memTick = m.env.after(memoryEvery, memoryCheck{})
+	}
+}
+
+// memoryEvery is how often serving workers' memory is measured with
+// MaxMemory: a few reads of /proc per worker.
+const memoryEvery = time.Second
+
+func (m *Master) checkMemory() {
+	m.heals.memTick = nil
+	if m.stopping {
+		return
+	}
+	for _, s := range m.slots {
+		w := s.serving
+		if w == nil || s.incoming != nil {
+			continue
+		}
+		rss, err := m.env.memory(w.pid)
+		if err == nil && rss > m.opts.MaxMemory {
+			m.heal(w, TriggerMemory, fmt.Sprintf("its processes use %d MB, over --max-memory %d MB", rss>>20, m.opts.MaxMemory>>20))
+		}
+	}
+	m.armMemoryCheck()
+}
+
+// stopHealing ends every self-healing timer and replacement: the master
+// stops.
+func (m *Master) stopHealing() {
+	h := &m.heals
+	for _, stop := range []*func(){&h.memTick, &h.probe.tick} {
+		if *stop != nil {
+			(*stop)()
+			*stop = nil
+		}
+	}
+	for _, s := range m.slots {
+		m.cancelRetry(s)
+	}
+	h.slot, h.waiting = nil, nil
+}
+
+// capDraining kills the oldest draining generation early when more than
+// MaxDraining drain.
+func (m *Master) capDraining() {
+	if m.opts.MaxDraining < 0 {
+		return
+	}
+	gens := map[int][]*worker{}
+	oldest := 0
+	for _, w := range m.workers {
+		if w.state == draining && !w.killed {
+			gens[w.gen.n] = append(gens[w.gen.n], w)
+			if oldest == 0 || w.gen.n < oldest {
+				oldest = w.gen.n
+			}
+		}
+	}
+	if len(gens) <= m.opts.MaxDraining {
+		return
+	}
+	now := m.env.now()
+	for _, w := range gens[oldest] {
+		left := w.drainUntil.Sub(now).Round(time.Millisecond)
+		m.log.Warn().Str("event", "drain_cut").Int("gen", w.gen.n).Int("index", w.slot.index).Int("pid", w.pid).
+			Int("draining_generations", len(gens)).Str("cut_short_by", left.String()).
+			Msgf("more than --max-draining %d generations drain: killing the oldest, %s before its drain timeout", m.opts.MaxDraining, left)
+		m.disarm(w)
+		w.killed = true
+		m.env.signal(w.pid, syscall.SIGKILL, true)
+	}
+}

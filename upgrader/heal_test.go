@@ -1,0 +1,161 @@
+package upgrader
+
+import (
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/baton-sh/baton/notify"
+)
+
+func (s *sim) notify(pid int, msg notify.Message) {
+	s.t.Helper()
+	s.step(notified{pid, notify.Datagram{PID: pid, Message: msg}})
+}
+
+// A worker that stops sending WATCHDOG=1 is replaced: a fresh worker
+// starts, and the wedged one drains once the fresh one is ready.
+func TestWatchdogReplacesAWedgedWorker(t *testing.T) {
+	s := up(t, func(o *Options) { o.Watchdog = 2 * time.Second })
+	for range 3 {
+		s.advance(time.Second)
+		s.notify(101, notify.Message{"WATCHDOG": "1"})
+	}
+	s.want("serving=1 [0:1:101:serving]")
+	s.advance(2 * time.Second)
+	s.want("serving=1 [0:1:101:serving 0:1:102:starting]")
+	s.ready(102)
+	s.want("serving=1 [0:1:101:draining 0:1:102:serving]")
+	if st := s.status(); st.LastReload.Trigger != "watchdog" || !st.LastReload.OK {
+		t.Fatalf("last reload %+v", st.LastReload)
+	}
+	// WATCHDOG=trigger asks at once; WATCHDOG_USEC=0 turns it off.
+	s.notify(102, notify.Message{"WATCHDOG": "trigger"})
+	s.want("serving=1 [0:1:101:draining 0:1:102:serving 0:1:103:starting]")
+	s.ready(103)
+	s.notify(103, notify.Message{"WATCHDOG_USEC": "0"})
+	s.exit(101, 0)
+	s.exit(102, 0)
+	s.advance(time.Minute)
+	s.want("serving=1 [0:1:103:serving]")
+}
+
+func TestExtendTimeoutUsec(t *testing.T) {
+	s := newSim(t, func(o *Options) { o.ReadyTimeout = time.Second })
+	s.notify(101, notify.Message{"EXTEND_TIMEOUT_USEC": "3000000"})
+	s.advance(2 * time.Second)
+	s.ready(101)
+	s.want("serving=1 [0:1:101:serving]")
+}
+
+func TestMaxMemoryReplacesOneWorkerAtATime(t *testing.T) {
+	s := up(t, func(o *Options) { workers(2, 0)(o); o.MaxMemory = 60 << 20 })
+	s.env.rss[101], s.env.rss[102] = 70<<20, 80<<20
+	s.advance(time.Second)
+	s.want("serving=1 [0:1:101:serving 0:1:103:starting 1:1:102:serving]")
+	if !strings.Contains(s.log.String(), `"event":"replacement_waits"`) {
+		t.Fatal("the second replacement does not wait for the first")
+	}
+	s.ready(103)
+	s.want("serving=1 [0:1:101:draining 0:1:103:serving 1:1:102:serving 1:1:104:starting]")
+	s.ready(104)
+	s.want("serving=1 [0:1:101:draining 0:1:103:serving 1:1:102:draining 1:1:104:serving]")
+}
+
+func TestMaxAgeRecyclesWorkers(t *testing.T) {
+	s := up(t, func(o *Options) { workers(2, 0)(o); o.MaxAge = 10 * time.Second })
+	s.advance(11 * time.Second)
+	if n := len(s.env.starts); n < 3 {
+		t.Fatalf("no worker recycled after --max-age: %s", s.describe())
+	}
+	if st := s.status(); st.LastReload.Trigger != "age" && s.m.heals.slot == nil {
+		t.Fatalf("status %+v", st.LastReload)
+	}
+}
+
+// A replacement that fails keeps the old worker serving, and is tried
+// again with backoff.
+func TestFailedReplacementKeepsTheOldWorker(t *testing.T) {
+	s := up(t, func(o *Options) { o.Watchdog = time.Second })
+	s.advance(time.Second)
+	s.exit(102, 1)
+	s.want("serving=1 [0:1:101:serving]")
+	if s.env.signalled(101, syscall.SIGTERM) {
+		t.Fatal("the old worker was drained although its replacement failed")
+	}
+	s.advance(DefaultRestartBackoff)
+	s.want("serving=1 [0:1:101:serving 0:1:103:starting]")
+}
+
+func probeUp(t *testing.T, tweak func(*Options)) *sim {
+	s := up(t, func(o *Options) {
+		o.Probe = "http://127.0.0.1:1/healthz"
+		if tweak != nil {
+			tweak(o)
+		}
+	})
+	return s
+}
+
+// A release failing its probe on probation is rolled back; the old one
+// serves on.
+func TestProbeVetoesAReleaseOnProbation(t *testing.T) {
+	s := probeUp(t, func(o *Options) { o.MinReady = 3 * time.Second })
+	s.advance(DefaultProbeInterval)
+	s.step(probeDone{ok: true})
+	r := s.reload()
+	s.ready(102)
+	s.advance(probeDuringProbation)
+	s.step(probeDone{ok: false, detail: "500 from http://127.0.0.1:1/healthz"})
+	res := result(t, r)
+	if res.Err == nil || !strings.Contains(res.Err.Error(), "probe failed: 500 from") {
+		t.Fatalf("reload: %+v", res)
+	}
+	s.want("serving=1 [0:1:101:serving 0:2:102:draining]")
+}
+
+func TestProbeFailingBeforeTheReloadDoesNotVeto(t *testing.T) {
+	s := probeUp(t, func(o *Options) { o.MinReady = 3 * time.Second })
+	s.advance(DefaultProbeInterval)
+	s.step(probeDone{ok: false, detail: "500"})
+	r := s.reload()
+	s.ready(102)
+	s.advance(probeDuringProbation)
+	s.step(probeDone{ok: false, detail: "500"})
+	if !strings.Contains(s.log.String(), `"event":"probe_no_veto"`) {
+		t.Fatal("no line says the probe does not veto")
+	}
+	s.advance(3 * time.Second)
+	s.exit(101, 0)
+	if res := result(t, r); res.Err != nil {
+		t.Fatalf("reload: %v", res.Err)
+	}
+}
+
+func TestProbeFailuresReplaceAServingWorker(t *testing.T) {
+	s := probeUp(t, nil)
+	for range DefaultProbeFailures {
+		s.advance(DefaultProbeInterval)
+		s.step(probeDone{ok: false, detail: "500"})
+	}
+	s.want("serving=1 [0:1:101:serving 0:1:102:starting]")
+	if st := s.status(); st.LastReload.Trigger != "start" {
+		t.Fatalf("%+v", st.LastReload)
+	}
+}
+
+// More generations draining than --max-draining: the oldest is killed.
+func TestMaxDraining(t *testing.T) {
+	s := up(t, func(o *Options) { o.MaxDraining = 2; o.DrainTimeout = time.Minute })
+	for pid := 102; pid <= 104; pid++ {
+		s.reload()
+		s.ready(pid)
+	}
+	if !s.env.signalled(101, syscall.SIGKILL) || s.env.signalled(102, syscall.SIGKILL) {
+		t.Fatalf("signals %v: want generation 1 killed, 2 not", s.env.signals)
+	}
+	if !strings.Contains(s.log.String(), `"event":"drain_cut"`) {
+		t.Fatal("no drain_cut line")
+	}
+}
