@@ -73,3 +73,17 @@ func TestPrintable(t *testing.T) {
 		}
 	}
 }
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{"512MB": 512 << 20, "2GB": 2 << 30, "1G": 1 << 30, "300MiB": 300 << 20,
+		"64k": 64 << 10, "1048576": 1 << 20, "1.5G": 3 << 29} {
+		if got, err := parseSize(in); err != nil || got != want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "MB", "-1MB", "lots"} {
+		if _, err := parseSize(in); err == nil {
+			t.Errorf("parseSize(%q) accepted", in)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -29,6 +30,13 @@ type masterFlags struct {
 	listen       listFlag
 	workers      int
 	maxSurge     int
+	watchdog     time.Duration
+	maxMemory    string
+	maxAge       time.Duration
+	probe        string
+	probeEvery   time.Duration
+	probeFails   int
+	maxDraining  int
 	pidfile      string
 	dir          string
 	ready        string
@@ -57,6 +65,13 @@ func masterFlagSet(f *masterFlags) *flag.FlagSet {
 	fs.Var(&f.listen, "listen", "`[NAME=]SPEC` socket to hold and pass to workers, repeatable: tcp://HOST:PORT, tcp4://, tcp6://, udp://HOST:PORT, unix:///PATH?mode=0660")
 	fs.IntVar(&f.workers, "workers", 1, "worker processes per generation, each in a slot of its own (BATON_WORKER_INDEX 0..N-1); a crashed one restarts alone; SIGTTIN and SIGTTOU add and remove one")
 	fs.IntVar(&f.maxSurge, "max-surge", 0, "how many new workers a reload starts beside serving ones at a time (default: all of them); 1 replaces one worker at a time, each old one drained once its replacement is ready; a failed reload moves the replaced ones back")
+	fs.DurationVar(&f.watchdog, "watchdog", 0, "give workers WATCHDOG_USEC as systemd's WatchdogSec= does, and replace a serving worker that sends no WATCHDOG=1 for this `DURATION` (a fresh one first; WATCHDOG=trigger asks at once)")
+	fs.StringVar(&f.maxMemory, "max-memory", "", "replace a serving worker whose process tree's resident memory passes `SIZE` (e.g. 512MB, 2GB), checked every second")
+	fs.DurationVar(&f.maxAge, "max-age", 0, "replace a worker once it has served this `DURATION`, give or take a tenth")
+	fs.StringVar(&f.probe, "probe", "", "HTTP `URL` of the service's own address that must answer 2xx within 1s: vetoes a release on --min-ready probation; --probe-failures in a row replace a worker")
+	fs.DurationVar(&f.probeEvery, "probe-interval", upgrader.DefaultProbeInterval, "how often --probe runs while nothing is on probation")
+	fs.IntVar(&f.probeFails, "probe-failures", upgrader.DefaultProbeFailures, "--probe failures in a row that replace a worker")
+	fs.IntVar(&f.maxDraining, "max-draining", upgrader.DefaultMaxDraining, "kill the oldest draining generation early when more than this many drain (0: no limit)")
 	fs.StringVar(&f.pidfile, "pidfile", "", "write the master's PID to `PATH` and hold it locked while baton runs (removed on exit)")
 	fs.StringVar(&f.dir, "dir", "", "worker working `DIR`, resolved anew at every reload (default: the current directory as the shell names it)")
 	fs.StringVar(&f.ready, "ready", "notify", "how a new worker counts as ready: `notify` (READY=1 on NOTIFY_SOCKET), accepting (a process of it waits in accept/epoll/poll on a passed socket, or READY=1), or delay=DURATION")
@@ -342,6 +357,9 @@ func (f *masterFlags) parse(fs *flag.FlagSet, args []string) (upgrader.Options, 
 		return o, usagef("--workers %d with --protocol %s: a %s app runs one process per generation; several workers need --protocol systemd", f.workers, f.protocol, f.protocol)
 	}
 	o.Workers, o.MaxSurge = f.workers, f.maxSurge
+	if err := f.selfHealing(&o); err != nil {
+		return o, err
+	}
 	o.Subreaper = f.subreaper || os.Getpid() == 1
 	o.Dir = f.dir
 	if o.Dir == "" {
@@ -434,4 +452,65 @@ func closeAll(sockets []*sockets.Socket, log zerolog.Logger) {
 			log.Warn().Str("event", "socket_left").Err(err).Str("name", s.Spec.Name).Msg("socket left behind")
 		}
 	}
+}
+
+// selfHealing checks the self-healing flags into o.
+func (f *masterFlags) selfHealing(o *upgrader.Options) error {
+	switch {
+	case f.watchdog < 0:
+		return usagef("--watchdog %s: want a positive duration, or 0 for none", f.watchdog)
+	case f.maxAge < 0:
+		return usagef("--max-age %s: want a positive duration, or 0 for none", f.maxAge)
+	case f.probeEvery <= 0:
+		return usagef("--probe-interval %s: want a positive duration", f.probeEvery)
+	case f.probeFails < 1:
+		return usagef("--probe-failures %d: want 1 or more", f.probeFails)
+	case f.maxDraining < 0:
+		return usagef("--max-draining %d: want 0 (no limit) or more", f.maxDraining)
+	}
+	o.Watchdog, o.MaxAge, o.ProbeInterval, o.ProbeFailures = f.watchdog, f.maxAge, f.probeEvery, f.probeFails
+	o.MaxDraining = f.maxDraining
+	if o.MaxDraining == 0 {
+		o.MaxDraining = -1
+	}
+	if f.maxMemory != "" {
+		n, err := parseSize(f.maxMemory)
+		if err != nil || n <= 0 {
+			return usagef("--max-memory %q: want a size such as 512MB or 2GB", f.maxMemory)
+		}
+		o.MaxMemory = n
+	}
+	if f.probe != "" {
+		u, err := url.Parse(f.probe)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return usagef("--probe %q: want an http:// URL of the service, such as http://127.0.0.1:8080/healthz", f.probe)
+		}
+		o.Probe = f.probe
+	}
+	return nil
+}
+
+// parseSize reads 512MB, 2GB, 1G, 300MiB, or a count of bytes. K, M and G
+// are powers of 1024, as memory sizes are (systemd's MemoryMax= too).
+func parseSize(s string) (int64, error) {
+	t := strings.ToUpper(strings.TrimSpace(s))
+	t = strings.TrimSuffix(strings.TrimSuffix(t, "B"), "I")
+	mult := int64(1)
+	if n := len(t); n > 0 {
+		switch t[n-1] {
+		case 'K':
+			mult, t = 1<<10, t[:n-1]
+		case 'M':
+			mult, t = 1<<20, t[:n-1]
+		case 'G':
+			mult, t = 1<<30, t[:n-1]
+		case 'T':
+			mult, t = 1<<40, t[:n-1]
+		}
+	}
+	v, err := strconv.ParseFloat(strings.TrimSpace(t), 64)
+	if err != nil || v < 0 {
+		return 0, fmt.Errorf("bad size %q", s)
+	}
+	return int64(v * float64(mult)), nil
 }
