@@ -1,6 +1,9 @@
 package integration_test
 
 import (
+	"encoding/json"
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -176,4 +179,134 @@ func TestControlGroupMistakes(t *testing.T) {
 			t.Errorf("baton %s: exit %d, stdout %q, stderr %q; want exit %d and %q", strings.Join(tc.args, " "), code, stdout, stderr, tc.code, tc.want)
 		}
 	}
+}
+
+// Mistakes in who workers run as, and in their environment files, stop
+// baton at start with one line: exit 2 for the command line, 3 for what
+// the databases and files say.
+func TestUserAndEnvMistakes(t *testing.T) {
+	bin := harness.Build(t)
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "app.env")
+	if err := os.WriteFile(bad, []byte("# the app\nDATABASE_URL=postgres://db/app\nexport SECRET=x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--user", "baton-no-such-user"}, 3,
+			"baton: --user baton-no-such-user: no such user in the password database: create it (useradd --system …) or name another\n"},
+		{[]string{"--user="}, 2, "baton: --user is empty: want a user name or uid (baton --help lists every flag)\n"},
+		{[]string{"--umask", "0999"}, 2, `baton: --umask "0999": want an octal mask from 0 to 0777, such as 027 (baton --help lists every flag)` + "\n"},
+		{[]string{"--env", "SECRET"}, 2, `baton: --env "SECRET": want NAME=VALUE (baton --help lists every flag)` + "\n"},
+		{[]string{"--env-file", bad}, 3,
+			"baton: " + bad + `:3: "export SECRET" is not a variable name (letters, digits and _, not starting with a digit): drop "export", this is not a shell script` + "\n"},
+		{[]string{"--env-file", filepath.Join(dir, "missing.env")}, 3,
+			"baton: env file " + filepath.Join(dir, "missing.env") + " does not exist (--env-file -" + filepath.Join(dir, "missing.env") + " would make it optional)\n"},
+	} {
+		args := append(tc.args, "--listen", "tcp://127.0.0.1:0", "--", bin.TestWorker)
+		code, stdout, stderr := harness.Run(t, 20*time.Second, args...)
+		if code != tc.code || stderr != tc.want {
+			t.Errorf("baton %s: exit %d, stdout %q, stderr %q; want exit %d and %q", strings.Join(tc.args, " "), code, stdout, stderr, tc.code, tc.want)
+		}
+	}
+}
+
+// A baton that is not root may say --user for the user it runs as (a
+// unit or script shared with root installs): nothing changes. Another
+// user is a start-up failure: only root can start workers as someone
+// else.
+func TestUserWhenNotRoot(t *testing.T) {
+	needRoot(t)
+	const nobody = 65534
+	baton := batonForAll(t)
+	code, stdout, stderr := runAs(t, nobody, nobody, nil, baton, "--user", "root", "--listen", "tcp://127.0.0.1:0", "--", "/bin/sleep", "30")
+	want := "baton: baton runs as uid 65534, gid 65534, not as root, so it cannot start workers as root:root (uid 0, gid 0): start baton as root, or as that user without --user\n"
+	if code != 3 || stderr != want {
+		t.Errorf("nobody's baton --user root: exit %d, stdout %q, stderr %q; want exit 3 and %q", code, stdout, stderr, want)
+	}
+
+	for _, user := range []string{"nobody", "65534"} {
+		master, served, exited := serveAs(t, nobody, baton, "--user", user, "--ready", "delay=100ms", "--dir", "/", "--", "/bin/sleep", "30")
+		var worker int
+		select {
+		case worker = <-served:
+		case err := <-exited:
+			t.Fatalf("nobody's baton --user %s exited before generation 1 served: %v", user, err)
+		case <-time.After(20 * time.Second):
+			t.Fatalf("nobody's baton --user %s: generation 1 not serving within 20s", user)
+		}
+		if uid := procUID(t, worker); uid != nobody {
+			t.Errorf("--user %s: the worker runs as uid %d, want %d", user, uid, nobody)
+		}
+		master.Signal(syscall.SIGTERM)
+		select {
+		case err := <-exited:
+			if err != nil {
+				t.Errorf("nobody's baton --user %s, stopped: %v, want exit 0", user, err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("nobody's baton --user %s: still running 30s after TERM", user)
+		}
+	}
+}
+
+// serveAs starts the baton at bin with args and a JSON log, as uid and
+// its group of the same number, in / (root's test directories are closed
+// to it), and returns the master. served receives the PID of generation 1's worker once it
+// serves; exited what Wait returns. The master is killed when the test
+// ends, if still running.
+func serveAs(t *testing.T, uid int, bin string, args ...string) (master *os.Process, served <-chan int, exited <-chan error) {
+	t.Helper()
+	id := strconv.Itoa(uid)
+	cmd := exec.Command("setpriv", append([]string{"--reuid=" + id, "--regid=" + id, "--clear-groups", "--", bin, "--log-format", "json"}, args...)...)
+	cmd.Dir = "/"
+	cmd.Env = append(os.Environ(), harness.ProcessEnv...)
+	log, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	servedc, exitedc := make(chan int, 1), make(chan error, 1)
+	go func() {
+		dec := json.NewDecoder(log)
+		worker := 0
+		for {
+			var e harness.Event
+			if dec.Decode(&e) != nil {
+				break
+			}
+			switch {
+			case e.Kind() == "worker_started" && e.Int("gen") == 1:
+				worker = e.Int("pid")
+			case e.Kind() == "reload_complete" && e.Int("gen") == 1:
+				servedc <- worker
+			}
+		}
+		io.Copy(io.Discard, log)
+		exitedc <- cmd.Wait()
+	}()
+	t.Cleanup(func() { cmd.Process.Kill() })
+	return cmd.Process, servedc, exitedc
+}
+
+// procUID is the real uid of process pid.
+func procUID(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 1 && f[0] == "Uid:" {
+			uid, _ := strconv.Atoi(f[1])
+			return uid
+		}
+	}
+	t.Fatalf("no Uid: in /proc/%d/status", pid)
+	return -1
 }

@@ -154,6 +154,13 @@ func masterCmd(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, fs, err, exitStartup)
 	}
+	for _, w := range privileges.warnings {
+		log.Warn().Msg(w)
+	}
+	// privileges.workers is for the engine to apply at every start.
+	if err := privileges.workers.notYetApplied(); err != nil {
+		return fail(stderr, fs, err, exitStartup)
+	}
 
 	if f.pidfile != "" {
 		pf, err := pidfile.Acquire(f.pidfile)
