@@ -6,7 +6,8 @@
 //
 // The shim exists because Go cannot run code between fork and exec: the
 // master starts its own binary with Env naming the worker, and the shim
-// sets LISTEN_PID to its PID, which the worker keeps across exec.
+// sets LISTEN_PID to its PID, which the worker keeps across exec, and the
+// umask EnvUmask names, which it keeps too.
 package execshim
 
 import (
@@ -17,6 +18,13 @@ import (
 
 // Env carries the path of the worker program the shim is to become.
 const Env = "BATON_EXEC_SHIM"
+
+// EnvUmask, alongside Env, carries the umask (octal) the shim sets before
+// it becomes the worker; without it the worker keeps the master's.
+const EnvUmask = "BATON_UMASK"
+
+// UmaskVar is the environment entry that makes the shim set umask mask.
+func UmaskVar(mask int) string { return EnvUmask + "=" + strconv.FormatInt(int64(mask), 8) }
 
 func init() { Run() }
 
@@ -32,7 +40,21 @@ func Run() {
 	if _, ok := os.LookupEnv("LISTEN_FDS"); ok {
 		os.Setenv("LISTEN_PID", strconv.Itoa(os.Getpid()))
 	}
+	if mask, ok := os.LookupEnv(EnvUmask); ok {
+		os.Unsetenv(EnvUmask)
+		n, err := strconv.ParseUint(mask, 8, 32)
+		if err != nil || n > 0o777 {
+			fail("cannot start " + worker + ": " + EnvUmask + "=" + mask + " is not an octal umask")
+		}
+		syscall.Umask(int(n))
+	}
 	err := syscall.Exec(worker, os.Args, os.Environ())
-	os.Stderr.WriteString("baton: exec " + worker + ": " + err.Error() + "\n")
+	fail("exec " + worker + ": " + err.Error())
+}
+
+// fail reports why the shim could not become the worker on stderr and
+// exits with status 127, as a shell does.
+func fail(msg string) {
+	os.Stderr.WriteString("baton: " + msg + "\n")
 	os.Exit(127)
 }
