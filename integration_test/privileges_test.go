@@ -127,7 +127,7 @@ func TestControlGroupLetsADeployUserReload(t *testing.T) {
 		t.Fatalf("the deploy user's reload --wait: exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
 	code, stdout, stderr = runAs(t, deployUID, deployUID, []int{gid}, baton, "status", "--pidfile", b.PIDFile)
-	if code != 0 || !strings.Contains(stdout, "serving      generation 2, pid ") {
+	if code != 0 || !strings.Contains(stdout, "serving      generation 2, 1 of 1 workers, ready") {
 		t.Fatalf("the deploy user's status: exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
 
