@@ -1,6 +1,8 @@
 // Package control is the master's control socket: a unix stream socket,
 // mode 0600, on which `baton reload` and `baton status` talk to a running
 // master. Each connection carries one JSON request and one JSON answer.
+// With the Group option (--control-group) it is mode 0660 and belongs to
+// that group, whose members may then make the requests it answers.
 //
 // A reload request with Wait is answered when the reload that covers it has
 // ended: the new generation is ready and the old one has drained, or the
@@ -26,7 +28,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
+	"os"
 	"strings"
 	"syscall"
 	"time"
@@ -96,16 +100,51 @@ type Server struct {
 	closed chan struct{}
 }
 
-// Listen binds the control socket at path with mode 0600. A stale socket
-// file is replaced; one a running master answers on is an error. Accept
-// errors are logged on log.
-func Listen(path string, log zerolog.Logger) (*Server, error) {
+// Option changes how Listen makes the control socket.
+type Option func(*options)
+
+type options struct {
+	group bool
+	gid   int
+}
+
+// Group gives the control socket to group gid with mode 0660, so that
+// its members may connect; by default it is mode 0600, for baton's own
+// user (and root) only. The group gains the requests the socket answers
+// (reload and status), and nothing else of baton's user.
+func Group(gid int) Option {
+	return func(o *options) { o.group, o.gid = true, gid }
+}
+
+// Listen binds the control socket at path with mode 0600 (see Group). A
+// stale socket file is replaced; one a running master answers on is an
+// error. Accept errors are logged on log.
+func Listen(path string, log zerolog.Logger, opts ...Option) (*Server, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if err := sockets.CheckUnixPath(path); err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
 	sock, err := sockets.Bind(sockets.Spec{Name: "control", Network: "unix", Address: path, Mode: 0o600})
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	if o.group {
+		// The group comes first, the mode after: the socket never opens
+		// to any group but this one.
+		err := os.Lchown(path, -1, o.gid)
+		if err == nil {
+			err = os.Chmod(path, 0o660)
+		}
+		if err != nil {
+			sock.Close()
+			if errors.Is(err, fs.ErrPermission) {
+				err = fmt.Errorf("%w (baton must run as root, or as a member of the group)", err)
+			}
+			return nil, fmt.Errorf("control socket %s: give it to group %d: %w", path, o.gid, err)
+		}
 	}
 	l, err := net.FileListener(sock.File)
 	if err != nil {
@@ -244,6 +283,10 @@ func await(done <-chan upgrader.Result, c net.Conn) (upgrader.Result, bool) {
 	}
 }
 
+// PermissionHint is what to do about a master that will not let this
+// user in.
+const PermissionHint = "run as the user baton runs as, or give baton --control-group with a group of yours"
+
 // Ask sends req to the master at path and returns its answer, giving up
 // after timeout (0: no limit) or, while a reload is awaited, after Silence
 // without a sign of life from the master. It returns the PID of the
@@ -254,7 +297,10 @@ func Ask(path string, req Request, timeout time.Duration) (Response, int, error)
 	}
 	d := net.Dialer{Timeout: RequestTimeout}
 	conn, err := d.Dial("unix", path)
-	if err != nil {
+	switch {
+	case errors.Is(err, fs.ErrPermission):
+		return Response{}, 0, fmt.Errorf("no permission to use the control socket %s: %s", path, PermissionHint)
+	case err != nil:
 		return Response{}, 0, fmt.Errorf("cannot reach the master on %s (is baton running with this --control or --pidfile?): %w", path, errors.Unwrap(err))
 	}
 	c := conn.(*net.UnixConn)

@@ -810,7 +810,7 @@ func TestSystemdUnits(t *testing.T) {
 		})
 		n := 0
 		for _, e := range m.events("app", baton) {
-			if e.Kind() == "reload_requested" && e.Str("kind") != "start" {
+			if e.Kind() == "reload_requested" && e.Str("trigger") != "start" {
 				n++
 			}
 		}

@@ -123,6 +123,7 @@ type Socket struct {
 	path    string
 	created os.FileInfo // the socket file Listen made; nil for an abstract socket
 	dir     string      // the private directory ListenPrivate made for it
+	opts    []Option    // ListenPrivate's, for Repair
 }
 
 // Listen creates the socket at path, replacing a leftover file there. Its
@@ -148,6 +149,9 @@ func Listen(path string) (*Socket, error) {
 // some clients only connect to paths: Ruby's sd_notify gem, which puma
 // uses, treats "@name" as a file name and fails.
 //
+// Only the master's user may reach the directory, unless the
+// ReachableBy option names the user its workers run as.
+//
 // A file can be deleted under the master (a /tmp cleaner); Repair makes
 // a new socket then. Where no such path fits in a socket address (a very
 // long TMPDIR), or no directory can be made, the socket is abstract
@@ -157,18 +161,68 @@ func Listen(path string) (*Socket, error) {
 // the same network namespace may send to it. That is harmless, because
 // Receive reports the sender's PID as the kernel vouches for it
 // (SCM_CREDENTIALS) and the master heeds only its own workers.
-func ListenPrivate() (*Socket, error) {
+func ListenPrivate(opts ...Option) (*Socket, error) {
+	var o private
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if dir := runtimeDir(); len(dir)+len("/baton-0123456789/notify.sock") < maxSocketPath {
 		if d, err := os.MkdirTemp(dir, "baton-"); err == nil {
 			s, err := Listen(filepath.Join(d, "notify.sock"))
 			if err == nil {
-				s.dir = d
+				if err = o.grant(d, s.path); err != nil {
+					s.Close()
+				}
+			}
+			if err == nil {
+				s.dir, s.opts = d, opts
 				return s, nil
 			}
 			os.Remove(d)
 		}
 	}
-	return listenAbstract()
+	s, err := listenAbstract()
+	if err == nil {
+		s.opts = opts
+	}
+	return s, err
+}
+
+// Option changes what ListenPrivate makes.
+type Option func(*private)
+
+type private struct {
+	reachable bool
+	uid, gid  int
+}
+
+// ReachableBy makes the private socket reachable by workers that run as
+// uid and gid, another user than the master's: the socket file is owned
+// by uid and gid with mode 0600, so that only uid (and root) may send to
+// it, and its directory gets group gid and mode 0710, so that processes
+// of gid may pass through it but not list, add or remove anything. An
+// abstract socket, the fallback, needs nothing: anyone may send to it.
+func ReachableBy(uid, gid int) Option {
+	return func(p *private) { p.reachable, p.uid, p.gid = true, uid, gid }
+}
+
+// grant applies ReachableBy to the socket file sock in dir: the file
+// first, while the directory (mode 0700) still keeps everyone else out.
+func (p private) grant(dir, sock string) error {
+	if !p.reachable {
+		return nil
+	}
+	for _, step := range []func() error{
+		func() error { return os.Lchown(sock, p.uid, p.gid) },
+		func() error { return os.Chmod(sock, 0o600) },
+		func() error { return os.Lchown(dir, -1, p.gid) },
+		func() error { return os.Chmod(dir, 0o710) },
+	} {
+		if err := step(); err != nil {
+			return fmt.Errorf("notify socket: %w", err)
+		}
+	}
+	return nil
 }
 
 // maxSocketPath is the room for a path in a unix socket address
@@ -216,14 +270,14 @@ func (s *Socket) Intact() bool {
 }
 
 // Repair returns s while it is intact, and otherwise a new private socket
-// (see ListenPrivate), at a new path: the old directory may now be
+// made as ListenPrivate made s, at a new path: the old directory may now be
 // anyone's. The caller receives on the new one and closes s; processes
 // given the old path can no longer reach the master.
 func (s *Socket) Repair() (*Socket, error) {
 	if s.Intact() {
 		return s, nil
 	}
-	return ListenPrivate()
+	return ListenPrivate(s.opts...)
 }
 
 func listen(addr string) (*Socket, error) {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"syscall"
@@ -432,6 +433,106 @@ func TestListenPrivate(t *testing.T) {
 				t.Errorf("SendTo a closed socket succeeded")
 			}
 		})
+	}
+}
+
+// sendAs sends state to path from a thread of this process that runs as
+// uid and gid, without supplementary groups: a worker of another user.
+// The thread's credentials are changed for it alone (raw system calls,
+// which Go and the C library do not spread to the other threads), and it
+// is never unlocked, so it ends with its goroutine.
+func sendAs(uid, gid int, path, state string) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		for _, call := range [][4]uintptr{
+			{syscall.SYS_SETGROUPS, 0, 0, 0},
+			{syscall.SYS_SETRESGID, uintptr(gid), uintptr(gid), uintptr(gid)},
+			{syscall.SYS_SETRESUID, uintptr(uid), uintptr(uid), uintptr(uid)},
+		} {
+			if _, _, e := syscall.RawSyscall(call[0], call[1], call[2], call[3]); e != 0 {
+				errc <- fmt.Errorf("system call %d: %w", call[0], e)
+				return
+			}
+		}
+		errc <- notify.SendTo(path, state)
+	}()
+	return <-errc
+}
+
+// TestListenPrivateReachableBy: a master (root) whose workers run as
+// another user makes its private socket reachable by that user and
+// nobody else, and a repaired socket is made the same way.
+func TestListenPrivateReachableBy(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to send as other users")
+	}
+	// A runtime directory anyone may pass, as /run and /tmp are (a test's
+	// TempDir is not).
+	runtimeDir, err := os.MkdirTemp("", "notify-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(runtimeDir)
+	if err := os.Chmod(runtimeDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("TMPDIR", runtimeDir)
+	t.Setenv("XDG_RUNTIME_DIR", "")
+	t.Setenv("RUNTIME_DIRECTORY", "")
+	const uid, gid = 64101, 64102 // no names needed
+	s, err := notify.ListenPrivate(notify.ReachableBy(uid, gid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { s.Close() }()
+	for round := range 2 {
+		dir := filepath.Dir(s.Path())
+		for _, f := range []struct {
+			path     string
+			uid, gid int
+			mode     os.FileMode
+		}{{dir, 0, gid, os.ModeDir | 0o710}, {s.Path(), uid, gid, os.ModeSocket | 0o600}} {
+			fi, err := os.Lstat(f.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := fi.Sys().(*syscall.Stat_t)
+			if int(st.Uid) != f.uid || int(st.Gid) != f.gid || fi.Mode() != f.mode {
+				t.Errorf("%s: owner %d:%d, mode %v; want %d:%d, %v", f.path, st.Uid, st.Gid, fi.Mode(), f.uid, f.gid, f.mode)
+			}
+		}
+		for _, c := range []struct {
+			uid, gid int
+			ok       bool
+		}{
+			{uid, gid, true},
+			{uid, 64103, false},   // the user, with another group: cannot pass the directory
+			{64104, gid, false},   // another user of the group: passes the directory, not the socket
+			{64104, 64104, false}, // a stranger
+			{0, 0, true},          // root
+		} {
+			err := sendAs(c.uid, c.gid, s.Path(), fmt.Sprintf("STATUS=%d:%d", c.uid, c.gid))
+			switch {
+			case c.ok && err != nil:
+				t.Errorf("round %d: %d:%d cannot send: %v", round, c.uid, c.gid, err)
+			case c.ok:
+				if d := receive(t, s); d.Message["STATUS"] != fmt.Sprintf("%d:%d", c.uid, c.gid) || d.PID != os.Getpid() {
+					t.Errorf("round %d: received %q from pid %d", round, d.Message, d.PID)
+				}
+			case !errors.Is(err, syscall.EACCES):
+				t.Errorf("round %d: %d:%d sending: %v, want permission denied", round, c.uid, c.gid, err)
+			}
+		}
+		// A cleaner deletes the directory: the new socket is reachable
+		// as the old one was.
+		os.RemoveAll(dir)
+		r, err := s.Repair()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		s = r
 	}
 }
 

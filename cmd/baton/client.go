@@ -53,6 +53,8 @@ func (a *masterAddress) find() (master, error) {
 		return master{}, fmt.Errorf("no pidfile at %s: baton is not running with this --pidfile", a.pidfile)
 	case errors.As(err, &stale):
 		return master{}, err
+	case errors.Is(err, fs.ErrPermission):
+		return master{}, fmt.Errorf("no permission to read the pidfile %s: run as the user baton runs as, or pass --control with the control socket of a baton started with --control-group", a.pidfile)
 	case err != nil:
 		return master{}, fmt.Errorf("cannot find the master: %w", err)
 	}
@@ -111,7 +113,9 @@ func reloadCmd(args []string, stdout, stderr io.Writer) int {
 		}
 		// The holder of the pidfile's lock is the master: a signal cannot
 		// reach a process that merely reuses a dead master's PID.
-		if err := syscall.Kill(m.pid, syscall.SIGHUP); err != nil {
+		if err := syscall.Kill(m.pid, syscall.SIGHUP); errors.Is(err, syscall.EPERM) {
+			return fail(stderr, fs, fmt.Errorf("cannot signal master pid %d, which runs as another user: run as that user, or reload through a control socket opened to you with --control-group", m.pid), exitRuntime)
+		} else if err != nil {
 			return fail(stderr, fs, fmt.Errorf("cannot signal master pid %d: %w", m.pid, err), exitRuntime)
 		}
 		fmt.Fprintf(stdout, "reload requested from master pid %d\n", m.pid)

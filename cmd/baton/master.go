@@ -58,6 +58,7 @@ type masterFlags struct {
 	hookTimeout  time.Duration
 	logFormat    string
 	logLevel     string
+	privileges   privilegeFlags
 }
 
 func masterFlagSet(f *masterFlags) *flag.FlagSet {
@@ -93,6 +94,7 @@ func masterFlagSet(f *masterFlags) *flag.FlagSet {
 	fs.DurationVar(&f.hookTimeout, "hook-timeout", upgrader.DefaultHookTimeout, "kill an --on-ready or --on-stopping command's process group after this long")
 	fs.StringVar(&f.logFormat, "log-format", "auto", "`FORMAT`: json, console, or auto (console when stderr is a terminal)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "`LEVEL`: debug, info, warn or error")
+	f.privileges.define(fs)
 	return fs
 }
 
@@ -167,6 +169,18 @@ func masterCmd(args []string, stdout, stderr io.Writer) int {
 	sigc := catchSignals()
 	defer signal.Stop(sigc)
 
+	privileges, err := f.privileges.resolve()
+	if err != nil {
+		return fail(stderr, fs, err, exitStartup)
+	}
+	for _, w := range privileges.warnings {
+		log.Warn().Msg(w)
+	}
+	// privileges.workers is for the engine to apply at every start.
+	if err := privileges.workers.notYetApplied(); err != nil {
+		return fail(stderr, fs, err, exitStartup)
+	}
+
 	if f.pidfile != "" {
 		pf, err := pidfile.Acquire(f.pidfile)
 		if err != nil {
@@ -205,7 +219,7 @@ func masterCmd(args []string, stdout, stderr io.Writer) int {
 	}
 
 	if path := f.controlPath(); path != "" {
-		ctl, err := control.Listen(path, log)
+		ctl, err := control.Listen(path, log, privileges.control...)
 		if err != nil {
 			return fail(stderr, fs, err, exitStartup)
 		}
@@ -260,6 +274,9 @@ func (f *masterFlags) parse(fs *flag.FlagSet, args []string) (upgrader.Options, 
 		if err := sockets.CheckUnixPath(path); err != nil {
 			return o, usagef("control socket (--control, or next to --pidfile): %v", err)
 		}
+	}
+	if err := f.privileges.check(f.controlPath() != ""); err != nil {
+		return o, err
 	}
 	names := map[string]bool{}
 	for i, raw := range f.listen {

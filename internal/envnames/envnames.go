@@ -70,6 +70,9 @@ const (
 	StubControl = "BATON_STUB_CONTROL"
 	// StubDrain is the number of the drain signal.
 	StubDrain = "BATON_STUB_DRAIN"
+	// Umask is the worker's umask, in octal (--umask). Set by the master
+	// for the exec shim, which sets it and removes the variable.
+	Umask = "BATON_UMASK"
 )
 
 // Knobs of baton's own test suite, set by whoever runs the tests and read

@@ -8,7 +8,7 @@
 // The shim exists because Go cannot run code between fork and exec: the
 // master starts its own binary with envnames.ExecShim naming the worker,
 // and the shim sets LISTEN_PID to its PID, which the worker keeps across
-// exec.
+// exec, and the umask envnames.Umask names, which it keeps too.
 package execshim
 
 import (
@@ -18,6 +18,10 @@ import (
 
 	"github.com/baton-sh/baton/internal/envnames"
 )
+
+// UmaskVar is the environment entry that makes the shim set umask mask
+// before it becomes the worker; without it the worker keeps the master's.
+func UmaskVar(mask int) string { return envnames.Umask + "=" + strconv.FormatInt(int64(mask), 8) }
 
 func init() { Run() }
 
@@ -36,7 +40,21 @@ func Run() {
 	if _, ok := os.LookupEnv("WATCHDOG_USEC"); ok {
 		os.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()))
 	}
+	if mask, ok := os.LookupEnv(envnames.Umask); ok {
+		os.Unsetenv(envnames.Umask)
+		n, err := strconv.ParseUint(mask, 8, 32)
+		if err != nil || n > 0o777 {
+			fail("cannot start " + worker + ": " + envnames.Umask + "=" + mask + " is not an octal umask")
+		}
+		syscall.Umask(int(n))
+	}
 	err := syscall.Exec(worker, os.Args, os.Environ())
-	os.Stderr.WriteString("baton: exec " + worker + ": " + err.Error() + "\n")
+	fail("exec " + worker + ": " + err.Error())
+}
+
+// fail reports why the shim could not become the worker on stderr and
+// exits with status 127, as a shell does.
+func fail(msg string) {
+	os.Stderr.WriteString("baton: " + msg + "\n")
 	os.Exit(127)
 }

@@ -13,14 +13,14 @@ const EnvNotifySocket = "NOTIFY_SOCKET"
 
 // WorkerEnv returns base with the socket-activation variables for sockets
 // and, if notifySocket is not empty, NOTIFY_SOCKET. Variables of the same
-// names already in base are dropped: they describe baton's own parent, not
-// the worker. LISTEN_PID cannot be known before the worker exists; the exec
+// names already in base are dropped, and so are the exec shim's: they
+// describe baton's own parent, not the worker. LISTEN_PID cannot be known before the worker exists; the exec
 // shim (see ShimVar) sets it.
 func WorkerEnv(base []string, sockets []*Socket, notifySocket string) []string {
 	env := make([]string, 0, len(base)+4)
 	for _, kv := range base {
 		switch strings.SplitN(kv, "=", 2)[0] {
-		case activation.EnvFDs, activation.EnvFDNames, activation.EnvPID, EnvNotifySocket, envnames.ExecShim:
+		case activation.EnvFDs, activation.EnvFDNames, activation.EnvPID, EnvNotifySocket, envnames.ExecShim, envnames.Umask:
 			continue
 		}
 		env = append(env, kv)

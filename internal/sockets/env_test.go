@@ -174,9 +174,10 @@ func TestShimVar(t *testing.T) {
 		if want := envnames.ExecShim + "=" + worker; got != want {
 			t.Errorf("ShimVar(%q) = %q, want %q", worker, got, want)
 		}
-		// WorkerEnv drops a shim variable inherited from baton's parent:
-		// a worker must not turn into a shim again.
-		if env := sockets.WorkerEnv([]string{got, "A=1"}, nil, ""); !slices.Equal(env, []string{"A=1"}) {
+		// WorkerEnv drops the shim's variables inherited from baton's
+		// parent: a worker must not turn into a shim again, nor take a
+		// umask --umask did not give.
+		if env := sockets.WorkerEnv([]string{got, "A=1", execshim.UmaskVar(0o77)}, nil, ""); !slices.Equal(env, []string{"A=1"}) {
 			t.Errorf("WorkerEnv kept %q: %q", got, env)
 		}
 	}
