@@ -359,7 +359,10 @@ func (m *Master) finish(r *rollout) {
 			res.Err = fmt.Errorf("%w; generation %d is still serving", r.failure, m.currentGen())
 		}
 	}
-	m.lastReload = newReloadStatus(r.started, res)
+	if m.lastReload == nil || !r.started.Before(m.lastReload.At) {
+		// A superseded reload that ends after a newer one is not the last.
+		m.lastReload = newReloadStatus(r.started, res)
+	}
 	if r.failure == nil {
 		for _, s := range m.slots {
 			if s.serving != nil && s.serving.gen == r.to {
@@ -371,7 +374,11 @@ func (m *Master) finish(r *rollout) {
 	if res.Err != nil {
 		ev = m.log.Error().Err(res.Err)
 	}
-	m.emit(Event{Kind: kind, Generation: res.Generation, Took: took, Trigger: r.trigger, Err: res.Err}, ev)
+	gen := res.Generation
+	if r.failure == nil && r.to != nil {
+		gen = r.to.n // a superseded one may end after newer ones
+	}
+	m.emit(Event{Kind: kind, Generation: gen, Took: took, Trigger: r.trigger, Err: res.Err}, ev)
 	for _, w := range r.waiters {
 		w <- res
 	}

@@ -269,11 +269,11 @@ func (b *Baton) Addr(t testing.TB, name string) string {
 	return e.Str("addr")
 }
 
-// Generation is the generation that completed the latest reload.
+// Generation is the newest generation whose reload completed.
 func (b *Baton) Generation() int {
 	gen := 0
 	for _, e := range b.Find(func(e Event) bool { return e.Kind() == "reload_complete" }) {
-		gen = e.Int("gen")
+		gen = max(gen, e.Int("gen")) // an older reload may end after a newer one
 	}
 	return gen
 }
