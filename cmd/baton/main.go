@@ -14,14 +14,7 @@ import (
 	"strings"
 	"time"
 
-	// First of baton's packages to initialise: a process started as a
-	// worker's exec shim becomes the worker before the rest of baton
-	// (Prometheus, protobuf) has spent time initialising.
-	_ "github.com/baton-sh/baton/internal/execshim"
-	// A generation's parent stub (--protocol endless or grace), likewise.
-	_ "github.com/baton-sh/baton/internal/parentstub"
-	// And the master's keeper (see internal/keeper).
-	_ "github.com/baton-sh/baton/internal/keeper"
+	"github.com/baton-sh/baton/internal/reexec"
 )
 
 // Exit codes, as in the product contract.
@@ -36,8 +29,12 @@ const (
 var version = "dev"
 
 func main() {
-	// A worker start never gets here: the exec shim imported above runs
-	// during initialisation and execs the worker; nor does a keeper.
+	// The master starts its own binary as a worker's exec shim, a
+	// generation's parent stub and its keeper: such a process is that
+	// helper, never baton's command line.
+	if reexec.Init() {
+		return
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

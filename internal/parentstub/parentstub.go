@@ -19,9 +19,8 @@
 //   - exits as the app did: with its status, or killed by its signal.
 //
 // The stub stays in the generation's process group with the app, so a
-// SIGKILL to the group at the drain timeout ends both. It runs from this
-// package's init function, which depends on nothing heavier than os/signal,
-// before the rest of baton initialises.
+// SIGKILL to the group at the drain timeout ends both. Nothing happens on
+// import: internal/reexec calls Run when the environment selects the stub.
 package parentstub
 
 import (
@@ -30,6 +29,8 @@ import (
 	"runtime"
 	"strconv"
 	"syscall"
+
+	"github.com/baton-sh/baton/internal/execshim"
 )
 
 // Environment of a stub, set by the master.
@@ -41,29 +42,22 @@ const (
 	EnvControl = "BATON_STUB_CONTROL"
 	// EnvDrain is the drain signal's number.
 	EnvDrain = "BATON_STUB_DRAIN"
-	// shimEnv is internal/execshim's: the app is started through the exec
-	// shim so that LISTEN_PID names the app.
-	shimEnv = "BATON_EXEC_SHIM"
+	// shimEnv: the app is started through the exec shim so that
+	// LISTEN_PID names the app.
+	shimEnv = execshim.Env
 )
-
-func init() { Run() }
-
-// Run becomes the stub if this process was started as one, and returns at
-// once otherwise. As a stub it never returns.
-func Run() {
-	app, ok := os.LookupEnv(Env)
-	if !ok {
-		return
-	}
-	os.Exit(run(app))
-}
 
 func fail(msg string) int {
 	os.Stderr.WriteString("baton parent stub: " + msg + "\n")
 	return 127
 }
 
-func run(app string) int {
+// Run is the stub's whole life, with app the path of the app (Env's
+// value): it starts the app and returns the stub's exit status once the
+// app has exited, 127 if the app could not be started. For an app killed
+// by a signal, the stub first kills itself with that signal, so that its
+// parent sees what the app's parent would have seen.
+func Run(app string) int {
 	ctl, err1 := strconv.Atoi(os.Getenv(EnvControl))
 	drainN, err2 := strconv.Atoi(os.Getenv(EnvDrain))
 	if err1 != nil || err2 != nil || ctl < 3 {

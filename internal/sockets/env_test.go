@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/baton-sh/baton/internal/execshim"
+	"github.com/baton-sh/baton/internal/reexec"
 	"github.com/baton-sh/baton/internal/sockets"
 	"github.com/baton-sh/baton/listener"
 )
@@ -24,7 +24,7 @@ const workerModeEnv = "BATON_LISTENER_TEST_WORKER"
 
 func TestMain(m *testing.M) {
 	// Started with ShimVar, the binary becomes the worker right here.
-	execshim.Run()
+	reexec.Init()
 	if os.Getenv(workerModeEnv) != "" {
 		os.Exit(runWorker())
 	}
