@@ -18,100 +18,8 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-
 	"github.com/baton-sh/baton/control"
-	"github.com/baton-sh/baton/upgrader"
 )
-
-// Metrics are the master's Prometheus metrics, fed by Observe.
-type Metrics struct {
-	registry       *prometheus.Registry
-	reloads        *prometheus.CounterVec
-	reloadDuration prometheus.Histogram
-	restarts       prometheus.Counter
-}
-
-// NewMetrics registers baton's metrics, plus the Go and process collectors,
-// in a registry of their own. The gauges read status, the master's Status,
-// at each scrape.
-func NewMetrics(status func() (upgrader.Status, error)) *Metrics {
-	m := &Metrics{
-		registry: prometheus.NewRegistry(),
-		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "baton_reloads_total",
-			Help: "Reloads requested by HUP, control socket or admin endpoint, by result (ok or failed).",
-		}, []string{"result"}),
-		reloadDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "baton_reload_duration_seconds",
-			Help:    "Time from a reload request until the old generation is gone, or the reload failed.",
-			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
-		}),
-		restarts: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "baton_worker_restarts_total",
-			Help: "Workers restarted after they died outside a reload.",
-		}),
-	}
-	generation := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "baton_generation",
-		Help: "The generation now serving (0 while none serves).",
-	}, func() float64 {
-		st, _ := status()
-		return float64(st.Generation)
-	})
-	workerUp := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "baton_worker_up",
-		Help: "1 while a ready worker serves, else 0.",
-	}, func() float64 {
-		if st, err := status(); err == nil && st.Ready && !st.Stopping {
-			return 1
-		}
-		return 0
-	})
-	stopping := func(phase string) prometheus.GaugeFunc {
-		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name:        "baton_stopping",
-			Help:        "1 while the master stops and is in this phase: delay (--stop-delay: still serving, not ready) or drain.",
-			ConstLabels: prometheus.Labels{"phase": phase},
-		}, func() float64 {
-			if st, err := status(); err == nil && st.StopPhase == phase {
-				return 1
-			}
-			return 0
-		})
-	}
-	m.reloads.WithLabelValues("ok")
-	m.reloads.WithLabelValues("failed")
-	m.registry.MustRegister(m.reloads, m.reloadDuration, m.restarts, generation, workerUp, stopping("delay"), stopping("drain"),
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return m
-}
-
-// CountLogDrops exports dropped, the number of log lines baton has lost
-// to a log reader that did not keep up, as baton_log_lines_dropped_total.
-func (m *Metrics) CountLogDrops(dropped func() uint64) {
-	m.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Name: "baton_log_lines_dropped_total",
-		Help: "Log lines dropped because the log's reader did not keep up or was gone.",
-	}, func() float64 { return float64(dropped()) }))
-}
-
-// Observe counts reloads and restarts from a master's events; it is an
-// upgrader.Options.OnEvent and does not block.
-func (m *Metrics) Observe(e upgrader.Event) {
-	switch {
-	case e.Kind == upgrader.ReloadStarted && e.Trigger == upgrader.TriggerRestart:
-		m.restarts.Inc()
-	case e.Kind == upgrader.ReloadComplete && e.Trigger == upgrader.TriggerReload:
-		m.reloads.WithLabelValues("ok").Inc()
-		m.reloadDuration.Observe(e.Took.Seconds())
-	case e.Kind == upgrader.ReloadFailed && e.Trigger == upgrader.TriggerReload:
-		m.reloads.WithLabelValues("failed").Inc()
-		m.reloadDuration.Observe(e.Took.Seconds())
-	}
-}
 
 // Server is the admin HTTP endpoint.
 type Server struct {
@@ -150,7 +58,7 @@ func Listen(addr string, master Master, metrics *Metrics, lifecycle bool) (*Serv
 		}
 		fmt.Fprintf(w, "baton is ready: generation %d, pid %d\n", st.Generation, st.WorkerPID)
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics.registry, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", metrics)
 	mux.HandleFunc("POST /-/reload", func(w http.ResponseWriter, r *http.Request) {
 		if !lifecycle {
 			http.Error(w, "reload over HTTP is disabled: start baton with --admin-lifecycle to enable it", http.StatusForbidden)

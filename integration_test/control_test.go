@@ -246,6 +246,14 @@ func TestAdminEndpoint(t *testing.T) {
 			if m := metrics(t, base); m[`baton_reloads_total{result="ok"}`] != "0" || m["baton_generation"] != "1" || m["baton_worker_up"] != "1" {
 				t.Fatalf("metrics at start: %v", m)
 			}
+			// Dashboards built on the Go and process metrics keep working.
+			_, body := httpDo(t, "GET", base+"/metrics")
+			for _, line := range []string{"# TYPE baton_reload_duration_seconds histogram", "# TYPE go_goroutines gauge",
+				"# TYPE process_resident_memory_bytes gauge", "# TYPE process_cpu_seconds_total counter"} {
+				if !strings.Contains(body, "\n"+line+"\n") {
+					t.Errorf("/metrics lacks %q", line)
+				}
+			}
 			b.Reload(t, 20*time.Second)
 			m := metrics(t, base)
 			if m[`baton_reloads_total{result="ok"}`] != "1" || m["baton_generation"] != "2" || m["baton_reload_duration_seconds_count"] != "1" {
