@@ -25,6 +25,21 @@ import (
 	"github.com/baton-sh/baton/upgrader"
 )
 
+// A master whose control socket is elsewhere is still reloaded by
+// `baton reload --pidfile`: by SIGHUP, sent through a pidfd that the
+// pidfile's lock proves is the master's.
+func TestReloadWithoutAControlSocketSignalsTheMaster(t *testing.T) {
+	b, _ := startWorker(t, []string{"--control", filepath.Join(t.TempDir(), "elsewhere.sock")})
+	code, stdout, stderr := harness.Run(t, 10*time.Second, "reload", "--pidfile", b.PIDFile)
+	if code != 0 || stdout != fmt.Sprintf("reload requested from master pid %d\n", b.PID()) {
+		t.Fatalf("reload --pidfile without a control socket next to it: exit %d, %q %q", code, stdout, stderr)
+	}
+	end := b.WaitFor(t, 20*time.Second, func(e harness.Event) bool { return e.Kind() == "reload_complete" && e.Int("gen") == 2 })
+	if end.Kind() != "reload_complete" {
+		t.Fatalf("after the signal: %v", end)
+	}
+}
+
 // A deploy script learns from `baton reload --wait` whether the new
 // version came up.
 func TestReloadWaitReportsTheOutcome(t *testing.T) {
