@@ -60,8 +60,8 @@ var reloadBuckets = []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60
 // NewMetrics makes baton's metrics. The gauges read status, the master's
 // Status, at each scrape. Every counter is served from the start, at 0.
 func NewMetrics(status func() (upgrader.Status, error)) *Metrics {
-	// TYPE lines, which the library writes only when asked, for every
-	// process of this binary: it is the master's alone.
+	// The library writes HELP and TYPE lines only when asked to, for the
+	// whole process: this binary serves one set of metrics, the master's.
 	metrics.ExposeMetadata(true)
 	s := metrics.NewSet()
 	m := &Metrics{
