@@ -8,6 +8,12 @@
 //	POST /-/reload   reload and answer when it has ended (with Lifecycle)
 //	POST /-/quit     begin a graceful stop, as TERM does (with Lifecycle)
 //	POST /-/scale?workers=N  scale and answer once N workers serve (with Lifecycle)
+//
+// No client can hold the master's file descriptors or memory: at most
+// MaxConns connections are open at once (fewer under a low open-file
+// limit); one more closes the connection idle longest, or waits in the
+// kernel's queue while every one is busy; and every connection ends
+// within the timeouts below unless it is busy with requests.
 package admin
 
 import (
@@ -18,114 +24,59 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
+	"syscall"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/baton-sh/baton/control"
 	"github.com/baton-sh/baton/upgrader"
 )
 
-// Metrics are the master's Prometheus metrics, fed by Observe.
-type Metrics struct {
-	registry       *prometheus.Registry
-	reloads        *prometheus.CounterVec
-	reloadDuration prometheus.Histogram
-	restarts       prometheus.Counter
+// Limits of the admin endpoint.
+const (
+	// MaxConns is the most connections open at once. Under an open-file
+	// limit below 4*MaxConns it is a quarter of that limit, so that a
+	// flood of connections leaves the master descriptors for its workers
+	// and its control socket. One more closes the connection idle
+	// longest, or waits while every one is busy with a request.
+	MaxConns = 64
+	// ReadHeaderTimeout is how long a new connection, or a request, may
+	// take to send its headers.
+	ReadHeaderTimeout = 5 * time.Second
+	// ReadTimeout is how long a whole request may take to arrive.
+	ReadTimeout = 10 * time.Second
+	// WriteTimeout is how long an answer may take to be written, counted
+	// from the end of its request's headers. POST /-/reload is the
+	// exception: it waits for the reload to end, which the master's ready
+	// and drain timeouts bound, and has WriteTimeout for writing after
+	// that.
+	WriteTimeout = 10 * time.Second
+	// IdleTimeout closes a keep-alive connection that has had no request
+	// for this long.
+	IdleTimeout = 30 * time.Second
+	// MaxHeaderBytes bounds a request's headers; the endpoint's requests
+	// carry a few hundred bytes.
+	MaxHeaderBytes = 8 << 10
+)
+
+// limits are the endpoint's timeouts and connection cap; tests shorten
+// them.
+type limits struct {
+	maxConns                      int
+	readHeader, read, write, idle time.Duration
 }
 
-// NewMetrics registers baton's metrics, plus the Go and process collectors,
-// in a registry of their own. The gauges read status, the master's Status,
-// at each scrape.
-func NewMetrics(status func() (upgrader.Status, error)) *Metrics {
-	m := &Metrics{
-		registry: prometheus.NewRegistry(),
-		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "baton_reloads_total",
-			Help: "Reloads and worker replacements, by what triggered them and how they ended (ok, failed or rolled_back).",
-		}, []string{"trigger", "result"}),
-		reloadDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "baton_reload_duration_seconds",
-			Help:    "Time from a reload request until the old generation is gone, or the reload failed.",
-			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
-		}),
-		restarts: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "baton_worker_restarts_total",
-			Help: "Workers restarted after they died outside a reload.",
-		}),
-	}
-	generation := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "baton_generation",
-		Help: "The generation now serving (0 while none serves).",
-	}, func() float64 {
-		st, _ := status()
-		return float64(st.Generation)
-	})
-	workerUp := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "baton_worker_up",
-		Help: "1 while a ready worker serves, else 0.",
-	}, func() float64 {
-		if st, err := status(); err == nil && st.Ready && !st.Stopping {
-			return 1
-		}
-		return 0
-	})
-	stopping := func(phase string) prometheus.GaugeFunc {
-		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name:        "baton_stopping",
-			Help:        "1 while the master stops and is in this phase: delay (--stop-delay: still serving, not ready) or drain.",
-			ConstLabels: prometheus.Labels{"phase": phase},
-		}, func() float64 {
-			if st, err := status(); err == nil && st.StopPhase == phase {
-				return 1
-			}
-			return 0
-		})
-	}
-	// The series a scrape should see before the first reload.
-	for _, t := range []upgrader.Trigger{upgrader.TriggerSignal, upgrader.TriggerControl, upgrader.TriggerAdmin} {
-		for _, result := range []string{"ok", "failed", "rolled_back"} {
-			m.reloads.WithLabelValues(t.String(), result)
-		}
-	}
-	m.registry.MustRegister(m.reloads, m.reloadDuration, m.restarts, generation, workerUp, stopping("delay"), stopping("drain"),
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return m
+func defaultLimits() limits {
+	return limits{maxConns: connCap(), readHeader: ReadHeaderTimeout, read: ReadTimeout, write: WriteTimeout, idle: IdleTimeout}
 }
 
-// CountLogDrops exports dropped, the number of log lines baton has lost
-// to a log reader that did not keep up, as baton_log_lines_dropped_total.
-func (m *Metrics) CountLogDrops(dropped func() uint64) {
-	m.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Name: "baton_log_lines_dropped_total",
-		Help: "Log lines dropped because the log's reader did not keep up or was gone.",
-	}, func() float64 { return float64(dropped()) }))
-}
-
-// Observe counts reloads and restarts from a master's events; it is an
-// upgrader.Options.OnEvent and does not block.
-func (m *Metrics) Observe(e upgrader.Event) {
-	switch e.Kind {
-	case upgrader.ReloadStarted:
-		if e.Trigger == upgrader.TriggerCrash {
-			m.restarts.Inc()
-		}
-	case upgrader.ReloadComplete, upgrader.ReloadFailed, upgrader.RolledBack:
-		result := "ok"
-		switch e.Kind {
-		case upgrader.ReloadFailed:
-			result = "failed"
-		case upgrader.RolledBack:
-			result = "rolled_back"
-		}
-		m.reloads.WithLabelValues(e.Trigger.String(), result).Inc()
-		switch e.Trigger {
-		case upgrader.TriggerSignal, upgrader.TriggerControl, upgrader.TriggerAdmin:
-			m.reloadDuration.Observe(e.Took.Seconds())
-		}
+// connCap is MaxConns, or a quarter of a lower open-file limit.
+func connCap() int {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur >= 4*MaxConns {
+		return MaxConns
 	}
+	return max(int(rl.Cur/4), 1)
 }
 
 // Server is the admin HTTP endpoint.
@@ -145,6 +96,10 @@ type Master interface {
 // or a private network). With lifecycle, POST /-/reload and POST /-/quit
 // are enabled.
 func Listen(addr string, master Master, metrics *Metrics, lifecycle bool) (*Server, error) {
+	return listen(addr, master, metrics, lifecycle, defaultLimits())
+}
+
+func listen(addr string, master Master, metrics *Metrics, lifecycle bool, lim limits) (*Server, error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("admin endpoint %s: %w", addr, err)
@@ -165,13 +120,17 @@ func Listen(addr string, master Master, metrics *Metrics, lifecycle bool) (*Serv
 		}
 		fmt.Fprintf(w, "baton is ready: generation %d, pid %d\n", st.Generation, st.WorkerPID)
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics.registry, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", metrics)
 	mux.HandleFunc("POST /-/reload", func(w http.ResponseWriter, r *http.Request) {
 		if !lifecycle {
 			http.Error(w, "reload over HTTP is disabled: start baton with --admin-lifecycle to enable it", http.StatusForbidden)
 			return
 		}
-		answer(w, <-master.Reload(upgrader.TriggerAdmin))
+		res, ok := await(w, r, master.Reload(upgrader.TriggerAdmin), lim.write)
+		if !ok {
+			return // the client is gone; the reload goes on
+		}
+		answer(w, res)
 	})
 	mux.HandleFunc("POST /-/scale", func(w http.ResponseWriter, r *http.Request) {
 		if !lifecycle {
@@ -183,7 +142,11 @@ func Listen(addr string, master Master, metrics *Metrics, lifecycle bool) (*Serv
 			http.Error(w, "want ?workers=N with N at least 1", http.StatusBadRequest)
 			return
 		}
-		answer(w, <-master.Scale(n))
+		res, ok := await(w, r, master.Scale(n), lim.write)
+		if !ok {
+			return
+		}
+		answer(w, res)
 	})
 	mux.HandleFunc("POST /-/quit", func(w http.ResponseWriter, r *http.Request) {
 		if !lifecycle {
@@ -193,8 +156,33 @@ func Listen(addr string, master Master, metrics *Metrics, lifecycle bool) (*Serv
 		master.Stop()
 		fmt.Fprintln(w, "baton is stopping")
 	})
-	s := &Server{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, l: l}
-	return s, nil
+	cl := newConnLimiter(l, lim.maxConns)
+	srv := &http.Server{
+		Handler:           mux,
+		ConnState:         cl.connState,
+		ReadHeaderTimeout: lim.readHeader,
+		ReadTimeout:       lim.read,
+		WriteTimeout:      lim.write,
+		IdleTimeout:       lim.idle,
+		MaxHeaderBytes:    MaxHeaderBytes,
+	}
+	return &Server{srv: srv, l: cl}, nil
+}
+
+// await waits for a reload or scale to end, however long that takes, and
+// gives writing the answer write from then on:
+// WriteTimeout, counted from the request, would cut it. (Nothing is
+// written while waiting, and net/http lifts the read deadline while a
+// handler runs, so neither deadline ends the wait.) It reports false if
+// the client went away first.
+func await(w http.ResponseWriter, r *http.Request, done <-chan upgrader.Result, write time.Duration) (upgrader.Result, bool) {
+	select {
+	case res := <-done:
+		http.NewResponseController(w).SetWriteDeadline(time.Now().Add(write))
+		return res, true
+	case <-r.Context().Done():
+		return upgrader.Result{}, false
+	}
 }
 
 // answer writes res as the JSON the control socket answers with; 500 when
@@ -223,4 +211,142 @@ func (s *Server) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return s.srv.Shutdown(ctx)
+}
+
+// connLimiter keeps at most max connections open. When every slot is
+// taken, the connection that has been idle longest (no request under way:
+// waiting for its first, or kept alive after one), once idle for at least
+// evictAfter, is closed to make room for the next, so that idle or silent
+// connections, from a client that leaks them or from a flood, cannot keep
+// a probe out for long. While every connection is busy with a request,
+// Accept waits for one to end or go idle; newcomers wait in the kernel's
+// queue meanwhile, costing the master nothing.
+type connLimiter struct {
+	net.Listener
+	max    int
+	mu     sync.Mutex
+	conns  map[*limitedConn]struct{}
+	room   chan struct{} // a connection closed or went idle
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newConnLimiter(l net.Listener, max int) *connLimiter {
+	return &connLimiter{Listener: l, max: max, conns: map[*limitedConn]struct{}{},
+		room: make(chan struct{}, 1), closed: make(chan struct{})}
+}
+
+func (l *connLimiter) Accept() (net.Conn, error) {
+	for {
+		room, idlest, wait := l.makeRoom()
+		if room {
+			break
+		}
+		if idlest != nil {
+			idlest.Close()
+			continue
+		}
+		var timer *time.Timer
+		var timeout <-chan time.Time
+		if wait > 0 {
+			timer = time.NewTimer(wait)
+			timeout = timer.C
+		}
+		select {
+		case <-l.room:
+		case <-timeout:
+		case <-l.closed:
+			return nil, net.ErrClosed
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+	}
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	lc := &limitedConn{Conn: c, l: l, idleSince: time.Now()}
+	l.mu.Lock()
+	l.conns[lc] = struct{}{}
+	l.mu.Unlock()
+	return lc, nil
+}
+
+// evictAfter is how long a connection must have been idle before it is
+// closed to make room: one just accepted has time to be read.
+const evictAfter = 100 * time.Millisecond
+
+// makeRoom reports whether a slot is free; if not, the connection to
+// close to free one, or else how long to wait before looking again (0:
+// until a connection closes or goes idle).
+func (l *connLimiter) makeRoom() (room bool, idlest *limitedConn, wait time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.conns) < l.max {
+		return true, nil, 0
+	}
+	for c := range l.conns {
+		if !c.busy && (idlest == nil || c.idleSince.Before(idlest.idleSince)) {
+			idlest = c
+		}
+	}
+	if idlest == nil {
+		return false, nil, 0
+	}
+	if idle := time.Since(idlest.idleSince); idle < evictAfter {
+		return false, nil, evictAfter - idle
+	}
+	return false, idlest, 0
+}
+
+func (l *connLimiter) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return l.Listener.Close()
+}
+
+// connState is the http.Server's ConnState hook: it tells which
+// connections are busy with a request.
+func (l *connLimiter) connState(c net.Conn, state http.ConnState) {
+	lc, ok := c.(*limitedConn)
+	if !ok {
+		return
+	}
+	l.mu.Lock()
+	lc.busy = state == http.StateActive
+	if !lc.busy {
+		lc.idleSince = time.Now()
+	}
+	l.mu.Unlock()
+	if !lc.busy {
+		l.signalRoom()
+	}
+}
+
+func (l *connLimiter) signalRoom() {
+	select {
+	case l.room <- struct{}{}:
+	default:
+	}
+}
+
+// limitedConn is a connection counted by its connLimiter until it is
+// closed.
+type limitedConn struct {
+	net.Conn
+	l         *connLimiter
+	busy      bool      // a request is under way; guarded by l.mu
+	idleSince time.Time // guarded by l.mu
+	once      sync.Once
+}
+
+func (c *limitedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		delete(c.l.conns, c)
+		c.l.mu.Unlock()
+		c.l.signalRoom()
+	})
+	return err
 }

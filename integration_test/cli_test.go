@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/baton-sh/baton/control"
 	"github.com/baton-sh/baton/internal/harness"
 )
 
@@ -80,6 +81,10 @@ func TestUsageErrorsAreOneLine(t *testing.T) {
 		{[]string{"status", "--json", "extra"}, `status takes no arguments, got "extra"`},
 		{[]string{"help", "frobnicate"}, "help frobnicate: no such command"},
 		{[]string{"version", "--short"}, "version takes no arguments"},
+		{[]string{"relaod", "--wait", "--pidfile", "x.pid"}, `baton: "relaod" is not a command (a worker command goes after --): did you mean baton reload? (baton --help lists every flag)`},
+		{[]string{"--listen", "tcp://127.0.0.1:0", "./server"}, "put the worker command after --"},
+		{[]string{"scale", "3"}, "baton: scale is not implemented in this build (baton --help lists every command)"},
+		{[]string{"upgrade"}, "baton: upgrade is not implemented in this build (baton --help lists every command)"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			code, stdout, stderr := harness.Run(t, 10*time.Second, tc.args...)
@@ -93,6 +98,23 @@ func TestUsageErrorsAreOneLine(t *testing.T) {
 				t.Fatalf("exit %d, stdout %q, stderr %q; want exit 2 and one line with %q", code, stdout, stderr, tc.want)
 			}
 		})
+	}
+}
+
+// A deploy script with a typo in `baton reload` gets exit 2 and the
+// command it meant, and no second master: nothing is started, no pidfile
+// or control socket appears.
+func TestMisspeltSubcommandStartsNothing(t *testing.T) {
+	pidfile := filepath.Join(t.TempDir(), "app.pid")
+	start := time.Now()
+	code, stdout, stderr := harness.Run(t, 10*time.Second, "relaod", "--wait", "--pidfile", pidfile)
+	if code != 2 || stdout != "" || !strings.Contains(stderr, "did you mean baton reload?") {
+		t.Fatalf("baton relaod: exit %d after %s, stdout %q, stderr %q; want exit 2 naming baton reload", code, time.Since(start), stdout, stderr)
+	}
+	for _, path := range []string{pidfile, control.DefaultPath(pidfile)} {
+		if _, err := os.Lstat(path); err == nil {
+			t.Errorf("baton relaod left %s behind: a master ran", path)
+		}
 	}
 }
 

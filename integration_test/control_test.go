@@ -1,6 +1,7 @@
 package integration_test
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -23,6 +24,21 @@ import (
 	"github.com/baton-sh/baton/notify"
 	"github.com/baton-sh/baton/upgrader"
 )
+
+// A master whose control socket is elsewhere is still reloaded by
+// `baton reload --pidfile`: by SIGHUP, sent through a pidfd that the
+// pidfile's lock proves is the master's.
+func TestReloadWithoutAControlSocketSignalsTheMaster(t *testing.T) {
+	b, _ := startWorker(t, []string{"--control", filepath.Join(t.TempDir(), "elsewhere.sock")})
+	code, stdout, stderr := harness.Run(t, 10*time.Second, "reload", "--pidfile", b.PIDFile)
+	if code != 0 || stdout != fmt.Sprintf("reload requested from master pid %d\n", b.PID()) {
+		t.Fatalf("reload --pidfile without a control socket next to it: exit %d, %q %q", code, stdout, stderr)
+	}
+	end := b.WaitFor(t, 20*time.Second, func(e harness.Event) bool { return e.Kind() == "reload_complete" && e.Int("gen") == 2 })
+	if end.Kind() != "reload_complete" {
+		t.Fatalf("after the signal: %v", end)
+	}
+}
 
 // A deploy script learns from `baton reload --wait` whether the new
 // version came up.
@@ -297,6 +313,14 @@ func TestAdminEndpoint(t *testing.T) {
 			if m := metrics(t, base); m[`baton_reloads_total{result="ok",trigger="signal"}`] != "0" || m["baton_generation"] != "1" || m["baton_worker_up"] != "1" {
 				t.Fatalf("metrics at start: %v", m)
 			}
+			// Dashboards built on the Go and process metrics keep working.
+			_, body := httpDo(t, "GET", base+"/metrics")
+			for _, line := range []string{"# TYPE baton_reload_duration_seconds histogram", "# TYPE go_goroutines gauge",
+				"# TYPE process_resident_memory_bytes gauge", "# TYPE process_cpu_seconds_total counter"} {
+				if !strings.Contains(body, "\n"+line+"\n") {
+					t.Errorf("/metrics lacks %q", line)
+				}
+			}
 			b.Reload(t, 20*time.Second)
 			m := metrics(t, base)
 			if m[`baton_reloads_total{result="ok",trigger="signal"}`] != "1" || m["baton_generation"] != "2" || m["baton_reload_duration_seconds_count"] != "1" {
@@ -311,6 +335,65 @@ func TestAdminEndpoint(t *testing.T) {
 				t.Fatalf("POST /-/reload with --admin-lifecycle: %d %s, want 200 and generation 3", code, body)
 			}
 		})
+	}
+}
+
+// Under ulimit -n 64, 500 connections left open on the admin endpoint,
+// silent or kept alive after a request, hold at most its connection cap
+// of descriptors: the master still answers status and reload --wait on
+// its control socket, and the endpoint still answers a probe and a
+// reload.
+func TestAdminEndpointOutlivesIdleConnections(t *testing.T) {
+	bin := harness.Build(t)
+	b := harness.StartWith(t, harness.Setup{Wrap: []string{"sh", "-c", `ulimit -n 64 && exec "$0" "$@"`}},
+		"--admin", "127.0.0.1:0", "--admin-lifecycle", "--listen", "http=tcp://127.0.0.1:0", "--", bin.TestWorker)
+	b.WaitFor(t, 20*time.Second, func(e harness.Event) bool { return e.Kind() == "reload_complete" })
+	addr := b.WaitFor(t, 5*time.Second, func(e harness.Event) bool { return e.Msg() == "admin endpoint" }).Str("addr")
+	fds := func() int {
+		entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", b.PID()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(entries)
+	}
+	before := fds()
+
+	const open, capAt64 = 500, 64 / 4
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for i := range open {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatalf("connection %d to the admin endpoint: %v", i, err)
+		}
+		conns = append(conns, c)
+		if i%5 == 0 { // one request, then left open
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			fmt.Fprintf(c, "GET /-/healthy HTTP/1.1\r\nHost: baton\r\n\r\n")
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil || resp.StatusCode != 200 {
+				t.Fatalf("GET /-/healthy on connection %d: %v %v", i, resp, err)
+			}
+		}
+	}
+	if n := fds(); n > before+capAt64+1 {
+		t.Errorf("the master holds %d descriptors with %d admin connections open, %d before: want at most the cap (%d) more", n, open, before, capAt64)
+	}
+	if code, stdout, stderr := harness.Run(t, 20*time.Second, "status", "--pidfile", b.PIDFile); code != 0 || !strings.Contains(stdout, "serving      generation 1") {
+		t.Fatalf("status with %d admin connections open: exit %d, %q %q", open, code, stdout, stderr)
+	}
+	if code, stdout, stderr := harness.Run(t, 30*time.Second, "reload", "--wait", "--pidfile", b.PIDFile); code != 0 || !strings.HasPrefix(stdout, "reloaded: generation 2") {
+		t.Fatalf("reload --wait with %d admin connections open: exit %d, %q %q", open, code, stdout, stderr)
+	}
+	if code, body := httpDo(t, "GET", "http://"+addr+"/-/ready"); code != 200 {
+		t.Fatalf("GET /-/ready with %d admin connections open: %d %s", open, code, body)
+	}
+	if code, body := httpDo(t, "POST", "http://"+addr+"/-/reload"); code != 200 || !strings.Contains(body, `"generation":3`) {
+		t.Fatalf("POST /-/reload with %d admin connections open: %d %s", open, code, body)
 	}
 }
 

@@ -17,7 +17,8 @@
 //     the path only while it still names the held inode.
 //   - Holder tells a client (`baton reload`, `baton status`) the PID of
 //     the live master holding the file, or that none does, so a PID
-//     reused since a master died is never taken for baton.
+//     reused since a master died is never taken for baton; Signal
+//     signals that master through a pidfd, never by PID number.
 package pidfile
 
 import (
@@ -30,6 +31,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // HeldError is returned by Acquire when a running master holds the pidfile.
@@ -221,6 +224,43 @@ func Holder(path string) (int, error) {
 	}
 	if perr != nil {
 		return 0, perr
+	}
+	return pid, nil
+}
+
+// Signal sends sig to the live master holding the pidfile at path and
+// returns its PID; errors are Holder's, or say why nothing was signalled.
+// It never signals a PID number: it opens a pidfd for the PID the file
+// names, then checks that the lock is still held and the file still names
+// that PID, which proves the pidfd is the master's (a PID is not reused
+// while its process lives), and signals through the pidfd. A master that
+// exits in between is not signalled, nor is whatever took its PID.
+func Signal(path string, sig syscall.Signal) (int, error) {
+	pid, err := Holder(path)
+	if err != nil {
+		return 0, err
+	}
+	fd, err := unix.PidfdOpen(pid, 0)
+	switch {
+	case errors.Is(err, syscall.ESRCH):
+		return pid, fmt.Errorf("master pid %d exited before it could be signalled: nothing was signalled", pid)
+	case errors.Is(err, syscall.ENOSYS):
+		return pid, fmt.Errorf("this kernel has no pidfd_open (Linux 5.3+), so baton will not signal master pid %d by number: use its control socket", pid)
+	case err != nil:
+		return pid, fmt.Errorf("cannot open master pid %d: %w", pid, err)
+	}
+	defer unix.Close(fd)
+	switch again, err := Holder(path); {
+	case err != nil:
+		return pid, fmt.Errorf("master pid %d is gone (%w): nothing was signalled", pid, err)
+	case again != pid:
+		return pid, fmt.Errorf("pidfile %s now names pid %d, not %d: another master took over; nothing was signalled", path, again, pid)
+	}
+	if err := unix.PidfdSendSignal(fd, sig, nil, 0); err != nil {
+		if errors.Is(err, syscall.ESRCH) {
+			return pid, fmt.Errorf("master pid %d exited before it could be signalled: nothing was signalled", pid)
+		}
+		return pid, fmt.Errorf("cannot signal master pid %d: %w", pid, err)
 	}
 	return pid, nil
 }

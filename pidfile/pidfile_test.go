@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"github.com/baton-sh/baton/pidfile"
@@ -348,6 +349,51 @@ func TestHolder(t *testing.T) {
 	if _, err := pidfile.Holder(held); !errors.As(err, &se) || se.PID != other.Process.Pid {
 		t.Errorf("Holder after the holder died = %v, want a *StaleError naming %d", err, other.Process.Pid)
 	}
+}
+
+// Signal reaches the live master holding the file, and nothing else: not
+// a program that took the PID of a master that died, nor anything when
+// there is no file.
+func TestSignal(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := pidfile.Signal(filepath.Join(dir, "missing.pid"), syscall.SIGHUP); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("Signal with no pidfile: %v, want %v", err, fs.ErrNotExist)
+	}
+
+	stale := filepath.Join(dir, "stale.pid")
+	sleeper := otherProgram(t)
+	writeFile(t, stale, strconv.Itoa(sleeper)+"\n")
+	var se *pidfile.StaleError
+	if _, err := pidfile.Signal(stale, syscall.SIGTERM); !errors.As(err, &se) {
+		t.Errorf("Signal of a stale pidfile: %v, want a *StaleError", err)
+	}
+	if state := procState(t, sleeper); state == "" || state == "Z" {
+		t.Errorf("the program holding the stale pidfile's PID is %q after Signal, want it untouched", state)
+	}
+
+	held := filepath.Join(dir, "held.pid")
+	master, _ := holder(t, held)
+	pid, err := pidfile.Signal(held, syscall.SIGHUP)
+	if err != nil || pid != master.Process.Pid {
+		t.Fatalf("Signal = %d, %v, want the holder's pid %d", pid, err, master.Process.Pid)
+	}
+	err = master.Wait()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.Sys().(syscall.WaitStatus).Signal() != syscall.SIGHUP {
+		t.Errorf("the holder ended with %v, want killed by SIGHUP", err)
+	}
+}
+
+// procState is the state letter /proc gives pid, "" if it is gone.
+func procState(t *testing.T, pid int) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
+	}
+	_, rest, _ := strings.Cut(string(b), ") ")
+	state, _, _ := strings.Cut(rest, " ")
+	return state
 }
 
 func TestRelease(t *testing.T) {

@@ -177,7 +177,8 @@ type Options struct {
 
 	// ShimPath is a baton binary used to start workers so that LISTEN_PID
 	// can be set to the worker's own PID (see internal/execshim), and the
-	// keeper (see internal/keeper); its main must call RunHelper first.
+	// keeper (see internal/keeper); its main must call internal/reexec.Init
+	// first.
 	// Default: /proc/self/exe, this process's own image, which a forked
 	// child can still exec when the file it came from has been deleted or
 	// replaced (a release directory cleaned up under a running master).

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"flag"
 	"testing"
 )
@@ -84,6 +85,47 @@ func TestParseSize(t *testing.T) {
 	for _, in := range []string{"", "MB", "-1MB", "lots"} {
 		if _, err := parseSize(in); err == nil {
 			t.Errorf("parseSize(%q) accepted", in)
+		}
+	}
+}
+
+// A bare word before -- is never a worker command: a misspelt subcommand
+// is a usage error that names the subcommand meant, and so is a worker
+// command without its --.
+func TestBareWordIsAUsageError(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"relaod", "--wait", "--pidfile", "app.pid"}, `baton: "relaod" is not a command (a worker command goes after --): did you mean baton reload? (baton --help lists every flag)`},
+		{[]string{"stat", "--json"}, `baton: "stat" is not a command (a worker command goes after --): did you mean baton status? (baton --help lists every flag)`},
+		{[]string{"sclae", "3"}, `baton: "sclae" is not a command (a worker command goes after --): did you mean baton scale? (baton --help lists every flag)`},
+		{[]string{"upgade", "--wait"}, `baton: "upgade" is not a command (a worker command goes after --): did you mean baton upgrade? (baton --help lists every flag)`},
+		{[]string{"--pidfile", "app.pid", "versoin"}, `baton: "versoin" is not a command (a worker command goes after --): did you mean baton version? (baton --help lists every flag)`},
+		{[]string{"--listen", "tcp://127.0.0.1:0", "./server"}, `baton: "./server" is not a command: put the worker command after --, e.g. baton --listen tcp://127.0.0.1:8080 -- ./server (baton --help lists every flag)`},
+		{[]string{"--subreaper", "false", "--", "./server"}, `baton: --subreaper false: write --subreaper=false; a true/false flag takes its value after = (baton --help lists every flag)`},
+		{[]string{"--pidfile", "true", "./server"}, `baton: "./server" is not a command: put the worker command after --, e.g. baton --listen tcp://127.0.0.1:8080 -- ./server (baton --help lists every flag)`},
+		{[]string{"upgrade", "--wait"}, `baton: upgrade is not implemented in this build (baton --help lists every command)`},
+	} {
+		var stdout, stderr bytes.Buffer
+		if code := run(tt.args, &stdout, &stderr); code != exitUsage || stdout.Len() > 0 || stderr.String() != tt.want+"\n" {
+			t.Errorf("baton %q: exit %d, stdout %q, stderr %q; want exit 2 and %q", tt.args, code, stdout.String(), stderr.String(), tt.want)
+		}
+	}
+}
+
+func TestAfterDashes(t *testing.T) {
+	for _, tt := range []struct {
+		args, rest []string
+		want       bool
+	}{
+		{[]string{"--", "./server"}, []string{"./server"}, true},
+		{[]string{"--listen", "x", "--", "./server", "--", "y"}, []string{"./server", "--", "y"}, true},
+		{[]string{"--listen", "x", "./server"}, []string{"./server"}, false},
+		{[]string{"./server", "--"}, []string{"./server", "--"}, false},
+	} {
+		if got := afterDashes(tt.args, tt.rest); got != tt.want {
+			t.Errorf("afterDashes(%q, %q) = %v, want %v", tt.args, tt.rest, got, tt.want)
 		}
 	}
 }

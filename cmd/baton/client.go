@@ -111,14 +111,15 @@ func reloadCmd(args []string, stdout, stderr io.Writer) int {
 		if *wait {
 			return fail(stderr, fs, fmt.Errorf("--wait needs the master's control socket, and there is none next to %s: start baton with --pidfile (or --control) and a writable directory", addr.pidfile), exitRuntime)
 		}
-		// The holder of the pidfile's lock is the master: a signal cannot
-		// reach a process that merely reuses a dead master's PID.
-		if err := syscall.Kill(m.pid, syscall.SIGHUP); errors.Is(err, syscall.EPERM) {
+		// Through a pidfd that the pidfile's lock proves is the master's: a
+		// process that took a dead master's PID is never signalled.
+		pid, err := pidfile.Signal(addr.pidfile, syscall.SIGHUP)
+		if errors.Is(err, syscall.EPERM) {
 			return fail(stderr, fs, fmt.Errorf("cannot signal master pid %d, which runs as another user: run as that user, or reload through a control socket opened to you with --control-group", m.pid), exitRuntime)
 		} else if err != nil {
-			return fail(stderr, fs, fmt.Errorf("cannot signal master pid %d: %w", m.pid, err), exitRuntime)
+			return fail(stderr, fs, err, exitRuntime)
 		}
-		fmt.Fprintf(stdout, "reload requested from master pid %d\n", m.pid)
+		fmt.Fprintf(stdout, "reload requested from master pid %d\n", pid)
 		return exitOK
 	}
 	resp, err := m.ask(control.Request{Command: "reload", Wait: *wait}, *timeout)

@@ -14,14 +14,7 @@ import (
 	"strings"
 	"time"
 
-	// First of baton's packages to initialise: a process started as a
-	// worker's exec shim becomes the worker before the rest of baton
-	// (Prometheus, protobuf) has spent time initialising.
-	_ "github.com/baton-sh/baton/internal/execshim"
-	// A generation's parent stub (--protocol endless or grace), likewise.
-	_ "github.com/baton-sh/baton/internal/parentstub"
-	// And the master's keeper (see internal/keeper).
-	_ "github.com/baton-sh/baton/internal/keeper"
+	"github.com/baton-sh/baton/internal/reexec"
 )
 
 // Exit codes, as in the product contract.
@@ -36,8 +29,12 @@ const (
 var version = "dev"
 
 func main() {
-	// A worker start never gets here: the exec shim imported above runs
-	// during initialisation and execs the worker; nor does a keeper.
+	// The master starts its own binary as a worker's exec shim, a
+	// generation's parent stub and its keeper: such a process is that
+	// helper, never baton's command line.
+	if reexec.Init() {
+		return
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -56,11 +53,34 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return versionCmd(args[1:], stdout, stderr)
 		case "help":
 			return helpCmd(args[1:], stdout, stderr)
+		case "upgrade":
+			return notImplemented(args[0], stderr)
 		case demoWorkerArg:
 			return demoWorker()
 		}
 	}
 	return masterCmd(args, stdout, stderr)
+}
+
+// subcommands are the words baton takes as its first argument, those the
+// product promises but this build lacks included: a word near one of
+// them is a misspelling, never a worker command.
+var subcommands = []string{"reload", "status", "scale", "upgrade", "demo", "version", "help"}
+
+// notImplemented answers a subcommand this build does not have yet.
+func notImplemented(cmd string, stderr io.Writer) int {
+	fmt.Fprintf(stderr, "baton: %s is not implemented in this build (baton --help lists every command)\n", cmd)
+	return exitUsage
+}
+
+// notACommand is the usage error for a bare word where a subcommand or a
+// flag was expected: the subcommand it is closest to, or else where a
+// worker command goes.
+func notACommand(word string) error {
+	if guesses := closest(word, subcommands); len(guesses) > 0 {
+		return usagef("%q is not a command (a worker command goes after --): did you mean %s?", word, orList("baton ", guesses))
+	}
+	return usagef("%q is not a command: put the worker command after --, e.g. baton --listen tcp://127.0.0.1:8080 -- ./server", word)
 }
 
 // synopses are the first lines of each command's usage.
@@ -102,6 +122,8 @@ func helpCmd(args []string, stdout, stderr io.Writer) int {
 		fs, _, _ = scaleFlagSet(&masterAddress{})
 	case len(args) == 1 && args[0] == "demo":
 		fs, _, _ = demoFlagSet()
+	case len(args) == 1 && args[0] == "upgrade":
+		return notImplemented(args[0], stderr)
 	default:
 		fmt.Fprintf(stderr, "baton: help %s: no such command: want reload, status, scale or demo (baton --help lists every flag)\n", strings.Join(args, " "))
 		return exitUsage
@@ -180,13 +202,10 @@ func flagError(fs *flag.FlagSet, err error) usageError {
 	msg := err.Error()
 	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
 		msg = "unknown flag --" + name
-		if guesses := closestFlags(fs, name); len(guesses) > 0 {
-			last := len(guesses) - 1
-			alts := "--" + guesses[last]
-			if last > 0 {
-				alts = "--" + strings.Join(guesses[:last], ", --") + " or " + alts
-			}
-			msg += ": did you mean " + alts + "?"
+		var flags []string
+		fs.VisitAll(func(f *flag.Flag) { flags = append(flags, f.Name) })
+		if guesses := closest(name, flags); len(guesses) > 0 {
+			msg += ": did you mean " + orList("--", guesses) + "?"
 		}
 		return usageError{msg}
 	}
@@ -214,19 +233,19 @@ func flagError(fs *flag.FlagSet, err error) usageError {
 // badValue matches the flag package's "invalid value" errors.
 var badValue = regexp.MustCompile(`^invalid (?:boolean )?value ("(?:[^"\\]|\\.)*") for (?:flag )?-([a-zA-Z0-9-]+):`)
 
-// closestFlags are the defined flags nearest to name: the one within two
-// edits, or else those that name begins (at most three).
-func closestFlags(fs *flag.FlagSet, name string) []string {
+// closest are the names nearest to name: the one within two edits, or
+// else those that name begins (at most three).
+func closest(name string, names []string) []string {
 	best, bestDist := "", 3
 	var prefixed []string
-	fs.VisitAll(func(f *flag.Flag) {
-		if d := editDistance(name, f.Name); d < bestDist {
-			best, bestDist = f.Name, d
+	for _, n := range names {
+		if d := editDistance(name, n); d < bestDist {
+			best, bestDist = n, d
 		}
-		if len(name) >= 2 && strings.HasPrefix(f.Name, name) {
-			prefixed = append(prefixed, f.Name)
+		if len(name) >= 2 && strings.HasPrefix(n, name) {
+			prefixed = append(prefixed, n)
 		}
-	})
+	}
 	switch {
 	case best != "":
 		return []string{best}
@@ -234,6 +253,16 @@ func closestFlags(fs *flag.FlagSet, name string) []string {
 		return prefixed
 	}
 	return nil
+}
+
+// orList writes names, each after prefix, as "a", "a or b", "a, b or c".
+func orList(prefix string, names []string) string {
+	last := len(names) - 1
+	alts := prefix + names[last]
+	if last > 0 {
+		alts = prefix + strings.Join(names[:last], ", "+prefix) + " or " + alts
+	}
+	return alts
 }
 
 // editDistance is the Levenshtein distance between a and b.

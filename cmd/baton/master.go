@@ -264,6 +264,9 @@ func (f *masterFlags) parse(fs *flag.FlagSet, args []string) (upgrader.Options, 
 		return o, err
 	}
 	o.Command = fs.Args()
+	if len(o.Command) > 0 && !afterDashes(args, o.Command) {
+		return o, bareWord(fs, args, o.Command)
+	}
 	if len(o.Command) == 0 {
 		return o, usagef("no worker command: put it after --, e.g. baton --listen tcp://127.0.0.1:8080 -- ./server")
 	}
@@ -385,6 +388,31 @@ func (f *masterFlags) parse(fs *flag.FlagSet, args []string) (upgrader.Options, 
 		o.Dir, _ = os.Getwd()
 	}
 	return o, nil
+}
+
+// afterDashes reports whether rest, what flag parsing left of args, came
+// after a "--": the flag package stops at the first bare word as it does
+// at "--", and drops the "--".
+func afterDashes(args, rest []string) bool {
+	parsed := args[:len(args)-len(rest)]
+	return len(parsed) > 0 && parsed[len(parsed)-1] == "--"
+}
+
+// bareWord is the usage error for rest, what flag parsing left of args,
+// when no "--" came before it: a true or false after a true/false flag,
+// which takes its value only after "=", or else a word that is not a
+// command.
+func bareWord(fs *flag.FlagSet, args, rest []string) error {
+	parsed := args[:len(args)-len(rest)]
+	if word := rest[0]; len(parsed) > 0 && (word == "true" || word == "false") {
+		name := strings.TrimLeft(parsed[len(parsed)-1], "-")
+		if f := fs.Lookup(name); f != nil && !strings.Contains(name, "=") {
+			if b, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
+				return usagef("--%s %s: write --%s=%s; a true/false flag takes its value after =", name, word, name, word)
+			}
+		}
+	}
+	return notACommand(rest[0])
 }
 
 func (f *masterFlags) controlPath() string {

@@ -1,14 +1,14 @@
 // Package execshim turns a process started as a worker's exec shim into
-// that worker. It does so from its init function, which Go runs before the
-// heavier packages of the binary initialise (it depends only on os,
-// strconv, syscall and the constants of internal/envnames), so a worker
-// start pays a few milliseconds for the shim, not the whole of baton's
-// start-up.
+// that worker. Nothing happens on import: internal/reexec calls Run when
+// the environment names a worker, before baton does anything else.
 //
 // The shim exists because Go cannot run code between fork and exec: the
 // master starts its own binary with envnames.ExecShim naming the worker,
-// and the shim sets LISTEN_PID to its PID, which the worker keeps across
-// exec, and the umask envnames.Umask names, which it keeps too.
+// and the shim sets LISTEN_PID (and, with a watchdog, WATCHDOG_PID) to its
+// PID, which the worker keeps across exec, and the umask envnames.Umask
+// names, which it keeps too. It depends only on os, strconv, syscall and
+// the constants of internal/envnames, so a worker start pays for an exec
+// of baton and Go's runtime start-up, nothing more.
 package execshim
 
 import (
@@ -23,16 +23,12 @@ import (
 // before it becomes the worker; without it the worker keeps the master's.
 func UmaskVar(mask int) string { return envnames.Umask + "=" + strconv.FormatInt(int64(mask), 8) }
 
-func init() { Run() }
-
-// Run execs the worker if this process was started as a shim, and returns
-// at once otherwise. It returns only on failure, which it reports on stderr
-// before exiting with status 127, as a shell does.
-func Run() {
-	worker, ok := os.LookupEnv(envnames.ExecShim)
-	if !ok {
-		return
-	}
+// Run execs worker in place of this process, with this process's
+// arguments and its environment less envnames.ExecShim, and with
+// LISTEN_PID set to this process's PID when LISTEN_FDS is set. It never
+// returns: if the exec fails it says so on stderr and exits with status
+// 127, as a shell does.
+func Run(worker string) {
 	os.Unsetenv(envnames.ExecShim)
 	if _, ok := os.LookupEnv("LISTEN_FDS"); ok {
 		os.Setenv("LISTEN_PID", strconv.Itoa(os.Getpid()))

@@ -15,6 +15,15 @@ import (
 // shim runs this test binary as an exec shim that becomes /bin/sh with
 // script, and returns what the shell printed and how it ended. The
 // package's init turns the binary into the shim before any test runs.
+// TestMain becomes the worker when started as the shim, as baton's main
+// does through internal/reexec.
+func TestMain(m *testing.M) {
+	if worker, ok := os.LookupEnv(envnames.ExecShim); ok {
+		execshim.Run(worker)
+	}
+	os.Exit(m.Run())
+}
+
 func shim(t *testing.T, script string, env ...string) (string, error) {
 	t.Helper()
 	self, err := os.Executable()

@@ -5,8 +5,8 @@
 // master, SIGKILL included.
 //
 // The master starts the keeper once, at start-up, as a re-exec of its own
-// binary with envnames.Keeper set: this package's init then runs the keeper instead of
-// baton, before baton's heavier packages initialise. The keeper sits in its
+// binary with argv[0] Comm and envnames.Keeper set: internal/reexec then calls Run
+// instead of running baton (nothing happens on import). The keeper sits in its
 // own process group, ignores TERM, INT, HUP and PIPE, uses no CPU while it
 // waits, and holds one end of a socket pair whose other end only the master
 // has. The master tells it about every worker it starts and every process
@@ -51,8 +51,6 @@ const Comm = "baton-keeper"
 
 // Fd is the keeper's end of the socket pair, as the keeper sees it.
 const Fd = 3
-
-func init() { Run() }
 
 // Config is what a keeper is told at start.
 type Config struct {
@@ -103,18 +101,12 @@ func parseConfig(s string) (Config, error) {
 	return c, nil
 }
 
-// Run runs the keeper if this process was started as one, and exits when
-// it is done; it returns at once otherwise.
-func Run() {
-	v, ok := os.LookupEnv(envnames.Keeper)
-	if !ok {
-		return
-	}
-	os.Exit(run(v))
-}
-
-func run(v string) int {
-	cfg, err := parseConfig(v)
+// Run is the keeper's whole life, with config envnames.Keeper's value: it returns once
+// the master is gone and whatever it left has been drained or killed, or
+// at once if config cannot be parsed. It returns the keeper's exit status:
+// 0, or 2 for a bad config, which it has reported on stderr.
+func Run(config string) int {
+	cfg, err := parseConfig(config)
 	if err != nil {
 		os.Stderr.WriteString("baton keeper: " + err.Error() + "\n")
 		return 2

@@ -19,10 +19,10 @@
 //   - exits as the app did: with its status, or killed by its signal.
 //
 // The stub stays in the generation's process group with the app, so a
-// SIGKILL to the group at the drain timeout ends both. It runs from this
-// package's init function, which depends on nothing heavier than os/signal,
-// before the rest of baton initialises. The master sets its environment
-// (envnames.ParentStub, StubControl and StubDrain).
+// SIGKILL to the group at the drain timeout ends both. Nothing happens on
+// import: internal/reexec calls Run when the environment selects the stub.
+// The master sets its environment (envnames.ParentStub, StubControl and
+// StubDrain).
 package parentstub
 
 import (
@@ -35,24 +35,18 @@ import (
 	"github.com/baton-sh/baton/internal/envnames"
 )
 
-func init() { Run() }
-
-// Run becomes the stub if this process was started as one, and returns at
-// once otherwise. As a stub it never returns.
-func Run() {
-	app, ok := os.LookupEnv(envnames.ParentStub)
-	if !ok {
-		return
-	}
-	os.Exit(run(app))
-}
-
 func fail(msg string) int {
 	os.Stderr.WriteString("baton parent stub: " + msg + "\n")
 	return 127
 }
 
-func run(app string) int {
+// Run is the stub's whole life, with app the path of the app
+// (envnames.ParentStub's value): it starts the app and returns the stub's
+// exit status once the app has exited, 127 if the app could not be
+// started. For an app killed by a signal, the stub first kills itself with
+// that signal, so that its parent sees what the app's parent would have
+// seen.
+func Run(app string) int {
 	ctl, err1 := strconv.Atoi(os.Getenv(envnames.StubControl))
 	drainN, err2 := strconv.Atoi(os.Getenv(envnames.StubDrain))
 	if err1 != nil || err2 != nil || ctl < 3 {
@@ -63,10 +57,9 @@ func run(app string) int {
 		os.Unsetenv(k)
 	}
 	syscall.CloseOnExec(ctl)
-	self, err := os.Executable()
-	if err != nil {
-		return fail(err.Error())
-	}
+	// Its own image, which exec can reach even when the file it came from
+	// has been deleted or replaced.
+	const self = "/proc/self/exe"
 
 	// Caught before the app exists: its SIGTERM must never take the
 	// default action and kill the stub.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/baton-sh/baton/internal/envnames"
 	"github.com/baton-sh/baton/internal/execshim"
+	"github.com/baton-sh/baton/internal/reexec"
 	"github.com/baton-sh/baton/internal/sockets"
 	"github.com/baton-sh/baton/listener"
 )
@@ -25,7 +26,7 @@ const workerModeEnv = "BATON_LISTENER_TEST_WORKER"
 
 func TestMain(m *testing.M) {
 	// Started with ShimVar, the binary becomes the worker right here.
-	execshim.Run()
+	reexec.Init()
 	if os.Getenv(workerModeEnv) != "" {
 		os.Exit(runWorker())
 	}
