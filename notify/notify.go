@@ -445,3 +445,54 @@ func (d *Dir) Close() error {
 	}
 	return nil
 }
+
+// Carry is a descriptor of s for an in-place upgrade of the manager (an
+// exec that keeps it open): a duplicate, which the caller keeps open until
+// the exec. Datagrams not yet received stay queued in the socket for the
+// new image.
+func (s *Socket) Carry() (*os.File, error) { return s.conn.File() }
+
+// AdoptSocket takes back, in the new image, the notify socket at path
+// handed over as descriptor fd.
+func AdoptSocket(fd int, path string) (*Socket, error) {
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
+	c, err := net.FileConn(f)
+	if err != nil {
+		return nil, fmt.Errorf("notify socket %s handed over as fd %d: %w", path, fd, err)
+	}
+	conn, ok := c.(*net.UnixConn)
+	if !ok {
+		c.Close()
+		return nil, fmt.Errorf("notify socket %s handed over as fd %d is not a unix socket", path, fd)
+	}
+	s := &Socket{conn: conn, path: path}
+	if !strings.HasPrefix(path, "@") {
+		s.created, _ = os.Lstat(path)
+	}
+	return s, nil
+}
+
+// DirState is a Dir as handed to the new image of an in-place upgrade.
+type DirState struct {
+	Path   string `json:"path,omitempty"`
+	Prefix string `json:"prefix,omitempty"`
+	Seq    int    `json:"seq"`
+}
+
+// Carry describes d for the new image.
+func (d *Dir) Carry() DirState { return DirState{Path: d.path, Prefix: d.prefix, Seq: d.seq} }
+
+// ResumeDir takes back, in the new image, the directory st describes, or
+// makes a new one if it is gone.
+func ResumeDir(st DirState) (*Dir, error) {
+	d := &Dir{path: st.Path, prefix: st.Prefix, seq: st.Seq}
+	if d.path != "" {
+		fi, err := os.Lstat(d.path)
+		if err != nil || !fi.IsDir() {
+			return NewDir()
+		}
+		d.created = fi
+	}
+	return d, nil
+}

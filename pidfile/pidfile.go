@@ -325,3 +325,28 @@ func unwrapPath(err error) error {
 	}
 	return err
 }
+
+// Carry is the descriptor that holds p's lock, for an in-place upgrade:
+// the lock belongs to the open file, so it survives an exec that keeps the
+// descriptor open, and the new image takes it back with Adopt. The PID in
+// the file stays right: exec keeps the PID.
+func (p *File) Carry() int { return int(p.f.Fd()) }
+
+// Adopt takes back, in the new image of an in-place upgrade, the pidfile
+// at path held through descriptor fd. It checks that fd is the file at
+// path and that it holds the lock.
+func Adopt(path string, fd int) (*File, error) {
+	f := os.NewFile(uintptr(fd), path)
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("pidfile %s handed over as fd %d: %w", path, fd, err)
+	}
+	if !samePath(path, fi) {
+		return nil, fmt.Errorf("pidfile %s handed over as fd %d is not the file at that path", path, fd)
+	}
+	if err := flock(f, syscall.LOCK_EX); err != nil {
+		return nil, fmt.Errorf("pidfile %s handed over as fd %d: lock: %w", path, fd, err)
+	}
+	syscall.CloseOnExec(fd)
+	return &File{path: path, f: f}, nil
+}

@@ -3,10 +3,13 @@ package upgrader
 import (
 	"errors"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/baton-sh/baton/internal/host"
 )
 
 // ErrNotRunning is the result of a request to a Master whose Run has ended.
@@ -52,9 +55,18 @@ type Master struct {
 	exitErr      error
 	restarts     int // crash restarts begun
 	lastReload   *ReloadStatus
-	delay        stopDelay // see stop.go
-	hooks        hookState // see hooks.go
-	heals        healing   // see heal.go
+	delay        stopDelay    // see stop.go
+	hooks        hookState    // see hooks.go
+	heals        healing      // see heal.go
+	upgrade      upgradeState // see upgrade.go
+	upgraded     time.Time    // when this image took over in place
+	handed       *HandOver    // what the old image handed this one, until Run
+
+	// door is closed while the master hands over for an in-place upgrade:
+	// requests sent meanwhile become pending (pending.go). It is read by
+	// every sender, hence atomic.
+	door    atomic.Pointer[chan struct{}]
+	pending pendingRequests
 }
 
 // New checks opts and returns a Master ready to Run.
@@ -66,7 +78,7 @@ func New(opts Options) (*Master, error) {
 }
 
 func newMaster(opts Options, e env) *Master {
-	return &Master{
+	m := &Master{
 		opts: opts,
 		log:  opts.Log,
 		// Unbuffered: a send either reaches the loop or, once Run has
@@ -78,6 +90,8 @@ func newMaster(opts Options, e env) *Master {
 		ended:   map[workerKey]time.Time{},
 		env:     e,
 	}
+	m.openDoor()
+	return m
 }
 
 // Run starts the first generation and supervises workers until a stop has
@@ -89,21 +103,31 @@ func newMaster(opts Options, e env) *Master {
 func (m *Master) Run() error {
 	defer close(m.done)
 	m.started = time.Now()
-	sys, err := startSystem(m)
+	var handed *host.State
+	if m.handed != nil {
+		handed = &m.handed.Host
+	}
+	sys, err := startSystem(m, handed)
 	if err != nil {
 		return &StartupError{err}
 	}
 	defer sys.close()
 	m.env = sys
+	if m.handed != nil {
+		m.restore(m.handed)
+		m.handed = nil
+	} else {
+		m.begin()
+	}
 	m.loop()
 	return m.exitErr
 }
 
 // loop handles events until a stop has reaped every worker, stray and hook.
 func (m *Master) loop() {
-	m.begin()
 	for !m.finished() {
 		(<-m.events).apply(m)
+		m.maybeUpgrade()
 	}
 }
 
@@ -119,12 +143,18 @@ func (m *Master) finished() bool {
 	return m.stopping && len(m.workers) == 0 && len(m.strays) == 0 && m.hooks.running == nil
 }
 
-// send delivers an event to the loop, or drops it once Run has ended.
+// send delivers an event to the loop, or drops it once Run has ended. While
+// the master hands over for an in-place upgrade, a request that must not
+// be lost (a reload or stop a signal asked for) is kept for the new image
+// instead, and send reports false.
 func (m *Master) send(e event) bool {
 	select {
 	case m.events <- e:
 		return true
 	case <-m.done:
+		return false
+	case <-*m.door.Load():
+		m.pending.keep(e)
 		return false
 	}
 }

@@ -192,6 +192,12 @@ type Options struct {
 	// own when the master is gone (see internal/keeper).
 	LogFormat, LogLevel string
 
+	// Version is this build's version, as `baton version` prints it: in
+	// Status and the log of an in-place upgrade.
+	Version string
+	// Upgrade, if set, makes the master upgradable in place (Upgrade).
+	Upgrade *UpgradeOptions
+
 	// OnEvent, if set, is called from the master's loop at each lifecycle
 	// step. It must not block.
 	OnEvent func(Event)
@@ -229,6 +235,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.DrainTimeout == 0 {
 		o.DrainTimeout = DefaultDrainTimeout
+	}
+	if u := o.Upgrade; u != nil && u.CheckTimeout == 0 {
+		u.CheckTimeout = DefaultUpgradeCheckTimeout
 	}
 	if o.ProbeInterval == 0 {
 		o.ProbeInterval = DefaultProbeInterval
@@ -345,6 +354,17 @@ func (t Trigger) String() string { return triggerText[t] }
 
 // MarshalText makes a Trigger read as its name in JSON.
 func (t Trigger) MarshalText() ([]byte, error) { return []byte(t.String()), nil }
+
+// UnmarshalText reads a Trigger's name.
+func (t *Trigger) UnmarshalText(b []byte) error {
+	for i, name := range triggerText {
+		if name == string(b) {
+			*t = Trigger(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown trigger %q", b)
+}
 
 // Result is how one reload or replacement ended.
 type Result struct {

@@ -110,6 +110,7 @@ func (m *Master) crashed(s *slot, readyAt time.Time, why error) {
 	m.log.Warn().Str("event", "worker_crashed").Err(why).Int("index", s.index).Int("crashes", s.crashes).
 		Str("restart_in", delay.String()).Msg("worker crashed: restarting")
 	m.cancelRestart(s)
+	s.restartAt = m.env.now().Add(delay)
 	s.restartDue = m.env.after(delay, restartDue{s})
 }
 

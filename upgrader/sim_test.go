@@ -37,8 +37,17 @@ type fakeEnv struct {
 	hooks       []host.Hook
 	service     []host.ServiceState
 	hooksKilled bool
-	rss         map[int]int64 // resident memory by worker
-	probes      int           // probes sent
+	checks      []upgradeCheck // check runs asked for
+	execState   []byte         // the state handed to the last exec
+	execErr     error          // what exec returns (it returns only on failure)
+	exitedPIDs  map[int]bool   // processes seen exited (exited)
+	rss         map[int]int64  // resident memory by worker
+	probes      int            // probes sent
+}
+
+type upgradeCheck struct {
+	path  string
+	state []byte
 }
 
 type fakeTimer struct {
@@ -104,7 +113,19 @@ func (f *fakeEnv) hook(h host.Hook)                { f.hooks = append(f.hooks, h
 func (f *fakeEnv) stopping(fast bool)              { f.hooksKilled = f.hooksKilled || fast }
 func (f *fakeEnv) tellService(s host.ServiceState) { f.service = append(f.service, s) }
 func (f *fakeEnv) memory(pid int) (int64, error)   { return f.rss[pid], nil }
-func (f *fakeEnv) probe(string)                    { f.probes++ }
+func (f *fakeEnv) checkUpgrade(path string, args, env []string, state []byte, timeout time.Duration) {
+	f.checks = append(f.checks, upgradeCheck{path, state})
+}
+func (f *fakeEnv) handOver(map[int]int) (host.State, []int, error) {
+	return host.State{}, []int{7}, nil
+}
+func (f *fakeEnv) takeBack() {}
+func (f *fakeEnv) exec(path string, args, env []string, keep []int, block []syscall.Signal, state []byte) error {
+	f.execState = state
+	return f.execErr
+}
+func (f *fakeEnv) exited(pid int) bool { return f.exitedPIDs[pid] }
+func (f *fakeEnv) probe(string)        { f.probes++ }
 func (f *fakeEnv) adopted() []host.Stray {
 	a := f.adopt
 	f.adopt = nil

@@ -6,8 +6,13 @@ import (
 
 // Status is a snapshot of a Master.
 type Status struct {
-	PID     int       `json:"pid"`
+	PID int `json:"pid"`
+	// Version is the running image's, as `baton version` prints it.
+	Version string    `json:"version,omitempty"`
 	Started time.Time `json:"started"`
+	// Upgraded is when this image took over in place (Upgrade); absent
+	// if it never did.
+	Upgraded *time.Time `json:"upgraded,omitempty"`
 	// Generation is the generation the service runs: the one the last
 	// completed reload rolled out, 0 before the first.
 	Generation int `json:"generation"`
@@ -69,6 +74,7 @@ func newReloadStatus(at time.Time, res Result) *ReloadStatus {
 func (m *Master) status() Status {
 	s := Status{
 		PID:         selfPID,
+		Version:     m.opts.Version,
 		Started:     m.started,
 		Generation:  m.currentGen(),
 		Stopping:    m.stopping,
@@ -77,6 +83,10 @@ func (m *Master) status() Status {
 		Restarts:    m.restarts,
 		Ready:       m.servingCount() > 0,
 		Workers:     []WorkerStatus{},
+	}
+	if !m.upgraded.IsZero() {
+		at := m.upgraded
+		s.Upgraded = &at
 	}
 	switch {
 	case m.delay.active:

@@ -32,6 +32,7 @@ type stray struct {
 	hook    bool
 	drained bool
 	kill    func()
+	killAt  time.Time
 }
 
 // workerKey names a worker slot of a generation, as a stray inherited it.
@@ -112,6 +113,7 @@ func (m *Master) judge(s *stray) {
 	if err := m.env.signal(s.pid, m.opts.DrainSignal, false); err != nil {
 		m.log.Error().Err(err).Int("pid", s.pid).Msg("cannot signal a process left running")
 	}
+	s.killAt = killAt
 	s.kill = m.env.after(killAt.Sub(now), strayKill{s})
 }
 

@@ -15,10 +15,12 @@ type system struct {
 	h *host.Host
 }
 
-func startSystem(m *Master) (*system, error) {
+// startSystem starts the env of m: a new Host, or, for the new image of
+// an in-place upgrade, the one its old image handed over.
+func startSystem(m *Master, handed *host.State) (*system, error) {
 	o := &m.opts
 	s := &system{m: m}
-	h, err := host.New(host.Config{
+	cfg := host.Config{
 		Command: o.Command, Dir: o.Dir, Env: o.Env, Sockets: o.Sockets, Protocol: o.Protocol,
 		WatchAccepting: o.Ready == ReadyAccepting,
 		DrainSignal:    o.DrainSignal, DrainTimeout: o.DrainTimeout, DrainGroup: o.DrainGroup,
@@ -26,7 +28,18 @@ func startSystem(m *Master) (*system, error) {
 		HookTimeout: o.HookTimeout, Log: o.Log, LogFormat: o.LogFormat, LogLevel: o.LogLevel,
 		ServiceNotify: o.ServiceNotify,
 		Watchdog:      o.Watchdog,
-	}, s)
+	}
+	var h *host.Host
+	var err error
+	if handed != nil {
+		h, err = host.Resume(cfg, s, *handed)
+		if h != nil && err != nil {
+			m.log.Error().Str("event", "resume_partial").Err(err).Msg("the new image could not take back everything its old image handed over")
+			err = nil
+		}
+	} else {
+		h, err = host.New(cfg, s)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -69,6 +82,15 @@ func (s *system) hook(hk host.Hook)                      { s.h.RunHook(hk) }
 func (s *system) stopping(fast bool)                     { s.h.Stopping(fast) }
 func (s *system) tellService(st host.ServiceState)       { s.h.TellService(st) }
 func (s *system) memory(pid int) (int64, error)          { return s.h.Memory(pid) }
+func (s *system) checkUpgrade(path string, args, env []string, state []byte, timeout time.Duration) {
+	s.h.CheckRun(path, args, env, state, timeout, func(out string, err error) { s.m.send(upgradeChecked{out, err}) })
+}
+func (s *system) handOver(gens map[int]int) (host.State, []int, error) { return s.h.HandOver(gens) }
+func (s *system) takeBack()                                             { s.h.TakeBack() }
+func (s *system) exec(path string, args, env []string, keep []int, block []syscall.Signal, state []byte) error {
+	return s.h.ExecImage(path, args, env, keep, block, state)
+}
+func (s *system) exited(pid int) bool { return s.h.Exited(pid) }
 func (s *system) probe(url string) {
 	s.h.Probe(url, func(ok bool, detail string) { s.m.send(probeDone{ok, detail}) })
 }

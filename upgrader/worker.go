@@ -83,6 +83,7 @@ type slot struct {
 	// RestartLimit; restartDue cancels the restart scheduled after one.
 	crashes    int
 	restartDue func()
+	restartAt  time.Time
 	restarts   int  // restarts begun, for status
 	retired    bool // removed by a scale-down
 	// healFails counts its self-healing replacements that failed in a row;

@@ -48,9 +48,9 @@ const (
 )
 
 // The helper modes of the baton binary. The master starts its own
-// executable with one of these set, and the helper's package, which
-// cmd/baton imports before any other of baton's, sees it in its init
-// function and becomes that helper instead of a baton command.
+// executable with one of these set, and internal/reexec.Init, which
+// cmd/baton's main calls first, runs that helper instead of a baton
+// command.
 const (
 	// ExecShim is the path of a worker program: the process sets
 	// LISTEN_PID to its own PID and execs that program in place
@@ -73,6 +73,16 @@ const (
 	// Umask is the worker's umask, in octal (--umask). Set by the master
 	// for the exec shim, which sets it and removes the variable.
 	Umask = "BATON_UMASK"
+	// UpgradeCheck makes the binary a master upgrading in place would
+	// exec check what it would be handed (read on stdin) and its flags,
+	// print its version and exit. Set by the master for that check run;
+	// read by cmd/baton.
+	UpgradeCheck = "BATON_UPGRADE_CHECK"
+	// UpgradeState is the descriptor of the state a master hands to its
+	// own new image in an in-place upgrade (upgrader.HandOver, JSON). Set
+	// by the old image just before the exec; read and removed by the new
+	// image (upgrader.TakeHandOver).
+	UpgradeState = "BATON_UPGRADE_STATE"
 )
 
 // Knobs of baton's own test suite, set by whoever runs the tests and read

@@ -121,6 +121,10 @@ type Host struct {
 	// Host holds for each. Only the loop's goroutine touches it.
 	procs   map[int]*proc
 	noPidfd bool
+	// reaperDone is closed when the reaper has stopped (see HandOver);
+	// handed holds the duplicates HandOver made until the exec.
+	reaperDone chan struct{}
+	handed     []*os.File
 }
 
 // proc is a worker or a stray, and what the Host holds for it.
@@ -152,7 +156,7 @@ func New(cfg Config, ev Events) (*Host, error) {
 		return nil, err
 	}
 	h := &Host{
-		cfg: cfg, ev: ev, self: os.Getpid(), stop: make(chan struct{}),
+		cfg: cfg, ev: ev, self: os.Getpid(), stop: make(chan struct{}), reaperDone: make(chan struct{}),
 		spawn: newSpawner(), kids: newChildren(), notify: dir, null: null,
 		proto: newProtocol(cfg.Protocol, cfg.Env, cfg.DrainSignal),
 		procs: map[int]*proc{},
@@ -161,7 +165,7 @@ func New(cfg Config, ev Events) (*Host, error) {
 		h.Close()
 		return nil, err
 	}
-	h.hooks = &hookRunner{h: h}
+	h.hooks = &hookRunner{h: h, running: -1}
 	if fd, err := unix.PidfdOpen(h.self, 0); err != nil {
 		h.noPidfd = true
 		cfg.Log.Warn().Err(err).Msg("this kernel has no pidfds (Linux 5.3+): processes left by workers are not tracked, and nothing stops the workers if the master is killed")
@@ -170,8 +174,14 @@ func New(cfg Config, ev Events) (*Host, error) {
 		h.keeper = newKeeperLink(&h.cfg, h.kids)
 		h.keeper.start()
 	}
-	go reap(h.kids, ev.ChildExited, h.stop)
+	go h.reap()
 	return h, nil
+}
+
+// reap runs the reaper until h.stop is closed.
+func (h *Host) reap() {
+	defer close(h.reaperDone)
+	reap(h.kids, h.ev.ChildExited, h.stop)
 }
 
 // Close ends the Host after the loop has ended: every worker has been
@@ -183,7 +193,11 @@ func (h *Host) Close() {
 	for _, p := range h.procs {
 		h.release(p)
 	}
-	close(h.stop)
+	select {
+	case <-h.stop: // handed over, and the exec failed
+	default:
+		close(h.stop)
+	}
 	h.spawn.close()
 	h.notify.Close()
 	h.null.Close()

@@ -40,6 +40,7 @@ type keeperLink struct {
 	timer  *time.Timer
 	failed bool // the last start failed: said once
 	closed bool
+	handed *os.File // the socket's duplicate handed over for an exec
 }
 
 // keeperEntry is one process the keeper is to know.
@@ -298,8 +299,9 @@ type keeperProc struct {
 }
 
 type keeperMsg struct {
-	b  []byte
-	fd int // a pidfd to pass along, or -1
+	b    []byte
+	fd   int           // a pidfd to pass along, or -1
+	mark chan struct{} // not sent: closed once everything before it was (flush)
 }
 
 // queue adds m for the writer. It returns false the first time the queue
@@ -341,6 +343,10 @@ func (k *keeperProc) write() {
 			return
 		}
 		for i, m := range q {
+			if m.mark != nil {
+				close(m.mark)
+				continue
+			}
 			var oob []byte
 			if m.fd >= 0 {
 				oob = unix.UnixRights(m.fd)

@@ -35,6 +35,16 @@ func (c *children) fork(start func() (int, error)) (int, <-chan syscall.WaitStat
 	return pid, ch, nil
 }
 
+// adopt files pid, a child forked by the old image of an in-place
+// upgrade, as the Host's own.
+func (c *children) adopt(pid int) <-chan syscall.WaitStatus {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ch := make(chan syscall.WaitStatus, 1)
+	c.pids[pid] = ch
+	return ch
+}
+
 // has reports whether pid is one of the Host's own children.
 func (c *children) has(pid int) bool {
 	c.mu.Lock()

@@ -25,6 +25,9 @@ type spawnReq struct {
 	argv0 string
 	argv  []string
 	attr  *syscall.ProcAttr
+	// exec, if set, replaces the process image from this thread instead
+	// of forking: see Host.Exec.
+	exec  func() error
 	reply chan spawnRes
 }
 
@@ -41,6 +44,10 @@ func newSpawner() *spawner {
 		// thread down with it, which would signal any child still alive.
 		defer runtime.UnlockOSThread()
 		for r := range s.reqs {
+			if r.exec != nil {
+				r.reply <- spawnRes{err: r.exec()}
+				continue
+			}
 			pid, err := syscall.ForkExec(r.argv0, r.argv, r.attr)
 			r.reply <- spawnRes{pid, err}
 		}
@@ -50,9 +57,16 @@ func newSpawner() *spawner {
 
 func (s *spawner) start(argv0 string, argv []string, attr *syscall.ProcAttr) (int, error) {
 	reply := make(chan spawnRes)
-	s.reqs <- spawnReq{argv0, argv, attr, reply}
+	s.reqs <- spawnReq{argv0: argv0, argv: argv, attr: attr, reply: reply}
 	r := <-reply
 	return r.pid, r.err
+}
+
+// run runs f on the spawner's thread.
+func (s *spawner) run(f func() error) error {
+	reply := make(chan spawnRes)
+	s.reqs <- spawnReq{exec: f, reply: reply}
+	return (<-reply).err
 }
 
 func (s *spawner) close() { close(s.reqs) }

@@ -1,0 +1,446 @@
+//go:build linux
+
+package host
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/baton-sh/baton/internal/envnames"
+	"github.com/baton-sh/baton/internal/keeper"
+	"github.com/baton-sh/baton/notify"
+)
+
+// An in-place upgrade re-executes the master's binary in the master's own
+// process (execve: same PID, same children). Everything the Host holds
+// crosses the exec as open descriptors, described by State: every
+// worker's and stray's pidfd and notify socket, the keeper's pidfd and
+// socket. Children that exit meanwhile stay zombies for the new image's
+// reaper, and datagrams stay queued in their sockets.
+
+// State is what a Host hands to its own new image.
+type State struct {
+	Notify notify.DirState `json:"notify"`
+	Keeper *KeeperState    `json:"keeper,omitempty"`
+	Procs  []ProcState     `json:"procs"`
+}
+
+// KeeperState is the running keeper.
+type KeeperState struct {
+	PID     int       `json:"pid"`
+	PIDFD   int       `json:"pidfd"`
+	ConnFD  int       `json:"conn_fd"`
+	Started time.Time `json:"started"`
+}
+
+// ProcState is a worker or a stray the Host holds.
+type ProcState struct {
+	PID        int    `json:"pid"`
+	FD         int    `json:"fd"`
+	Worker     bool   `json:"worker,omitempty"`
+	Generation int    `json:"generation,omitempty"`
+	NotifyFD   int    `json:"notify_fd,omitempty"`
+	NotifyPath string `json:"notify_path,omitempty"`
+}
+
+// HandOver readies the Host for the exec of an in-place upgrade and
+// describes what it holds: it stops the reaper, so that children exiting
+// from now on wait for the new image, and sends the keeper what is queued
+// for it. gens gives each worker's and stray's generation, for the
+// keeper. It returns the descriptors the exec must keep open. Until the
+// exec, or TakeBack after it failed, the Host reaps nothing.
+func (h *Host) HandOver(gens map[int]int) (State, []int, error) {
+	close(h.stop)
+	<-h.reaperDone
+	st := State{Notify: h.notify.Carry()}
+	var keep []int
+	if h.keeper != nil {
+		ks, fds, err := h.keeper.handOver()
+		if err != nil {
+			h.TakeBack()
+			return State{}, nil, err
+		}
+		st.Keeper, keep = ks, append(keep, fds...)
+	}
+	h.handed = nil
+	for _, p := range h.procs {
+		ps := ProcState{PID: p.pid, FD: p.fd, Worker: p.worker, Generation: gens[p.pid], NotifyFD: -1}
+		if p.fd >= 0 {
+			keep = append(keep, p.fd)
+		}
+		if p.notify != nil {
+			f, err := p.notify.Carry()
+			if err != nil {
+				h.TakeBack()
+				return State{}, nil, fmt.Errorf("notify socket of worker %d: %w", p.pid, err)
+			}
+			h.handed = append(h.handed, f)
+			ps.NotifyFD, ps.NotifyPath = int(f.Fd()), p.notify.Path()
+			keep = append(keep, ps.NotifyFD)
+		}
+		st.Procs = append(st.Procs, ps)
+	}
+	return st, keep, nil
+}
+
+// TakeBack undoes HandOver after the exec failed: the reaper runs again.
+func (h *Host) TakeBack() {
+	for _, f := range h.handed {
+		f.Close()
+	}
+	h.handed = nil
+	h.stop, h.reaperDone = make(chan struct{}), make(chan struct{})
+	go h.reap()
+	if h.keeper != nil {
+		h.keeper.takeBack()
+	}
+}
+
+// Exec replaces the master's image with path, argv and env, keeping the
+// descriptors keep open. It runs on the spawner's thread, the one every
+// worker was forked from: the other threads end at the exec, and a
+// worker's parent-death signal follows the thread that forked it. The
+// signals block are blocked first, on every thread where the runtime
+// allows it (no cgo) and on this one in any case, so that one sent during
+// the exec stays pending for the new image, which takes it once it asks
+// for it. Exec returns only if the exec failed, with every change undone.
+func (h *Host) Exec(path string, argv, env []string, keep []int, block []syscall.Signal) error {
+	var set unix.Sigset_t
+	for _, sig := range block {
+		set.Val[(sig-1)/64] |= 1 << ((uint(sig) - 1) % 64)
+	}
+	return h.spawn.run(func() error {
+		everywhere := false
+		if _, _, errno := syscall.AllThreadsSyscall(syscall.SYS_RT_SIGPROCMASK, unix.SIG_BLOCK,
+			uintptrOf(&set), 8); errno == 0 {
+			everywhere = true
+		}
+		var old unix.Sigset_t
+		unix.PthreadSigmask(unix.SIG_BLOCK, &set, &old)
+		for _, fd := range keep {
+			unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0)
+		}
+		err := syscall.Exec(path, argv, env)
+		for _, fd := range keep {
+			unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC)
+		}
+		unix.PthreadSigmask(unix.SIG_SETMASK, &old, nil)
+		if everywhere {
+			syscall.AllThreadsSyscall(syscall.SYS_RT_SIGPROCMASK, unix.SIG_UNBLOCK, uintptrOf(&set), 8)
+		}
+		return fmt.Errorf("exec %s: %w", path, err)
+	})
+}
+
+// CheckRun runs path (argv, env) to its end beside the loop, with stdin as
+// its input, and reports its standard output, or why it failed: it could
+// not start, it exited other than with 0 (with what it said on stderr),
+// or it ran past timeout and was killed. It is the check of an in-place
+// upgrade's new binary, before anything is handed over.
+func (h *Host) CheckRun(path string, argv, env []string, stdin []byte, timeout time.Duration, done func(stdout string, err error)) {
+	go func() { done(h.checkRun(path, argv, env, stdin, timeout)) }()
+}
+
+func (h *Host) checkRun(path string, argv, env []string, stdin []byte, timeout time.Duration) (string, error) {
+	in, inW, err := os.Pipe()
+	if err != nil {
+		return "", err
+	}
+	outR, out, err := os.Pipe()
+	if err != nil {
+		in.Close()
+		inW.Close()
+		return "", err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		in.Close()
+		inW.Close()
+		outR.Close()
+		out.Close()
+		return "", err
+	}
+	pidfd := -1
+	_, exited, err := h.kids.fork(func() (int, error) {
+		return syscall.ForkExec(path, argv, &syscall.ProcAttr{
+			Env:   env,
+			Files: []uintptr{in.Fd(), out.Fd(), errW.Fd()},
+			Sys:   &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, PidFD: &pidfd},
+		})
+	})
+	in.Close()
+	out.Close()
+	errW.Close()
+	if err != nil {
+		inW.Close()
+		outR.Close()
+		errR.Close()
+		return "", err
+	}
+	defer unix.Close(pidfd)
+	go func() {
+		inW.Write(stdin)
+		inW.Close()
+	}()
+	collect := func(r *os.File) <-chan string {
+		c := make(chan string, 1)
+		go func() {
+			defer r.Close()
+			var b bytes.Buffer
+			buf := make([]byte, 4096)
+			for b.Len() < 64<<10 {
+				n, err := r.Read(buf)
+				b.Write(buf[:n])
+				if err != nil {
+					break
+				}
+			}
+			c <- b.String()
+		}()
+		return c
+	}
+	stdout, stderr := collect(outR), collect(errR)
+	var ws syscall.WaitStatus
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case ws = <-exited:
+	case <-timer.C:
+		keeper.SignalGroup(pidfd, unix.SIGKILL)
+		keeper.Signal(pidfd, unix.SIGKILL)
+		<-exited
+		return "", fmt.Errorf("it did not answer within %s", timeout)
+	}
+	keeper.SignalGroup(pidfd, unix.SIGKILL) // what it left in its group
+	o, e := <-stdout, <-stderr
+	if !ws.Exited() || ws.ExitStatus() != 0 {
+		msg := strings.TrimSpace(e)
+		if i := strings.LastIndexByte(msg, '\n'); i >= 0 {
+			msg = msg[i+1:]
+		}
+		if msg == "" {
+			msg = "no word on stderr"
+		}
+		return "", fmt.Errorf("it %s: %s", DescribeExit(ws), msg)
+	}
+	return strings.TrimSpace(o), nil
+}
+
+// Resume makes the Host of a master's new image from what its old image
+// handed over (HandOver): it takes back every descriptor, the notify
+// directory and the keeper, and starts the reaper, which reaps whatever
+// exited during the exec.
+func Resume(cfg Config, ev Events, st State) (*Host, error) {
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := notify.ResumeDir(st.Notify)
+	if err != nil {
+		null.Close()
+		return nil, err
+	}
+	h := &Host{
+		cfg: cfg, ev: ev, self: os.Getpid(), stop: make(chan struct{}), reaperDone: make(chan struct{}),
+		spawn: newSpawner(), kids: newChildren(), notify: dir, null: null,
+		proto: newProtocol(cfg.Protocol, cfg.Env, cfg.DrainSignal),
+		procs: map[int]*proc{},
+	}
+	if err := h.knowSockets(); err != nil {
+		h.Close()
+		return nil, err
+	}
+	h.hooks = &hookRunner{h: h, running: -1}
+	var errs []error
+	for _, ps := range st.Procs {
+		unix.FcntlInt(uintptr(ps.FD), unix.F_SETFD, unix.FD_CLOEXEC)
+		p := &proc{pid: ps.PID, fd: ps.FD, worker: ps.Worker}
+		if ps.NotifyFD >= 0 && ps.NotifyPath != "" {
+			sock, err := notify.AdoptSocket(ps.NotifyFD, ps.NotifyPath)
+			if err != nil {
+				errs = append(errs, err)
+			} else {
+				p.notify = sock
+				go h.receive(ps.PID, sock)
+			}
+		}
+		h.procs[ps.PID] = p
+	}
+	if st.Keeper != nil {
+		h.keeper = newKeeperLink(&h.cfg, h.kids)
+		if err := h.keeper.resume(*st.Keeper, st.Procs); err != nil {
+			errs = append(errs, err)
+		}
+	} else if fd, err := unix.PidfdOpen(h.self, 0); err == nil {
+		unix.Close(fd)
+		h.keeper = newKeeperLink(&h.cfg, h.kids)
+		h.keeper.start()
+	} else {
+		h.noPidfd = true
+	}
+	go h.reap()
+	return h, errors.Join(errs...)
+}
+
+// Exited reports whether process pid, which the Host holds, has exited
+// (it may wait to be reaped).
+func (h *Host) Exited(pid int) bool {
+	p := h.procs[pid]
+	return p == nil || (p.fd >= 0 && keeper.Exited(p.fd))
+}
+
+// handOver sends what is queued for the keeper, then describes it.
+func (l *keeperLink) handOver() (*KeeperState, []int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.timer != nil {
+		l.timer.Stop()
+		l.timer = nil
+	}
+	k := l.k
+	if k == nil {
+		return nil, nil, nil // none runs now: the new image starts one
+	}
+	if !k.flush(time.Now().Add(time.Second)) {
+		return nil, nil, errors.New("the keeper did not read what it was sent within 1s")
+	}
+	f, err := k.conn.File()
+	if err != nil {
+		return nil, nil, fmt.Errorf("keeper socket: %w", err)
+	}
+	l.handed = f
+	return &KeeperState{PID: k.pid, PIDFD: k.pidfd, ConnFD: int(f.Fd()), Started: k.started}, []int{k.pidfd, int(f.Fd())}, nil
+}
+
+// takeBack lets the keeper's writer run again after a failed exec.
+func (l *keeperLink) takeBack() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.handed != nil {
+		l.handed.Close()
+		l.handed = nil
+	}
+}
+
+// resume takes back the keeper the old image ran, and what it knows.
+func (l *keeperLink) resume(ks KeeperState, procs []ProcState) error {
+	unix.FcntlInt(uintptr(ks.PIDFD), unix.F_SETFD, unix.FD_CLOEXEC)
+	f := os.NewFile(uintptr(ks.ConnFD), "keeper")
+	fc, err := net.FileConn(f)
+	f.Close()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, p := range procs {
+		if p.FD < 0 {
+			continue
+		}
+		fd, err := unix.FcntlInt(uintptr(p.FD), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			continue
+		}
+		op := keeper.OpStray
+		if p.Worker {
+			op = keeper.OpWorker
+		}
+		l.known[p.PID] = keeperEntry{op: op, gen: p.Generation, fd: fd}
+	}
+	if err != nil {
+		// Without its socket the keeper is of no use: it is replaced.
+		keeper.Signal(ks.PIDFD, unix.SIGKILL)
+		unix.Close(ks.PIDFD)
+		l.startLocked()
+		return fmt.Errorf("keeper socket handed over as fd %d: %w", ks.ConnFD, err)
+	}
+	exited := l.kids.adopt(ks.PID)
+	k := &keeperProc{pid: ks.PID, pidfd: ks.PIDFD, started: ks.Started, conn: fc.(*net.UnixConn),
+		wake: make(chan struct{}, 1), done: make(chan struct{}), exited: make(chan struct{})}
+	l.k = k
+	go k.write()
+	go func() {
+		ws := <-exited
+		close(k.exited)
+		l.exited(k, ws)
+	}()
+	return nil
+}
+
+// flush waits until deadline at most for the writer to have sent what is
+// queued.
+func (k *keeperProc) flush(deadline time.Time) bool {
+	marker := make(chan struct{})
+	k.mu.Lock()
+	if k.broken {
+		k.mu.Unlock()
+		return true
+	}
+	k.pending = append(k.pending, keeperMsg{fd: -1, mark: marker})
+	k.mu.Unlock()
+	k.poke()
+	select {
+	case <-marker:
+		return true
+	case <-time.After(time.Until(deadline)):
+		return false
+	}
+}
+
+func uintptrOf(set *unix.Sigset_t) uintptr { return uintptr(unsafe.Pointer(set)) }
+
+// ExecImage writes state to an anonymous file kept open across the exec,
+// names it in the new image's environment (envnames.UpgradeState), and
+// executes the new image (see Exec). It returns only if that failed.
+func (h *Host) ExecImage(path string, argv, env []string, keep []int, block []syscall.Signal, state []byte) error {
+	fd, err := unix.MemfdCreate("baton-upgrade-state", unix.MFD_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("state file: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "baton-upgrade-state")
+	defer f.Close()
+	if _, err := f.Write(state); err != nil {
+		return fmt.Errorf("state file: %w", err)
+	}
+	if _, err := f.Seek(0, 0); err != nil {
+		return fmt.Errorf("state file: %w", err)
+	}
+	var next []string
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, envnames.UpgradeState+"=") && !strings.HasPrefix(kv, envnames.UpgradeCheck+"=") {
+			next = append(next, kv)
+		}
+	}
+	next = append(next, envnames.UpgradeState+"="+strconv.Itoa(fd))
+	return h.Exec(path, argv, next, append(keep, fd), block)
+}
+
+// TakeState reads, in a master's new image, the state its old image
+// handed over, and removes the variable that named it: nil when this
+// process was not started by an in-place upgrade.
+func TakeState() ([]byte, error) {
+	v, ok := os.LookupEnv(envnames.UpgradeState)
+	if !ok {
+		return nil, nil
+	}
+	os.Unsetenv(envnames.UpgradeState)
+	fd, err := strconv.Atoi(v)
+	if err != nil || fd < 3 {
+		return nil, fmt.Errorf("%s=%q: not a descriptor", envnames.UpgradeState, v)
+	}
+	f := os.NewFile(uintptr(fd), "baton-upgrade-state")
+	defer f.Close()
+	b, err := io.ReadAll(f)
+	if err != nil {
+		return nil, fmt.Errorf("reading the handed-over state: %w", err)
+	}
+	return b, nil
+}

@@ -1,0 +1,70 @@
+package upgrader
+
+import "sync"
+
+// pendingRequests are the requests made while the master handed over for
+// an in-place upgrade: a reload and a stop are handed to the new image
+// (or, if the exec failed, carried out by this one); anything else is
+// answered ErrUpgrading, and the caller may ask again.
+type pendingRequests struct {
+	mu     sync.Mutex
+	reload *Trigger
+	stop   int // 0 none, 1 graceful, 2 fast
+}
+
+func (p *pendingRequests) keep(e event) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch e := e.(type) {
+	case reloadReq:
+		if e.trigger == TriggerSignal {
+			t := e.trigger
+			p.reload = &t
+		}
+		if e.reply != nil {
+			e.reply <- Result{Trigger: e.trigger, Err: ErrUpgrading}
+		}
+	case stopReq:
+		if e.fast {
+			p.stop = 2
+		} else if p.stop == 0 {
+			p.stop = 1
+		}
+	case scaleReq:
+		if e.reply != nil {
+			e.reply <- Result{Trigger: TriggerScale, Err: ErrUpgrading}
+		}
+	case upgradeReq:
+		e.reply <- UpgradeResult{Err: ErrUpgrading}
+	}
+}
+
+// take returns what is pending and forgets it.
+func (p *pendingRequests) take() (reload *Trigger, stop int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	reload, stop = p.reload, p.stop
+	p.reload, p.stop = nil, 0
+	return reload, stop
+}
+
+// putBack returns what take took.
+func (p *pendingRequests) putBack(reload *Trigger, stop int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.reload == nil {
+		p.reload = reload
+	}
+	p.stop = max(p.stop, stop)
+}
+
+// applyPending carries out what was asked while the master handed over.
+func (m *Master) applyPending() {
+	reload, stop := m.pending.take()
+	if reload != nil {
+		m.beginReload(*reload, nil)
+	}
+	if stop > 0 {
+		m.requestStop(stop == 2)
+	}
+}

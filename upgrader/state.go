@@ -1,0 +1,280 @@
+package upgrader
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/baton-sh/baton/internal/host"
+)
+
+// engineState is the loop's state as an in-place upgrade hands it over
+// (HandOver.Engine). It is taken only when the master is quiet (see
+// quiet): workers serve or drain, nothing starts. Times a timer waits for
+// are kept as what was left of it at HandOver.At.
+type engineState struct {
+	Started     time.Time      `json:"started"`
+	LastGen     int            `json:"last_gen"`
+	Current     int            `json:"current"`
+	Generations []genSnapshot     `json:"generations"`
+	Slots       []slotSnapshot    `json:"slots"`
+	Workers     []workerSnapshot  `json:"workers"`
+	Strays      []straySnapshot   `json:"strays,omitempty"`
+	Ended       []endedSnapshot   `json:"ended,omitempty"`
+	Restarts    int            `json:"restarts"`
+	LastReload  *ReloadStatus  `json:"last_reload,omitempty"`
+	Upgraded    time.Time      `json:"upgraded"`
+	Served      bool           `json:"served"`
+	Probe       probeSnapshot  `json:"probe"`
+	Pending     pendingState   `json:"pending"`
+	Heals       []healSnapshot `json:"heals,omitempty"`
+}
+
+type genSnapshot struct {
+	N       int          `json:"n"`
+	Release host.Release `json:"release"`
+}
+
+type slotSnapshot struct {
+	Index     int            `json:"index"`
+	Gen       int            `json:"gen"`
+	Crashes   int            `json:"crashes,omitempty"`
+	Restarts  int            `json:"restarts,omitempty"`
+	HealFails int            `json:"heal_fails,omitempty"`
+	RestartIn *time.Duration `json:"restart_in,omitempty"` // a crash restart was due this long after At
+}
+
+type workerSnapshot struct {
+	PID           int           `json:"pid"`
+	Gen           int           `json:"gen"`
+	Index         int           `json:"index"`
+	State         string        `json:"state"` // serving or draining
+	Trigger       Trigger       `json:"trigger"`
+	Started       time.Time     `json:"started"`
+	ReadyAt       time.Time     `json:"ready_at"`
+	DrainLeft     time.Duration `json:"drain_left,omitempty"`
+	Killed        bool          `json:"killed,omitempty"`
+	MainExit      string        `json:"main_exit,omitempty"`
+	Status        string        `json:"status,omitempty"`
+	WatchdogEvery time.Duration `json:"watchdog_every,omitempty"`
+}
+
+type straySnapshot struct {
+	PID     int            `json:"pid"`
+	Gen     int            `json:"gen"`
+	Index   int            `json:"index"`
+	Comm    string         `json:"comm"`
+	PGID    int            `json:"pgid"`
+	Hook    bool           `json:"hook,omitempty"`
+	Drained bool           `json:"drained,omitempty"`
+	KillIn  *time.Duration `json:"kill_in,omitempty"`
+}
+
+type endedSnapshot struct {
+	Gen   int       `json:"gen"`
+	Index int       `json:"index"`
+	At    time.Time `json:"at"`
+}
+
+type probeSnapshot struct {
+	Seen     bool `json:"seen"`
+	OK       bool `json:"ok"`
+	Failures int  `json:"failures"`
+}
+
+type pendingState struct {
+	Reload *Trigger `json:"reload,omitempty"`
+	Stop   int      `json:"stop,omitempty"`
+}
+
+type healSnapshot struct {
+	PID     int     `json:"pid"`
+	Trigger Trigger `json:"trigger"`
+}
+
+// handOverState describes the master for its new image, with the Host's
+// state hs and the caller's files and data.
+func (m *Master) handOverState(hs host.State, files map[string]int, data []byte) (*HandOver, error) {
+	now := m.env.now()
+	st := engineState{Started: m.started, LastGen: m.lastGen, Current: m.currentGen(), Restarts: m.restarts,
+		LastReload: m.lastReload, Upgraded: m.upgraded, Served: m.hooks.served,
+		Probe: probeSnapshot{Seen: m.heals.probe.seen, OK: m.heals.probe.ok, Failures: m.heals.probe.failures}}
+	gens := map[*generation]bool{}
+	addGen := func(g *generation) {
+		if g != nil && !gens[g] {
+			gens[g] = true
+			st.Generations = append(st.Generations, genSnapshot{N: g.n, Release: g.release})
+		}
+	}
+	addGen(m.current)
+	for _, s := range m.slots {
+		ss := slotSnapshot{Index: s.index, Crashes: s.crashes, Restarts: s.restarts, HealFails: s.healFails}
+		if s.gen != nil {
+			ss.Gen = s.gen.n
+			addGen(s.gen)
+		}
+		if s.restartDue != nil {
+			d := m.timerLeft(restartDue{s}, now)
+			ss.RestartIn = &d
+		}
+		st.Slots = append(st.Slots, ss)
+	}
+	for _, w := range m.sortedWorkers() {
+		if w.state != serving && w.state != draining {
+			return nil, fmt.Errorf("worker %d is %s", w.pid, w.state)
+		}
+		addGen(w.gen)
+		ws := workerSnapshot{PID: w.pid, Gen: w.gen.n, Index: w.slot.index, State: w.state.String(), Trigger: w.trigger,
+			Started: w.started, ReadyAt: w.readyAt, Killed: w.killed, MainExit: w.mainExit, Status: w.status.text,
+			WatchdogEvery: w.watchdogEvery}
+		if w.state == draining {
+			ws.DrainLeft = max(w.drainUntil.Sub(now), 0)
+			if w.slot.retired {
+				ws.Index = -1 - w.slot.index // a retired slot's: not one of the slots
+			}
+		}
+		st.Workers = append(st.Workers, ws)
+	}
+	for _, s := range m.sortedStrays() {
+		ss := straySnapshot{PID: s.pid, Gen: s.key.gen, Index: s.key.index, Comm: s.comm, PGID: s.pgid, Hook: s.hook, Drained: s.drained}
+		if s.kill != nil {
+			d := m.timerLeft(strayKill{s}, now)
+			ss.KillIn = &d
+		}
+		st.Strays = append(st.Strays, ss)
+	}
+	for k, at := range m.ended {
+		st.Ended = append(st.Ended, endedSnapshot{Gen: k.gen, Index: k.index, At: at})
+	}
+	for _, a := range m.heals.waiting {
+		st.Heals = append(st.Heals, healSnapshot{PID: a.w.pid, Trigger: a.why})
+	}
+	reload, stop := m.pending.take()
+	st.Pending = pendingState{Reload: reload, Stop: stop}
+	m.pending.putBack(reload, stop) // kept, should the exec fail
+	return &HandOver{Version: StateVersion, From: m.opts.Version, At: now, Engine: st, Host: hs, Files: files, Data: data}, nil
+}
+
+// timerLeft is how long the timer that delivers e has left. The loop
+// does not keep timers' deadlines apart from what they are for, so it
+// works them out from the state they guard.
+func (m *Master) timerLeft(e event, now time.Time) time.Duration {
+	switch e := e.(type) {
+	case restartDue:
+		return max(e.s.restartAt.Sub(now), 0)
+	case strayKill:
+		return max(e.s.killAt.Sub(now), 0)
+	}
+	return 0
+}
+
+// Resume returns a Master that carries on, in a new image, from what its
+// old image handed over in an in-place upgrade. opts are the new image's
+// own (its flags, its sockets taken back from the caller's files).
+func Resume(opts Options, ho *HandOver) (*Master, error) {
+	if err := opts.setDefaults(); err != nil {
+		return nil, err
+	}
+	m := newMaster(opts, nil)
+	m.handed = ho
+	return m, nil
+}
+
+// restore rebuilds the loop's state from ho, arms its timers afresh
+// from what they had left, and carries out what was asked during the
+// exec.
+func (m *Master) restore(ho *HandOver) {
+	st := ho.Engine
+	now := m.env.now()
+	elapsed := max(now.Sub(ho.At), 0)
+	left := func(d time.Duration) time.Duration { return max(d-elapsed, 0) }
+	m.started, m.lastGen, m.restarts, m.lastReload = st.Started, st.LastGen, st.Restarts, st.LastReload
+	m.hooks.served = st.Served
+	m.heals.probe.seen, m.heals.probe.ok, m.heals.probe.failures = st.Probe.Seen, st.Probe.OK, st.Probe.Failures
+	m.upgraded = now
+	gens := map[int]*generation{}
+	for _, g := range st.Generations {
+		gens[g.N] = &generation{n: g.N, release: g.Release}
+	}
+	m.current = gens[st.Current]
+	for _, ss := range st.Slots {
+		s := &slot{index: ss.Index, gen: gens[ss.Gen], crashes: ss.Crashes, restarts: ss.Restarts, healFails: ss.HealFails}
+		m.slots = append(m.slots, s)
+		if ss.RestartIn != nil {
+			s.restartAt = now.Add(left(*ss.RestartIn))
+			s.restartDue = m.env.after(left(*ss.RestartIn), restartDue{s})
+		}
+	}
+	for i := len(m.slots); i < m.opts.Workers && len(st.Slots) == 0; i++ {
+		m.slots = append(m.slots, &slot{index: i, gen: m.current})
+	}
+	for _, ws := range st.Workers {
+		var s *slot
+		if ws.Index >= 0 && ws.Index < len(m.slots) {
+			s = m.slots[ws.Index]
+		} else {
+			index := ws.Index
+			if index < 0 {
+				index = -1 - index
+			}
+			s = &slot{index: index, gen: gens[ws.Gen], retired: true}
+		}
+		w := &worker{gen: gens[ws.Gen], slot: s, pid: ws.PID, trigger: ws.Trigger, started: ws.Started, readyAt: ws.ReadyAt,
+			killed: ws.Killed, mainExit: ws.MainExit, watchdogEvery: ws.WatchdogEvery}
+		w.status.text = ws.Status
+		m.workers[w.pid] = w
+		switch ws.State {
+		case "serving":
+			w.state = serving
+			s.serving = w
+			m.serves(w)
+		default:
+			w.state = draining
+			w.drainUntil = now.Add(left(ws.DrainLeft))
+			if !w.killed {
+				m.arm(w, left(ws.DrainLeft))
+			}
+		}
+	}
+	for _, ss := range st.Strays {
+		s := &stray{pid: ss.PID, key: workerKey{ss.Gen, ss.Index}, comm: ss.Comm, pgid: ss.PGID, hook: ss.Hook, drained: ss.Drained}
+		m.strays[s.pid] = s
+		if ss.KillIn != nil {
+			s.killAt = now.Add(left(*ss.KillIn))
+			s.kill = m.env.after(left(*ss.KillIn), strayKill{s})
+		}
+	}
+	for _, e := range st.Ended {
+		m.ended[workerKey{e.Gen, e.Index}] = e.At
+	}
+	for _, h := range st.Heals {
+		if w := m.workers[h.PID]; w != nil {
+			m.heals.waiting = append(m.heals.waiting, healAsk{w, h.Trigger})
+		}
+	}
+	// Workers whose main process exited before the upgrade drain with
+	// their group: watch it again. A worker that exited during the exec is
+	// a zombie the reaper reports; one of another's group, already gone,
+	// ends here.
+	for _, w := range m.sortedWorkers() {
+		if w.mainExit != "" {
+			if left := m.env.mainExited(w.pid, true); len(left) == 0 {
+				m.workerEnded(w, w.mainExit)
+			}
+		}
+	}
+	m.armMemoryCheck()
+	m.armProbe()
+	m.log.Info().Str("event", "upgraded").Str("from", ho.From).Str("to", m.opts.Version).
+		Int("workers", len(m.workers)).Str("took", elapsed.Round(time.Microsecond).String()).
+		Msg("upgraded in place: the new image carries on")
+	if m.servingCount() > 0 {
+		m.env.tellService(host.ServiceState{Ready: true, Status: m.servingStatus()})
+	}
+	if st.Pending.Reload != nil {
+		m.beginReload(*st.Pending.Reload, nil)
+	}
+	if st.Pending.Stop > 0 {
+		m.requestStop(st.Pending.Stop == 2)
+	}
+	m.applyPending()
+}

@@ -1,0 +1,316 @@
+package upgrader
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"syscall"
+	"time"
+
+	"github.com/baton-sh/baton/internal/envnames"
+	"github.com/baton-sh/baton/internal/host"
+)
+
+// An in-place upgrade (Master.Upgrade) re-executes the master's binary,
+// as it is on disk now, in the master's own process: the PID stays, the
+// workers stay its children, and every descriptor the master holds (the
+// sockets, the pidfile's lock, the control and admin sockets, the notify
+// sockets, the pidfds, the keeper's socket) stays open across the exec.
+// The old image hands the new one its state (HandOver, JSON, versioned)
+// through a descriptor, and the new one carries on from it.
+//
+// It runs only when the master is quiet: no reload moving workers, no
+// worker starting, no hook or self-healing replacement running, no scale
+// under way; it waits for that, and a reload asked for meanwhile runs
+// first. Workers that drain carry on draining, on their old deadline.
+//
+// It never leaves a broken master: first the new binary runs in a check
+// mode (UpgradeCheckTimeout at most), given the state it would be handed
+// on stdin and the master's own flags, and must say its version and exit
+// 0; any failure (not executable, wrong architecture, a crash, a state
+// version or a flag it does not know) refuses the upgrade with the reason,
+// and this master carries on untouched. Signals sent during the exec stay
+// pending for the new image (see host.Exec); one the old image caught
+// just before is handed over.
+
+// UpgradeOptions makes a Master upgradable in place (Options.Upgrade).
+type UpgradeOptions struct {
+	// Path is the binary to execute: the one the master was started from,
+	// as the user named it, so that a binary a package manager or a deploy
+	// replaced (or a symbolic link moved) is what runs.
+	Path string
+	// Args is the new image's argv, Env its environment (the master's).
+	Args, Env []string
+	// Carry gives, just before the exec, the descriptors the caller hands
+	// over by name (kept open across it) and data of its own.
+	Carry func() (files map[string]int, data json.RawMessage, err error)
+	// Block are the signals the caller acts on: held pending across the
+	// exec. Quiesce, called once Master stops taking requests for the
+	// exec, passes on every such signal already caught, so that it
+	// reaches the Master's hand-over (as a pending reload or stop).
+	Block   []syscall.Signal
+	Quiesce func()
+	// BeforeExec is called last, to flush logs.
+	BeforeExec func()
+	// CheckTimeout bounds the check run (DefaultUpgradeCheckTimeout).
+	CheckTimeout time.Duration
+}
+
+// DefaultUpgradeCheckTimeout bounds the check run of a new binary.
+const DefaultUpgradeCheckTimeout = 10 * time.Second
+
+// StateVersion is the version of HandOver this build writes and reads. A
+// build refuses to take over from a state of a version it does not know.
+const StateVersion = 1
+
+// HandOver is what a master hands its own new image.
+type HandOver struct {
+	Version int       `json:"version"`
+	From    string    `json:"from"` // the old image's version
+	At      time.Time `json:"at"`
+	Engine  engineState
+	Host    host.State `json:"host"`
+	// Files and Data are the caller's (UpgradeOptions.Carry).
+	Files map[string]int  `json:"files,omitempty"`
+	Data  json.RawMessage `json:"data,omitempty"`
+}
+
+// UpgradeResult answers Upgrade when the upgrade was refused, or, just
+// before the exec, with the versions. Sent, if called, says the answer has
+// reached the caller; the exec waits for it (a second at most).
+type UpgradeResult struct {
+	From, To string
+	Err      error
+	Sent     func()
+}
+
+// ErrUpgrading is the result of a request the master could not take
+// because it was executing its new image.
+var ErrUpgrading = errors.New("master is upgrading in place")
+
+// upgradeState is the loop's view of an upgrade asked for.
+type upgradeState struct {
+	waiters  []chan<- UpgradeResult
+	checking bool
+}
+
+// Upgrade asks for an in-place upgrade; see UpgradeOptions. The returned
+// channel receives the outcome's first word: a refusal, or the versions
+// just before the exec (after which this process runs the new image).
+func (m *Master) Upgrade() <-chan UpgradeResult {
+	c := make(chan UpgradeResult, 1)
+	if !m.send(upgradeReq{c}) {
+		c <- UpgradeResult{Err: ErrNotRunning}
+	}
+	return c
+}
+
+type (
+	upgradeReq     struct{ reply chan<- UpgradeResult }
+	upgradeChecked struct {
+		to  string
+		err error
+	}
+)
+
+func (e upgradeReq) apply(m *Master)     { m.upgradeAsked(e.reply) }
+func (e upgradeChecked) apply(m *Master) { m.upgradeCheckDone(e.to, e.err) }
+
+func (m *Master) upgradeAsked(reply chan<- UpgradeResult) {
+	switch {
+	case m.opts.Upgrade == nil:
+		reply <- UpgradeResult{Err: errors.New("this master cannot upgrade in place")}
+		return
+	case m.stopping:
+		reply <- UpgradeResult{Err: ErrStopping}
+		return
+	case m.opts.Protocol != ProtocolSystemd:
+		reply <- UpgradeResult{Err: fmt.Errorf("an in-place upgrade keeps workers of --protocol systemd only, not %s: restart baton instead", m.opts.Protocol)}
+		return
+	}
+	m.upgrade.waiters = append(m.upgrade.waiters, reply)
+	if len(m.upgrade.waiters) == 1 && !m.quiet() {
+		m.log.Info().Str("event", "upgrade_waits").Msg("upgrade asked for: it waits for the reload or replacement under way")
+	}
+}
+
+// quiet reports whether nothing is under way that an upgrade must not
+// cut: workers may serve and drain, nothing else.
+func (m *Master) quiet() bool {
+	if (m.rollout != nil && !m.rollout.rolled()) || m.queued != nil || m.scaling != nil || len(m.scaleWaiters) > 0 ||
+		m.hooks.running != nil || m.hooks.waiting != nil || m.heals.slot != nil || m.heals.probe.inFlight ||
+		m.stopping || m.delay.active {
+		return false
+	}
+	for _, s := range m.slots {
+		if s.incoming != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// maybeUpgrade begins the check run of an upgrade asked for, once the
+// master is quiet. The loop calls it after every event.
+func (m *Master) maybeUpgrade() {
+	u := &m.upgrade
+	if len(u.waiters) == 0 || u.checking || !m.quiet() {
+		return
+	}
+	ho, err := m.handOverState(host.State{}, nil, nil)
+	var state []byte
+	if err == nil {
+		state, err = json.Marshal(ho)
+	}
+	if err != nil {
+		m.refuseUpgrade(fmt.Errorf("cannot describe the master's state: %w", err))
+		return
+	}
+	u.checking = true
+	o := m.opts.Upgrade
+	m.log.Info().Str("event", "upgrade_check").Str("path", o.Path).Msg("checking the new binary before the in-place upgrade")
+	m.env.checkUpgrade(o.Path, o.Args, append(o.Env[:len(o.Env):len(o.Env)], envnames.UpgradeCheck+"=1"), state, o.CheckTimeout)
+}
+
+func (m *Master) upgradeCheckDone(to string, err error) {
+	m.upgrade.checking = false
+	switch {
+	case err != nil:
+		m.refuseUpgrade(fmt.Errorf("the new binary %s failed its check: %w; this master carries on", m.opts.Upgrade.Path, err))
+	case !m.quiet():
+		m.maybeUpgrade() // something began meanwhile: check again later
+	default:
+		m.execUpgrade(to)
+	}
+}
+
+func (m *Master) refuseUpgrade(err error) {
+	m.log.Error().Str("event", "upgrade_refused").Err(err).Msg("in-place upgrade refused")
+	for _, w := range m.upgrade.waiters {
+		w <- UpgradeResult{From: m.opts.Version, Err: err}
+	}
+	m.upgrade.waiters = nil
+}
+
+// execUpgrade hands everything over and executes the new image. It
+// returns only if the exec failed, with the master as it was.
+func (m *Master) execUpgrade(to string) {
+	o := m.opts.Upgrade
+	// Reloads whose workers all serve and whose old ones only drain are
+	// done as far as their callers are concerned; the drain carries over.
+	if r := m.rollout; r != nil {
+		m.supersede(r)
+	}
+	for _, r := range append([]*rollout(nil), m.finishing...) {
+		r.old = nil
+		m.finish(r)
+	}
+	m.log.Info().Str("event", "upgrading").Str("from", m.opts.Version).Str("to", to).Msg("upgrading in place")
+	m.env.tellService(host.ServiceState{Reloading: true, Status: "upgrading baton in place: " + to})
+	m.closeDoor()
+	if o.Quiesce != nil {
+		o.Quiesce()
+	}
+	fail := func(err error) {
+		m.openDoor()
+		m.log.Error().Str("event", "upgrade_failed").Err(err).Msg("in-place upgrade failed: this master carries on")
+		m.env.tellService(host.ServiceState{Ready: true, Status: m.servingStatus()})
+		m.refuseUpgrade(err)
+		m.applyPending()
+	}
+	gens := map[int]int{}
+	for pid, w := range m.workers {
+		gens[pid] = w.gen.n
+	}
+	for pid, s := range m.strays {
+		gens[pid] = s.key.gen
+	}
+	hs, keep, err := m.env.handOver(gens)
+	if err != nil {
+		fail(err)
+		return
+	}
+	var files map[string]int
+	var data json.RawMessage
+	if o.Carry != nil {
+		if files, data, err = o.Carry(); err != nil {
+			m.env.takeBack()
+			fail(err)
+			return
+		}
+	}
+	for _, fd := range files {
+		keep = append(keep, fd)
+	}
+	ho, err := m.handOverState(hs, files, data)
+	var state []byte
+	if err == nil {
+		state, err = json.Marshal(ho)
+	}
+	if err != nil {
+		m.env.takeBack()
+		fail(err)
+		return
+	}
+	// The answers go out before the exec, which ends the connections they
+	// travel on: each caller says when its answer has left.
+	acked := make(chan struct{}, len(m.upgrade.waiters))
+	for _, w := range m.upgrade.waiters {
+		w <- UpgradeResult{From: m.opts.Version, To: to, Sent: func() { acked <- struct{}{} }}
+	}
+	deadline := time.After(time.Second)
+	for range m.upgrade.waiters {
+		select {
+		case <-acked:
+		case <-deadline:
+		}
+	}
+	m.upgrade.waiters = nil
+	if o.BeforeExec != nil {
+		o.BeforeExec()
+	}
+	err = m.env.exec(o.Path, o.Args, o.Env, keep, o.Block, state)
+	// Here only if the exec failed.
+	m.env.takeBack()
+	fail(err)
+}
+
+// TakeHandOver reads, in a master's new image, the state its old image
+// handed over, and removes the variable that named it. It returns nil
+// when this process was not started by an in-place upgrade, and an error
+// when the state cannot be read or is of a version this build does not
+// know.
+func TakeHandOver() (*HandOver, error) {
+	b, err := host.TakeState()
+	if b == nil || err != nil {
+		return nil, err
+	}
+	return ReadHandOver(b)
+}
+
+// ReadHandOver decodes a HandOver and checks its version.
+func ReadHandOver(raw []byte) (*HandOver, error) {
+	var probe struct {
+		Version int `json:"version"`
+	}
+	if err := json.Unmarshal(raw, &probe); err != nil {
+		return nil, fmt.Errorf("reading the handed-over state: %w", err)
+	}
+	if probe.Version != StateVersion {
+		return nil, fmt.Errorf("the handed-over state is of version %d; this build reads version %d only", probe.Version, StateVersion)
+	}
+	var ho HandOver
+	if err := json.Unmarshal(raw, &ho); err != nil {
+		return nil, fmt.Errorf("reading the handed-over state: %w", err)
+	}
+	return &ho, nil
+}
+
+// closeDoor makes requests sent from now on pending instead of waiting
+// for the loop, which is handing over; openDoor undoes it.
+func (m *Master) closeDoor() { close(*m.door.Load()) }
+
+func (m *Master) openDoor() {
+	c := make(chan struct{})
+	m.door.Store(&c)
+}

@@ -1,0 +1,147 @@
+package upgrader
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+var errExeced = errors.New("exec'd (the fake env never really executes)")
+
+func upgradable(o *Options) {
+	o.Version = "baton 1"
+	o.Upgrade = &UpgradeOptions{Path: "/usr/local/bin/baton", Args: []string{"baton"}}
+}
+
+// upgradeNow asks for an upgrade and runs its check with the answer to.
+func (s *sim) upgradeNow(to string, checkErr error) <-chan UpgradeResult {
+	s.t.Helper()
+	c := make(chan UpgradeResult, 1)
+	s.step(upgradeReq{c})
+	s.m.maybeUpgrade()
+	if len(s.env.checks) == 0 {
+		return c
+	}
+	s.step(upgradeChecked{to, checkErr})
+	return c
+}
+
+// resumed is a sim of the new image, restored from what s handed over.
+func (s *sim) resumed(tweak func(*Options)) *sim {
+	s.t.Helper()
+	ho, err := ReadHandOver(s.env.execState)
+	if err != nil {
+		s.t.Fatalf("the state handed over: %v\n%s", err, s.env.execState)
+	}
+	o := Options{Command: []string{"server"}, Env: []string{}, ShimPath: "/bin/true", Log: zerolog.New(s.log), ServiceNotify: "/run/fake.sock"}
+	if tweak != nil {
+		tweak(&o)
+	}
+	o.Version = "baton 2"
+	if err := o.setDefaults(); err != nil {
+		s.t.Fatal(err)
+	}
+	env := newFakeEnv()
+	env.clock = s.env.clock.Add(50 * time.Millisecond)
+	env.nextPID = s.env.nextPID
+	n := &sim{t: s.t, m: newMaster(o, env), env: env, log: s.log}
+	n.m.restore(ho)
+	n.check()
+	return n
+}
+
+func TestUpgradeHandsEverythingOver(t *testing.T) {
+	opts := func(o *Options) { upgradable(o); workers(3, 1)(o); o.DrainTimeout = 10 * time.Second }
+	s := up(t, opts)
+	r := s.reload()
+	s.ready(104, 105, 106)
+	s.exit(101, 0)
+	s.exit(102, 0) // 103 still drains: 10 s left
+	s.advance(4 * time.Second)
+	s.env.execErr = errExeced
+	c := s.upgradeNow("baton 2", nil)
+	if len(s.env.execState) == 0 {
+		t.Fatalf("no exec: %s", s.describe())
+	}
+	if r := <-c; r.Err != nil || r.From != "baton 1" || r.To != "baton 2" {
+		t.Fatalf("answer before the exec: %+v", r)
+	}
+	if res := result(t, r); res.Err != nil {
+		t.Fatalf("the reload whose old worker drains, answered at the upgrade: %+v", res)
+	}
+	n := s.resumed(opts)
+	n.want("serving=2 [2:1:103:draining 0:2:104:serving 1:2:105:serving 2:2:106:serving]")
+	// Let the gen 1 worker left draining: its 10s drain timeout passed 4s
+	// before the upgrade.
+	n.advance(6*time.Second - 50*time.Millisecond)
+	if !n.env.signalled(103, syscall.SIGKILL) {
+		t.Fatal("the worker handed over while draining was not killed on its old deadline")
+	}
+	st := n.status()
+	if st.Version != "baton 2" || st.Upgraded == nil || st.Generation != 2 || st.Restarts != 0 || st.LastReload.Trigger != "signal" {
+		t.Fatalf("status after the upgrade: %+v", st)
+	}
+	// A crash after the upgrade restarts the slot from its recorded
+	// release, as before it.
+	n.exit(104, 1)
+	n.advance(DefaultRestartBackoff)
+	if st := n.env.starts[len(n.env.starts)-1]; st.Generation != 2 || st.Index != 0 || st.Release.Path != "/srv/releases/1/server" {
+		t.Fatalf("restart after the upgrade: %+v", st)
+	}
+	if !strings.Contains(s.log.String(), `"event":"upgraded"`) {
+		t.Fatal("no upgraded event")
+	}
+}
+
+func TestUpgradeWaitsForAReload(t *testing.T) {
+	s := up(t, upgradable)
+	s.reload()
+	s.upgradeNow("baton 2", nil)
+	if len(s.env.checks) != 0 {
+		t.Fatal("checked the new binary while a reload was under way")
+	}
+	s.ready(102)
+	s.exit(101, 0)
+	s.m.maybeUpgrade()
+	if len(s.env.checks) != 1 {
+		t.Fatal("the upgrade did not begin once the reload ended")
+	}
+}
+
+func TestUpgradeRefusedByTheCheckChangesNothing(t *testing.T) {
+	s := up(t, upgradable)
+	c := s.upgradeNow("", errors.New("it exited with status 1: exec format error"))
+	r := <-c
+	if r.Err == nil || !strings.Contains(r.Err.Error(), "failed its check") || s.env.execState != nil {
+		t.Fatalf("refusal: %+v, exec'd %v", r, s.env.execState != nil)
+	}
+	s.want("serving=1 [0:1:101:serving]")
+}
+
+// A HUP caught while the master hands over is a reload of the new image;
+// if the exec fails, of this one.
+func TestSignalsDuringTheExecAreNotLost(t *testing.T) {
+	s := up(t, upgradable)
+	s.m.opts.Upgrade.Quiesce = func() { s.m.send(reloadReq{TriggerSignal, make(chan Result, 1)}) }
+	s.env.execErr = errExeced
+	s.upgradeNow("baton 2", nil)
+	var ho HandOver
+	if err := json.Unmarshal(s.env.execState, &ho); err != nil || ho.Engine.Pending.Reload == nil {
+		t.Fatalf("pending reload not handed over: %v %+v", err, ho.Engine.Pending)
+	}
+	n := s.resumed(nil)
+	n.want("serving=1 [0:1:101:serving 0:2:103:starting] rollout")
+	// And the old image, whose exec failed, carries it out itself.
+	s.want("serving=1 [0:1:101:serving 0:2:102:starting] rollout")
+}
+
+func TestHandOverOfAnUnknownVersionIsRefused(t *testing.T) {
+	if _, err := ReadHandOver([]byte(`{"version": 99}`)); err == nil || !strings.Contains(err.Error(), "version 99") {
+		t.Fatalf("err %v", err)
+	}
+}
