@@ -7,6 +7,7 @@
 //	GET  /metrics    Prometheus text format
 //	POST /-/reload   reload and answer when it has ended (with Lifecycle)
 //	POST /-/quit     begin a graceful stop, as TERM does (with Lifecycle)
+//	POST /-/upgrade  upgrade baton in place; answers with the versions just before the exec (with Lifecycle)
 //	POST /-/scale?workers=N  scale and answer once N workers serve (with Lifecycle)
 //
 // No client can hold the master's file descriptors or memory: at most
@@ -23,6 +24,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 	"syscall"
@@ -83,6 +85,7 @@ func connCap() int {
 type Server struct {
 	srv *http.Server
 	l   net.Listener
+	raw net.Listener // the listener under the connection cap
 }
 
 // Master is what the admin endpoint steers; *upgrader.Master is one.
@@ -99,11 +102,34 @@ func Listen(addr string, master Master, metrics *Metrics, lifecycle bool) (*Serv
 	return listen(addr, master, metrics, lifecycle, defaultLimits())
 }
 
+// Adopt serves the endpoint, in the master's new image after an in-place
+// upgrade, on the listening socket handed over as descriptor fd.
+func Adopt(fd int, master Master, metrics *Metrics, lifecycle bool) (*Server, error) {
+	f := os.NewFile(uintptr(fd), "admin")
+	defer f.Close()
+	l, err := net.FileListener(f)
+	if err != nil {
+		return nil, fmt.Errorf("admin endpoint handed over as fd %d: %w", fd, err)
+	}
+	return newServer(l, master, metrics, lifecycle, defaultLimits()), nil
+}
+
+// Carry is a descriptor of the endpoint's listening socket for the
+// master's new image in an in-place upgrade: a duplicate, which the
+// caller keeps open until the exec.
+func (s *Server) Carry() (*os.File, error) {
+	return s.raw.(interface{ File() (*os.File, error) }).File()
+}
+
 func listen(addr string, master Master, metrics *Metrics, lifecycle bool, lim limits) (*Server, error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("admin endpoint %s: %w", addr, err)
 	}
+	return newServer(l, master, metrics, lifecycle, lim), nil
+}
+
+func newServer(l net.Listener, master Master, metrics *Metrics, lifecycle bool, lim limits) *Server {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /-/healthy", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "baton is healthy")
@@ -148,6 +174,33 @@ func listen(addr string, master Master, metrics *Metrics, lifecycle bool, lim li
 		}
 		answer(w, res)
 	})
+	mux.HandleFunc("POST /-/upgrade", func(w http.ResponseWriter, r *http.Request) {
+		if !lifecycle {
+			http.Error(w, "upgrade over HTTP is disabled: start baton with --admin-lifecycle to enable it", http.StatusForbidden)
+			return
+		}
+		var res upgrader.UpgradeResult
+		select {
+		case res = <-master.Upgrade():
+		case <-r.Context().Done():
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		resp := control.Response{OK: res.Err == nil, From: res.From, To: res.To}
+		if res.Err != nil {
+			resp.Error = res.Err.Error()
+			w.WriteHeader(http.StatusInternalServerError)
+		}
+		json.NewEncoder(w).Encode(resp)
+		// The master execs its new image once this answer has left.
+		http.NewResponseController(w).Flush()
+		if res.Sent != nil {
+			res.Sent()
+		}
+		if res.Failed != nil {
+			<-res.Failed // the connection ends with the exec
+		}
+	})
 	mux.HandleFunc("POST /-/quit", func(w http.ResponseWriter, r *http.Request) {
 		if !lifecycle {
 			http.Error(w, "quit over HTTP is disabled: start baton with --admin-lifecycle to enable it", http.StatusForbidden)
@@ -166,7 +219,7 @@ func listen(addr string, master Master, metrics *Metrics, lifecycle bool, lim li
 		IdleTimeout:       lim.idle,
 		MaxHeaderBytes:    MaxHeaderBytes,
 	}
-	return &Server{srv: srv, l: cl}, nil
+	return &Server{srv: srv, l: cl, raw: l}
 }
 
 // await waits for a reload or scale to end, however long that takes, and

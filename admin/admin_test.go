@@ -26,6 +26,11 @@ func (slowMaster) Status() (upgrader.Status, error) {
 	return upgrader.Status{Generation: 1, Ready: true}, nil
 }
 func (slowMaster) Stop() {}
+func (slowMaster) Upgrade() <-chan upgrader.UpgradeResult {
+	c := make(chan upgrader.UpgradeResult, 1)
+	c <- upgrader.UpgradeResult{Err: upgrader.ErrStopping}
+	return c
+}
 func (m slowMaster) Scale(int) <-chan upgrader.Result {
 	return m.Reload(upgrader.TriggerAdmin)
 }

@@ -182,3 +182,25 @@ func (m *Metrics) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	m.WritePrometheus(w)
 }
+
+// Carry is what the counters have counted, for the master's new image in
+// an in-place upgrade; Resume sets them there. (The reload-duration
+// histogram starts afresh.)
+func (m *Metrics) Carry() map[string]uint64 {
+	out := map[string]uint64{}
+	for _, name := range m.set.ListMetricNames() {
+		if strings.HasPrefix(name, "baton_reloads_total{") || name == "baton_worker_restarts_total" {
+			out[name] = m.set.GetOrCreateCounter(name).Get()
+		}
+	}
+	return out
+}
+
+// Resume sets the counters to what the old image had counted.
+func (m *Metrics) Resume(counts map[string]uint64) {
+	for name, v := range counts {
+		if strings.HasPrefix(name, "baton_reloads_total{") || name == "baton_worker_restarts_total" {
+			m.set.GetOrCreateCounter(name).Set(v)
+		}
+	}
+}

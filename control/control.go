@@ -63,6 +63,7 @@ const (
 type Master interface {
 	Reload(why upgrader.Trigger) <-chan upgrader.Result
 	Scale(n int) <-chan upgrader.Result
+	Upgrade() <-chan upgrader.UpgradeResult
 	Status() (upgrader.Status, error)
 }
 
@@ -81,7 +82,10 @@ type Response struct {
 	// Generation serves after the reload (with Wait).
 	Generation int `json:"generation,omitempty"`
 	// Result is ok, failed or rolled_back (with Wait).
-	Result      string           `json:"result,omitempty"`
+	Result string `json:"result,omitempty"`
+	// From and To are the versions of an upgrade about to exec.
+	From        string           `json:"from,omitempty"`
+	To          string           `json:"to,omitempty"`
 	TookSeconds float64          `json:"took_seconds,omitempty"`
 	Status      *upgrader.Status `json:"status,omitempty"`
 }
@@ -188,6 +192,24 @@ func (s *Server) Serve(m Master) error {
 	}
 }
 
+// Carry describes the control socket for the master's new image in an
+// in-place upgrade; its descriptor stays open across the exec.
+func (s *Server) Carry() sockets.Carried { return s.sock.Carry() }
+
+// Adopt takes back, in the new image, the control socket at path handed
+// over as c.
+func Adopt(path string, c sockets.Carried, log zerolog.Logger) (*Server, error) {
+	sock, err := sockets.Adopt(sockets.Spec{Name: "control", Network: "unix", Address: path}, c)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	l, err := net.FileListener(sock.File)
+	if err != nil {
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	return &Server{sock: sock, l: l, log: log, closed: make(chan struct{})}, nil
+}
+
 // Close stops serving and removes the socket file if it is still ours.
 func (s *Server) Close() error {
 	close(s.closed)
@@ -204,7 +226,43 @@ func serveConn(c net.Conn, m Master) {
 		return
 	}
 	c.SetReadDeadline(time.Time{})
+	if req.Command == "upgrade" {
+		answerUpgrade(m, c)
+		return
+	}
 	reply(c, answer(req, m, c))
+}
+
+// answerUpgrade asks m for an in-place upgrade and answers with its first
+// word: a refusal, or the versions of an exec about to happen, which ends
+// this connection. The client waits for the new image with Status.
+func answerUpgrade(m Master, c net.Conn) {
+	done := m.Upgrade()
+	var r upgrader.UpgradeResult
+	for waiting := true; waiting; {
+		c.SetWriteDeadline(time.Now().Add(KeepAlive))
+		if _, err := c.Write([]byte{'\n'}); err != nil {
+			return
+		}
+		select {
+		case r = <-done:
+			waiting = false
+		case <-time.After(KeepAlive):
+		}
+	}
+	if r.Err != nil {
+		reply(c, Response{Error: r.Err.Error(), From: r.From})
+		return
+	}
+	reply(c, Response{OK: true, From: r.From, To: r.To})
+	if r.Sent != nil {
+		r.Sent()
+	}
+	// The connection ends with the exec: that is how the client knows it
+	// happened. Closed before, it would say the exec failed.
+	if r.Failed != nil {
+		<-r.Failed
+	}
 }
 
 // readRequest reads one JSON request, a line of at most MaxRequest bytes.
@@ -252,7 +310,7 @@ func answer(req Request, m Master, c net.Conn) Response {
 		}
 		return Response{OK: true, Status: &st}
 	}
-	return Response{Error: fmt.Sprintf("unknown command %.40q: want reload, scale or status", req.Command)}
+	return Response{Error: fmt.Sprintf("unknown command %.40q: want reload, scale, upgrade or status", req.Command)}
 }
 
 // ResultResponse is the answer that reports r.
@@ -292,6 +350,18 @@ const PermissionHint = "run as the user baton runs as, or give baton --control-g
 // without a sign of life from the master. It returns the PID of the
 // process that listens on path, as the kernel reports it (0 if unknown).
 func Ask(path string, req Request, timeout time.Duration) (Response, int, error) {
+	return ask(path, req, timeout, false)
+}
+
+// AskUpgrade asks for an in-place upgrade (Command "upgrade") and, when
+// the master agrees, waits until timeout at most for the connection to
+// end, which it does when the master executes its new image. Its new
+// image answers on the same socket once it serves.
+func AskUpgrade(path string, timeout time.Duration) (Response, int, error) {
+	return ask(path, Request{Command: "upgrade"}, timeout, true)
+}
+
+func ask(path string, req Request, timeout time.Duration, untilClosed bool) (Response, int, error) {
 	if err := sockets.CheckUnixPath(path); err != nil {
 		return Response{}, 0, fmt.Errorf("control socket: %w", err)
 	}
@@ -331,6 +401,16 @@ func Ask(path string, req Request, timeout time.Duration) (Response, int, error)
 			return Response{}, pid, fmt.Errorf("the master (pid %d) closed the connection without an answer: it has exited or is stopping; check baton status", pid)
 		}
 		return Response{}, pid, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	if untilClosed && resp.OK {
+		if timeout > 0 {
+			c.SetReadDeadline(deadline)
+		} else {
+			c.SetReadDeadline(time.Time{})
+		}
+		if _, err := io.Copy(io.Discard, c); err != nil {
+			return resp, pid, fmt.Errorf("the master (pid %d) agreed to upgrade but had not executed its new image within %s", pid, timeout)
+		}
 	}
 	return resp, pid, nil
 }

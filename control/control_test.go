@@ -27,6 +27,11 @@ func (master) Reload(upgrader.Trigger) <-chan upgrader.Result {
 }
 
 func (master) Scale(int) <-chan upgrader.Result { return master{}.Reload(upgrader.TriggerControl) }
+func (master) Upgrade() <-chan upgrader.UpgradeResult {
+	c := make(chan upgrader.UpgradeResult, 1)
+	c <- upgrader.UpgradeResult{Err: upgrader.ErrStopping}
+	return c
+}
 func (master) Status() (upgrader.Status, error) { return upgrader.Status{Generation: 7}, nil }
 
 // as runs f on a thread of this process that runs as uid and gid with

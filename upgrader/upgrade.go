@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"syscall"
 	"time"
 
@@ -77,11 +78,14 @@ type HandOver struct {
 
 // UpgradeResult answers Upgrade when the upgrade was refused, or, just
 // before the exec, with the versions. Sent, if called, says the answer has
-// reached the caller; the exec waits for it (a second at most).
+// reached the caller; the exec waits for it (a second at most). Failed is
+// closed if the exec then failed and this image carries on; otherwise the
+// exec ends whoever waits on it.
 type UpgradeResult struct {
 	From, To string
 	Err      error
 	Sent     func()
+	Failed   <-chan struct{}
 }
 
 // ErrUpgrading is the result of a request the master could not take
@@ -172,8 +176,16 @@ func (m *Master) maybeUpgrade() {
 	m.env.checkUpgrade(o.Path, o.Args, append(o.Env[:len(o.Env):len(o.Env)], envnames.UpgradeCheck+"=1"), state, o.CheckTimeout)
 }
 
-func (m *Master) upgradeCheckDone(to string, err error) {
+// CheckOK starts the line a new binary's check run prints when it can take
+// over, followed by its version.
+const CheckOK = "baton upgrade check ok: "
+
+func (m *Master) upgradeCheckDone(out string, err error) {
 	m.upgrade.checking = false
+	to, ok := strings.CutPrefix(out, CheckOK)
+	if err == nil && !ok {
+		err = fmt.Errorf("it does not speak baton's upgrade check (it said %.80q): is it a baton binary?", out)
+	}
 	switch {
 	case err != nil:
 		m.refuseUpgrade(fmt.Errorf("the new binary %s failed its check: %w; this master carries on", m.opts.Upgrade.Path, err))
@@ -205,17 +217,34 @@ func (m *Master) execUpgrade(to string) {
 		r.old = nil
 		m.finish(r)
 	}
+	// The answers go out first: the exec ends the connections they travel
+	// on. Each caller says when its answer has left (a second at most).
+	acked := make(chan struct{}, len(m.upgrade.waiters))
+	failed := make(chan struct{})
+	for _, w := range m.upgrade.waiters {
+		w <- UpgradeResult{From: m.opts.Version, To: to, Sent: func() { acked <- struct{}{} }, Failed: failed}
+	}
+	deadline := time.After(time.Second)
+	for range m.upgrade.waiters {
+		select {
+		case <-acked:
+		case <-deadline:
+		}
+	}
+	m.upgrade.waiters = nil
 	m.log.Info().Str("event", "upgrading").Str("from", m.opts.Version).Str("to", to).Msg("upgrading in place")
 	m.env.tellService(host.ServiceState{Reloading: true, Status: "upgrading baton in place: " + to})
+	// From here on a request is kept for the new image instead of waiting
+	// for this loop, and signals already caught are passed on as such.
 	m.closeDoor()
 	if o.Quiesce != nil {
 		o.Quiesce()
 	}
 	fail := func(err error) {
+		close(failed)
 		m.openDoor()
 		m.log.Error().Str("event", "upgrade_failed").Err(err).Msg("in-place upgrade failed: this master carries on")
 		m.env.tellService(host.ServiceState{Ready: true, Status: m.servingStatus()})
-		m.refuseUpgrade(err)
 		m.applyPending()
 	}
 	gens := map[int]int{}
@@ -252,20 +281,6 @@ func (m *Master) execUpgrade(to string) {
 		fail(err)
 		return
 	}
-	// The answers go out before the exec, which ends the connections they
-	// travel on: each caller says when its answer has left.
-	acked := make(chan struct{}, len(m.upgrade.waiters))
-	for _, w := range m.upgrade.waiters {
-		w <- UpgradeResult{From: m.opts.Version, To: to, Sent: func() { acked <- struct{}{} }}
-	}
-	deadline := time.After(time.Second)
-	for range m.upgrade.waiters {
-		select {
-		case <-acked:
-		case <-deadline:
-		}
-	}
-	m.upgrade.waiters = nil
 	if o.BeforeExec != nil {
 		o.BeforeExec()
 	}
@@ -313,4 +328,14 @@ func (m *Master) closeDoor() { close(*m.door.Load()) }
 func (m *Master) openDoor() {
 	c := make(chan struct{})
 	m.door.Store(&c)
+}
+
+// File is the descriptor the caller handed over as name; false when ho is
+// nil or has none.
+func (ho *HandOver) File(name string) (int, bool) {
+	if ho == nil {
+		return 0, false
+	}
+	fd, ok := ho.Files[name]
+	return fd, ok
 }

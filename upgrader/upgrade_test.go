@@ -27,7 +27,7 @@ func (s *sim) upgradeNow(to string, checkErr error) <-chan UpgradeResult {
 	if len(s.env.checks) == 0 {
 		return c
 	}
-	s.step(upgradeChecked{to, checkErr})
+	s.step(upgradeChecked{CheckOK + to, checkErr})
 	return c
 }
 

@@ -185,6 +185,13 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 
 func printStatus(w io.Writer, s *upgrader.Status) {
 	fmt.Fprintf(w, "master       pid %d, up %s\n", s.PID, time.Since(s.Started).Round(time.Second))
+	if s.Version != "" {
+		line := s.Version
+		if s.Upgraded != nil {
+			line += fmt.Sprintf(", upgraded in place %s ago", time.Since(*s.Upgraded).Round(time.Second))
+		}
+		fmt.Fprintf(w, "version      %s\n", line)
+	}
 	serving := 0
 	for _, wk := range s.Workers {
 		if wk.State == "serving" {

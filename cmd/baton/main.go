@@ -10,10 +10,13 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"time"
 
+	"github.com/baton-sh/baton/internal/envnames"
+	"github.com/baton-sh/baton/internal/host"
 	"github.com/baton-sh/baton/internal/reexec"
 )
 
@@ -35,8 +38,19 @@ func main() {
 	if reexec.Init() {
 		return
 	}
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	// A master upgrading in place runs its new binary so first, with its
+	// own arguments, to see that it can take over.
+	if os.Getenv(envnames.UpgradeCheck) != "" {
+		os.Exit(upgradeCheck(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	}
+	go func() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }()
+	// The main thread forks every worker and executes an in-place
+	// upgrade: see host.ServeMainThread.
+	host.ServeMainThread()
 }
+
+// The main goroutine keeps the main thread: see host.ServeMainThread.
+func init() { runtime.LockOSThread() }
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
@@ -54,7 +68,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		case "help":
 			return helpCmd(args[1:], stdout, stderr)
 		case "upgrade":
-			return notImplemented(args[0], stderr)
+			return upgradeCmd(args[1:], stdout, stderr)
 		case demoWorkerArg:
 			return demoWorker()
 		}
@@ -66,12 +80,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 // product promises but this build lacks included: a word near one of
 // them is a misspelling, never a worker command.
 var subcommands = []string{"reload", "status", "scale", "upgrade", "demo", "version", "help"}
-
-// notImplemented answers a subcommand this build does not have yet.
-func notImplemented(cmd string, stderr io.Writer) int {
-	fmt.Fprintf(stderr, "baton: %s is not implemented in this build (baton --help lists every command)\n", cmd)
-	return exitUsage
-}
 
 // notACommand is the usage error for a bare word where a subcommand or a
 // flag was expected: the subcommand it is closest to, or else where a
@@ -85,11 +93,12 @@ func notACommand(word string) error {
 
 // synopses are the first lines of each command's usage.
 var synopses = map[string]string{
-	"baton":  "baton [flags] -- COMMAND [ARG...]      run COMMAND as the worker",
-	"reload": "baton reload  [--pidfile P | --control S] [--wait] [--timeout D]",
-	"status": "baton status  [--pidfile P | --control S] [--json]",
-	"scale":  "baton scale N [--pidfile P | --control S] [--wait] [--timeout D]",
-	"demo":   "baton demo    [--reloads N]           self-contained demonstration",
+	"baton":   "baton [flags] -- COMMAND [ARG...]      run COMMAND as the worker",
+	"reload":  "baton reload  [--pidfile P | --control S] [--wait] [--timeout D]",
+	"status":  "baton status  [--pidfile P | --control S] [--json]",
+	"scale":   "baton scale N [--pidfile P | --control S] [--wait] [--timeout D]",
+	"upgrade": "baton upgrade [--pidfile P | --control S] [--wait] [--timeout D]",
+	"demo":    "baton demo    [--reloads N]           self-contained demonstration",
 }
 
 const usageHead = `usage:
@@ -98,8 +107,9 @@ const usageHead = `usage:
   %s
   %s
   %s
+  %s
   baton version                          the version and the revision it was built from
-  baton help    [reload | status | scale | demo]
+  baton help    [reload | status | scale | upgrade | demo]
 
 Signals to the master: HUP reload · TERM, INT graceful stop · QUIT fast stop ·
 USR1, USR2, WINCH forwarded to every serving worker · TTIN, TTOU one worker more, fewer.
@@ -123,9 +133,9 @@ func helpCmd(args []string, stdout, stderr io.Writer) int {
 	case len(args) == 1 && args[0] == "demo":
 		fs, _, _ = demoFlagSet()
 	case len(args) == 1 && args[0] == "upgrade":
-		return notImplemented(args[0], stderr)
+		fs, _, _ = upgradeFlagSet(&masterAddress{})
 	default:
-		fmt.Fprintf(stderr, "baton: help %s: no such command: want reload, status, scale or demo (baton --help lists every flag)\n", strings.Join(args, " "))
+		fmt.Fprintf(stderr, "baton: help %s: no such command: want reload, status, scale, upgrade or demo (baton --help lists every flag)\n", strings.Join(args, " "))
 		return exitUsage
 	}
 	printUsage(stdout, fs)
@@ -319,7 +329,7 @@ func commandName(fs *flag.FlagSet) string {
 // dashes as users type them (the flag package would print one).
 func printUsage(w io.Writer, fs *flag.FlagSet) {
 	if fs.Name() == "baton" {
-		fmt.Fprintf(w, usageHead, synopses["baton"], synopses["reload"], synopses["status"], synopses["scale"], synopses["demo"])
+		fmt.Fprintf(w, usageHead, synopses["baton"], synopses["reload"], synopses["status"], synopses["scale"], synopses["upgrade"], synopses["demo"])
 	} else {
 		fmt.Fprintf(w, "usage:\n  %s\n\nflags:\n", synopses[fs.Name()])
 	}

@@ -131,6 +131,7 @@ func memoryTidier() func() {
 
 // masterCmd runs the master until it is stopped and returns its exit code.
 func masterCmd(args []string, stdout, stderr io.Writer) int {
+	self := selfPath()
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(masterGCPercent)
 	}
@@ -181,28 +182,57 @@ func masterCmd(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, fs, err, exitStartup)
 	}
 
+	// An in-place upgrade's new image takes over what its old image held;
+	// anything else starts afresh.
+	handed, err := upgrader.TakeHandOver()
+	if err != nil {
+		return fail(stderr, fs, fmt.Errorf("in-place upgrade: %w", err), exitRuntime)
+	}
+	var parts masterParts
+	var kept carried
+	if handed != nil {
+		if kept, err = takeCarried(handed); err != nil {
+			return fail(stderr, fs, fmt.Errorf("in-place upgrade: %w", err), exitRuntime)
+		}
+	}
 	if f.pidfile != "" {
-		pf, err := pidfile.Acquire(f.pidfile)
+		var pf *pidfile.File
+		if fd, ok := handed.File(filePidfile); ok {
+			pf, err = pidfile.Adopt(f.pidfile, fd)
+		} else {
+			pf, err = pidfile.Acquire(f.pidfile)
+		}
 		if err != nil {
 			return fail(stderr, fs, fdlimit.Explain(err), exitStartup)
 		}
+		parts.pidfile = pf
 		defer func() {
 			if err := pf.Release(); err != nil {
 				log.Warn().Str("event", "pidfile_left").Err(err).Msg("pidfile left behind")
 			}
 		}()
 	}
-	sockets, err := openSockets(f.listen, log)
+	var sockets []*sockets.Socket
+	if handed != nil {
+		sockets, err = adoptSockets(f.listen, kept)
+	} else {
+		sockets, err = openSockets(f.listen, log)
+	}
 	if err != nil {
 		return fail(stderr, fs, err, exitStartup)
 	}
-	opts.Sockets = sockets
+	opts.Sockets, parts.sockets = sockets, sockets
 	defer closeAll(sockets, log)
 
 	// The gauges read the master's status at each scrape.
 	var m *upgrader.Master
 	metrics := admin.NewMetrics(func() (upgrader.Status, error) { return m.Status() })
 	metrics.CountLogDrops(lg.Dropped)
+	metrics.Resume(kept.Counters)
+	parts.metrics, parts.log = metrics, lg
+	parts.signals = newDispatcher(sigc)
+	opts.Version = versionString()
+	opts.Upgrade = parts.upgradeOptions(self)
 	tidy := memoryTidier()
 	opts.OnEvent = func(e upgrader.Event) {
 		metrics.Observe(e)
@@ -213,16 +243,26 @@ func masterCmd(args []string, stdout, stderr io.Writer) int {
 	// baton's own service manager, when systemd runs it as Type=notify;
 	// workers get baton's NOTIFY_SOCKET instead of this one.
 	opts.ServiceNotify = os.Getenv("NOTIFY_SOCKET")
-	m, err = upgrader.New(opts)
+	if handed != nil {
+		m, err = upgrader.Resume(opts, handed)
+	} else {
+		m, err = upgrader.New(opts)
+	}
 	if err != nil {
 		return fail(stderr, fs, err, exitStartup)
 	}
 
 	if path := f.controlPath(); path != "" {
-		ctl, err := control.Listen(path, log, privileges.control...)
+		var ctl *control.Server
+		if handed != nil && kept.Control != nil {
+			ctl, err = control.Adopt(path, *kept.Control, log)
+		} else {
+			ctl, err = control.Listen(path, log, privileges.control...)
+		}
 		if err != nil {
 			return fail(stderr, fs, err, exitStartup)
 		}
+		parts.control = ctl
 		defer func() {
 			if err := ctl.Close(); err != nil {
 				log.Warn().Str("event", "control_left").Err(err).Str("path", path).Msg("control socket left behind")
@@ -232,15 +272,21 @@ func masterCmd(args []string, stdout, stderr io.Writer) int {
 		log.Info().Str("event", "control_listening").Str("path", path).Msg("control socket")
 	}
 	if f.admin != "" {
-		adm, err := admin.Listen(f.admin, m, metrics, f.lifecycle)
+		var adm *admin.Server
+		if fd, ok := handed.File(fileAdmin); ok {
+			adm, err = admin.Adopt(fd, m, metrics, f.lifecycle)
+		} else {
+			adm, err = admin.Listen(f.admin, m, metrics, f.lifecycle)
+		}
 		if err != nil {
 			return fail(stderr, fs, err, exitStartup)
 		}
+		parts.admin = adm
 		defer adm.Close()
 		go adm.Serve()
 		log.Info().Str("event", "admin_listening").Str("addr", adm.Addr().String()).Bool("lifecycle", f.lifecycle).Msg("admin endpoint")
 	}
-	go dispatchSignals(sigc, m)
+	go parts.signals.run(m)
 
 	err = m.Run()
 	var startup *upgrader.StartupError
@@ -459,33 +505,71 @@ func validPort(p string) bool {
 }
 
 // masterSignals are the signals the master acts on.
-var masterSignals = []os.Signal{syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT,
-	syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH, syscall.SIGTTIN, syscall.SIGTTOU}
+func masterSignals() []syscall.Signal {
+	return []syscall.Signal{syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT,
+		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH, syscall.SIGTTIN, syscall.SIGTTOU}
+}
 
 func catchSignals() chan os.Signal {
 	sigc := make(chan os.Signal, 8)
-	signal.Notify(sigc, masterSignals...)
+	for _, s := range masterSignals() {
+		signal.Notify(sigc, s)
+	}
 	return sigc
 }
 
-// dispatchSignals turns signals to the master into requests to m, for as
+// dispatcher turns signals to the master into requests to it, for as
 // long as the process lives.
-func dispatchSignals(sigc <-chan os.Signal, m *upgrader.Master) {
-	for s := range sigc {
-		switch s {
-		case syscall.SIGHUP:
-			m.Reload(upgrader.TriggerSignal)
-		case syscall.SIGTTIN:
-			m.ScaleBy(1)
-		case syscall.SIGTTOU:
-			m.ScaleBy(-1)
-		case syscall.SIGTERM, syscall.SIGINT:
-			m.Stop()
-		case syscall.SIGQUIT:
-			m.StopNow()
-		default:
-			m.Signal(s.(syscall.Signal))
+type dispatcher struct {
+	sigc  <-chan os.Signal
+	drain chan chan struct{}
+}
+
+func newDispatcher(sigc <-chan os.Signal) *dispatcher {
+	return &dispatcher{sigc: sigc, drain: make(chan chan struct{})}
+}
+
+func (d *dispatcher) run(m *upgrader.Master) {
+	for {
+		select {
+		case s := <-d.sigc:
+			dispatch(m, s)
+		case done := <-d.drain:
+			for drained := false; !drained; {
+				select {
+				case s := <-d.sigc:
+					dispatch(m, s)
+				default:
+					drained = true
+				}
+			}
+			close(done)
 		}
+	}
+}
+
+// quiesce passes on every signal caught so far: before an in-place
+// upgrade's exec, so that the master hands each over.
+func (d *dispatcher) quiesce() {
+	done := make(chan struct{})
+	d.drain <- done
+	<-done
+}
+
+func dispatch(m *upgrader.Master, s os.Signal) {
+	switch s {
+	case syscall.SIGHUP:
+		m.Reload(upgrader.TriggerSignal)
+	case syscall.SIGTTIN:
+		m.ScaleBy(1)
+	case syscall.SIGTTOU:
+		m.ScaleBy(-1)
+	case syscall.SIGTERM, syscall.SIGINT:
+		m.Stop()
+	case syscall.SIGQUIT:
+		m.StopNow()
+	default:
+		m.Signal(s.(syscall.Signal))
 	}
 }
 

@@ -187,17 +187,18 @@ func (h *Host) reap() {
 // Close ends the Host after the loop has ended: every worker has been
 // reaped. The keeper, told nothing is left, exits.
 func (h *Host) Close() {
+	select {
+	case <-h.stop: // handed over for an exec that did not happen
+		h.TakeBack()
+	default:
+	}
 	if h.keeper != nil {
 		h.keeper.close()
 	}
 	for _, p := range h.procs {
 		h.release(p)
 	}
-	select {
-	case <-h.stop: // handed over, and the exec failed
-	default:
-		close(h.stop)
-	}
+	close(h.stop)
 	h.spawn.close()
 	h.notify.Close()
 	h.null.Close()

@@ -10,15 +10,23 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"syscall"
 )
 
 // spawner starts every worker from one OS thread that lives as long as the
-// master. Linux sends a child's parent-death signal when the *thread* that
-// forked it exits, not the process; Go may retire threads, so forking from
-// a locked, long-lived thread is what makes the signal mean "master died".
+// master, and executes the master's new image from it in an in-place
+// upgrade. Linux sends a child's parent-death signal when the *thread*
+// that forked it exits, not the process; Go may retire threads, and an
+// exec ends every thread but the one that calls it, so all forks and the
+// exec must come from one thread that never ends. That is the process's
+// main thread when the program hands it over (ServeMainThread): after an
+// exec the thread that called it is the new image's main thread, so the
+// workers of every image keep one parent thread. A program that does not
+// (tests, the demo) gets a locked thread of its own for each Host.
 type spawner struct {
-	reqs chan spawnReq
+	reqs   chan spawnReq
+	shared bool // the main thread's: never closed
 }
 
 type spawnReq struct {
@@ -36,21 +44,45 @@ type spawnRes struct {
 	err error
 }
 
+// mainThread is the spawner ServeMainThread serves.
+var mainThread = struct {
+	spawner
+	served atomic.Bool
+}{spawner: spawner{reqs: make(chan spawnReq), shared: true}}
+
+// ServeMainThread makes the calling goroutine, which must be the main
+// goroutine locked to the process's main thread (runtime.LockOSThread in
+// an init function of package main), the thread every Host of the process
+// forks from and executes on. It never returns: run the program in
+// another goroutine, which ends the process with os.Exit.
+func ServeMainThread() {
+	mainThread.served.Store(true)
+	serveSpawns(mainThread.reqs)
+	select {}
+}
+
+func serveSpawns(reqs <-chan spawnReq) {
+	for r := range reqs {
+		if r.exec != nil {
+			r.reply <- spawnRes{err: r.exec()}
+			continue
+		}
+		pid, err := syscall.ForkExec(r.argv0, r.argv, r.attr)
+		r.reply <- spawnRes{pid, err}
+	}
+}
+
 func newSpawner() *spawner {
+	if mainThread.served.Load() {
+		return &mainThread.spawner
+	}
 	s := &spawner{reqs: make(chan spawnReq)}
 	go func() {
 		runtime.LockOSThread()
 		// Unlock before returning: a goroutine that exits locked takes its
 		// thread down with it, which would signal any child still alive.
 		defer runtime.UnlockOSThread()
-		for r := range s.reqs {
-			if r.exec != nil {
-				r.reply <- spawnRes{err: r.exec()}
-				continue
-			}
-			pid, err := syscall.ForkExec(r.argv0, r.argv, r.attr)
-			r.reply <- spawnRes{pid, err}
-		}
+		serveSpawns(s.reqs)
 	}()
 	return s
 }
@@ -69,7 +101,11 @@ func (s *spawner) run(f func() error) error {
 	return (<-reply).err
 }
 
-func (s *spawner) close() { close(s.reqs) }
+func (s *spawner) close() {
+	if !s.shared {
+		close(s.reqs)
+	}
+}
 
 // resolveCommand finds the worker program the way a shell would, anew each
 // time, so a binary replaced on disk (or a symlink swapped) is what runs.

@@ -232,7 +232,7 @@ func (h *Host) checkRun(path string, argv, env []string, stdin []byte, timeout t
 		if msg == "" {
 			msg = "no word on stderr"
 		}
-		return "", fmt.Errorf("it %s: %s", DescribeExit(ws), msg)
+		return "", fmt.Errorf("its check run %s: %s", DescribeExit(ws), msg)
 	}
 	return strings.TrimSpace(o), nil
 }

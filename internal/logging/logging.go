@@ -91,6 +91,11 @@ func (l *Log) Dropped() uint64 { return l.q.dropped.Load() }
 // dropped.
 func (l *Log) Close() bool { return l.q.close(FlushTimeout) }
 
+// Flush waits, FlushTimeout at most, until every line logged so far has
+// been written: before the master executes its new image in an in-place
+// upgrade, which would lose what is queued.
+func (l *Log) Flush() bool { return l.q.flush(FlushTimeout) }
+
 var setup sync.Once
 
 // setupProcess makes the process-wide settings logging relies on, once.
@@ -129,6 +134,7 @@ type queue struct {
 type entry struct {
 	line    []byte
 	dropped uint64
+	mark    chan struct{} // not a line: closed once the lines before it are out (Flush)
 }
 
 func newQueue(dst io.Writer, max int, notice func(uint64) bool) *queue {
@@ -148,7 +154,7 @@ func (q *queue) Write(p []byte) (int, error) {
 		q.dropped.Add(1)
 		return len(p), nil
 	}
-	q.entries = append(q.entries, entry{append([]byte(nil), p...), q.tailDropped})
+	q.entries = append(q.entries, entry{line: append([]byte(nil), p...), dropped: q.tailDropped})
 	q.tailDropped = 0
 	q.size += len(p)
 	q.mu.Unlock()
@@ -189,6 +195,10 @@ func (q *queue) run() {
 		}
 		written := 0
 		for _, e := range entries {
+			if e.mark != nil {
+				close(e.mark)
+				continue
+			}
 			lost += e.dropped
 			if lost > 0 && q.notice(lost) {
 				lost = 0
@@ -217,6 +227,30 @@ func (e *errWriter) Write(p []byte) (int, error) {
 	n, err := e.w.Write(p)
 	e.err = err
 	return n, err
+}
+
+// flush waits up to timeout for the lines queued so far to be written.
+func (q *queue) flush(timeout time.Duration) bool {
+	mark := make(chan struct{})
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return false
+	}
+	q.entries = append(q.entries, entry{mark: mark})
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-mark:
+		return true
+	case <-t.C:
+		return false
+	}
 }
 
 // close stops taking lines and waits up to timeout for the queued ones to

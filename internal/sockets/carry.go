@@ -28,8 +28,10 @@ type Carried struct {
 func (s *Socket) Carry() Carried {
 	c := Carried{Name: s.Spec.Name, FD: int(s.File.Fd()), Addr: s.Addr.String(), Network: s.Addr.Network(),
 		Activated: s.Activated, Unlink: s.unlinkPath}
-	if st, ok := s.created.Sys().(*syscall.Stat_t); ok && s.created != nil {
-		c.Dev, c.Ino = uint64(st.Dev), st.Ino
+	if s.created != nil {
+		if st, ok := s.created.Sys().(*syscall.Stat_t); ok {
+			c.Dev, c.Ino = uint64(st.Dev), st.Ino
+		}
 	}
 	return c
 }
