@@ -12,21 +12,21 @@ import (
 // quiet): workers serve or drain, nothing starts. Times a timer waits for
 // are kept as what was left of it at HandOver.At.
 type engineState struct {
-	Started     time.Time      `json:"started"`
-	LastGen     int            `json:"last_gen"`
-	Current     int            `json:"current"`
-	Generations []genSnapshot     `json:"generations"`
-	Slots       []slotSnapshot    `json:"slots"`
-	Workers     []workerSnapshot  `json:"workers"`
-	Strays      []straySnapshot   `json:"strays,omitempty"`
-	Ended       []endedSnapshot   `json:"ended,omitempty"`
-	Restarts    int            `json:"restarts"`
-	LastReload  *ReloadStatus  `json:"last_reload,omitempty"`
-	Upgraded    time.Time      `json:"upgraded"`
-	Served      bool           `json:"served"`
-	Probe       probeSnapshot  `json:"probe"`
-	Pending     pendingState   `json:"pending"`
-	Heals       []healSnapshot `json:"heals,omitempty"`
+	Started     time.Time        `json:"started"`
+	LastGen     int              `json:"last_gen"`
+	Current     int              `json:"current"`
+	Generations []genSnapshot    `json:"generations"`
+	Slots       []slotSnapshot   `json:"slots"`
+	Workers     []workerSnapshot `json:"workers"`
+	Strays      []straySnapshot  `json:"strays,omitempty"`
+	Ended       []endedSnapshot  `json:"ended,omitempty"`
+	Restarts    int              `json:"restarts"`
+	LastReload  *ReloadStatus    `json:"last_reload,omitempty"`
+	Upgraded    time.Time        `json:"upgraded"`
+	Served      bool             `json:"served"`
+	Probe       probeSnapshot    `json:"probe"`
+	Pending     pendingState     `json:"pending"`
+	Heals       []healSnapshot   `json:"heals,omitempty"`
 }
 
 type genSnapshot struct {

@@ -86,7 +86,7 @@ func (s *system) checkUpgrade(path string, args, env []string, state []byte, tim
 	s.h.CheckRun(path, args, env, state, timeout, func(out string, err error) { s.m.send(upgradeChecked{out, err}) })
 }
 func (s *system) handOver(gens map[int]int) (host.State, []int, error) { return s.h.HandOver(gens) }
-func (s *system) takeBack()                                             { s.h.TakeBack() }
+func (s *system) takeBack()                                            { s.h.TakeBack() }
 func (s *system) exec(path string, args, env []string, keep []int, block []syscall.Signal, state []byte) error {
 	return s.h.ExecImage(path, args, env, keep, block, state)
 }

@@ -105,7 +105,7 @@ func TestBareWordIsAUsageError(t *testing.T) {
 		{[]string{"--listen", "tcp://127.0.0.1:0", "./server"}, `baton: "./server" is not a command: put the worker command after --, e.g. baton --listen tcp://127.0.0.1:8080 -- ./server (baton --help lists every flag)`},
 		{[]string{"--subreaper", "false", "--", "./server"}, `baton: --subreaper false: write --subreaper=false; a true/false flag takes its value after = (baton --help lists every flag)`},
 		{[]string{"--pidfile", "true", "./server"}, `baton: "./server" is not a command: put the worker command after --, e.g. baton --listen tcp://127.0.0.1:8080 -- ./server (baton --help lists every flag)`},
-		{[]string{"upgrade", "--wait"}, `baton: upgrade is not implemented in this build (baton --help lists every command)`},
+		{[]string{"upgrade", "--wait"}, `baton: say which master: --pidfile PATH or --control PATH (baton upgrade --help lists every flag)`},
 	} {
 		var stdout, stderr bytes.Buffer
 		if code := run(tt.args, &stdout, &stderr); code != exitUsage || stdout.Len() > 0 || stderr.String() != tt.want+"\n" {
