@@ -85,7 +85,7 @@ func TestUsageErrorsAreOneLine(t *testing.T) {
 		{[]string{"--listen", "tcp://127.0.0.1:0", "./server"}, "put the worker command after --"},
 		{[]string{"scale", "3"}, "baton: say which master: --pidfile PATH or --control PATH (baton scale --help lists every flag)"},
 		{[]string{"scale", "0", "--pidfile", "x.pid"}, `scale "0": want a worker count of 1 or more`},
-		{[]string{"upgrade"}, "baton: upgrade is not implemented in this build (baton --help lists every command)"},
+		{[]string{"upgrade"}, "baton: say which master: --pidfile PATH or --control PATH (baton upgrade --help lists every flag)"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			code, stdout, stderr := harness.Run(t, 10*time.Second, tc.args...)
