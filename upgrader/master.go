@@ -101,7 +101,13 @@ func newMaster(opts Options, e env) *Master {
 // reaped when Run returns; the sockets are left open for the caller to
 // close.
 func (m *Master) Run() error {
-	defer close(m.done)
+	defer func() {
+		select {
+		case <-m.done:
+		default:
+			close(m.done)
+		}
+	}()
 	m.started = time.Now()
 	var handed *host.State
 	if m.handed != nil {
@@ -111,7 +117,17 @@ func (m *Master) Run() error {
 	if err != nil {
 		return &StartupError{err}
 	}
+	// Deferred after close(m.done), so it runs first: from then on nobody
+	// waits for the loop, and the reaper, still reaping what exits late,
+	// lets sys.close wait for the keeper's exit.
 	defer sys.close()
+	defer func() {
+		select {
+		case <-m.done:
+		default:
+			close(m.done)
+		}
+	}()
 	m.env = sys
 	if m.handed != nil {
 		m.restore(m.handed)
