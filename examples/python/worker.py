@@ -87,6 +87,10 @@ def sd_notify(state):
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive
     timeout = IDLE_TIMEOUT  # for reads within a request
+    # Headers and body in one send, flushed after each request: written
+    # apart, the body waits for the client's delayed ACK of the headers
+    # (Nagle's algorithm), 40 ms per request on a keep-alive connection.
+    wbufsize = -1
 
     def handle(self):
         self.close_connection = True
