@@ -66,3 +66,18 @@ func TestRecipeUWSGI(t *testing.T) {
 	url := "http://" + addr
 	serverDrains(t, b, 3, url+"/", serverSlowApp(b, url))
 }
+
+func TestRecipeUnicorn(t *testing.T) {
+	unicorn := recipeNeed(t, "unicorn", "unicorn")
+	// docs/servers.md:
+	//   baton --listen http=tcp://127.0.0.1:8080 --ready accepting --drain-signal QUIT --dir examples/unicorn -- \
+	//       unicorn -c unicorn.rb config.ru
+	b := recipeStart(t, []string{"--ready", "accepting", "--drain-signal", "QUIT", "--dir", filepath.Join(harness.ModuleRoot(), "examples", "unicorn")},
+		unicorn, "-c", "unicorn.rb", "config.ru")
+	addr := b.Addr(t, "http")
+	if out := b.Output(); !strings.Contains(out, "inherited addr="+addr+" fd=3") {
+		t.Fatalf("unicorn did not take baton's socket:\n%s", out)
+	}
+	url := "http://" + addr
+	serverDrains(t, b, 3, url+"/", serverSlowApp(b, url))
+}
