@@ -1,9 +1,16 @@
 package integration_test
 
 import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -40,10 +47,89 @@ func serverDrains(t *testing.T, b *harness.Baton, n int, url string, slow func(t
 	stopCleanly(t, b, reloadsInFlight(t, b, n, load, slow))
 }
 
+// nonBlocking reports whether /proc/PID/fdinfo/FD's text shows O_NONBLOCK.
+func nonBlocking(fdinfo string) bool {
+	for _, line := range strings.Split(fdinfo, "\n") {
+		if v, ok := strings.CutPrefix(line, "flags:"); ok {
+			flags, err := strconv.ParseInt(strings.TrimSpace(v), 8, 64)
+			return err == nil && flags&syscall.O_NONBLOCK != 0
+		}
+	}
+	return false
+}
+
 // serverSlowApp is the slow request of an app that says "slow request
 // started" on its output when it begins one.
 func serverSlowApp(b *harness.Baton, url string) func(t *testing.T) <-chan harness.Answer {
 	return func(t *testing.T) <-chan harness.Answer { return b.InFlight(t, url, serverSlow) }
+}
+
+// upstream is the application behind a proxy recipe (nginx, HAProxy),
+// run by the test: a POST is answered with the PID the proxy put in
+// X-Proxy-Pid, so the load sees which generation carried it, and
+// /slow?d=D after D.
+type upstream struct {
+	addr    string
+	started atomic.Int64
+}
+
+func startUpstream(t *testing.T) *upstream {
+	t.Helper()
+	u := &upstream{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		if r.URL.Path == "/slow" {
+			d, _ := time.ParseDuration(r.URL.Query().Get("d"))
+			u.started.Add(1)
+			time.Sleep(d)
+			fmt.Fprintf(w, "slow done after %s via pid=%s\n", d, r.Header.Get("X-Proxy-Pid"))
+			return
+		}
+		fmt.Fprintf(w, "upstream read=%d via pid=%s\n", n, r.Header.Get("X-Proxy-Pid"))
+	}))
+	t.Cleanup(srv.Close)
+	u.addr = strings.TrimPrefix(srv.URL, "http://")
+	return u
+}
+
+// slow is a request to url's /slow through the proxy, once the upstream
+// has begun it.
+func (u *upstream) slow(url string) func(t *testing.T) <-chan harness.Answer {
+	return func(t *testing.T) <-chan harness.Answer {
+		t.Helper()
+		before := u.started.Load()
+		answer := harness.GetInBackground(url + "/slow?d=" + serverSlow.String())
+		harness.Eventually(t, 10*time.Second, "a slow request in flight", func() bool { return u.started.Load() > before })
+		return answer
+	}
+}
+
+// serverExample copies examples/DIR into a directory of the test, with
+// each of replace's old strings (an address in a configuration file)
+// replaced by the new one, and returns that directory.
+func serverExample(t *testing.T, dir string, replace ...string) string {
+	t.Helper()
+	src := filepath.Join(harness.ModuleRoot(), "examples", dir)
+	dst := t.TempDir()
+	ents, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := strings.NewReplacer(replace...)
+	for _, e := range ents {
+		if e.IsDir() {
+			continue // __pycache__, say
+		}
+		b, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, _ := e.Info()
+		if err := os.WriteFile(filepath.Join(dst, e.Name()), []byte(r.Replace(string(b))), info.Mode().Perm()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dst
 }
 
 func TestRecipeUWSGI(t *testing.T) {
@@ -80,4 +166,27 @@ func TestRecipeUnicorn(t *testing.T) {
 	}
 	url := "http://" + addr
 	serverDrains(t, b, 3, url+"/", serverSlowApp(b, url))
+}
+
+func TestRecipeNginx(t *testing.T) {
+	nginx := recipeNeed(t, "nginx", "nginx")
+	app := startUpstream(t)
+	// nginx takes the socket whose address its listen directive names.
+	addr := freePort(t)
+	dir := serverExample(t, "nginx", "127.0.0.1:8080", addr, "127.0.0.1:8000", app.addr)
+	// docs/servers.md:
+	//   baton --listen http=tcp://127.0.0.1:8080 --ready accepting --drain-signal QUIT -- \
+	//       examples/nginx/nonblock env 'NGINX=3;' nginx -p examples/nginx/ -c nginx.conf -e stderr
+	command := []string{filepath.Join(dir, "nonblock"), "env", "NGINX=3;", nginx, "-p", dir + "/", "-c", "nginx.conf", "-e", "stderr"}
+	t.Run("recipe", func(t *testing.T) {
+		b := recipeStart(t, []string{"--listen", "http=tcp://" + addr, "--ready", "accepting", "--drain-signal", "QUIT"}, command...)
+		if out := b.Output(); !strings.Contains(out, `using inherited sockets from "3;"`) {
+			t.Fatalf("nginx did not take baton's socket:\n%s", out)
+		}
+		if fdinfo, _ := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/3", b.WorkerPID(t, 1))); !nonBlocking(string(fdinfo)) {
+			t.Fatalf("nginx's fd 3 is blocking: its workers would block in accept(2)\n%s", fdinfo)
+		}
+		url := "http://" + addr
+		serverDrains(t, b, 3, url+"/", app.slow(url))
+	})
 }
