@@ -190,3 +190,15 @@ func TestRecipeNginx(t *testing.T) {
 		serverDrains(t, b, 3, url+"/", app.slow(url))
 	})
 }
+
+func TestRecipeHAProxy(t *testing.T) {
+	haproxy := recipeNeed(t, "haproxy", "haproxy")
+	app := startUpstream(t)
+	dir := serverExample(t, "haproxy", "127.0.0.1:8000", app.addr)
+	// docs/servers.md:
+	//   baton --listen http=tcp://127.0.0.1:8080 --drain-signal USR1 -- \
+	//       haproxy -Ws -f examples/haproxy/haproxy.cfg
+	b := recipeStart(t, []string{"--drain-signal", "USR1"}, haproxy, "-Ws", "-f", filepath.Join(dir, "haproxy.cfg"))
+	url := "http://" + b.Addr(t, "http")
+	serverDrains(t, b, 3, url+"/", app.slow(url))
+}
