@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -201,4 +202,17 @@ func TestRecipeHAProxy(t *testing.T) {
 	b := recipeStart(t, []string{"--drain-signal", "USR1"}, haproxy, "-Ws", "-f", filepath.Join(dir, "haproxy.cfg"))
 	url := "http://" + b.Addr(t, "http")
 	serverDrains(t, b, 3, url+"/", app.slow(url))
+}
+
+func TestRecipeAiohttp(t *testing.T) {
+	python := ecoPython3(t)
+	if exec.Command(python, "-c", "import aiohttp").Run() != nil {
+		t.Skip("aiohttp is not installed (Debian package python3-aiohttp)")
+	}
+	t.Setenv("PYTHONDONTWRITEBYTECODE", "1") // no __pycache__ in examples/
+	// docs/servers.md:
+	//   baton --listen http=tcp://127.0.0.1:8080 --dir examples/aiohttp -- python3 serve.py
+	b := recipeStart(t, []string{"--dir", filepath.Join(harness.ModuleRoot(), "examples", "aiohttp")}, python, "serve.py")
+	url := "http://" + b.Addr(t, "http")
+	serverDrains(t, b, 3, url+"/", serverSlowApp(b, url))
 }
