@@ -216,3 +216,30 @@ func TestRecipeAiohttp(t *testing.T) {
 	url := "http://" + b.Addr(t, "http")
 	serverDrains(t, b, 3, url+"/", serverSlowApp(b, url))
 }
+
+func TestRecipeNodeCluster(t *testing.T) {
+	node := recipeNeed(t, "node", "nodejs")
+	// docs/servers.md:
+	//   baton --listen http=tcp://127.0.0.1:3000 --ready accepting -- node examples/node/cluster.js
+	b := recipeStart(t, recipeReady, node, filepath.Join(harness.ModuleRoot(), "examples", "node", "cluster.js"))
+	primary := b.WorkerPID(t, 1)
+	harness.Eventually(t, 10*time.Second, "the primary's 2 cluster workers", func() bool {
+		return len(harness.ProcsWhere(func(p harness.Proc) bool { return p.PPID == primary && p.Comm == "node" })) == 2
+	})
+	url := "http://" + b.Addr(t, "http")
+	serverDrains(t, b, 3, url+"/", serverSlowApp(b, url))
+}
+
+// A child of the process baton started, with fd 3 passed on and
+// LISTEN_PID still its parent's: drain.js takes the socket as a cluster
+// worker does.
+func TestRecipeNodeChild(t *testing.T) {
+	node := recipeNeed(t, "node", "nodejs")
+	server := filepath.Join(harness.ModuleRoot(), "examples", "node", "server.js")
+	// The shell stays (no exec) and dies of TERM; --drain-group drains
+	// the server in its group.
+	b := recipeStart(t, append([]string{"--drain-group"}, recipeReady...), "sh", "-c", `"$0" "$1"; exit $?`, node, server)
+	shell := b.WorkerPID(t, 1)
+	harness.WaitProc(t, 10*time.Second, "node, a child of the shell", func(p harness.Proc) bool { return p.PPID == shell && p.Comm == "node" })
+	stopCleanly(t, b, recipeReloads(t, b, 3))
+}
