@@ -36,6 +36,9 @@ const serverSlow = 1500 * time.Millisecond
 // worker at each reload, baton's PID unchanged, exit 0.
 func serverDrains(t *testing.T, b *harness.Baton, n int, url string, slow func(t *testing.T) <-chan harness.Answer) {
 	t.Helper()
+	if hints := b.Find(isServerHint); len(hints) > 0 {
+		t.Fatalf("baton warns of the recipe itself: %v", hints)
+	}
 	load, err := loadgen.Start(loadgen.Config{
 		URL: url, NewConns: 4, KeepAlive: 4,
 		PostBody: []byte("recipe"), MaxDuration: 2 * time.Minute,
@@ -58,6 +61,8 @@ func nonBlocking(fdinfo string) bool {
 	}
 	return false
 }
+
+func isServerHint(e harness.Event) bool { return e.Kind() == "server_hint" }
 
 // serverSlowApp is the slow request of an app that says "slow request
 // started" on its output when it begins one.
@@ -189,6 +194,17 @@ func TestRecipeNginx(t *testing.T) {
 		}
 		url := "http://" + addr
 		serverDrains(t, b, 3, url+"/", app.slow(url))
+	})
+
+	// TERM, the default drain signal, is nginx's fast stop: baton says so
+	// at start, and what to pass instead.
+	t.Run("TERM", func(t *testing.T) {
+		b := recipeStart(t, []string{"--listen", "http=tcp://" + addr, "--ready", "accepting"}, command...)
+		hint := b.WaitFor(t, 5*time.Second, isServerHint)
+		if !strings.Contains(hint.Msg(), "--drain-signal QUIT") {
+			t.Fatalf("the warning does not say what to pass: %v", hint)
+		}
+		stopCleanly(t, b, b.WorkerPID(t, 1))
 	})
 }
 
