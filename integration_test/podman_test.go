@@ -76,7 +76,7 @@ func podmanNeed(t *testing.T) string {
 
 // podmanImport makes the image's root filesystem as a tar archive and
 // imports it, unless an image with its content is there already; images of
-// older content are removed.
+// other content more than an hour old are removed.
 func podmanImport(t *testing.T) (string, error) {
 	busybox, err := exec.LookPath("busybox")
 	if err != nil {
@@ -130,8 +130,11 @@ func podmanImport(t *testing.T) (string, error) {
 	if out, err := exec.Command("podman", "import", "--quiet", path, image).CombinedOutput(); err != nil {
 		return "", fmt.Errorf("podman import: %v: %s", err, out)
 	}
-	// Older images of the test; one still in use is left alone.
-	out, _ := exec.Command("podman", "images", "--format", "{{.Repository}}:{{.Tag}}", podmanImageName).Output()
+	// Images of older content, once an hour old: another checkout's test
+	// run may have just imported one and be about to use it. One still in
+	// use is left alone.
+	out, _ := exec.Command("podman", "images", "--filter", "reference="+podmanImageName, "--filter", "until=1h",
+		"--format", "{{.Repository}}:{{.Tag}}").Output()
 	for _, old := range strings.Fields(string(out)) {
 		if old != image {
 			exec.Command("podman", "rmi", old).Run()
