@@ -122,6 +122,11 @@ type Setup struct {
 	// Wrap is a command that runs baton, such as systemd-socket-activate
 	// with its options; baton's path and arguments follow it.
 	Wrap []string
+	// Command, when set, starts a baton of its own instead of the one
+	// Build made, with no --pidfile added: a container run ending in
+	// baton's path inside the container, say. --log-format json and
+	// --log-level debug follow it, then the arguments.
+	Command []string
 }
 
 // StartWith starts baton as Setup says, without waiting for the first
