@@ -26,7 +26,7 @@ import (
 // closes, then serves.
 type runtimeCase struct {
 	name  string
-	start func(t testing.TB, l *net.TCPListener, sock *os.File) *proc
+	start func(t testing.TB, l *net.TCPListener, sock *os.File) *child
 	// holders is how many "holding" lines mean that every process that
 	// will serve is up and holds the socket without waiting on it.
 	holders int
@@ -43,7 +43,7 @@ const httpGet = "GET / HTTP/1.0\r\nHost: x\r\n\r\n"
 var runtimes = []runtimeCase{
 	{
 		name: "node",
-		start: func(t testing.TB, _ *net.TCPListener, sock *os.File) *proc {
+		start: func(t testing.TB, _ *net.TCPListener, sock *os.File) *child {
 			node := need(t, "node", "nodejs")
 			return start(t, sock, nil, node, testdata("server.js"))
 		},
@@ -51,14 +51,14 @@ var runtimes = []runtimeCase{
 	},
 	{
 		name: "go",
-		start: func(t testing.TB, _ *net.TCPListener, sock *os.File) *proc {
+		start: func(t testing.TB, _ *net.TCPListener, sock *os.File) *child {
 			return startGo(t, sock, "goserver")
 		},
 		holders: 1, via: Epoll, request: httpGet,
 	},
 	{
 		name: "uvicorn (asyncio)",
-		start: func(t testing.TB, _ *net.TCPListener, sock *os.File) *proc {
+		start: func(t testing.TB, _ *net.TCPListener, sock *os.File) *child {
 			py := python(t, "uvicorn", "python3-uvicorn")
 			return start(t, sock, nil, py, "-m", "uvicorn", "--fd", "3", "--app-dir", testdata(""),
 				"--lifespan", "on", "--no-access-log", "uvicorn_app:app")
@@ -67,7 +67,7 @@ var runtimes = []runtimeCase{
 	},
 	{
 		name: "gunicorn gthread",
-		start: func(t testing.TB, _ *net.TCPListener, sock *os.File) *proc {
+		start: func(t testing.TB, _ *net.TCPListener, sock *os.File) *child {
 			gunicorn := need(t, "gunicorn", "gunicorn")
 			return startExec(t, sock, gunicorn, "--worker-class", "gthread", "--workers", "2",
 				"--threads", "4", "--chdir", testdata(""), "gunicorn_app:app")
@@ -76,7 +76,7 @@ var runtimes = []runtimeCase{
 	},
 	{
 		name: "gunicorn sync",
-		start: func(t testing.TB, _ *net.TCPListener, sock *os.File) *proc {
+		start: func(t testing.TB, _ *net.TCPListener, sock *os.File) *child {
 			gunicorn := need(t, "gunicorn", "gunicorn")
 			return startExec(t, sock, gunicorn, "--workers", "2",
 				"--chdir", testdata(""), "gunicorn_app:app")
@@ -85,21 +85,21 @@ var runtimes = []runtimeCase{
 	},
 	{
 		name: "python blocking accept",
-		start: func(t testing.TB, _ *net.TCPListener, sock *os.File) *proc {
+		start: func(t testing.TB, _ *net.TCPListener, sock *os.File) *child {
 			return start(t, sock, nil, python(t, "", ""), testdata("accept.py"))
 		},
 		holders: 1, via: Accept,
 	},
 	{
 		name: "python socketserver",
-		start: func(t testing.TB, _ *net.TCPListener, sock *os.File) *proc {
+		start: func(t testing.TB, _ *net.TCPListener, sock *os.File) *child {
 			return start(t, sock, nil, python(t, "", ""), testdata("poll_server.py"))
 		},
 		holders: 1, via: Poll,
 	},
 	{
 		name: "puma",
-		start: func(t testing.TB, l *net.TCPListener, sock *os.File) *proc {
+		start: func(t testing.TB, l *net.TCPListener, sock *os.File) *child {
 			puma := need(t, "puma", "puma")
 			// puma uses an activated socket only for a bind of the same
 			// address.

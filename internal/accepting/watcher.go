@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/baton-sh/baton/internal/proc"
 )
 
 // StatInterval is how often a Watcher lists the generation on a kernel
@@ -590,18 +592,9 @@ func (w *Watcher) fromStat(root int, into []int) []int {
 			w.note(err)
 			continue
 		}
-		// "PID (COMM) STATE PPID …": COMM may hold spaces and
-		// parentheses, so fields count from the last ')'.
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 {
-			continue
+		if st, err := proc.ParseStat(b); err == nil {
+			parent[pid] = st.PPID
 		}
-		w.f = fields(b[i+1:], w.f)
-		if len(w.f) < 2 {
-			continue
-		}
-		ppid, _ := parseUint(w.f[1], 10)
-		parent[pid] = int(ppid)
 	}
 	for _, pid := range pids {
 		for p, hops := parent[pid], 0; p > 1 && hops < 64; p, hops = parent[p], hops+1 {

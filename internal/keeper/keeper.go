@@ -42,6 +42,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/baton-sh/baton/internal/proc"
 )
 
 // Env, when set, makes a baton binary run as a keeper. Its value is the
@@ -172,12 +174,12 @@ func (k *keeper) listen(fd int) {
 
 func (k *keeper) apply(m Msg, fds []int) {
 	if old := k.known[m.PID]; old != nil {
-		unix.Close(old.fd)
+		old.fd.Close()
 		delete(k.known, m.PID)
 	}
 	switch m.Op {
 	case OpWorker, OpStray:
-		k.known[m.PID] = &member{pid: m.PID, fd: fds[0], gen: m.Gen, worker: m.Op == OpWorker}
+		k.known[m.PID] = &member{pid: m.PID, fd: proc.PidFD(fds[0]), gen: m.Gen, worker: m.Op == OpWorker}
 		closeAll(fds[1:])
 	}
 }
