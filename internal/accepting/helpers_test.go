@@ -53,15 +53,26 @@ func TestMain(m *testing.M) {
 	os.Exit(0)
 }
 
+// idleVar sets how many idle threads goServer starts (10 if unset).
+const idleVar = "ACCEPTING_TEST_IDLE_THREADS"
+
 // goServer is a Go HTTP server on fd 3 with at least 10 threads, as a busy
 // Go server has: it holds the socket until stdin closes, then serves.
 func goServer() {
-	block := make(chan struct{})
-	for i := 0; i < 10; i++ {
+	idle, err := strconv.Atoi(os.Getenv(idleVar))
+	if err != nil {
+		idle = 10
+	}
+	block, started := make(chan struct{}), make(chan struct{})
+	for i := 0; i < idle; i++ {
 		go func() {
 			runtime.LockOSThread() // one thread each, parked
+			started <- struct{}{}
 			<-block
 		}()
+	}
+	for i := 0; i < idle; i++ {
+		<-started
 	}
 	f := os.NewFile(3, "listener")
 	fmt.Println("holding")
@@ -326,6 +337,39 @@ func waitFound(t testing.TB, p *child, socks *Sockets) Waiter {
 		time.Sleep(DefaultInterval) // the master's polling interval, not a synchronisation
 	}
 	t.Fatalf("no process of the generation of pid %d waits on the socket after 30s (last error %v); output:\n%s", p.pid(), last, p.output())
+	return Waiter{}
+}
+
+// watchFound polls a Watcher's Check as Wait would until it finds a
+// waiter.
+func watchFound(t testing.TB, p *child, wt *Watcher) Waiter {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	var last error
+	for time.Now().Before(deadline) {
+		w, found, err := wt.Check()
+		if found {
+			return w
+		}
+		last = err
+		time.Sleep(DefaultInterval) // the master's polling interval, not a synchronisation
+	}
+	t.Fatalf("a Watcher of pid %d saw no process of the generation wait on the socket after 30s (last error %v); output:\n%s", p.pid(), last, p.output())
+	return Waiter{}
+}
+
+// waitFoundPID polls Check of the generation of pid until it finds a
+// waiter.
+func waitFoundPID(t testing.TB, pid int, socks *Sockets) Waiter {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if w, found, _ := Check(pid, socks); found {
+			return w
+		}
+		time.Sleep(DefaultInterval)
+	}
+	t.Fatalf("pid %d does not wait on the socket after 30s", pid)
 	return Waiter{}
 }
 
