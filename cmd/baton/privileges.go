@@ -10,6 +10,7 @@ import (
 	"github.com/baton-sh/baton/control"
 	"github.com/baton-sh/baton/internal/envfile"
 	"github.com/baton-sh/baton/internal/runas"
+	"github.com/baton-sh/baton/upgrader"
 )
 
 // privilegeFlags are the master's flags about who runs as whom, with
@@ -104,24 +105,17 @@ func (p *privilegeFlags) parseEnv() (env envfile.Environment, warnings []string,
 }
 
 // workerSetup is what the flags ask of every worker and hook start,
-// beyond what baton gives every worker.
+// beyond what baton gives every worker (see upgrader.Options.User,
+// Environment and Umask).
 type workerSetup struct {
-	// Identity, when set, is who workers and hooks run as: the start
-	// passes Identity.Credential() as SysProcAttr.Credential, and the
-	// environment gets Identity.Env. Nil: as baton runs.
+	// Identity, when set, is who workers and hooks run as. Nil: as baton
+	// runs.
 	Identity *runas.Identity
-	// Env is applied at every start, after Identity.Env and before
-	// baton's own variables: Env.Build reads the files anew, fails the
-	// start with one line for a missing or malformed file, and returns
-	// warnings to log.
+	// Env is applied over the environment, its files read anew for each
+	// generation.
 	Env envfile.Environment
 	// Umask is what workers and hooks start with, or -1 for baton's own.
 	Umask int
-}
-
-// changesWorkers reports whether w asks anything of a start.
-func (w workerSetup) changesWorkers() bool {
-	return w.Identity != nil || !w.Env.IsZero() || w.Umask >= 0
 }
 
 // privileges are the flags resolved at start-up.
@@ -170,14 +164,14 @@ func (p *privilegeFlags) resolve() (privileges, error) {
 	return r, nil
 }
 
-// notYetApplied refuses a setup that the engine does not apply yet: a
-// worker started as root when --user says otherwise must never happen.
-// It goes once upgrader starts workers and hooks as workerSetup says.
-func (w workerSetup) notYetApplied() error {
-	if w.changesWorkers() {
-		return fmt.Errorf("--user, --group, --env, --env-file and --umask are checked but not yet applied to workers by this build of baton: leave them out")
+// apply hands w to the engine, which applies it at every start of a
+// worker or hook.
+func (w workerSetup) apply(o *upgrader.Options) {
+	o.User, o.Environment, o.Umask = w.Identity, w.Env, nil
+	if w.Umask >= 0 {
+		mask := w.Umask
+		o.Umask = &mask
 	}
-	return nil
 }
 
 // optionalString is a string flag that knows whether it was given, so
