@@ -122,6 +122,9 @@ type Setup struct {
 	// Wrap is a command that runs baton, such as systemd-socket-activate
 	// with its options; baton's path and arguments follow it.
 	Wrap []string
+	// Baton, when set, is the baton binary to run instead of the one
+	// Build made: a copy that other users may run.
+	Baton string
 }
 
 // StartWith starts baton as Setup says, without waiting for the first

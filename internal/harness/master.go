@@ -26,10 +26,13 @@ type master struct {
 // runs it.
 func newMaster(t testing.TB, setup Setup, args []string) *master {
 	t.Helper()
-	bin := Build(t)
+	baton := setup.Baton
+	if baton == "" {
+		baton = Build(t).Baton
+	}
 	dir := t.TempDir()
 	m := &master{PIDFile: filepath.Join(dir, "baton.pid"), Dir: dir, exited: make(chan struct{})}
-	full := append([]string{bin.Baton, "--pidfile", m.PIDFile, "--log-format", "json", "--log-level", "debug"}, args...)
+	full := append([]string{baton, "--pidfile", m.PIDFile, "--log-format", "json", "--log-level", "debug"}, args...)
 	full = append(append([]string(nil), setup.Wrap...), full...)
 	m.Cmd = exec.Command(full[0], full[1:]...)
 	m.Cmd.Env = append(append(os.Environ(), ProcessEnv...), setup.Env...)
