@@ -8,7 +8,8 @@
 // The shim exists because Go cannot run code between fork and exec: the
 // master starts its own binary with envnames.ExecShim naming the worker,
 // and the shim sets LISTEN_PID to its PID, which the worker keeps across
-// exec, and the umask envnames.Umask names, which it keeps too.
+// exec, and the umask envnames.Umask names (internal/sockets.UmaskVar),
+// which it keeps too.
 package execshim
 
 import (
@@ -18,10 +19,6 @@ import (
 
 	"github.com/baton-sh/baton/internal/envnames"
 )
-
-// UmaskVar is the environment entry that makes the shim set umask mask
-// before it becomes the worker; without it the worker keeps the master's.
-func UmaskVar(mask int) string { return envnames.Umask + "=" + strconv.FormatInt(int64(mask), 8) }
 
 func init() { Run() }
 

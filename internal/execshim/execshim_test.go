@@ -9,7 +9,8 @@ import (
 	"testing"
 
 	"github.com/baton-sh/baton/internal/envnames"
-	"github.com/baton-sh/baton/internal/execshim"
+	_ "github.com/baton-sh/baton/internal/execshim"
+	"github.com/baton-sh/baton/internal/sockets"
 )
 
 // shim runs this test binary as an exec shim that becomes /bin/sh with
@@ -37,17 +38,17 @@ func TestUmask(t *testing.T) {
 		want string
 	}{
 		{nil, "0022"},
-		{[]string{execshim.UmaskVar(0o027)}, "0027"},
-		{[]string{execshim.UmaskVar(0o077)}, "0077"},
-		{[]string{execshim.UmaskVar(0)}, "0000"},
-		{[]string{execshim.UmaskVar(0o777)}, "0777"},
+		{[]string{sockets.UmaskVar(0o027)}, "0027"},
+		{[]string{sockets.UmaskVar(0o077)}, "0077"},
+		{[]string{sockets.UmaskVar(0)}, "0000"},
+		{[]string{sockets.UmaskVar(0o777)}, "0777"},
 	} {
 		out, err := shim(t, `umask; echo "${BATON_UMASK-unset} ${BATON_EXEC_SHIM-unset}"`, tc.env...)
 		if err != nil || out != tc.want+"\nunset unset\n" {
 			t.Errorf("%q: %q, %v; want umask %s, and neither variable", tc.env, out, err, tc.want)
 		}
 	}
-	if got := execshim.UmaskVar(0o027); got != "BATON_UMASK=27" {
+	if got := sockets.UmaskVar(0o027); got != "BATON_UMASK=27" {
 		t.Errorf("UmaskVar(027) = %q", got)
 	}
 }

@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"syscall"
 
-	"github.com/baton-sh/baton/internal/execshim"
 	"github.com/baton-sh/baton/internal/fdlimit"
+	"github.com/baton-sh/baton/internal/sockets"
 )
 
 // environment builds the environment of workers or hooks (for, in the
@@ -32,7 +32,7 @@ func (h *Host) withUmask(env []string) []string {
 	if h.cfg.Umask == nil {
 		return env
 	}
-	return append(env, execshim.UmaskVar(*h.cfg.Umask))
+	return append(env, sockets.UmaskVar(*h.cfg.Umask))
 }
 
 // startError says why path could not be started in dir. A permission

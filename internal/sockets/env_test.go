@@ -177,7 +177,7 @@ func TestShimVar(t *testing.T) {
 		// WorkerEnv drops the shim's variables inherited from baton's
 		// parent: a worker must not turn into a shim again, nor take a
 		// umask --umask did not give.
-		if env := sockets.WorkerEnv([]string{got, "A=1", execshim.UmaskVar(0o77)}, nil, ""); !slices.Equal(env, []string{"A=1"}) {
+		if env := sockets.WorkerEnv([]string{got, "A=1", sockets.UmaskVar(0o77)}, nil, ""); !slices.Equal(env, []string{"A=1"}) {
 			t.Errorf("WorkerEnv kept %q: %q", got, env)
 		}
 	}
