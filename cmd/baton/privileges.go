@@ -27,7 +27,7 @@ func (p *privilegeFlags) define(fs *flag.FlagSet) {
 	fs.Var(&p.user, "user", "when baton runs as root, run every worker and hook as `USER` (a name or uid) with its groups and its HOME, USER, LOGNAME and SHELL; the master stays root and binds the sockets first, so ports below 1024 work")
 	fs.Var(&p.group, "group", "with --user, run workers and hooks with `GROUP` (a name or gid) instead of the user's primary group")
 	fs.Var(&p.env, "env", "set `NAME=VALUE` for every worker and hook, over what --env-file sets; repeatable, the last one wins")
-	fs.Var(&p.envFiles, "env-file", "read variables for workers and hooks from `PATH` (systemd EnvironmentFile= syntax) anew at every start; -PATH may be missing; repeatable, later files win")
+	fs.Var(&p.envFiles, "env-file", "read variables for workers and hooks from `PATH` (systemd EnvironmentFile= syntax) at start and anew for every new generation, so a reload picks up an edit; -PATH may be missing; repeatable, later files win")
 	fs.Var(&p.umask, "umask", "the `UMASK` workers and hooks start with, in octal such as 027 (default: baton's own)")
 	fs.Var(&p.controlGroup, "control-group", "open the control socket to `GROUP` (a name or gid): mode 0660 and that group, so its members may baton reload and baton status (default: mode 0600, for baton's own user)")
 }
