@@ -819,6 +819,66 @@ func TestSystemdUnits(t *testing.T) {
 		}
 		m.must("systemctl", "stop", "app")
 	})
+
+	t.Run("baton as root runs its workers as app", func(t *testing.T) {
+		m := m.on(t)
+		start := time.Now()
+		// The unit of docs/privileges.md: baton binds port 80 as root and
+		// runs every worker as app.
+		unit := `[Service]
+Type=notify
+ExecStart=/usr/local/bin/baton --pidfile /run/app-root/baton.pid --listen http=tcp://0.0.0.0:80 \
+    --user app --umask 027 --dir /srv/app/current --log-format json -- /srv/app/current/server
+ExecReload=/usr/local/bin/baton reload --wait --timeout 90s --pidfile /run/app-root/baton.pid
+RuntimeDirectory=app-root
+KillMode=mixed
+TimeoutStopSec=40s
+`
+		if err := os.WriteFile(filepath.Join(m.c.Root, "etc", "systemd", "system", "app-root.service"), []byte(unit), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		m.must("systemctl", "daemon-reload")
+		m.must("systemctl", "start", "app-root")
+		app, _ := strconv.Atoi(strings.TrimSpace(m.must("id", "-u", "app")))
+		uid := func(pid int) int {
+			u, _ := strconv.Atoi(strings.TrimSpace(m.must("ps", "-o", "uid=", "-p", strconv.Itoa(pid))))
+			return u
+		}
+		baton = m.mainPID("app-root")
+		gen = 1
+		worker = servingWorker(m, "app-root", gen)
+		var workers []int
+		for ; gen <= 2; gen++ {
+			if gen == 2 {
+				reload(m, "app-root", gen)
+			}
+			if u := uid(worker); u != app || worker == 0 {
+				t.Fatalf("generation %d's worker %d runs as uid %d, want app (%d)", gen, worker, u, app)
+			}
+			if mask := m.must("grep", "^Umask:", fmt.Sprintf("/proc/%d/status", worker)); strings.Fields(mask)[1] != "0027" {
+				t.Fatalf("generation %d's worker has %s, want 0027", gen, strings.TrimSpace(mask))
+			}
+			resp, err := m.client().Get("http://127.0.0.1:80/")
+			if err != nil {
+				t.Fatalf("GET on port 80: %v", err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if !strings.Contains(string(body), fmt.Sprintf("pid=%d", worker)) {
+				t.Fatalf("port 80 answered %q, want worker %d", body, worker)
+			}
+			workers = append(workers, worker)
+		}
+		if u := uid(baton); u != 0 {
+			t.Fatalf("baton runs as uid %d, want root", u)
+		}
+		m.must("systemctl", "stop", "app-root")
+		if r := m.show("app-root", "Result"); r != "success" {
+			t.Fatalf("app-root.service stopped with Result=%s, want success", r)
+		}
+		numbers.add("app-root.service (baton as root, --user app, port 80): workers %v ran as uid %d, a reload included; start, reload and stop took %s",
+			workers, app, time.Since(start).Round(time.Millisecond))
+	})
 }
 
 func filterEvents(events []harness.Event, match func(harness.Event) bool) []harness.Event {

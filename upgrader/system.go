@@ -20,6 +20,7 @@ func startSystem(m *Master) (*system, error) {
 	s := &system{m: m}
 	h, err := host.New(host.Config{
 		Command: o.Command, Dir: o.Dir, Env: o.Env, Sockets: o.Sockets, Protocol: o.Protocol,
+		Identity: o.User, Environment: o.Environment, Umask: o.Umask,
 		WatchAccepting: o.Ready == ReadyAccepting,
 		DrainSignal:    o.DrainSignal, DrainTimeout: o.DrainTimeout, DrainGroup: o.DrainGroup,
 		Subreaper: o.Subreaper, ShimPath: o.ShimPath, Stdout: o.Stdout, Stderr: o.Stderr,

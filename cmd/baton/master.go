@@ -182,10 +182,7 @@ func masterCmd(args []string, stdout, stderr io.Writer) int {
 	for _, w := range privileges.warnings {
 		log.Warn().Msg(w)
 	}
-	// privileges.workers is for the engine to apply at every start.
-	if err := privileges.workers.notYetApplied(); err != nil {
-		return fail(stderr, fs, err, exitStartup)
-	}
+	privileges.workers.apply(&opts)
 
 	if f.pidfile != "" {
 		pf, err := pidfile.Acquire(f.pidfile)

@@ -129,6 +129,9 @@ type Setup struct {
 	// baton's path inside the container, say. --log-format json and
 	// --log-level debug follow it, then the arguments.
 	Command []string
+	// Baton, when set, is the baton binary to run instead of the one
+	// Build made: a copy that other users may run.
+	Baton string
 }
 
 // StartWith starts baton as Setup says, without waiting for the first

@@ -26,14 +26,17 @@ type master struct {
 // baton of its own) and --log-format json; start runs it.
 func newMaster(t testing.TB, setup Setup, args []string) *master {
 	t.Helper()
-	bin := Build(t)
+	baton := setup.Baton
+	if baton == "" {
+		baton = Build(t).Baton
+	}
 	dir := t.TempDir()
 	m := &master{PIDFile: filepath.Join(dir, "baton.pid"), Dir: dir, exited: make(chan struct{})}
-	baton := []string{bin.Baton, "--pidfile", m.PIDFile}
+	cmd := []string{baton, "--pidfile", m.PIDFile}
 	if setup.Command != nil {
-		baton = setup.Command
+		cmd = setup.Command
 	}
-	full := append(append(append([]string(nil), baton...), "--log-format", "json", "--log-level", "debug"), args...)
+	full := append(append(append([]string(nil), cmd...), "--log-format", "json", "--log-level", "debug"), args...)
 	full = append(append([]string(nil), setup.Wrap...), full...)
 	m.Cmd = exec.Command(full[0], full[1:]...)
 	m.Cmd.Env = append(append(os.Environ(), ProcessEnv...), setup.Env...)
