@@ -251,8 +251,9 @@ func TestNodeFourWorkersReloadRestartAndScale(t *testing.T) {
 			// The added workers run the serving generation and know the
 			// new count; the first four keep theirs.
 			for _, w := range st.Workers {
-				if env := workerEnv(t, w.PID); w.Index >= 4 && (env["BATON_WORKERS"] != "6" || env["BATON_WORKER_INDEX"] != strconv.Itoa(w.Index) || env["BATON_GENERATION"] != "6") {
-					t.Fatalf("added worker %d: %v", w.Index, env)
+				env, count := workerEnv(t, w.PID), map[bool]string{true: "6", false: "4"}[w.Index >= 4]
+				if env["BATON_WORKERS"] != count || env["BATON_WORKER_INDEX"] != strconv.Itoa(w.Index) || env["BATON_GENERATION"] != "6" {
+					t.Fatalf("worker %d after scale 6: %v, want BATON_WORKERS=%s", w.Index, env, count)
 				}
 			}
 			scale(2)
