@@ -313,7 +313,7 @@ func TestNodeRollingReloadOneAtATimeRollsBack(t *testing.T) {
 				ends := len(b.Find(isReloadEnd))
 				logFrom := len(b.Events())
 				b.Signal(t, syscall.SIGHUP)
-				samples, maxStarting, minServing, order := 0, 0, 99, []int{}
+				samples, maxStarting, minServing, seen := 0, 0, 99, []int{}
 				for len(b.Find(isReloadEnd)) == ends {
 					s := b.State(t)
 					samples++
@@ -322,8 +322,8 @@ func TestNodeRollingReloadOneAtATimeRollsBack(t *testing.T) {
 						switch {
 						case w.State == "starting":
 							starting++
-							if w.Generation == gen+1 && !slices.Contains(order, w.Index) {
-								order = append(order, w.Index)
+							if w.Generation == gen+1 && !slices.Contains(seen, w.Index) {
+								seen = append(seen, w.Index)
 							}
 						case w.State == "serving":
 							serving++
@@ -342,9 +342,13 @@ func TestNodeRollingReloadOneAtATimeRollsBack(t *testing.T) {
 				if end.Kind() != "reload_complete" || end.Int("gen") != gen {
 					t.Fatalf("release %d: %v, want generation %d complete", release, end, gen)
 				}
-				requireOneStartingInLog(t, b.Events()[logFrom:], before)
-				if !slices.Equal(order, []int{0, 1, 2, 3}) {
-					t.Fatalf("release %d: the new workers were seen starting in the order %v, want 0, 1, 2, 3 one after another", release, order)
+				// The samples show the reload as an operator sees it; the log,
+				// every step of it.
+				if samples < 2 {
+					t.Fatalf("release %d: the reload ended after %d samples of baton status --json, too soon to show anything", release, samples)
+				}
+				if order := requireOneStartingInLog(t, b.Events()[logFrom:], before); !slices.Equal(order, []int{0, 1, 2, 3}) {
+					t.Fatalf("release %d: the new workers started in the order %v, want 0, 1, 2, 3 one after another", release, order)
 				}
 				took = append(took, end.Str("took"))
 				st = fleetSettled(t, b, 4, gen)
@@ -356,8 +360,8 @@ func TestNodeRollingReloadOneAtATimeRollsBack(t *testing.T) {
 						t.Fatalf("release %d: worker %d runs in %s", release, slot, dir)
 					}
 				}
-				t.Logf("release %d: %d samples of baton status --json during the reload: at most %d starting, at least %d serving; took %s",
-					release, samples, maxStarting, minServing, end.Str("took"))
+				t.Logf("release %d: %d samples of baton status --json during the reload: at most %d starting, at least %d serving, workers %v seen starting; took %s",
+					release, samples, maxStarting, minServing, seen, end.Str("took"))
 			}
 			sum := requireNoFailures(t, load)
 			t.Logf("2 rolling reloads with --max-surge 1: %d requests, %d failed; reloads took %s", sum.Requests, sum.Failed, strings.Join(took, ", "))
@@ -415,8 +419,9 @@ func TestNodeRollingReloadOneAtATimeRollsBack(t *testing.T) {
 // requireOneStartingInLog replays a reload's log events, every step
 // where the samples of `baton status` may fall between two: at no step may
 // two new workers be starting at once, nor fewer than four serving. The
-// workers of serving (slot to PID) serve when it begins.
-func requireOneStartingInLog(t *testing.T, events []harness.Event, serving map[int]int) {
+// workers of serving (slot to PID) serve when it begins. It returns the
+// slots in the order their new workers started.
+func requireOneStartingInLog(t *testing.T, events []harness.Event, serving map[int]int) (order []int) {
 	t.Helper()
 	starting, up := map[int]bool{}, map[int]bool{}
 	for _, pid := range serving {
@@ -427,6 +432,7 @@ func requireOneStartingInLog(t *testing.T, events []harness.Event, serving map[i
 		switch e.Kind() {
 		case "worker_started":
 			starting[pid] = true
+			order = append(order, e.Int("index"))
 		case "worker_ready":
 			delete(starting, pid)
 			up[pid] = true
@@ -438,6 +444,7 @@ func requireOneStartingInLog(t *testing.T, events []harness.Event, serving map[i
 			t.Fatalf("after %q of pid %d the log shows %d workers starting and %d serving, want at most 1 and at least 4", e.Kind(), pid, len(starting), len(up))
 		}
 	}
+	return order
 }
 
 // hasPID reports whether pid is one of the workers of bySlot's map.
