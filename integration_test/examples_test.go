@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/baton-sh/baton/internal/harness"
+	"github.com/baton-sh/baton/internal/loadgen"
 )
 
 // The programs in examples/, each run under the real baton binary with
@@ -75,6 +76,20 @@ func TestExamplePythonWorker(t *testing.T) {
 		if out := b.Output(); strings.Contains(out, "Traceback") {
 			t.Fatalf("the Python worker raised:\n%s", out)
 		}
+	})
+
+	// A drain that closed idle keep-alive connections at once lost the
+	// POST a client had just sent on one: only keep-alive loops here, so
+	// every connection is one.
+	t.Run("keep-alive POSTs", func(t *testing.T) {
+		b := harness.Start(t, "--listen", "http=tcp://127.0.0.1:0", "--", python, script)
+		load, err := loadgen.Start(loadgen.Config{URL: "http://" + b.Addr(t, "http") + "/", KeepAlive: 8, PostBody: []byte("keep-alive"), MaxDuration: 2 * time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { load.Stop() })
+		harness.Eventually(t, 10*time.Second, "load under way", func() bool { return load.Done() >= 200 })
+		stopCleanly(t, b, reloadsWithLoad(t, b, 5, load))
 	})
 
 	// The drain by hand, connection by connection: an idle keep-alive

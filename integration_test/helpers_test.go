@@ -85,14 +85,36 @@ func reloadsUnderLoad(t *testing.T, b *harness.Baton, n int) int {
 // reloadsWithLoad is reloadsUnderLoad with the load the caller started.
 func reloadsWithLoad(t *testing.T, b *harness.Baton, n int, load *loadgen.Load) int {
 	t.Helper()
+	return reloadsInFlight(t, b, n, load, nil)
+}
+
+// reloadsInFlight is reloadsWithLoad with, when slow is not nil, a slow
+// request that slow puts in flight before each reload: the generation it
+// reached must answer it (a body with "slow done") while it drains.
+func reloadsInFlight(t *testing.T, b *harness.Baton, n int, load *loadgen.Load, slow func(t *testing.T) <-chan harness.Answer) int {
+	t.Helper()
 	gen := b.Generation()
 	pid := b.WorkerPID(t, gen)
 	var took []string
 	for i := 1; i <= n; i++ {
 		before := load.Done()
+		var answer <-chan harness.Answer
+		if slow != nil {
+			answer = slow(t)
+		}
 		end := b.Reload(t, 60*time.Second)
 		if end.Kind() != "reload_complete" || end.Int("gen") != gen+i {
 			t.Fatalf("reload %d: %v", i, end)
+		}
+		if answer != nil {
+			select {
+			case a := <-answer:
+				if a.Err != nil || !strings.Contains(a.Body, "slow done") {
+					t.Fatalf("reload %d: the slow request in flight during the drain: %q, %v; want it answered", i, a.Body, a.Err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatalf("reload %d: the slow request in flight during the drain: no answer 30s after the reload", i)
+			}
 		}
 		took = append(took, end.Str("took"))
 		next := b.WorkerPID(t, gen+i)

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/baton-sh/baton/internal/harness"
+	"github.com/baton-sh/baton/upgrader"
 )
 
 // supervisorCtl is a supervisord started by a test, with its program "app"
@@ -61,6 +62,96 @@ func TestSupervisordSignalHUPStopStartRestart(t *testing.T) {
 			return
 		}
 	}
+}
+
+// The same program with --workers 4: `supervisorctl signal HUP app`
+// replaces all four workers under load with no failed request while
+// supervisord sees the same PID RUNNING; a SIGKILLed worker is restarted
+// by baton alone, supervisord none the wiser; stop leaves no worker.
+func TestSupervisordFourWorkers(t *testing.T) {
+	s := startSupervisord(t, "--workers", "4")
+	baton := s.requireBatonServing(t)
+	st := s.fleet(t, 1)
+
+	load := startLoad(t, s.url+"/")
+	var took []string
+	for gen := 2; gen <= 4; gen++ {
+		before := load.Done()
+		old := bySlot(t, st)
+		took = append(took, s.hup(t, gen))
+		st = s.fleet(t, gen)
+		for slot, pid := range bySlot(t, st) {
+			if hasPID(old, pid) {
+				t.Fatalf("reload to generation %d: worker %d kept pid %d", gen, slot, pid)
+			}
+		}
+		for slot, pid := range old {
+			if harness.Alive(pid) {
+				t.Fatalf("reload to generation %d: old worker %d (pid %d) is alive", gen, slot, pid)
+			}
+		}
+		if state, pid := s.status(); state != "RUNNING" || pid != baton {
+			t.Fatalf("reload to generation %d: supervisorctl status app: %s pid %d, want RUNNING pid %d", gen, state, pid, baton)
+		}
+		harness.Eventually(t, 10*time.Second, "requests flowing after the reload", func() bool { return load.Done() >= before+100 })
+	}
+	sum := requireNoFailures(t, load)
+	t.Logf("3 × supervisorctl signal HUP app with 4 workers: %d requests, %d failed, answered by %d worker pids; reloads took %s",
+		sum.Requests, sum.Failed, len(sum.PIDs), strings.Join(took, "; "))
+	s.requireNoZombies(t, baton)
+
+	before := bySlot(t, st)
+	if err := syscall.Kill(before[1], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	st = s.waitStatus(t, "worker 1 restarted", func(st upgrader.Status) bool {
+		for _, w := range st.Workers {
+			if w.Index == 1 && w.PID != before[1] && w.State == "serving" {
+				return len(st.Workers) == 4 && st.Restarts == 1
+			}
+		}
+		return false
+	})
+	requireSame(t, "after worker 1 was killed", before, bySlot(t, st), 0, 2, 3)
+	if state, pid := s.status(); state != "RUNNING" || pid != baton {
+		t.Fatalf("after worker 1 was killed: supervisorctl status app: %s pid %d, want RUNNING pid %d", state, pid, baton)
+	}
+
+	s.mustCtl(t, "app: stopped", "stop", "app")
+	pids := []int{baton}
+	for _, w := range st.Workers {
+		pids = append(pids, w.PID)
+	}
+	s.requireStopped(t, 1, pids...)
+}
+
+// fleet waits until baton status --json shows four workers of generation
+// gen serving and nothing else, and returns that status.
+func (s *supervisorCtl) fleet(t *testing.T, gen int) upgrader.Status {
+	t.Helper()
+	return s.waitStatus(t, fmt.Sprintf("4 workers of generation %d serving", gen), func(st upgrader.Status) bool {
+		if len(st.Workers) != 4 {
+			return false
+		}
+		for _, w := range st.Workers {
+			if w.State != "serving" || w.Probation || w.Generation != gen {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// waitStatus polls `baton status --json` of app's baton until cond holds.
+func (s *supervisorCtl) waitStatus(t *testing.T, what string, cond func(upgrader.Status) bool) upgrader.Status {
+	t.Helper()
+	var st upgrader.Status
+	harness.Eventually(t, 30*time.Second, what, func() bool {
+		code, out, _ := harness.Run(t, 15*time.Second, "status", "--json", "--pidfile", s.pidfile)
+		st = upgrader.Status{}
+		return code == 0 && json.Unmarshal([]byte(out), &st) == nil && cond(st)
+	})
+	return st
 }
 
 // requireBatonServing waits until app's first generation serves, and
@@ -236,8 +327,9 @@ func isStopped(e harness.Event) bool { return e.Kind() == "stopped" }
 
 // supervisordConf writes a supervisord configuration in dir whose
 // [program:app] is the example in scripts/supervisord/baton.conf, with its
-// paths replaced by the built binaries and dir, and its address by addr.
-func supervisordConf(t *testing.T, dir, addr, marker string) (conf, appLog, pidfile string) {
+// paths replaced by the built binaries and dir, its address by addr, and
+// batonFlags added to baton's.
+func supervisordConf(t *testing.T, dir, addr, marker string, batonFlags []string) (conf, appLog, pidfile string) {
 	t.Helper()
 	bin := harness.Build(t)
 	example, err := os.ReadFile(filepath.Join(harness.ModuleRoot(), "scripts", "supervisord", "baton.conf"))
@@ -257,7 +349,7 @@ func supervisordConf(t *testing.T, dir, addr, marker string) (conf, appLog, pidf
 		t.Fatalf("scripts/supervisord/baton.conf: stopwaitsecs=%d is not above --drain-timeout %ds", w, d)
 	}
 	for _, r := range []struct{ old, new string }{
-		{"/usr/local/bin/baton", bin.Baton},
+		{"/usr/local/bin/baton", strings.Join(append([]string{bin.Baton}, batonFlags...), " ")},
 		{"/srv/app/current/server", bin.TestWorker},
 		{"/srv/app/current", dir},
 		{"/run/app/baton.pid", pidfile},
@@ -308,8 +400,9 @@ environment=%[4]s,GORACE="atexit_sleep_ms=0"
 }
 
 // startSupervisord runs supervisord in the foreground as a child of the
-// test over a free loopback port, and waits for app to be RUNNING.
-func startSupervisord(t *testing.T) *supervisorCtl {
+// test over a free loopback port, with batonFlags added to app's command,
+// and waits for app to be RUNNING.
+func startSupervisord(t *testing.T, batonFlags ...string) *supervisorCtl {
 	t.Helper()
 	supervisord, err := exec.LookPath("supervisord")
 	if err != nil {
@@ -323,7 +416,7 @@ func startSupervisord(t *testing.T) *supervisorCtl {
 	dir := t.TempDir()
 	s := &supervisorCtl{t: t, ctlBin: ctl, url: "http://" + addr, exited: make(chan struct{})}
 	s.marker = fmt.Sprintf("BATON_SUPERVISORD_TEST=%d-%d", os.Getpid(), time.Now().UnixNano())
-	s.conf, s.appLog, s.pidfile = supervisordConf(t, dir, addr, s.marker)
+	s.conf, s.appLog, s.pidfile = supervisordConf(t, dir, addr, s.marker, batonFlags)
 
 	s.cmd = exec.Command(supervisord, "--nodaemon", "--configuration", s.conf)
 	s.cmd.Dir = dir

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,6 +23,7 @@ import (
 	"github.com/baton-sh/baton/internal/harness"
 	"github.com/baton-sh/baton/internal/loadgen"
 	"github.com/baton-sh/baton/internal/nspawn"
+	"github.com/baton-sh/baton/upgrader"
 )
 
 // systemdRootfs is the machine the shipped units run on: Debian trixie,
@@ -397,7 +399,7 @@ func (n *systemdNumbers) add(format string, args ...any) {
 // The shipped units under a real systemd (257, Debian trixie) as PID 1 in
 // a container: socket activation, reloads under load, a reload that waits
 // for a slow release, a broken release, a Capistrano deploy, restart and
-// stop, and the `reload --wait` variant.
+// stop, four workers, and the `reload --wait` variant.
 func TestSystemdUnits(t *testing.T) {
 	t0 := time.Now()
 	m := bootMachine(t)
@@ -736,6 +738,74 @@ func TestSystemdUnits(t *testing.T) {
 		return
 	}
 
+	ok = t.Run("four workers", func(t *testing.T) {
+		m := m.on(t)
+		start := time.Now()
+		// app.service as shipped, with --workers 4 added to its ExecStart=
+		// by a drop-in, as `systemctl edit app` writes one.
+		dropin := filepath.Join(m.c.Root, "etc", "systemd", "system", "app.service.d", "workers.conf")
+		if err := os.MkdirAll(filepath.Dir(dropin), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dropin, []byte("[Service]\nExecStart=\n"+shippedExecStart(t, "--workers", "4")), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		m.must("systemctl", "daemon-reload")
+		m.must("systemctl", "start", "app")
+		baton = m.mainPID("app")
+		st := m.fleet(1)
+		load := m.startLoad()
+		var took []string
+		for g := 2; g <= 3; g++ {
+			before := load.Done()
+			old := bySlot(t, st)
+			out, code, d := m.timed("reload", "app")
+			if code != 0 {
+				t.Fatalf("systemctl reload app with 4 workers exited %d: %s", code, firstLine(out))
+			}
+			took = append(took, d.Round(time.Millisecond).String())
+			st = m.fleet(g)
+			for slot, pid := range bySlot(t, st) {
+				if hasPID(old, pid) {
+					t.Fatalf("reload to generation %d: worker %d kept pid %d", g, slot, pid)
+				}
+			}
+			if pid := m.mainPID("app"); pid != baton {
+				t.Fatalf("MainPID changed across a reload: %d, was %d", pid, baton)
+			}
+			status := m.must("systemctl", "status", "--no-pager", "app")
+			if want := fmt.Sprintf(`Status: "serving: generation %d, 4 workers"`, g); !strings.Contains(status, want) {
+				t.Fatalf("systemctl status app does not show baton's %s:\n%s", want, status)
+			}
+			load.flowing(t, before)
+		}
+		post, keep, pids := load.stop(t)
+
+		// A killed worker is baton's to restart: systemd sees nothing.
+		before := bySlot(t, st)
+		m.must("kill", "-KILL", strconv.Itoa(before[3]))
+		st = m.waitStatus("worker 3 restarted", func(s upgrader.Status) bool {
+			return len(s.Workers) == 4 && s.Restarts == 1 && fleetServing(s, 3)
+		})
+		requireSame(t, "after worker 3 was killed", before, bySlot(t, st), 0, 1, 2)
+		if pid, n := m.mainPID("app"), m.show("app", "NRestarts"); pid != baton || n != "0" {
+			t.Fatalf("after worker 3 was killed: MainPID %d (was %d), NRestarts %s; want the unit untouched", pid, baton, n)
+		}
+		m.must("systemctl", "stop", "app")
+		if procs := m.unitProcs("app"); len(procs) != 0 {
+			t.Fatalf("processes left after stopping app with 4 workers: %v", procs)
+		}
+		if err := os.Remove(dropin); err != nil {
+			t.Fatal(err)
+		}
+		m.must("systemctl", "daemon-reload")
+		numbers.add("--workers 4: 2 × systemctl reload app under load: %d POST + %d GET, 0 failed, %d worker PIDs; systemctl reload took %s; a SIGKILLed worker restarted by baton, NRestarts=0; the step took %s",
+			post.Requests, keep.Requests, pids, strings.Join(took, ", "), time.Since(start).Round(100*time.Millisecond))
+	})
+	if !ok {
+		return
+	}
+
 	ok = t.Run("reload --wait variant", func(t *testing.T) {
 		m := m.on(t)
 		m.must("systemctl", "stop", "app.socket")
@@ -819,6 +889,131 @@ func TestSystemdUnits(t *testing.T) {
 		}
 		m.must("systemctl", "stop", "app")
 	})
+
+	t.Run("baton as root runs its workers as app", func(t *testing.T) {
+		m := m.on(t)
+		start := time.Now()
+		// The unit of docs/privileges.md: baton binds port 80 as root and
+		// runs every worker as app.
+		unit := `[Service]
+Type=notify
+ExecStart=/usr/local/bin/baton --pidfile /run/app-root/baton.pid --listen http=tcp://0.0.0.0:80 \
+    --user app --umask 027 --dir /srv/app/current --log-format json -- /srv/app/current/server
+ExecReload=/usr/local/bin/baton reload --wait --timeout 90s --pidfile /run/app-root/baton.pid
+RuntimeDirectory=app-root
+KillMode=mixed
+TimeoutStopSec=40s
+`
+		if err := os.WriteFile(filepath.Join(m.c.Root, "etc", "systemd", "system", "app-root.service"), []byte(unit), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		m.must("systemctl", "daemon-reload")
+		m.must("systemctl", "start", "app-root")
+		app, _ := strconv.Atoi(strings.TrimSpace(m.must("id", "-u", "app")))
+		uid := func(pid int) int {
+			u, _ := strconv.Atoi(strings.TrimSpace(m.must("ps", "-o", "uid=", "-p", strconv.Itoa(pid))))
+			return u
+		}
+		baton = m.mainPID("app-root")
+		gen = 1
+		worker = servingWorker(m, "app-root", gen)
+		var workers []int
+		for ; gen <= 2; gen++ {
+			if gen == 2 {
+				reload(m, "app-root", gen)
+			}
+			if u := uid(worker); u != app || worker == 0 {
+				t.Fatalf("generation %d's worker %d runs as uid %d, want app (%d)", gen, worker, u, app)
+			}
+			if mask := m.must("grep", "^Umask:", fmt.Sprintf("/proc/%d/status", worker)); strings.Fields(mask)[1] != "0027" {
+				t.Fatalf("generation %d's worker has %s, want 0027", gen, strings.TrimSpace(mask))
+			}
+			resp, err := m.client().Get("http://127.0.0.1:80/")
+			if err != nil {
+				t.Fatalf("GET on port 80: %v", err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if !strings.Contains(string(body), fmt.Sprintf("pid=%d", worker)) {
+				t.Fatalf("port 80 answered %q, want worker %d", body, worker)
+			}
+			workers = append(workers, worker)
+		}
+		if u := uid(baton); u != 0 {
+			t.Fatalf("baton runs as uid %d, want root", u)
+		}
+		m.must("systemctl", "stop", "app-root")
+		if r := m.show("app-root", "Result"); r != "success" {
+			t.Fatalf("app-root.service stopped with Result=%s, want success", r)
+		}
+		numbers.add("app-root.service (baton as root, --user app, port 80): workers %v ran as uid %d, a reload included; start, reload and stop took %s",
+			workers, app, time.Since(start).Round(time.Millisecond))
+	})
+}
+
+// fleet waits until baton in app.service serves with four workers of
+// generation gen and nothing else, each in the unit's cgroup, and returns
+// its status.
+func (m *machine) fleet(gen int) upgrader.Status {
+	m.t.Helper()
+	st := m.waitStatus(fmt.Sprintf("4 workers of generation %d serving", gen), func(s upgrader.Status) bool {
+		if len(s.Workers) != 4 || s.Generation != gen {
+			return false
+		}
+		for _, w := range s.Workers {
+			if w.State != "serving" || w.Probation || w.Generation != gen {
+				return false
+			}
+		}
+		return true
+	})
+	want := []int{m.mainPID("app")}
+	for _, w := range st.Workers {
+		want = append(want, w.PID)
+	}
+	slices.Sort(want)
+	if procs := m.unitProcs("app"); !slices.Equal(procs, want) {
+		m.t.Fatalf("app.service's processes are %v, want baton and its 4 workers %v", procs, want)
+	}
+	return st
+}
+
+// waitStatus polls `baton status --json` in the container until cond
+// holds.
+func (m *machine) waitStatus(what string, cond func(upgrader.Status) bool) upgrader.Status {
+	m.t.Helper()
+	var st upgrader.Status
+	harness.Eventually(m.t, 30*time.Second, what, func() bool {
+		out, code := m.run("/usr/local/bin/baton", "status", "--json", "--pidfile", "/run/app/baton.pid")
+		st = upgrader.Status{}
+		return code == 0 && json.Unmarshal([]byte(out), &st) == nil && cond(st)
+	})
+	return st
+}
+
+// fleetServing reports whether slot has a serving worker in s.
+func fleetServing(s upgrader.Status, slot int) bool {
+	for _, w := range s.Workers {
+		if w.Index == slot && w.State == "serving" {
+			return true
+		}
+	}
+	return false
+}
+
+// shippedExecStart is the ExecStart= of scripts/systemd/app.service, with
+// flags added after baton's path.
+func shippedExecStart(t *testing.T, flags ...string) string {
+	t.Helper()
+	unit, err := os.ReadFile(filepath.Join(harness.ModuleRoot(), "scripts", "systemd", "app.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := regexp.MustCompile(`(?m)^ExecStart=/usr/local/bin/baton(?:.*\\\n)*.*\n`).FindString(string(unit))
+	if block == "" {
+		t.Fatal("scripts/systemd/app.service has no ExecStart=/usr/local/bin/baton")
+	}
+	return strings.Replace(block, "/usr/local/bin/baton", "/usr/local/bin/baton "+strings.Join(flags, " "), 1)
 }
 
 func filterEvents(events []harness.Event, match func(harness.Event) bool) []harness.Event {

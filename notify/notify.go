@@ -162,24 +162,14 @@ func Listen(path string) (*Socket, error) {
 // Receive reports the sender's PID as the kernel vouches for it
 // (SCM_CREDENTIALS) and the master heeds only its own workers.
 func ListenPrivate(opts ...Option) (*Socket, error) {
-	var o private
-	for _, opt := range opts {
-		opt(&o)
-	}
-	if dir := runtimeDir(); len(dir)+len("/baton-0123456789/notify.sock") < maxSocketPath {
-		if d, err := os.MkdirTemp(dir, "baton-"); err == nil {
-			s, err := Listen(filepath.Join(d, "notify.sock"))
-			if err == nil {
-				if err = o.grant(d, s.path); err != nil {
-					s.Close()
-				}
-			}
-			if err == nil {
-				s.dir, s.opts = d, opts
-				return s, nil
-			}
-			os.Remove(d)
+	o := options(opts)
+	if d := o.makeDir(len("/notify.sock")); d != "" {
+		s, err := o.listenIn(d, "notify.sock")
+		if err == nil {
+			s.dir, s.opts = d, opts
+			return s, nil
 		}
+		os.Remove(d)
 	}
 	s, err := listenAbstract()
 	if err == nil {
@@ -188,7 +178,7 @@ func ListenPrivate(opts ...Option) (*Socket, error) {
 	return s, err
 }
 
-// Option changes what ListenPrivate makes.
+// Option changes what ListenPrivate and NewDir make.
 type Option func(*private)
 
 type private struct {
@@ -196,33 +186,107 @@ type private struct {
 	uid, gid  int
 }
 
-// ReachableBy makes the private socket reachable by workers that run as
-// uid and gid, another user than the master's: the socket file is owned
-// by uid and gid with mode 0600, so that only uid (and root) may send to
-// it, and its directory gets group gid and mode 0710, so that processes
-// of gid may pass through it but not list, add or remove anything. An
-// abstract socket, the fallback, needs nothing: anyone may send to it.
+func options(opts []Option) private {
+	var o private
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o
+}
+
+// ReachableBy makes the private socket, or the sockets of a Dir,
+// reachable by processes that run as uid and gid, another user than the
+// master's: each socket file is owned by uid and gid with mode 0600, so
+// that only uid (and root) may send to it, and its directory gets group
+// gid and mode 0710, so that processes of gid may pass through it but not
+// list, add or remove anything. The directory is made under the first of
+// the runtime directory and the temp dir that uid and gid may pass
+// through. An abstract socket, the fallback, needs nothing: anyone may
+// send to it.
 func ReachableBy(uid, gid int) Option {
 	return func(p *private) { p.reachable, p.uid, p.gid = true, uid, gid }
 }
 
-// grant applies ReachableBy to the socket file sock in dir: the file
-// first, while the directory (mode 0700) still keeps everyone else out.
-func (p private) grant(dir, sock string) error {
-	if !p.reachable {
-		return nil
+// makeDir makes a fresh private directory under the runtime directory,
+// with room left for a name of room bytes in a socket address, and
+// returns it; "" where none fits or can be made.
+func (p private) makeDir(room int) string {
+	bases := []string{runtimeDir()}
+	if p.reachable {
+		// A root login's XDG_RUNTIME_DIR (/run/user/0) is root's alone.
+		bases = append(bases, os.TempDir())
 	}
-	for _, step := range []func() error{
-		func() error { return os.Lchown(sock, p.uid, p.gid) },
-		func() error { return os.Chmod(sock, 0o600) },
-		func() error { return os.Lchown(dir, -1, p.gid) },
-		func() error { return os.Chmod(dir, 0o710) },
-	} {
-		if err := step(); err != nil {
-			return fmt.Errorf("notify socket: %w", err)
+	for _, base := range bases {
+		if len(base)+len("/baton-0123456789")+room >= maxSocketPath || p.reachable && !p.canPass(base) {
+			continue
+		}
+		d, err := os.MkdirTemp(base, "baton-")
+		if err != nil {
+			continue
+		}
+		if p.reachable && (os.Lchown(d, -1, p.gid) != nil || os.Chmod(d, 0o710) != nil) {
+			os.Remove(d)
+			continue
+		}
+		return d
+	}
+	return ""
+}
+
+// listenIn makes the socket name in the private directory dir: mode 0666
+// (the directory keeps strangers out), or with ReachableBy the user's
+// with mode 0600. bind(2) makes the file with the master's umask, which
+// leaves it writable by the master's user alone until it is handed over.
+func (p private) listenIn(dir, name string) (*Socket, error) {
+	path := filepath.Join(dir, name)
+	if !p.reachable {
+		return Listen(path)
+	}
+	os.Remove(path)
+	s, err := listen(path)
+	if err != nil {
+		return nil, err
+	}
+	err = os.Lchown(path, p.uid, p.gid)
+	if err == nil {
+		err = os.Chmod(path, 0o600)
+	}
+	if err != nil {
+		s.conn.Close()
+		os.Remove(path)
+		return nil, fmt.Errorf("notify socket: %w", err)
+	}
+	s.created, _ = os.Lstat(path)
+	return s, nil
+}
+
+// canPass reports whether p's uid and gid may pass through dir and every
+// directory above it, going by the permission bits (not by supplementary
+// groups or access control lists).
+func (p private) canPass(dir string) bool {
+	if p.uid == 0 {
+		return true
+	}
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return false
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		bit := os.FileMode(0o001)
+		switch {
+		case int(st.Uid) == p.uid:
+			bit = 0o100
+		case int(st.Gid) == p.gid:
+			bit = 0o010
+		}
+		if fi.Mode().Perm()&bit == 0 {
+			return false
+		}
+		if d == "/" || d == "." {
+			return true
 		}
 	}
-	return nil
 }
 
 // maxSocketPath is the room for a path in a unix socket address
@@ -354,16 +418,19 @@ func (s *Socket) Close() error {
 // each child (the master gives every worker its own, so that a message
 // belongs to the worker whose socket it came on, whoever sent it): a
 // directory of mode 0700 under the runtime directory ($RUNTIME_DIRECTORY,
-// else $XDG_RUNTIME_DIR, else the temp dir). A Dir is not safe for
-// concurrent use.
+// else $XDG_RUNTIME_DIR, else the temp dir), reachable by the master's
+// user alone unless the ReachableBy option names the user its children
+// run as. A Dir is not safe for concurrent use.
 //
 // If something deletes the directory (a /tmp cleaner), the next Listen
-// makes a new one, and Moved says so once. Where no path fits in a socket
-// address (a very long TMPDIR) or no directory can be made, its sockets are
-// abstract names instead, which sd_notify(3), systemd-notify, Python's
-// sdnotify, gunicorn and Go's listener package all understand, but Ruby's
-// sd_notify gem (puma) does not.
+// makes a new one, as NewDir made the first, and Moved says so once.
+// Where no path fits in a socket address (a very long TMPDIR) or no
+// directory can be made, its sockets are abstract names instead, which
+// sd_notify(3), systemd-notify, Python's sdnotify, gunicorn and Go's
+// listener package all understand, but Ruby's sd_notify gem (puma) does
+// not.
 type Dir struct {
+	opts    private
 	path    string      // "" for abstract sockets
 	created os.FileInfo // the directory made
 	prefix  string      // abstract: "@baton-notify-PID-RANDOM-"
@@ -372,8 +439,8 @@ type Dir struct {
 }
 
 // NewDir makes a private directory for notify sockets.
-func NewDir() (*Dir, error) {
-	d := &Dir{}
+func NewDir(opts ...Option) (*Dir, error) {
+	d := &Dir{opts: options(opts)}
 	if err := d.make(); err != nil {
 		return nil, err
 	}
@@ -381,14 +448,12 @@ func NewDir() (*Dir, error) {
 }
 
 func (d *Dir) make() error {
-	if dir := runtimeDir(); len(dir)+len("/baton-0123456789/n4294967295.sock") < maxSocketPath {
-		if p, err := os.MkdirTemp(dir, "baton-"); err == nil {
-			if fi, err := os.Lstat(p); err == nil {
-				d.path, d.created, d.prefix = p, fi, ""
-				return nil
-			}
-			os.Remove(p)
+	if p := d.opts.makeDir(len("/n4294967295.sock")); p != "" {
+		if fi, err := os.Lstat(p); err == nil {
+			d.path, d.created, d.prefix = p, fi, ""
+			return nil
 		}
+		os.Remove(p)
 	}
 	var b [8]byte
 	if _, err := rand.Read(b[:]); err != nil {
@@ -423,11 +488,7 @@ func (d *Dir) Listen() (*Socket, error) {
 	if d.path == "" {
 		return listen(d.prefix + strconv.Itoa(d.seq))
 	}
-	s, err := Listen(filepath.Join(d.path, "n"+strconv.Itoa(d.seq)+".sock"))
-	if err != nil {
-		return nil, err
-	}
-	return s, nil
+	return d.opts.listenIn(d.path, "n"+strconv.Itoa(d.seq)+".sock")
 }
 
 // Moved reports, once, that Listen had to make the directory anew.
@@ -485,12 +546,12 @@ func (d *Dir) Carry() DirState { return DirState{Path: d.path, Prefix: d.prefix,
 
 // ResumeDir takes back, in the new image, the directory st describes, or
 // makes a new one if it is gone.
-func ResumeDir(st DirState) (*Dir, error) {
-	d := &Dir{path: st.Path, prefix: st.Prefix, seq: st.Seq}
+func ResumeDir(st DirState, opts ...Option) (*Dir, error) {
+	d := &Dir{opts: options(opts), path: st.Path, prefix: st.Prefix, seq: st.Seq}
 	if d.path != "" {
 		fi, err := os.Lstat(d.path)
 		if err != nil || !fi.IsDir() {
-			return NewDir()
+			return NewDir(opts...)
 		}
 		d.created = fi
 	}

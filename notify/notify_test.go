@@ -536,6 +536,99 @@ func TestListenPrivateReachableBy(t *testing.T) {
 	}
 }
 
+// TestDirReachableBy: the master's directory of worker sockets, when its
+// workers run as another user, lets that user send to each socket and
+// nobody else; a directory made anew after a cleaner deleted it is made
+// the same way; and a runtime directory the user cannot pass through (a
+// root login's /run/user/0) is passed over for the temp dir.
+func TestDirReachableBy(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to send as other users")
+	}
+	open, err := os.MkdirTemp("", "notify-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(open)
+	if err := os.Chmod(open, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	closed := filepath.Join(open, "user-0")
+	if err := os.Mkdir(closed, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("TMPDIR", open)
+	t.Setenv("XDG_RUNTIME_DIR", closed)
+	t.Setenv("RUNTIME_DIRECTORY", "")
+	const uid, gid = 64101, 64102 // no names needed
+	d, err := notify.NewDir(notify.ReachableBy(uid, gid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if filepath.Dir(d.Path()) != open {
+		t.Fatalf("Path() = %q, want a directory in %s: the user cannot pass through %s", d.Path(), open, closed)
+	}
+	for round := range 2 {
+		var socks []*notify.Socket
+		for range 2 {
+			s, err := d.Listen()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			socks = append(socks, s)
+		}
+		if round == 1 && !d.Moved() {
+			t.Error("Moved() is false after the directory was made anew")
+		}
+		type file struct {
+			path     string
+			uid, gid int
+			mode     os.FileMode
+		}
+		files := []file{{d.Path(), 0, gid, os.ModeDir | 0o710}}
+		for _, s := range socks {
+			files = append(files, file{s.Path(), uid, gid, os.ModeSocket | 0o600})
+		}
+		for _, f := range files {
+			fi, err := os.Lstat(f.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := fi.Sys().(*syscall.Stat_t)
+			if int(st.Uid) != f.uid || int(st.Gid) != f.gid || fi.Mode() != f.mode {
+				t.Errorf("round %d: %s: owner %d:%d, mode %v; want %d:%d, %v", round, f.path, st.Uid, st.Gid, fi.Mode(), f.uid, f.gid, f.mode)
+			}
+		}
+		for _, s := range socks {
+			for _, c := range []struct {
+				uid, gid int
+				ok       bool
+			}{
+				{uid, gid, true},
+				{uid, 64103, false},   // the user, with another group: cannot pass the directory
+				{64104, gid, false},   // another user of the group: passes the directory, not the socket
+				{64104, 64104, false}, // a stranger
+				{0, 0, true},          // root
+			} {
+				err := sendAs(c.uid, c.gid, s.Path(), fmt.Sprintf("STATUS=%d:%d", c.uid, c.gid))
+				switch {
+				case c.ok && err != nil:
+					t.Errorf("round %d: %d:%d cannot send to %s: %v", round, c.uid, c.gid, s.Path(), err)
+				case c.ok:
+					if m := receive(t, s); m.Message["STATUS"] != fmt.Sprintf("%d:%d", c.uid, c.gid) {
+						t.Errorf("round %d: received %q", round, m.Message)
+					}
+				case !errors.Is(err, syscall.EACCES):
+					t.Errorf("round %d: %d:%d sending to %s: %v, want permission denied", round, c.uid, c.gid, s.Path(), err)
+				}
+			}
+		}
+		os.RemoveAll(d.Path())
+	}
+}
+
 // TestRepair: a /tmp cleaner deletes the socket's directory. The socket is
 // no longer intact, and Repair gives a new one that works.
 func TestRepair(t *testing.T) {

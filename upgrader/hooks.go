@@ -26,8 +26,9 @@ import (
 // waits for a running hook before Run returns, which HookTimeout bounds;
 // a fast stop (StopNow) kills it and runs no on-stopping.
 //
-// Its environment is the workers' base environment, without the socket
-// activation variables, plus:
+// It runs as the workers do (Options.User, Options.Umask), through the
+// exec shim. Its environment is that of the generation it is about (see
+// Options.Environment), without the socket activation variables, plus:
 //
 //	BATON_HOOK          on-ready or on-stopping
 //	BATON_GENERATION    the serving generation (on-stopping: the one serving when the stop began; 0 if none)
@@ -70,7 +71,7 @@ func (m *Master) runHook(kind hookKind, g *generation) {
 	}
 	h := &host.Hook{Kind: kind.String(), Argv: argv}
 	if g != nil {
-		h.Generation = g.n
+		h.Generation, h.Env = g.n, g.release.Env
 		for _, s := range m.slots {
 			if s.serving != nil && s.serving.gen == g {
 				h.PIDs = append(h.PIDs, s.serving.pid)

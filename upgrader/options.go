@@ -9,6 +9,8 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/baton-sh/baton/internal/envfile"
+	"github.com/baton-sh/baton/internal/runas"
 	"github.com/baton-sh/baton/internal/sockets"
 )
 
@@ -78,9 +80,34 @@ type Options struct {
 	// kernel at every start, so a "current -> releases/N" symlink swapped
 	// by a deploy is followed by the next reload. Empty means the master's.
 	Dir string
-	// Env is the worker's base environment (nil: the master's). Socket
-	// activation variables are added to it.
+	// Env is the base environment of workers and hooks (nil: the
+	// master's). Over it, in this order: User's HOME, USER, LOGNAME and
+	// SHELL; Environment; then baton's own variables (socket activation,
+	// NOTIFY_SOCKET, BATON_*).
 	Env []string
+	// User, when set, is who every worker, hook and parent stub runs as
+	// (uid, gid and supplementary groups), while the master, which has
+	// bound the sockets, and its keeper stay as they are: the master must
+	// run as root (see internal/runas). Each worker's notify socket is
+	// then reachable by User alone (and root). nil: as the master runs.
+	User *runas.Identity
+	// Environment (--env-file, --env) is applied over Env whenever a
+	// generation is made, at start and at every reload, with its files
+	// read anew then: a deploy that edits a file and reloads gives the new
+	// generation the new variables, while the old one keeps its own, and
+	// every worker of a generation (a crash restart, a scale-up, a
+	// rollback) has the variables it was made with. A file that is
+	// missing (unless optional) or malformed fails that generation with
+	// one line naming the file and the line: at start, Run returns a
+	// *StartupError; at a reload, the reload fails and the serving
+	// generation keeps serving. A hook gets the variables of the
+	// generation it is about (built anew when there is none). An
+	// assignment of one of baton's own variables is left out, with a
+	// warning in the log each time it is read.
+	Environment envfile.Environment
+	// Umask, when set, is the umask (0 to 0777) every worker and hook
+	// starts with; nil: the master's own.
+	Umask *int
 	// Sockets are handed to every worker as fds 3, 4, … in this order. The
 	// master keeps them open; the caller closes them after Run returns.
 	Sockets []*sockets.Socket
@@ -223,6 +250,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.Workers > 1 && o.Protocol != ProtocolSystemd {
 		return fmt.Errorf("the %s protocol runs one worker per generation: several workers need --protocol systemd", o.Protocol)
+	}
+	if o.Umask != nil && (*o.Umask < 0 || *o.Umask > 0o777) {
+		return fmt.Errorf("umask %#o: want 0 to 0777", *o.Umask)
 	}
 	if o.Ready == ReadyDelay && o.ReadyDelay <= 0 {
 		return fmt.Errorf("ready delay must be positive")

@@ -51,9 +51,12 @@ func (m *Master) applyScale() {
 	if n != from {
 		m.log.Info().Str("event", "scale").Int("from", from).Int("to", n).Msg("scaling")
 	}
+	// Every new slot first, then their workers: each is told the new
+	// count (BATON_WORKERS), not the count so far.
 	for i := from; i < n; i++ {
-		s := &slot{index: i, gen: m.current}
-		m.slots = append(m.slots, s)
+		m.slots = append(m.slots, &slot{index: i, gen: m.current})
+	}
+	for _, s := range m.slots[from:] {
 		m.replace(s, TriggerScale)
 	}
 	for i := len(m.slots) - 1; i >= n; i-- {

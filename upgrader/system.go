@@ -22,6 +22,7 @@ func startSystem(m *Master, handed *host.State) (*system, error) {
 	s := &system{m: m}
 	cfg := host.Config{
 		Command: o.Command, Dir: o.Dir, Env: o.Env, Sockets: o.Sockets, Protocol: o.Protocol,
+		Identity: o.User, Environment: o.Environment, Umask: o.Umask,
 		WatchAccepting: o.Ready == ReadyAccepting,
 		DrainSignal:    o.DrainSignal, DrainTimeout: o.DrainTimeout, DrainGroup: o.DrainGroup,
 		Subreaper: o.Subreaper, ShimPath: o.ShimPath, Stdout: o.Stdout, Stderr: o.Stderr,

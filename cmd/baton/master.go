@@ -21,6 +21,7 @@ import (
 	"github.com/baton-sh/baton/control"
 	"github.com/baton-sh/baton/internal/fdlimit"
 	"github.com/baton-sh/baton/internal/logging"
+	"github.com/baton-sh/baton/internal/serverhints"
 	"github.com/baton-sh/baton/internal/sockets"
 	"github.com/baton-sh/baton/pidfile"
 	"github.com/baton-sh/baton/upgrader"
@@ -157,6 +158,11 @@ func masterCmd(args []string, stdout, stderr io.Writer) int {
 	log := lg.Logger
 	opts.Log = log
 	opts.LogFormat, opts.LogLevel = f.logFormat, f.logLevel // contain: for the keeper
+	// A classic server run with a drain signal that cuts its requests
+	// (docs/servers.md) still reloads fine on the surface: say so once.
+	for _, w := range serverhints.Warnings(opts.Command, opts.DrainSignal) {
+		log.Warn().Str("event", "server_hint").Msg(w)
+	}
 	if f.dir == "" && os.Getenv("PWD") == "" {
 		// systemd's WorkingDirectory= and supervisord's directory= set no $PWD.
 		log.Info().Str("event", "workdir_fixed").Str("dir", opts.Dir).Msg("working directory resolved once at start; --dir follows a symlinked release directory at every reload")
@@ -177,10 +183,7 @@ func masterCmd(args []string, stdout, stderr io.Writer) int {
 	for _, w := range privileges.warnings {
 		log.Warn().Msg(w)
 	}
-	// privileges.workers is for the engine to apply at every start.
-	if err := privileges.workers.notYetApplied(); err != nil {
-		return fail(stderr, fs, err, exitStartup)
-	}
+	privileges.workers.apply(&opts)
 
 	// An in-place upgrade's new image takes over what its old image held;
 	// anything else starts afresh.

@@ -10,6 +10,7 @@ import (
 	"github.com/baton-sh/baton/control"
 	"github.com/baton-sh/baton/internal/envfile"
 	"github.com/baton-sh/baton/internal/runas"
+	"github.com/baton-sh/baton/upgrader"
 )
 
 // privilegeFlags are the master's flags about who runs as whom, with
@@ -26,7 +27,7 @@ func (p *privilegeFlags) define(fs *flag.FlagSet) {
 	fs.Var(&p.user, "user", "when baton runs as root, run every worker and hook as `USER` (a name or uid) with its groups and its HOME, USER, LOGNAME and SHELL; the master stays root and binds the sockets first, so ports below 1024 work")
 	fs.Var(&p.group, "group", "with --user, run workers and hooks with `GROUP` (a name or gid) instead of the user's primary group")
 	fs.Var(&p.env, "env", "set `NAME=VALUE` for every worker and hook, over what --env-file sets; repeatable, the last one wins")
-	fs.Var(&p.envFiles, "env-file", "read variables for workers and hooks from `PATH` (systemd EnvironmentFile= syntax) anew at every start; -PATH may be missing; repeatable, later files win")
+	fs.Var(&p.envFiles, "env-file", "read variables for workers and hooks from `PATH` (systemd EnvironmentFile= syntax) at start and anew for every new generation, so a reload picks up an edit; -PATH may be missing; repeatable, later files win")
 	fs.Var(&p.umask, "umask", "the `UMASK` workers and hooks start with, in octal such as 027 (default: baton's own)")
 	fs.Var(&p.controlGroup, "control-group", "open the control socket to `GROUP` (a name or gid): mode 0660 and that group, so its members may baton reload and baton status (default: mode 0600, for baton's own user)")
 }
@@ -104,24 +105,17 @@ func (p *privilegeFlags) parseEnv() (env envfile.Environment, warnings []string,
 }
 
 // workerSetup is what the flags ask of every worker and hook start,
-// beyond what baton gives every worker.
+// beyond what baton gives every worker (see upgrader.Options.User,
+// Environment and Umask).
 type workerSetup struct {
-	// Identity, when set, is who workers and hooks run as: the start
-	// passes Identity.Credential() as SysProcAttr.Credential, and the
-	// environment gets Identity.Env. Nil: as baton runs.
+	// Identity, when set, is who workers and hooks run as. Nil: as baton
+	// runs.
 	Identity *runas.Identity
-	// Env is applied at every start, after Identity.Env and before
-	// baton's own variables: Env.Build reads the files anew, fails the
-	// start with one line for a missing or malformed file, and returns
-	// warnings to log.
+	// Env is applied over the environment, its files read anew for each
+	// generation.
 	Env envfile.Environment
 	// Umask is what workers and hooks start with, or -1 for baton's own.
 	Umask int
-}
-
-// changesWorkers reports whether w asks anything of a start.
-func (w workerSetup) changesWorkers() bool {
-	return w.Identity != nil || !w.Env.IsZero() || w.Umask >= 0
 }
 
 // privileges are the flags resolved at start-up.
@@ -170,14 +164,14 @@ func (p *privilegeFlags) resolve() (privileges, error) {
 	return r, nil
 }
 
-// notYetApplied refuses a setup that the engine does not apply yet: a
-// worker started as root when --user says otherwise must never happen.
-// It goes once upgrader starts workers and hooks as workerSetup says.
-func (w workerSetup) notYetApplied() error {
-	if w.changesWorkers() {
-		return fmt.Errorf("--user, --group, --env, --env-file and --umask are checked but not yet applied to workers by this build of baton: leave them out")
+// apply hands w to the engine, which applies it at every start of a
+// worker or hook.
+func (w workerSetup) apply(o *upgrader.Options) {
+	o.User, o.Environment, o.Umask = w.Identity, w.Env, nil
+	if w.Umask >= 0 {
+		mask := w.Umask
+		o.Umask = &mask
 	}
-	return nil
 }
 
 // optionalString is a string flag that knows whether it was given, so

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/baton-sh/baton/internal/envfile"
+	"github.com/baton-sh/baton/upgrader"
 )
 
 // parseMaster parses a master's command line, the worker command added.
@@ -56,7 +57,7 @@ func TestPrivilegeFlagsUsage(t *testing.T) {
 	}
 }
 
-// TestPrivilegeFlagsResolve: what the engine is handed.
+// TestPrivilegeFlagsResolve: what the engine is handed, and applies.
 func TestPrivilegeFlagsResolve(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("resolves --user root")
@@ -87,13 +88,24 @@ func TestPrivilegeFlagsResolve(t *testing.T) {
 		t.Errorf("Env.Settings = %+v, want B=2 and B=3, without NOTIFY_SOCKET", w.Env.Settings)
 	case !slices.Equal(p.warnings, []string{"--env NOTIFY_SOCKET=x: NOTIFY_SOCKET is baton's to set: ignored"}):
 		t.Errorf("warnings = %q", p.warnings)
-	case w.notYetApplied() == nil:
-		t.Error("a setup that changes workers is accepted before the engine applies it")
+	}
+	// The engine gets all of it.
+	var o upgrader.Options
+	w.apply(&o)
+	if o.User != w.Identity || o.Umask == nil || *o.Umask != 0o27 ||
+		!slices.Equal(o.Environment.Files, w.Env.Files) || !slices.Equal(o.Environment.Settings, w.Env.Settings) {
+		t.Errorf("the engine's options: User %v, Umask %v, Environment %+v; want %+v", o.User, o.Umask, o.Environment, w)
 	}
 
 	f, _ = parseMaster()
-	if p, err := f.privileges.resolve(); err != nil || p.workers.changesWorkers() || p.workers.notYetApplied() != nil || p.workers.Umask != -1 {
-		t.Errorf("no flags: %+v, %v; want nothing changed", p.workers, err)
+	p, err = f.privileges.resolve()
+	if err != nil || p.workers.Umask != -1 {
+		t.Fatalf("no flags: %+v, %v; want nothing changed", p.workers, err)
+	}
+	o = upgrader.Options{}
+	p.workers.apply(&o)
+	if o.User != nil || o.Umask != nil || !o.Environment.IsZero() {
+		t.Errorf("no flags: the engine's options: User %v, Umask %v, Environment %+v; want none", o.User, o.Umask, o.Environment)
 	}
 }
 

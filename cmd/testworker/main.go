@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"syscall"
 	"time"
@@ -36,8 +37,11 @@ func main() {
 		shutdown    = flag.Bool("shutdown-on-drain", false, "shutdown(2) the inherited listening socket on the drain signal, as old HAProxy did")
 		status      = flag.String("status", "", "send this STATUS= text to baton before READY=1")
 		daemonize   = flag.Bool("daemonize", false, "detach like a classic daemon (fork, setsid, fork; the main process exits 0 before it is ready) and serve from the detached process; with -ignore-drain it ignores SIGTERM")
+		idleThreads = flag.Int("idle-threads", 0, "start this many OS threads that block forever, before anything else (a server with a big thread pool)")
+		busyStart   = flag.Bool("busy-start", false, "keep a thread busy on the CPU during -ready-after (a server loading), instead of sleeping")
 	)
 	flag.Parse()
+	idle(*idleThreads)
 	if *failAtStart || (*failFile != "" && exists(*failFile)) {
 		fmt.Fprintln(os.Stderr, "testworker: failing at start as asked")
 		os.Exit(1)
@@ -45,7 +49,12 @@ func main() {
 	if *daemonize {
 		daemon(*ignoreDrain)
 	}
-	time.Sleep(*readyAfter)
+	if *busyStart {
+		for start := time.Now(); time.Since(start) < *readyAfter; {
+		}
+	} else {
+		time.Sleep(*readyAfter)
+	}
 
 	l, err := listener.Listen(*name, "tcp", *addr)
 	if err != nil {
@@ -156,6 +165,23 @@ func signalled(sigs []os.Signal) <-chan os.Signal {
 	c := make(chan os.Signal, 1)
 	signal.Notify(c, sigs...)
 	return c
+}
+
+// idle starts n OS threads, each blocked for good on a channel, and
+// returns once all of them run: the thread pool of a big server, which
+// --ready accepting must look past.
+func idle(n int) {
+	started := make(chan struct{})
+	for range n {
+		go func() {
+			runtime.LockOSThread() // the goroutine's thread is its own until it ends
+			started <- struct{}{}
+			select {}
+		}()
+	}
+	for range n {
+		<-started
+	}
 }
 
 func exists(path string) bool {

@@ -2,8 +2,11 @@
 // on the socket baton passes as fd 3 (or binds addr without baton), and on
 // SIGTERM drains without losing a request, then exits 0. Copy this file
 // next to your server; plain http, Express (app.listen returns the same
-// http.Server) and anything built on http.Server work alike.
+// http.Server), anything built on http.Server, and the workers of Node's
+// cluster (see cluster.js) work alike.
 'use strict';
+const cluster = require('cluster');
+const fs = require('fs');
 const net = require('net');
 
 const GRACE_MS = 1000; // how long a connection between requests may still send one
@@ -52,10 +55,28 @@ module.exports = function serve(server, addr) {
     for (const s of sockets) if (!busy.has(s)) s.setTimeout(GRACE_MS);
   });
 
-  if (process.env.LISTEN_PID === String(process.pid) && Number(process.env.LISTEN_FDS) >= 1) {
+  if (passedSocket()) {
     server.listen({ fd: 3 });
   } else {
     const i = addr.lastIndexOf(':');
     server.listen(Number(addr.slice(i + 1)), addr.slice(0, i));
   }
 };
+
+// passedSocket reports whether fd 3 is the socket baton passed. It is when
+// LISTEN_PID is this process (systemd's rule), and also when LISTEN_PID is
+// its parent and this is a cluster worker, whose listen() the primary
+// does on the primary's own fd 3 (a worker's fd 3 is its channel to the
+// primary), or a child its parent started with fd 3 passed on.
+function passedSocket() {
+  if (!(Number(process.env.LISTEN_FDS) >= 1)) return false;
+  const pid = process.env.LISTEN_PID;
+  if (pid === String(process.pid)) return true;
+  if (pid !== String(process.ppid)) return false;
+  if (cluster.isWorker) return true;
+  try {
+    return fs.fstatSync(3).isSocket();
+  } catch {
+    return false;
+  }
+}

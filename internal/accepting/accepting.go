@@ -131,10 +131,18 @@ func NewSockets(conns ...syscall.Conn) (*Sockets, error) {
 func (s *Sockets) Len() int { return len(s.byInode) }
 
 // DefaultInterval is how often Wait checks: a generation is seen ready at
-// most this late. A Check costs tens of microseconds (see the package
-// doc), so polling at this rate while a generation starts costs about 1%
-// of one CPU.
+// most this late (or IdleInterval, see Wait). See the package doc for what
+// it costs.
 const DefaultInterval = 5 * time.Millisecond
+
+// IdleInterval is how often Wait checks a generation in which nothing has
+// run for QuietAfter: one that waits for something else (a timer, a
+// database, a lock) before it serves. Wait goes back to its interval as
+// soon as a thread is seen to have run.
+const (
+	IdleInterval = 20 * time.Millisecond
+	QuietAfter   = time.Second
+)
 
 // DeniedGrace is how long Wait goes on while part of the generation
 // cannot be inspected: long enough for a process that is changing
@@ -155,9 +163,10 @@ const DeniedGrace = time.Second
 // been missed. Processes and threads that exit during the scan are not
 // errors, nor is a root that no longer exists: nothing is found.
 //
-// Check opens, reads and closes every file it needs; to check the same
-// generation again and again, a Watcher (or Wait) is several times
-// cheaper. Check is safe for concurrent use.
+// Check opens, reads and closes every file it needs, for every thread; to
+// check the same generation again and again, a Watcher (or Wait) costs
+// far less, and no more for many threads than for few. Check is safe for
+// concurrent use.
 func Check(root int, socks *Sockets) (w Waiter, found bool, err error) {
 	wt := NewWatcher(root, socks)
 	defer wt.Close()
@@ -166,7 +175,10 @@ func Check(root int, socks *Sockets) (w Waiter, found bool, err error) {
 
 // Wait checks the generation led by root every interval (DefaultInterval
 // if 0), through a Watcher, until a thread of it waits on one of socks,
-// and returns that waiter.
+// and returns that waiter. Once no thread of the generation has been seen
+// to run for QuietAfter, it checks every IdleInterval instead (if that is
+// longer), looking at as many of the threads that have not run lately per
+// Check as it would have in the Checks it skips, until one runs again.
 //
 // It returns early with an error when /proc cannot serve a Check at all,
 // and when Checks have been denied part of the generation for DeniedGrace
@@ -189,9 +201,10 @@ func Wait(ctx context.Context, root int, socks *Sockets, interval time.Duration)
 	}
 	wt := NewWatcher(root, socks)
 	defer wt.Close()
-	t := time.NewTicker(interval)
+	t := time.NewTimer(interval)
 	defer t.Stop()
 	var denied time.Time // since when every Check has been denied something
+	active := time.Now() // when a thread was last seen to have run
 	for {
 		w, found, err := wt.Check()
 		if found {
@@ -208,6 +221,14 @@ func Wait(ctx context.Context, root int, socks *Sockets, interval time.Duration)
 		case time.Since(denied) >= DeniedGrace:
 			return Waiter{}, err
 		}
+		next := interval
+		if wt.active {
+			active = time.Now()
+		} else if time.Since(active) >= QuietAfter {
+			next = max(interval, IdleInterval)
+		}
+		wt.coldScale = int(next / interval)
+		t.Reset(next)
 		select {
 		case <-ctx.Done():
 			return Waiter{}, errors.Join(ctx.Err(), err)

@@ -7,11 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -26,7 +28,7 @@ import (
 // closes, then serves.
 type runtimeCase struct {
 	name  string
-	start func(t testing.TB, l *net.TCPListener, sock *os.File) *proc
+	start func(t testing.TB, l *net.TCPListener, sock *os.File) *child
 	// holders is how many "holding" lines mean that every process that
 	// will serve is up and holds the socket without waiting on it.
 	holders int
@@ -43,7 +45,7 @@ const httpGet = "GET / HTTP/1.0\r\nHost: x\r\n\r\n"
 var runtimes = []runtimeCase{
 	{
 		name: "node",
-		start: func(t testing.TB, _ *net.TCPListener, sock *os.File) *proc {
+		start: func(t testing.TB, _ *net.TCPListener, sock *os.File) *child {
 			node := need(t, "node", "nodejs")
 			return start(t, sock, nil, node, testdata("server.js"))
 		},
@@ -51,14 +53,14 @@ var runtimes = []runtimeCase{
 	},
 	{
 		name: "go",
-		start: func(t testing.TB, _ *net.TCPListener, sock *os.File) *proc {
+		start: func(t testing.TB, _ *net.TCPListener, sock *os.File) *child {
 			return startGo(t, sock, "goserver")
 		},
 		holders: 1, via: Epoll, request: httpGet,
 	},
 	{
 		name: "uvicorn (asyncio)",
-		start: func(t testing.TB, _ *net.TCPListener, sock *os.File) *proc {
+		start: func(t testing.TB, _ *net.TCPListener, sock *os.File) *child {
 			py := python(t, "uvicorn", "python3-uvicorn")
 			return start(t, sock, nil, py, "-m", "uvicorn", "--fd", "3", "--app-dir", testdata(""),
 				"--lifespan", "on", "--no-access-log", "uvicorn_app:app")
@@ -67,7 +69,7 @@ var runtimes = []runtimeCase{
 	},
 	{
 		name: "gunicorn gthread",
-		start: func(t testing.TB, _ *net.TCPListener, sock *os.File) *proc {
+		start: func(t testing.TB, _ *net.TCPListener, sock *os.File) *child {
 			gunicorn := need(t, "gunicorn", "gunicorn")
 			return startExec(t, sock, gunicorn, "--worker-class", "gthread", "--workers", "2",
 				"--threads", "4", "--chdir", testdata(""), "gunicorn_app:app")
@@ -76,7 +78,7 @@ var runtimes = []runtimeCase{
 	},
 	{
 		name: "gunicorn sync",
-		start: func(t testing.TB, _ *net.TCPListener, sock *os.File) *proc {
+		start: func(t testing.TB, _ *net.TCPListener, sock *os.File) *child {
 			gunicorn := need(t, "gunicorn", "gunicorn")
 			return startExec(t, sock, gunicorn, "--workers", "2",
 				"--chdir", testdata(""), "gunicorn_app:app")
@@ -85,21 +87,21 @@ var runtimes = []runtimeCase{
 	},
 	{
 		name: "python blocking accept",
-		start: func(t testing.TB, _ *net.TCPListener, sock *os.File) *proc {
+		start: func(t testing.TB, _ *net.TCPListener, sock *os.File) *child {
 			return start(t, sock, nil, python(t, "", ""), testdata("accept.py"))
 		},
 		holders: 1, via: Accept,
 	},
 	{
 		name: "python socketserver",
-		start: func(t testing.TB, _ *net.TCPListener, sock *os.File) *proc {
+		start: func(t testing.TB, _ *net.TCPListener, sock *os.File) *child {
 			return start(t, sock, nil, python(t, "", ""), testdata("poll_server.py"))
 		},
 		holders: 1, via: Poll,
 	},
 	{
 		name: "puma",
-		start: func(t testing.TB, l *net.TCPListener, sock *os.File) *proc {
+		start: func(t testing.TB, l *net.TCPListener, sock *os.File) *child {
 			puma := need(t, "puma", "puma")
 			// puma uses an activated socket only for a bind of the same
 			// address.
@@ -111,7 +113,8 @@ var runtimes = []runtimeCase{
 }
 
 // Each runtime holds the socket without waiting on it first: not found.
-// Once it serves, Check finds the process that waits, and how.
+// Once it serves, a Watcher that has watched it since it held the socket
+// finds the process that waits, and how, as the master's Wait would.
 func TestRuntimes(t *testing.T) {
 	for _, rc := range runtimes {
 		t.Run(rc.name, func(t *testing.T) {
@@ -121,9 +124,16 @@ func TestRuntimes(t *testing.T) {
 			p := rc.start(t, l, sock)
 			p.expect("holding", rc.holders)
 			notFound(t, p, socks, "every process holds the socket and none serves it yet")
+			wt := NewWatcher(p.pid(), socks)
+			defer wt.Close()
+			for range 3 {
+				if w, found, err := wt.Check(); found || err != nil {
+					t.Fatalf("Watcher Check of a generation holding the socket = %v, %v, %v", w, found, err)
+				}
+			}
 
 			p.release()
-			w := waitFound(t, p, socks)
+			w := watchFound(t, p, wt)
 			t.Logf("%s: %v (%d threads in pid %d)", rc.name, w, threads(w.PID), w.PID)
 			if w.Via != rc.via {
 				t.Errorf("found %v, want a waiter by %v", w, rc.via)
@@ -514,4 +524,140 @@ func openProcFiles(t *testing.T) int {
 		}
 	}
 	return n - 1
+}
+
+// A Watcher's Checks cost the same whatever the number of threads: after
+// its first, each reads a bounded number of /proc files, about as many for
+// a server with 1,000 idle threads as for one with 20; and the server is
+// still seen once it serves.
+func TestWatcherCostIndependentOfThreads(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a process of 1,000 threads")
+	}
+	perCheck := map[int]float64{}
+	for _, idle := range []int{20, 1000} {
+		l, sock := listen(t)
+		socks := sockets(t, l)
+		p := start(t, sock, []string{helperVar + "=goserver", fmt.Sprintf("%s=%d", idleVar, idle)}, os.Args[0])
+		p.expect("holding", 1)
+		wt := NewWatcher(p.pid(), socks)
+		defer wt.Close()
+		// The first Check looks at every thread; then the threads that
+		// had just started cool down.
+		for range HotFor + 2*SweepEvery {
+			if w, found, err := wt.Check(); found || err != nil {
+				t.Fatalf("Check of a holder = %v, %v, %v", w, found, err)
+			}
+		}
+		const checks = 2 * SweepEvery
+		before := wt.calls
+		for range checks {
+			wt.Check()
+		}
+		perCheck[idle] = float64(wt.calls-before) / checks
+		t.Logf("%d idle threads (%d in all): %.1f /proc reads a Check, %d files held", idle, threads(p.pid()), perCheck[idle], wt.Held())
+
+		p.release()
+		p.expect("listening", 1)
+		w := watchFound(t, p, wt)
+		if w.Via != Epoll || w.PID != p.pid() {
+			t.Fatalf("found %v, want pid %d in epoll_wait", w, p.pid())
+		}
+	}
+	if perCheck[1000] > 2*perCheck[20]+4 || perCheck[1000] > HotPerCheck {
+		t.Fatalf("/proc reads a Check: %.1f with 1,000 idle threads, %.1f with 20; want about as many", perCheck[1000], perCheck[20])
+	}
+}
+
+// A thread that starts to wait after it has long been blocked elsewhere
+// (a pool's acceptor, released by a lock) is looked at in turn, and found
+// within ⌈threads/ColdPerCheck⌉ Checks of a Watcher: here the acceptor
+// comes last in the turns when it starts to wait, and nothing else it
+// could be seen by runs meanwhile.
+func TestWatcherFindsALongIdleThread(t *testing.T) {
+	py := python(t, "", "")
+	l, sock := listen(t)
+	socks := sockets(t, l)
+	const pool = 200
+	p := start(t, sock, nil, py, testdata("idle_pool.py"), strconv.Itoa(pool))
+	acceptor, _ := strconv.Atoi(strings.TrimPrefix(p.expectLine("acceptor "), "acceptor "))
+	p.expect("holding", 1)
+	wt := NewWatcher(p.pid(), socks)
+	defer wt.Close()
+	for range HotFor + 2 {
+		if w, found, err := wt.Check(); found || err != nil {
+			t.Fatalf("Check of a holder = %v, %v, %v", w, found, err)
+		}
+	}
+	if hot := wt.hot.len(); hot != 0 {
+		t.Fatalf("%d threads hot in a process where none has run for %d Checks", hot, HotFor)
+	}
+	// Take turns until the acceptor has just had its.
+	for i := 0; !slices.ContainsFunc(wt.picks, func(th *threadState) bool { return th.tid == acceptor }); i++ {
+		if i > pool+2 {
+			t.Fatalf("the acceptor (thread %d) never took its turn", acceptor)
+		}
+		wt.Check()
+	}
+
+	p.release()
+	p.expect("listening", 1)
+	waitFound(t, p, socks) // the acceptor now waits in accept
+	n := threads(p.pid())
+	bound := (n+ColdPerCheck-1)/ColdPerCheck + 1
+	for i := 1; ; i++ {
+		w, found, err := wt.Check()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if found {
+			if w.Via != Accept || w.TID != acceptor {
+				t.Fatalf("found %v, want the acceptor thread %d in accept", w, acceptor)
+			}
+			t.Logf("the acceptor, among %d threads, found at Check %d (at most %d)", n, i, bound)
+			break
+		}
+		if i == bound {
+			t.Fatalf("the acceptor, among %d threads, not found in %d Checks", n, bound)
+		}
+	}
+	get(t, l, "\n")
+}
+
+// A process that leaves the generation (re-parented to init when its
+// parent exits) leaves the Watcher's view with it, even once it serves.
+func TestWatcherLetsAnOrphanGo(t *testing.T) {
+	py := python(t, "", "")
+	l, sock := listen(t)
+	socks := sockets(t, l)
+	p := start(t, sock, nil, py, testdata("orphan.py"))
+	line := p.expectLine("server ")
+	server, _ := strconv.Atoi(strings.TrimPrefix(line, "server "))
+	t.Cleanup(func() { syscall.Kill(server, syscall.SIGKILL) })
+	p.expect("holding", 1)
+	wt := NewWatcher(p.pid(), socks)
+	defer wt.Close()
+	deadline := time.Now().Add(30 * time.Second)
+	for wt.byPID[server] == nil {
+		if w, found, err := wt.Check(); found || err != nil {
+			t.Fatalf("Check before the server serves = %v, %v, %v", w, found, err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the server (pid %d) never joined the generation of pid %d", server, p.pid())
+		}
+		time.Sleep(DefaultInterval)
+	}
+
+	io.WriteString(p.stdin, "go\n") // its parent exits; it serves
+	if w := waitFoundPID(t, server, socks); w.PID != server {
+		t.Fatalf("the server itself: found %v", w)
+	}
+	for range 3 {
+		if w, found, err := wt.Check(); found || err != nil {
+			t.Fatalf("Check of a generation its server left = %v, %v, %v", w, found, err)
+		}
+	}
+	if wt.byPID[server] != nil {
+		t.Fatalf("the server (pid %d), re-parented to pid %d, is still in the generation", server, parentOf(t, server))
+	}
 }

@@ -3,6 +3,8 @@
 package accepting
 
 import (
+	"fmt"
+	"os"
 	"testing"
 )
 
@@ -65,6 +67,32 @@ func benchChecks(b *testing.B, check func() (Waiter, bool, error), serving bool)
 	}
 }
 
+// BenchmarkWatcherThreads measures a Watcher's Check, after the first, of
+// a Go server holding the socket with 1, 300 and 2,000 idle threads (and
+// the runtime's own): the cost that does not grow with them.
+//
+//	go test -run '^$' -bench WatcherThreads ./internal/accepting/
+func BenchmarkWatcherThreads(b *testing.B) {
+	for _, idle := range []int{1, 300, 2000} {
+		b.Run(fmt.Sprintf("%d", idle), func(b *testing.B) {
+			l, sock := listen(b)
+			socks := sockets(b, l)
+			p := start(b, sock, []string{helperVar + "=goserver", fmt.Sprintf("%s=%d", idleVar, idle)}, os.Args[0])
+			p.expect("holding", 1)
+			w := NewWatcher(p.pid(), socks)
+			defer w.Close()
+			for range HotFor + SweepEvery { // past the start of its threads
+				w.Check()
+			}
+			calls := w.calls
+			benchChecks(b, w.Check, false)
+			b.ReportMetric(float64(w.calls-calls)/float64(b.N), "reads/op")
+			b.ReportMetric(float64(threads(p.pid())), "threads")
+			b.ReportMetric(float64(w.Held()), "held")
+		})
+	}
+}
+
 // BenchmarkStatScan measures what a Check costs in enumerating the
 // generation on a kernel without children files: reading the stat file
 // of every process of the host.
@@ -72,7 +100,7 @@ func BenchmarkStatScan(b *testing.B) {
 	s := NewWatcher(1, nil)
 	pids, _ := s.numbers("/proc", nil)
 	for b.Loop() {
-		s.queue = s.fromStat(1, s.queue[:0])
+		s.members = s.fromStat(1, s.members[:0])
 	}
 	b.ReportMetric(float64(len(pids)), "procs")
 }

@@ -23,6 +23,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/baton-sh/baton/internal/proc"
 )
 
 // The test binary doubles as the small programs the tests run, chosen by
@@ -51,15 +53,26 @@ func TestMain(m *testing.M) {
 	os.Exit(0)
 }
 
+// idleVar sets how many idle threads goServer starts (10 if unset).
+const idleVar = "ACCEPTING_TEST_IDLE_THREADS"
+
 // goServer is a Go HTTP server on fd 3 with at least 10 threads, as a busy
 // Go server has: it holds the socket until stdin closes, then serves.
 func goServer() {
-	block := make(chan struct{})
-	for i := 0; i < 10; i++ {
+	idle, err := strconv.Atoi(os.Getenv(idleVar))
+	if err != nil {
+		idle = 10
+	}
+	block, started := make(chan struct{}), make(chan struct{})
+	for i := 0; i < idle; i++ {
 		go func() {
 			runtime.LockOSThread() // one thread each, parked
+			started <- struct{}{}
 			<-block
 		}()
+	}
+	for i := 0; i < idle; i++ {
+		<-started
 	}
 	f := os.NewFile(3, "listener")
 	fmt.Println("holding")
@@ -162,9 +175,9 @@ func tree() {
 	last.Wait() // the session child serves until the test ends
 }
 
-// proc is a real process started by a test with a socket as its fd 3, in
+// child is a real process started by a test with a socket as its fd 3, in
 // a process group of its own as baton starts a worker.
-type proc struct {
+type child struct {
 	t       testing.TB
 	cmd     *exec.Cmd
 	stdin   io.WriteCloser
@@ -176,13 +189,13 @@ type proc struct {
 // start runs name with args, the socket as fd 3, stdin a pipe the test
 // closes to let the program go on, and stdout and stderr read line by
 // line. The whole process group is killed when the test ends.
-func start(t testing.TB, sock *os.File, env []string, name string, args ...string) *proc {
+func start(t testing.TB, sock *os.File, env []string, name string, args ...string) *child {
 	t.Helper()
 	cmd := exec.Command(name, args...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.ExtraFiles = []*os.File{sock}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	p := &proc{t: t, cmd: cmd, printed: make(chan struct{}, 1)}
+	p := &child{t: t, cmd: cmd, printed: make(chan struct{}, 1)}
 	var err error
 	if p.stdin, err = cmd.StdinPipe(); err != nil {
 		t.Fatal(err)
@@ -220,28 +233,28 @@ func start(t testing.TB, sock *os.File, env []string, name string, args ...strin
 }
 
 // startGo runs the test binary as one of its helpers.
-func startGo(t testing.TB, sock *os.File, helper string) *proc {
+func startGo(t testing.TB, sock *os.File, helper string) *child {
 	t.Helper()
 	return start(t, sock, []string{helperVar + "=" + helper}, os.Args[0])
 }
 
 // startExec runs args with LISTEN_FDS=1 and LISTEN_PID, the way baton
 // runs a worker that speaks systemd's protocol (gunicorn, puma).
-func startExec(t testing.TB, sock *os.File, args ...string) *proc {
+func startExec(t testing.TB, sock *os.File, args ...string) *child {
 	t.Helper()
 	return start(t, sock, []string{helperVar + "=exec"}, os.Args[0], args...)
 }
 
-func (p *proc) pid() int { return p.cmd.Process.Pid }
+func (p *child) pid() int { return p.cmd.Process.Pid }
 
-func (p *proc) output() string {
+func (p *child) output() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.out.String()
 }
 
 // expect waits until the program has printed n lines containing want.
-func (p *proc) expect(want string, n int) {
+func (p *child) expect(want string, n int) {
 	p.t.Helper()
 	p.await(fmt.Sprintf("%d lines %q", n, want), func(lines []string) bool {
 		for _, l := range lines {
@@ -254,7 +267,7 @@ func (p *proc) expect(want string, n int) {
 }
 
 // expectLine waits for a line starting with prefix and returns it.
-func (p *proc) expectLine(prefix string) string {
+func (p *child) expectLine(prefix string) string {
 	p.t.Helper()
 	var found string
 	p.await(fmt.Sprintf("a line %q…", prefix), func(lines []string) bool {
@@ -271,7 +284,7 @@ func (p *proc) expectLine(prefix string) string {
 
 // await waits until ok holds of the lines printed so far, re-checking at
 // each new line.
-func (p *proc) await(what string, ok func(lines []string) bool) {
+func (p *child) await(what string, ok func(lines []string) bool) {
 	p.t.Helper()
 	deadline := time.After(30 * time.Second)
 	for !ok(strings.Split(p.output(), "\n")) {
@@ -284,7 +297,7 @@ func (p *proc) await(what string, ok func(lines []string) bool) {
 }
 
 // release closes the program's stdin: it goes on to serve.
-func (p *proc) release() { p.stdin.Close() }
+func (p *child) release() { p.stdin.Close() }
 
 // listen returns a TCP listener on loopback and a file of it to pass.
 func listen(t testing.TB) (*net.TCPListener, *os.File) {
@@ -311,7 +324,7 @@ func sockets(t testing.TB, conns ...syscall.Conn) *Sockets {
 }
 
 // waitFound polls Check as the master would until it finds a waiter.
-func waitFound(t testing.TB, p *proc, socks *Sockets) Waiter {
+func waitFound(t testing.TB, p *child, socks *Sockets) Waiter {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	var last error
@@ -327,9 +340,42 @@ func waitFound(t testing.TB, p *proc, socks *Sockets) Waiter {
 	return Waiter{}
 }
 
+// watchFound polls a Watcher's Check as Wait would until it finds a
+// waiter.
+func watchFound(t testing.TB, p *child, wt *Watcher) Waiter {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	var last error
+	for time.Now().Before(deadline) {
+		w, found, err := wt.Check()
+		if found {
+			return w
+		}
+		last = err
+		time.Sleep(DefaultInterval) // the master's polling interval, not a synchronisation
+	}
+	t.Fatalf("a Watcher of pid %d saw no process of the generation wait on the socket after 30s (last error %v); output:\n%s", p.pid(), last, p.output())
+	return Waiter{}
+}
+
+// waitFoundPID polls Check of the generation of pid until it finds a
+// waiter.
+func waitFoundPID(t testing.TB, pid int, socks *Sockets) Waiter {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if w, found, _ := Check(pid, socks); found {
+			return w
+		}
+		time.Sleep(DefaultInterval)
+	}
+	t.Fatalf("pid %d does not wait on the socket after 30s", pid)
+	return Waiter{}
+}
+
 // notFound asserts that Check sees no waiter in p's generation, and
 // could inspect all of it.
-func notFound(t testing.TB, p *proc, socks *Sockets, why string) {
+func notFound(t testing.TB, p *child, socks *Sockets, why string) {
 	t.Helper()
 	w, found, err := Check(p.pid(), socks)
 	if err != nil {
@@ -404,13 +450,11 @@ func python(t testing.TB, module, pkg string) string {
 // parentOf reads the parent PID from /proc/PID/stat.
 func parentOf(t testing.TB, pid int) int {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	s, err := proc.ReadStat(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-	ppid, _ := strconv.Atoi(f[1])
-	return ppid
+	return s.PPID
 }
 
 func threads(pid int) int {

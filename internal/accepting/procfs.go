@@ -15,8 +15,9 @@ import (
 // Check makes a few dozen reads, and os.File's poller registration, fstat
 // and finalizer would cost more than the reads themselves.
 type procfs struct {
-	path []byte // scratch for building paths
-	buf  []byte // file contents, readlink targets, directory entries
+	path  []byte // scratch for building paths
+	buf   []byte // file contents, readlink targets, directory entries
+	calls int    // reads of /proc so far (a file, a link, a directory, a stat)
 }
 
 // gone reports errors that mean the process, thread or fd went away while
@@ -67,6 +68,7 @@ func (p *procfs) read(path string, limit int) ([]byte, error) {
 // to limit bytes; a longer file is cut there, which callers tolerate (an
 // epoll set's fdinfo is one line per watched file).
 func (p *procfs) pread(fd, limit int) ([]byte, error) {
+	p.calls++
 	n := 0
 	for {
 		if n == len(p.buf) {
@@ -92,6 +94,7 @@ func (p *procfs) pread(fd, limit int) ([]byte, error) {
 // readlink returns the target of a /proc symlink such as
 // "socket:[12345]", in p.buf.
 func (p *procfs) readlink(path string) ([]byte, error) {
+	p.calls++
 	for {
 		n, err := unix.Readlink(path, p.buf)
 		if err != nil {
@@ -123,6 +126,7 @@ func (p *procfs) numbers(path string, into []int) ([]int, error) {
 // start: /proc lists what exists at each reading. getdents needs no stat
 // per entry and no sorting, unlike os.ReadDir.
 func (p *procfs) entries(fd int, into []int) ([]int, error) {
+	p.calls++
 	if _, err := unix.Seek(fd, 0, 0); err != nil {
 		return into, err
 	}

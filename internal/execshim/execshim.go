@@ -6,9 +6,10 @@
 // master starts its own binary with envnames.ExecShim naming the worker,
 // and the shim sets LISTEN_PID (and, with a watchdog, WATCHDOG_PID) to its
 // PID, which the worker keeps across exec, and the umask envnames.Umask
-// names, which it keeps too. It depends only on os, strconv, syscall and
-// the constants of internal/envnames, so a worker start pays for an exec
-// of baton and Go's runtime start-up, nothing more.
+// names (internal/sockets.UmaskVar), which it keeps too. It depends only
+// on os, strconv, syscall and the constants of internal/envnames, so a
+// worker start pays for an exec of baton and Go's runtime start-up,
+// nothing more.
 package execshim
 
 import (
@@ -18,10 +19,6 @@ import (
 
 	"github.com/baton-sh/baton/internal/envnames"
 )
-
-// UmaskVar is the environment entry that makes the shim set umask mask
-// before it becomes the worker; without it the worker keeps the master's.
-func UmaskVar(mask int) string { return envnames.Umask + "=" + strconv.FormatInt(int64(mask), 8) }
 
 // Run execs worker in place of this process, with this process's
 // arguments and its environment less envnames.ExecShim, and with

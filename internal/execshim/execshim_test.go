@@ -10,11 +10,9 @@ import (
 
 	"github.com/baton-sh/baton/internal/envnames"
 	"github.com/baton-sh/baton/internal/execshim"
+	"github.com/baton-sh/baton/internal/sockets"
 )
 
-// shim runs this test binary as an exec shim that becomes /bin/sh with
-// script, and returns what the shell printed and how it ended. The
-// package's init turns the binary into the shim before any test runs.
 // TestMain becomes the worker when started as the shim, as baton's main
 // does through internal/reexec.
 func TestMain(m *testing.M) {
@@ -24,6 +22,8 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// shim runs this test binary as an exec shim that becomes /bin/sh with
+// script, and returns what the shell printed and how it ended.
 func shim(t *testing.T, script string, env ...string) (string, error) {
 	t.Helper()
 	self, err := os.Executable()
@@ -46,17 +46,17 @@ func TestUmask(t *testing.T) {
 		want string
 	}{
 		{nil, "0022"},
-		{[]string{execshim.UmaskVar(0o027)}, "0027"},
-		{[]string{execshim.UmaskVar(0o077)}, "0077"},
-		{[]string{execshim.UmaskVar(0)}, "0000"},
-		{[]string{execshim.UmaskVar(0o777)}, "0777"},
+		{[]string{sockets.UmaskVar(0o027)}, "0027"},
+		{[]string{sockets.UmaskVar(0o077)}, "0077"},
+		{[]string{sockets.UmaskVar(0)}, "0000"},
+		{[]string{sockets.UmaskVar(0o777)}, "0777"},
 	} {
 		out, err := shim(t, `umask; echo "${BATON_UMASK-unset} ${BATON_EXEC_SHIM-unset}"`, tc.env...)
 		if err != nil || out != tc.want+"\nunset unset\n" {
 			t.Errorf("%q: %q, %v; want umask %s, and neither variable", tc.env, out, err, tc.want)
 		}
 	}
-	if got := execshim.UmaskVar(0o027); got != "BATON_UMASK=27" {
+	if got := sockets.UmaskVar(0o027); got != "BATON_UMASK=27" {
 		t.Errorf("UmaskVar(027) = %q", got)
 	}
 }

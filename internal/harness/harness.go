@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/baton-sh/baton/internal/proc"
 )
 
 // Binaries are the programs built from this module for a test run.
@@ -122,6 +124,14 @@ type Setup struct {
 	// Wrap is a command that runs baton, such as systemd-socket-activate
 	// with its options; baton's path and arguments follow it.
 	Wrap []string
+	// Command, when set, starts a baton of its own instead of the one
+	// Build made, with no --pidfile added: a container run ending in
+	// baton's path inside the container, say. --log-format json and
+	// --log-level debug follow it, then the arguments.
+	Command []string
+	// Baton, when set, is the baton binary to run instead of the one
+	// Build made: a copy that other users may run.
+	Baton string
 }
 
 // StartWith starts baton as Setup says, without waiting for the first
@@ -333,38 +343,24 @@ type Proc struct {
 
 // Procs lists every process on the machine.
 func Procs() []Proc {
-	ents, _ := os.ReadDir("/proc")
 	var out []Proc
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if p, ok := ReadProc(pid); ok {
-			out = append(out, p)
-		}
+	for _, s := range proc.Stats() {
+		out = append(out, fromStat(s))
 	}
 	return out
 }
 
 // ReadProc reads /proc/PID/stat.
 func ReadProc(pid int) (Proc, bool) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	s, err := proc.ReadStat(pid)
 	if err != nil {
 		return Proc{}, false
 	}
-	s := string(b)
-	open, closing := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-	if open < 0 || closing < 0 {
-		return Proc{}, false
-	}
-	f := strings.Fields(s[closing+1:])
-	if len(f) < 3 {
-		return Proc{}, false
-	}
-	ppid, _ := strconv.Atoi(f[1])
-	pgid, _ := strconv.Atoi(f[2])
-	return Proc{PID: pid, PPID: ppid, PGID: pgid, State: f[0], Comm: s[open+1 : closing]}, true
+	return fromStat(s), true
+}
+
+func fromStat(s proc.Stat) Proc {
+	return Proc{PID: s.PID, PPID: s.PPID, PGID: s.PGID, State: string(s.State), Comm: s.Comm}
 }
 
 // ProcsWhere lists the processes that match.

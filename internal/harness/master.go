@@ -22,14 +22,21 @@ type master struct {
 }
 
 // newMaster prepares baton with args (its flags, "--" and the worker
-// command) as setup says, adding --pidfile and --log-format json; start
-// runs it.
+// command) as setup says, adding --pidfile (unless setup.Command starts a
+// baton of its own) and --log-format json; start runs it.
 func newMaster(t testing.TB, setup Setup, args []string) *master {
 	t.Helper()
-	bin := Build(t)
+	baton := setup.Baton
+	if baton == "" {
+		baton = Build(t).Baton
+	}
 	dir := t.TempDir()
 	m := &master{PIDFile: filepath.Join(dir, "baton.pid"), Dir: dir, exited: make(chan struct{})}
-	full := append([]string{bin.Baton, "--pidfile", m.PIDFile, "--log-format", "json", "--log-level", "debug"}, args...)
+	cmd := []string{baton, "--pidfile", m.PIDFile}
+	if setup.Command != nil {
+		cmd = setup.Command
+	}
+	full := append(append(append([]string(nil), cmd...), "--log-format", "json", "--log-level", "debug"), args...)
 	full = append(append([]string(nil), setup.Wrap...), full...)
 	m.Cmd = exec.Command(full[0], full[1:]...)
 	m.Cmd.Env = append(append(os.Environ(), ProcessEnv...), setup.Env...)

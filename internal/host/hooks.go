@@ -26,6 +26,9 @@ type Hook struct {
 	Argv       []string
 	Generation int   // the generation it is about, 0 if none
 	PIDs       []int // that generation's serving workers, by slot
+	// Env is the environment of that generation's release; nil: built
+	// anew as for a new release.
+	Env []string
 }
 
 // HookResult is a hook's end.
@@ -50,15 +53,15 @@ type hookRunner struct {
 
 // RunHook runs hk beside the loop; HookDone reports its end.
 func (h *Host) RunHook(hk Hook) {
-	env := hookEnv(h.cfg.Env, hk, h.cfg.Sockets)
-	go func() { h.ev.HookDone(h.hooks.run(hk, env)) }()
+	go func() { h.ev.HookDone(h.hooks.run(hk)) }()
 }
 
 // run runs hk to its end, its process's exit, or kills its process group
 // at the timeout. Whatever the hook left in its group is killed once it
 // has exited; what it left elsewhere becomes a stray of the master, marked
-// by BATON_HOOK, which the loop kills.
-func (r *hookRunner) run(hk Hook, env []string) HookResult {
+// by BATON_HOOK, which the loop kills. A hook starts as a worker does:
+// through the exec shim, as Config.Identity, with Config.Umask.
+func (r *hookRunner) run(hk Hook) HookResult {
 	c := &r.h.cfg
 	started := time.Now()
 	res := HookResult{Hook: hk}
@@ -66,10 +69,18 @@ func (r *hookRunner) run(hk Hook, env []string) HookResult {
 		res.Err, res.Took = err, time.Since(started)
 		return res
 	}
-	path, err := resolveCommand(hk.Argv[0], c.Dir, c.Env)
+	base := hk.Env
+	if base == nil {
+		var err error
+		if base, err = r.h.environment("hooks"); err != nil {
+			return fail(err)
+		}
+	}
+	path, err := resolveCommand(hk.Argv[0], c.Dir, base)
 	if err != nil {
 		return fail(err)
 	}
+	env := r.h.withUmask(append(hookEnv(base, hk, c.Sockets), sockets.ShimVar(path)))
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return fail(err)
@@ -77,16 +88,16 @@ func (r *hookRunner) run(hk Hook, env []string) HookResult {
 	defer pr.Close()
 	pidfd := -1
 	pid, exited, err := r.h.kids.fork(func() (int, error) {
-		return r.h.spawn.start(path, hk.Argv, &syscall.ProcAttr{
+		return r.h.spawn.start(c.ShimPath, hk.Argv, &syscall.ProcAttr{
 			Dir:   c.Dir,
 			Env:   env,
 			Files: []uintptr{r.h.null.Fd(), pw.Fd(), pw.Fd()},
-			Sys:   &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, PidFD: &pidfd},
+			Sys:   &syscall.SysProcAttr{Credential: r.h.cred, Setpgid: true, Pdeathsig: syscall.SIGKILL, PidFD: &pidfd},
 		})
 	})
 	pw.Close()
 	if err != nil {
-		return fail(fmt.Errorf("start %s: %w", path, err))
+		return fail(r.h.startError(path, c.Dir, err))
 	}
 	res.PID = pid
 	if pidfd >= 0 {
@@ -212,14 +223,16 @@ func (o *hookOutput) drain(f *os.File) {
 func (o *hookOutput) String() string { return string(o.b) }
 
 // hookEnv is a hook's environment: base without the workers' socket
-// activation variables, plus what the hook is about.
+// activation variables and baton's other own ones, plus what the hook is
+// about.
 func hookEnv(base []string, hk Hook, socks []*sockets.Socket) []string {
 	var env []string
 	for _, kv := range base {
 		name, _, _ := strings.Cut(kv, "=")
 		switch name {
-		case "LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PID", "NOTIFY_SOCKET", envnames.Hook, envnames.Generation,
-			envnames.WorkerIndex, envnames.Workers, envnames.WorkerPID, envnames.WorkerPIDs, envnames.MasterPID, envnames.Addrs:
+		case "LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PID", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID",
+			envnames.Hook, envnames.Generation, envnames.WorkerIndex, envnames.Workers, envnames.WorkerPID,
+			envnames.WorkerPIDs, envnames.MasterPID, envnames.Addrs, envnames.ExecShim, envnames.Umask:
 			continue
 		}
 		env = append(env, kv)

@@ -30,8 +30,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/baton-sh/baton/internal/accepting"
-	"github.com/baton-sh/baton/internal/fdlimit"
+	"github.com/baton-sh/baton/internal/envfile"
 	"github.com/baton-sh/baton/internal/keeper"
+	"github.com/baton-sh/baton/internal/runas"
 	"github.com/baton-sh/baton/internal/sockets"
 	"github.com/baton-sh/baton/notify"
 )
@@ -43,8 +44,18 @@ type Config struct {
 	// master's).
 	Command []string
 	Dir     string
-	// Env is the workers' base environment.
-	Env      []string
+	// Env is the base environment of workers and hooks.
+	Env []string
+	// Identity, when set, is who workers, hooks and the parent stub run
+	// as (not the keeper): their credentials, and HOME, USER, LOGNAME
+	// and SHELL over Env. Their notify sockets are reachable by it alone.
+	Identity *runas.Identity
+	// Environment is applied over Env (and Identity's variables) each
+	// time Resolve makes a release: its files are read anew then.
+	Environment envfile.Environment
+	// Umask, when set, is the umask workers and hooks start with (the
+	// exec shim sets it); nil: the master's.
+	Umask    *int
 	Sockets  []*sockets.Socket
 	Protocol Protocol
 	// WatchAccepting watches every starting worker for a process waiting
@@ -87,13 +98,17 @@ type Events interface {
 	HookDone(r HookResult)
 }
 
-// Release is what a generation runs: its program and working directory,
-// resolved once when the generation is made, so that every worker of it
-// runs the same files even after a deploy moves a "current" symlink.
+// Release is what a generation runs: its program, working directory and
+// environment, resolved once when the generation is made, so that every
+// worker of it runs the same files with the same variables even after a
+// deploy moves a "current" symlink or edits an environment file.
 type Release struct {
 	Path string   // the program, symbolic links resolved
 	Argv []string // its argv; Argv[0] as the user wrote it
 	Dir  string   // the working directory, symbolic links resolved; "" for the master's
+	// Env is the workers' environment before baton's own variables:
+	// Config.Env, Identity's variables, then Config.Environment.
+	Env []string
 }
 
 // Start is one worker to start.
@@ -108,6 +123,8 @@ type Host struct {
 	cfg    Config
 	ev     Events
 	self   int
+	base   []string // Config.Env with Identity's variables
+	cred   *syscall.Credential
 	stop   chan struct{}
 	spawn  *spawner
 	kids   *children // hooks and the keeper, reaped apart from the rest
@@ -150,17 +167,25 @@ func New(cfg Config, ev Events) (*Host, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir, err := notify.NewDir()
+	base := cfg.Env
+	var cred *syscall.Credential
+	var reach []notify.Option
+	if id := cfg.Identity; id != nil {
+		base, cred = id.Env(base), id.Credential()
+		reach = append(reach, notify.ReachableBy(id.UID, id.GID))
+	}
+	dir, err := notify.NewDir(reach...)
 	if err != nil {
 		null.Close()
 		return nil, err
 	}
 	h := &Host{
-		cfg: cfg, ev: ev, self: os.Getpid(), stop: make(chan struct{}), reaperDone: make(chan struct{}),
+		cfg: cfg, ev: ev, self: os.Getpid(), stop: make(chan struct{}), reaperDone: make(chan struct{}), base: base, cred: cred,
 		spawn: newSpawner(), kids: newChildren(), notify: dir, null: null,
-		proto: newProtocol(cfg.Protocol, cfg.Env, cfg.DrainSignal),
+		proto: newProtocol(cfg.Protocol, cfg.DrainSignal),
 		procs: map[int]*proc{},
 	}
+	h.logIdentity()
 	if err := h.knowSockets(); err != nil {
 		h.Close()
 		return nil, err
@@ -204,15 +229,23 @@ func (h *Host) Close() {
 	h.null.Close()
 }
 
-// Resolve finds the worker program and its directory as they are on disk
-// now.
+// Resolve makes the release a new generation runs from what is on disk
+// now: the environment, with every environment file read anew, then the
+// program, looked up in that environment's PATH, and the directory. A
+// missing or malformed environment file is an error naming it (and the
+// line); an assignment of a variable of baton's is left out with a
+// warning in the log.
 func (h *Host) Resolve() (Release, error) {
 	c := &h.cfg
-	path, err := resolveCommand(c.Command[0], c.Dir, c.Env)
+	env, err := h.environment("workers")
 	if err != nil {
 		return Release{}, err
 	}
-	rel := Release{Argv: c.Command}
+	path, err := resolveCommand(c.Command[0], c.Dir, env)
+	if err != nil {
+		return Release{}, err
+	}
+	rel := Release{Argv: c.Command, Env: env}
 	if rel.Path, err = filepath.EvalSymlinks(path); err != nil {
 		return Release{}, fmt.Errorf("worker command %s: %w", c.Command[0], err)
 	}
@@ -255,6 +288,9 @@ func (h *Host) StartWorker(s Start) (int, error) {
 	if hand.stub {
 		shim = stubEnv + "=" + rel.Path
 	}
+	// A stub starts the app through the exec shim with this environment,
+	// so the app gets the umask too.
+	env := h.withUmask(append(hand.env, shim))
 	files := []uintptr{h.null.Fd(), c.Stdout.Fd(), c.Stderr.Fd()}
 	for _, f := range hand.files {
 		files = append(files, f.Fd())
@@ -262,9 +298,10 @@ func (h *Host) StartWorker(s Start) (int, error) {
 	pidfd := -1
 	pid, err := h.spawn.start(c.ShimPath, rel.Argv, &syscall.ProcAttr{
 		Dir:   rel.Dir,
-		Env:   append(hand.env, shim),
+		Env:   env,
 		Files: files,
 		Sys: &syscall.SysProcAttr{
+			Credential: h.cred,
 			// Its own group, so a drain timeout can kill the worker
 			// together with everything it started.
 			Setpgid: true,
@@ -279,7 +316,7 @@ func (h *Host) StartWorker(s Start) (int, error) {
 	}
 	if err != nil {
 		sock.Close()
-		return 0, fmt.Errorf("start %s: %w", rel.Path, fdlimit.Explain(err))
+		return 0, h.startError(rel.Path, rel.Dir, err)
 	}
 	p := &proc{pid: pid, fd: pidfd, worker: true, handoff: hand, notify: sock}
 	h.procs[pid] = p

@@ -68,23 +68,25 @@ type handoff struct {
 	done   func()
 }
 
-func newProtocol(p Protocol, base []string, drain syscall.Signal) protocol {
+// newProtocol returns protocol p. Each handoff builds on the
+// environment of the release it starts (Start.Release.Env).
+func newProtocol(p Protocol, drain syscall.Signal) protocol {
 	switch p {
 	case ProtocolTableflip:
-		return tableflip{base: base}
+		return tableflip{}
 	case ProtocolEndless:
-		return endless{base: base, drain: drain}
+		return endless{drain: drain}
 	case ProtocolGrace:
-		return grace{base: base, drain: drain}
+		return grace{drain: drain}
 	}
-	return systemd{base: base}
+	return systemd{}
 }
 
 // systemd passes the sockets the way systemd socket activation does.
-type systemd struct{ base []string }
+type systemd struct{}
 
 func (p systemd) handoff(s Start, socks []*sockets.Socket, notifySocket string) (*handoff, error) {
-	h := &handoff{env: withWorker(sockets.WorkerEnv(p.base, socks, notifySocket), s)}
+	h := &handoff{env: withWorker(sockets.WorkerEnv(s.Release.Env, socks, notifySocket), s)}
 	for _, sock := range socks {
 		h.files = append(h.files, sock.File)
 	}

@@ -21,12 +21,11 @@ import (
 // app drains on SIGTERM, baton's default drain signal. endless forks a
 // child of its own on SIGHUP: baton never sends it one, HUP is baton's.
 type endless struct {
-	base  []string
 	drain syscall.Signal
 }
 
 func (e endless) handoff(s Start, socks []*sockets.Socket, notifySocket string) (*handoff, error) {
-	h := &handoff{env: append(withWorker(sockets.WorkerEnv(e.base, nil, notifySocket), s), "ENDLESS_CONTINUE=1")}
+	h := &handoff{env: append(withWorker(sockets.WorkerEnv(s.Release.Env, nil, notifySocket), s), "ENDLESS_CONTINUE=1")}
 	var order []string
 	for _, sock := range socks {
 		h.files = append(h.files, sock.File)

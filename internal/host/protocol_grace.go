@@ -19,12 +19,11 @@ import (
 // SIGTERM, baton's default drain signal. grace restarts itself on USR2:
 // do not send it one, HUP is baton's.
 type grace struct {
-	base  []string
 	drain syscall.Signal
 }
 
 func (g grace) handoff(s Start, socks []*sockets.Socket, notifySocket string) (*handoff, error) {
-	h := &handoff{env: withWorker(sockets.WorkerEnv(g.base, socks, notifySocket), s)}
+	h := &handoff{env: withWorker(sockets.WorkerEnv(s.Release.Env, socks, notifySocket), s)}
 	for _, sock := range socks {
 		h.files = append(h.files, sock.File)
 	}

@@ -25,7 +25,7 @@ const (
 // exited; then the files themselves from fd 5. The master keeps the names
 // pipe open until the generation has taken over, so the app's
 // WaitForParent returns once the previous generation is gone.
-type tableflip struct{ base []string }
+type tableflip struct{}
 
 func (t tableflip) handoff(s Start, socks []*sockets.Socket, notifySocket string) (*handoff, error) {
 	readyR, readyW, err := os.Pipe()
@@ -48,7 +48,7 @@ func (t tableflip) handoff(s Start, socks []*sockets.Socket, notifySocket string
 	}
 	h := &handoff{
 		files: []*os.File{readyW, namesR},
-		env:   append(withWorker(sockets.WorkerEnv(t.base, nil, notifySocket), s), tableflipEnv),
+		env:   append(withWorker(sockets.WorkerEnv(s.Release.Env, nil, notifySocket), s), tableflipEnv),
 	}
 	for _, sock := range socks {
 		h.files = append(h.files, sock.File)

@@ -246,15 +246,22 @@ func Resume(cfg Config, ev Events, st State) (*Host, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir, err := notify.ResumeDir(st.Notify)
+	base := cfg.Env
+	var cred *syscall.Credential
+	var reach []notify.Option
+	if id := cfg.Identity; id != nil {
+		base, cred = id.Env(base), id.Credential()
+		reach = append(reach, notify.ReachableBy(id.UID, id.GID))
+	}
+	dir, err := notify.ResumeDir(st.Notify, reach...)
 	if err != nil {
 		null.Close()
 		return nil, err
 	}
 	h := &Host{
-		cfg: cfg, ev: ev, self: os.Getpid(), stop: make(chan struct{}), reaperDone: make(chan struct{}),
+		cfg: cfg, ev: ev, self: os.Getpid(), stop: make(chan struct{}), reaperDone: make(chan struct{}), base: base, cred: cred,
 		spawn: newSpawner(), kids: newChildren(), notify: dir, null: null,
-		proto: newProtocol(cfg.Protocol, cfg.Env, cfg.DrainSignal),
+		proto: newProtocol(cfg.Protocol, cfg.DrainSignal),
 		procs: map[int]*proc{},
 	}
 	if err := h.knowSockets(); err != nil {

@@ -44,6 +44,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/baton-sh/baton/internal/envnames"
+	"github.com/baton-sh/baton/internal/proc"
 )
 
 // Comm is the keeper's process name, as ps and /proc/PID/comm show it.
@@ -163,12 +164,12 @@ func (k *keeper) listen(fd int) {
 
 func (k *keeper) apply(m Msg, fds []int) {
 	if old := k.known[m.PID]; old != nil {
-		unix.Close(old.fd)
+		old.fd.Close()
 		delete(k.known, m.PID)
 	}
 	switch m.Op {
 	case OpWorker, OpStray:
-		k.known[m.PID] = &member{pid: m.PID, fd: fds[0], gen: m.Gen, worker: m.Op == OpWorker}
+		k.known[m.PID] = &member{pid: m.PID, fd: proc.PidFD(fds[0]), gen: m.Gen, worker: m.Op == OpWorker}
 		closeAll(fds[1:])
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/baton-sh/baton/internal/proc"
 )
 
 func TestMsgRoundTrip(t *testing.T) {
@@ -39,19 +41,19 @@ func TestConfigRoundTrip(t *testing.T) {
 
 // child starts sh -c script in its own process group and returns it with
 // a pidfd, as the master tells the keeper of a worker.
-func child(t *testing.T, script string) (*exec.Cmd, int) {
+func child(t *testing.T, script string) (*exec.Cmd, proc.PidFD) {
 	t.Helper()
 	cmd := exec.Command("sh", "-c", script)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	fd, err := unix.PidfdOpen(cmd.Process.Pid, 0)
+	fd, err := proc.OpenChild(cmd.Process.Pid)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+		fd.Signal(unix.SIGKILL)
 		cmd.Wait()
 	})
 	return cmd, fd
@@ -60,9 +62,10 @@ func child(t *testing.T, script string) (*exec.Cmd, int) {
 // descendants lists, through /proc, the processes below pid.
 func descendants(pid int) []int {
 	var out []int
-	for _, p := range AllPIDs() {
+	pids, _ := proc.PIDs()
+	for _, p := range pids {
 		for q := p; q > 1; {
-			pr, err := ReadProc(q)
+			pr, err := proc.ReadStat(q)
 			if err != nil {
 				break
 			}
@@ -84,9 +87,8 @@ func descendants(pid int) []int {
 func TestReleaseKillsWhatOutlivesTheDrainTimeout(t *testing.T) {
 	t.Run("this kernel", testRelease)
 	t.Run("before Linux 6.9", func(t *testing.T) {
-		old := noGroupSignal.Load()
-		noGroupSignal.Store(true)
-		defer noGroupSignal.Store(old)
+		defer func(old func(proc.PidFD, unix.Signal) error) { signalGroup = old }(signalGroup)
+		signalGroup = func(proc.PidFD, unix.Signal) error { return proc.ErrNoGroupSignal }
 		testRelease(t)
 	})
 }
@@ -105,13 +107,13 @@ func testRelease(t *testing.T) {
 	if len(below) < 2 {
 		t.Fatalf("the worker's children did not start: %v", below)
 	}
-	var belowFDs []int
+	var belowFDs []proc.PidFD
 	for _, pid := range below {
-		fd, err := unix.PidfdOpen(pid, 0)
+		fd, _, err := proc.Open(pid, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer unix.Close(fd)
+		defer fd.Close()
 		belowFDs = append(belowFDs, fd)
 	}
 
@@ -128,8 +130,8 @@ func testRelease(t *testing.T) {
 	if took < drain || took > drain+2*time.Second {
 		t.Errorf("release took %s, want the drain timeout (%s) and little more", took, drain)
 	}
-	for _, fd := range append([]int{wfd, sfd}, belowFDs...) {
-		if !Exited(fd) {
+	for _, fd := range append([]proc.PidFD{wfd, sfd}, belowFDs...) {
+		if !fd.Exited() {
 			t.Errorf("a process outlived release: pidfd %d", fd)
 		}
 	}
@@ -154,7 +156,7 @@ func TestReleaseEndsWhenEverythingExited(t *testing.T) {
 	if took := time.Since(start); took > 5*time.Second {
 		t.Errorf("release took %s after the worker exited on its own", took)
 	}
-	if Exited(bfd) {
+	if bfd.Exited() {
 		t.Errorf("a process the keeper was not told of was stopped (%d)", bystander.Process.Pid)
 	}
 }

@@ -8,11 +8,14 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/baton-sh/baton/internal/proc"
 )
 
 // member is a process the keeper holds a pidfd on.
 type member struct {
-	pid, fd int
+	pid     int
+	fd      proc.PidFD
 	gen     int
 	worker  bool    // a worker's main process, the leader of its own process group
 	parent  *member // the member it was found to be a child of
@@ -79,7 +82,7 @@ func (k *keeper) release() {
 			k.log.log(lInfo, "everything the master left running has exited", "event", "keeper_released", "took", time.Since(start))
 			return
 		}
-		if !waitAny(live, time.Until(deadline)) {
+		if !proc.WaitAny(live, time.Until(deadline)) {
 			break
 		}
 		f.grow()
@@ -103,8 +106,8 @@ func (k *keeper) family() *family {
 		}
 	}
 	for _, m := range k.known {
-		p, err := ReadProc(m.pid)
-		if err != nil || p.Dead() || Exited(m.fd) {
+		p, err := proc.ReadStat(m.pid)
+		if err != nil || p.Dead() || m.fd.Exited() {
 			m.gone = true
 			continue
 		}
@@ -120,8 +123,8 @@ func (k *keeper) family() *family {
 }
 
 // live lists the pidfds of the members that have not exited.
-func (f *family) live() []int {
-	var fds []int
+func (f *family) live() []proc.PidFD {
+	var fds []proc.PidFD
 	for _, m := range f.members {
 		if !m.gone {
 			fds = append(fds, m.fd)
@@ -136,7 +139,7 @@ func (f *family) live() []int {
 // the drain signal once it is an orphan whose worker has exited.
 func (f *family) refresh() {
 	for _, m := range f.members {
-		if !m.gone && Exited(m.fd) {
+		if !m.gone && m.fd.Exited() {
 			m.gone = true
 		}
 	}
@@ -151,14 +154,14 @@ func (f *family) refresh() {
 		case m.gone || m.worker || m.drained:
 		case m.group != nil && f.k.cfg.DrainGroup:
 			m.drained = true
-			Signal(m.fd, unix.Signal(f.k.cfg.DrainSignal))
+			m.fd.Signal(unix.Signal(f.k.cfg.DrainSignal))
 		case m.group != nil:
 			if m.group.gone {
-				Signal(m.fd, unix.SIGKILL)
+				m.fd.Signal(unix.SIGKILL)
 			}
 		case (m.parent == nil || m.parent.gone) && !f.genLive(m.gen):
 			m.drained = true
-			Signal(m.fd, unix.Signal(f.k.cfg.DrainSignal))
+			m.fd.Signal(unix.Signal(f.k.cfg.DrainSignal))
 		}
 	}
 }
@@ -181,7 +184,7 @@ func (f *family) killAll() int {
 	for round := 0; round < 8; round++ {
 		for _, m := range f.members {
 			if !m.gone {
-				Signal(m.fd, unix.SIGKILL)
+				m.fd.Signal(unix.SIGKILL)
 				killed[m.pid] = true
 			}
 		}
@@ -200,12 +203,12 @@ func (f *family) killAll() int {
 // signalGroup signals w's process group: through w's pidfd (Linux 6.9+),
 // or else each member the keeper holds through its own.
 func (f *family) signalGroup(w *member, sig unix.Signal) {
-	if err := SignalGroup(w.fd, sig); !errors.Is(err, ErrNoGroupSignal) {
+	if err := signalGroup(w.fd, sig); !errors.Is(err, proc.ErrNoGroupSignal) {
 		return
 	}
 	for _, m := range f.members {
 		if (m == w || m.group == w) && !m.gone {
-			Signal(m.fd, sig)
+			m.fd.Signal(sig)
 		}
 	}
 }
@@ -214,10 +217,10 @@ func (f *family) signalGroup(w *member, sig unix.Signal) {
 // number still names it. Called after reading a process's group, it proves
 // that the group read was w's.
 func (f *family) groupPinned(w *member) bool {
-	if err := SignalGroup(w.fd, 0); !errors.Is(err, ErrNoGroupSignal) {
+	if err := signalGroup(w.fd, 0); !errors.Is(err, proc.ErrNoGroupSignal) {
 		return err == nil
 	}
-	return !Exited(w.fd) // its leader alive holds the number
+	return !w.fd.Exited() // its leader alive holds the number
 }
 
 // sessionAnchor returns a live member that is still in session sid, so
@@ -227,7 +230,7 @@ func (f *family) sessionAnchor(sid int) *member {
 		if a.gone {
 			continue
 		}
-		if p, err := ReadProc(a.pid); err == nil && p.SID == sid && !Exited(a.fd) {
+		if p, err := proc.ReadStat(a.pid); err == nil && p.SID == sid && !a.fd.Exited() {
 			return a
 		}
 	}
@@ -235,7 +238,7 @@ func (f *family) sessionAnchor(sid int) *member {
 }
 
 // related reports whether p, as read, may be related to a member.
-func (f *family) related(p Proc) bool {
+func (f *family) related(p proc.Stat) bool {
 	if par := f.members[p.PPID]; par != nil && !par.gone {
 		return true
 	}
@@ -248,12 +251,13 @@ func (f *family) related(p Proc) bool {
 // grow scans /proc for processes related to the members and takes each
 // one in whose relation it can prove. It reports whether it took any.
 func (f *family) grow() bool {
-	var cands []Proc
-	for _, pid := range AllPIDs() {
+	var cands []proc.Stat
+	pids, _ := proc.PIDs()
+	for _, pid := range pids {
 		if m := f.members[pid]; pid == f.self || (m != nil && !m.gone) {
 			continue
 		}
-		if p, err := ReadProc(pid); err == nil && !p.Dead() {
+		if p, err := proc.ReadStat(pid); err == nil && !p.Dead() {
 			cands = append(cands, p)
 		}
 	}
@@ -274,16 +278,16 @@ func (f *family) grow() bool {
 }
 
 // take opens pid and makes it a member if one of its relations is proved:
-// what its stat says was read while the process was alive (Open), and the
+// what its stat says was read while the process was alive (proc.Open), and the
 // member that vouches for it was still alive, or its group still existed,
 // after that.
 func (f *family) take(pid int) bool {
-	fd, p, err := Open(pid, f.related)
+	fd, p, err := proc.Open(pid, f.related)
 	if err != nil {
 		return false
 	}
 	m := &member{pid: pid, fd: fd}
-	if par := f.members[p.PPID]; par != nil && !par.gone && !Exited(par.fd) {
+	if par := f.members[p.PPID]; par != nil && !par.gone && !par.fd.Exited() {
 		m.parent, m.gen = par, par.gen
 	}
 	if w := f.workers[p.PGID]; w != nil && f.groupPinned(w) {
@@ -298,51 +302,29 @@ func (f *family) take(pid int) bool {
 		}
 	}
 	if m.parent == nil && m.group == nil {
-		unix.Close(fd)
+		fd.Close()
 		return false
 	}
 	if p.SID != f.mySID {
 		f.sessions[p.SID] = append(f.sessions[p.SID], m)
 	}
 	if old := f.members[pid]; old != nil {
-		unix.Close(old.fd)
+		old.fd.Close()
 	}
 	f.members[pid] = m
 	return true
 }
 
-// waitAny waits up to d for one of the pidfds to report its process's
-// exit, and reports whether one did.
-func waitAny(fds []int, d time.Duration) bool {
-	pfds := make([]unix.PollFd, len(fds))
-	for i, fd := range fds {
-		pfds[i] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
-	}
-	deadline := time.Now().Add(d)
-	for {
-		left := time.Until(deadline)
-		if left <= 0 {
-			return false
-		}
-		n, err := unix.Poll(pfds, int((left+time.Millisecond-1)/time.Millisecond))
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		return err == nil && n > 0
-	}
-}
-
-// waitAll waits up to d for all of the pidfds to report their processes'
-// exits.
-func waitAll(fds []int, d time.Duration) {
+// waitAll waits up to d for all of the processes to exit.
+func waitAll(fds []proc.PidFD, d time.Duration) {
 	deadline := time.Now().Add(d)
 	for len(fds) > 0 {
-		if !waitAny(fds, time.Until(deadline)) {
+		if !proc.WaitAny(fds, time.Until(deadline)) {
 			return
 		}
 		left := fds[:0]
 		for _, fd := range fds {
-			if !Exited(fd) {
+			if !fd.Exited() {
 				left = append(left, fd)
 			}
 		}

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/baton-sh/baton/internal/proc"
 )
 
 // Options say how Boot makes a container.
@@ -199,17 +201,11 @@ func (c *Container) findInit(deadline time.Time) (int, error) {
 }
 
 func ppidOf(pid int) int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	s, err := proc.ReadStat(pid)
 	if err != nil {
 		return 0
 	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 2 {
-		return 0
-	}
-	ppid, _ := strconv.Atoi(f[1])
-	return ppid
+	return s.PPID
 }
 
 // waitBooted waits until systemd in the container says the system is

@@ -45,3 +45,8 @@ func WorkerEnv(base []string, sockets []*Socket, notifySocket string) []string {
 // internal/execshim). Go offers no hook between fork and exec to set the
 // variable directly, and the PID does not change across exec.
 func ShimVar(worker string) string { return envnames.ExecShim + "=" + worker }
+
+// UmaskVar is the environment entry that makes the exec shim set umask
+// mask (0 to 0777) before it becomes the worker; without it the worker
+// keeps the master's.
+func UmaskVar(mask int) string { return envnames.Umask + "=" + strconv.FormatInt(int64(mask), 8) }

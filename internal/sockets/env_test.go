@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/baton-sh/baton/internal/envnames"
-	"github.com/baton-sh/baton/internal/execshim"
 	"github.com/baton-sh/baton/internal/reexec"
 	"github.com/baton-sh/baton/internal/sockets"
 	"github.com/baton-sh/baton/listener"
@@ -178,7 +177,7 @@ func TestShimVar(t *testing.T) {
 		// WorkerEnv drops the shim's variables inherited from baton's
 		// parent: a worker must not turn into a shim again, nor take a
 		// umask --umask did not give.
-		if env := sockets.WorkerEnv([]string{got, "A=1", execshim.UmaskVar(0o77)}, nil, ""); !slices.Equal(env, []string{"A=1"}) {
+		if env := sockets.WorkerEnv([]string{got, "A=1", sockets.UmaskVar(0o77)}, nil, ""); !slices.Equal(env, []string{"A=1"}) {
 			t.Errorf("WorkerEnv kept %q: %q", got, env)
 		}
 	}

@@ -1,0 +1,397 @@
+package integration_test
+
+import (
+	"archive/tar"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/baton-sh/baton/internal/harness"
+	"github.com/baton-sh/baton/internal/loadgen"
+)
+
+// baton as PID 1 of a real container run by podman: the image holds
+// nothing but baton and the test worker, built static, and busybox for
+// the worker's shell; the runtime's own signals and commands drive it
+// (podman kill, podman exec, podman stop), and the load comes through a
+// published port. docs/containers-podman.md says what this proves.
+
+// podmanImageName is the repository of the test image; its tag is a hash
+// of its content, so an image already imported is used as it is.
+const podmanImageName = "localhost/baton-test"
+
+var podmanSetup struct {
+	once  sync.Once
+	image string
+	skip  string // why containers cannot run here, if they cannot
+	err   error
+}
+
+// podmanNeed returns the test image, imported once per test process,
+// skipping the test (saying why) where podman cannot run a container at
+// all, and failing it if the image cannot be made.
+func podmanNeed(t *testing.T) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("running containers with podman needs root here (a rootless podman needs subuid ranges and a user session)")
+	}
+	if _, err := exec.LookPath("podman"); err != nil {
+		t.Skip("podman is not installed (Debian packages podman and runc; scripts/test installs them)")
+	}
+	podmanSetup.once.Do(func() {
+		podmanSetup.image, podmanSetup.err = podmanImport(t)
+		if podmanSetup.err != nil {
+			return
+		}
+		// Whether this machine runs containers at all.
+		probe := append(append([]string{"run", "--rm"}, podmanRunFlags()...), podmanSetup.image, "/bin/baton", "version")
+		out, err := exec.Command("podman", probe...).CombinedOutput()
+		if err != nil {
+			podmanSetup.skip = fmt.Sprintf("podman cannot run a container here: %v: %s", err, bytes.TrimSpace(out))
+		}
+	})
+	if podmanSetup.err != nil {
+		t.Fatal(podmanSetup.err)
+	}
+	if podmanSetup.skip != "" {
+		t.Skip(podmanSetup.skip)
+	}
+	return podmanSetup.image
+}
+
+// podmanImport makes the image's root filesystem as a tar archive and
+// imports it, unless an image with its content is there already; images of
+// other content more than an hour old are removed.
+func podmanImport(t *testing.T) (string, error) {
+	busybox, err := exec.LookPath("busybox")
+	if err != nil {
+		return "", fmt.Errorf("busybox is not installed (Debian package busybox-static): the test image's shell")
+	}
+	files := []struct{ path, src string }{
+		{"bin/baton", harness.BuildStatic(t, "./cmd/baton")},
+		{"bin/testworker", harness.BuildStatic(t, "./cmd/testworker")},
+		{"bin/busybox", busybox},
+	}
+	var archive bytes.Buffer
+	tw := tar.NewWriter(&archive)
+	for _, d := range []struct {
+		name string
+		mode int64
+	}{{"bin", 0o755}, {"dev", 0o755}, {"etc", 0o755}, {"proc", 0o555}, {"run", 0o755}, {"srv", 0o755}, {"sys", 0o555}, {"tmp", 0o1777}} {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d.name + "/", Mode: d.mode}); err != nil {
+			return "", err
+		}
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f.src)
+		if err != nil {
+			return "", err
+		}
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: f.path, Mode: 0o755, Size: int64(len(b))}); err != nil {
+			return "", err
+		}
+		if _, err := tw.Write(b); err != nil {
+			return "", err
+		}
+	}
+	// sh for the worker's -orphan helper, sleep as that helper.
+	for _, l := range []string{"sh", "sleep"} {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/" + l, Linkname: "busybox", Mode: 0o777}); err != nil {
+			return "", err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(archive.Bytes())
+	image := podmanImageName + ":" + hex.EncodeToString(sum[:8])
+	if exec.Command("podman", "image", "exists", image).Run() == nil {
+		return image, nil
+	}
+	path := filepath.Join(t.TempDir(), "rootfs.tar")
+	if err := os.WriteFile(path, archive.Bytes(), 0o644); err != nil {
+		return "", err
+	}
+	if out, err := exec.Command("podman", "import", "--quiet", path, image).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("podman import: %v: %s", err, out)
+	}
+	// Images of older content, once an hour old: another checkout's test
+	// run may have just imported one and be about to use it. One still in
+	// use is left alone.
+	out, _ := exec.Command("podman", "images", "--filter", "reference="+podmanImageName, "--filter", "until=1h",
+		"--format", "{{.Repository}}:{{.Tag}}").Output()
+	for _, old := range strings.Fields(string(out)) {
+		if old != image {
+			exec.Command("podman", "rmi", old).Run()
+		}
+	}
+	return image, nil
+}
+
+// podmanRunFlags are what every container of these tests needs on these
+// machines: runc where it is installed (crun cannot set up the cgroups of
+// some hosts), and resource limits within the host's own, since podman's
+// defaults (1048576 descriptors) are above what the runtime may set.
+func podmanRunFlags() []string {
+	var flags []string
+	if _, err := exec.LookPath("runc"); err == nil {
+		flags = append(flags, "--runtime", "runc")
+	}
+	var nofile, nproc unix.Rlimit
+	unix.Getrlimit(unix.RLIMIT_NOFILE, &nofile)
+	unix.Getrlimit(unix.RLIMIT_NPROC, &nproc)
+	n := min(nofile.Cur, 65536)
+	p := min(nproc.Cur, 4096)
+	return append(flags, "--ulimit", fmt.Sprintf("nofile=%d:%d", n, n), "--ulimit", fmt.Sprintf("nproc=%d:%d", p, p))
+}
+
+var podmanSeq atomic.Int64
+
+// container is a container whose PID 1 is baton, run in the foreground
+// by `podman run`, its log followed through podman's stderr.
+type container struct {
+	*harness.Baton
+	name string
+}
+
+// podmanRun runs baton as the container's entrypoint with batonArgs
+// (flags, "--" and the worker command, paths inside the container),
+// publishing ports (container ports such as "8080") on loopback, with
+// extra podman run flags; it returns once the first generation serves.
+// The container is removed when the test ends.
+func podmanRun(t *testing.T, extra []string, batonArgs ...string) *container {
+	t.Helper()
+	image := podmanNeed(t)
+	name := fmt.Sprintf("baton-test-%d-%d", os.Getpid(), podmanSeq.Add(1))
+	// Registered first, so it runs last: after the harness has stopped
+	// the run, whatever is left of the container goes.
+	t.Cleanup(func() { exec.Command("podman", "rm", "--force", "--time", "0", name).Run() })
+	cmd := append([]string{"podman", "run", "--rm", "--name", name}, podmanRunFlags()...)
+	cmd = append(append(cmd, extra...), image, "/bin/baton")
+	b := harness.StartWith(t, harness.Setup{Command: cmd}, batonArgs...)
+	b.WaitFor(t, 60*time.Second, func(e harness.Event) bool { return e.Kind() == "reload_complete" && e.Int("gen") >= 1 })
+	return &container{Baton: b, name: name}
+}
+
+// podman runs a podman command on the container and returns its exit
+// code and combined output, failing the test if it cannot run or takes
+// longer than d.
+func (c *container) podman(t *testing.T, d time.Duration, args ...string) (int, string) {
+	t.Helper()
+	code, stdout, stderr := harness.RunProgram(t, d, "podman", args...)
+	return code, stdout + stderr
+}
+
+// port is the loopback address published for the container's port.
+func (c *container) port(t *testing.T, port string) string {
+	t.Helper()
+	code, out := c.podman(t, 30*time.Second, "port", c.name, port)
+	if code != 0 {
+		t.Fatalf("podman port %s %s: exit %d: %s", c.name, port, code, out)
+	}
+	addr := strings.TrimSpace(strings.Split(strings.TrimSpace(out), "\n")[0])
+	if i := strings.LastIndex(addr, " "); i >= 0 { // "8080/tcp -> 127.0.0.1:N" on some versions
+		addr = addr[i+1:]
+	}
+	return addr
+}
+
+// hostPID is the PID, on this side of the container's PID namespace, of
+// its PID 1.
+func (c *container) hostPID(t *testing.T) int {
+	t.Helper()
+	code, out := c.podman(t, 30*time.Second, "inspect", "--format", "{{.State.Pid}}", c.name)
+	pid, err := strconv.Atoi(strings.TrimSpace(out))
+	if code != 0 || err != nil || pid <= 0 {
+		t.Fatalf("podman inspect %s: exit %d: %s", c.name, code, out)
+	}
+	return pid
+}
+
+// requirePID1 fails the test unless pid is baton, PID 1 in its own PID
+// namespace.
+func requirePID1(t *testing.T, pid int) {
+	t.Helper()
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nspid []string
+	for _, line := range strings.Split(string(status), "\n") {
+		if f, ok := strings.CutPrefix(line, "NSpid:"); ok {
+			nspid = strings.Fields(f)
+		}
+	}
+	if p, _ := harness.ReadProc(pid); p.Comm != "baton" || len(nspid) < 2 || nspid[len(nspid)-1] != "1" {
+		t.Fatalf("the container's first process is %q with NSpid %v: want baton as PID 1", p.Comm, nspid)
+	}
+}
+
+func TestPodmanReloadUnderLoad(t *testing.T) {
+	c := podmanRun(t, []string{"-p", "127.0.0.1::8080"},
+		"--listen", "http=tcp://0.0.0.0:8080", "--", "/bin/testworker")
+	requirePID1(t, c.hostPID(t))
+	url := "http://" + c.port(t, "8080")
+	load, err := loadgen.Start(loadgen.Config{URL: url + "/", NewConns: 4, KeepAlive: 4, PostBody: []byte("podman"), MaxDuration: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { load.Stop() })
+	harness.Eventually(t, 10*time.Second, "load under way", func() bool { return load.Done() >= 200 })
+	for gen := 2; gen <= 4; gen++ {
+		slow := c.InFlight(t, url, time.Second)
+		if code, out := c.podman(t, 30*time.Second, "kill", "--signal", "HUP", c.name); code != 0 {
+			t.Fatalf("podman kill --signal HUP: exit %d: %s", code, out)
+		}
+		end := c.WaitFor(t, 60*time.Second, func(e harness.Event) bool {
+			return (e.Kind() == "reload_complete" || e.Kind() == "reload_failed") && e.Int("gen") >= gen
+		})
+		if end.Kind() != "reload_complete" || end.Int("gen") != gen {
+			t.Fatalf("podman kill --signal HUP: %v", end)
+		}
+		if a := <-slow; a.Err != nil || !strings.Contains(a.Body, "slow done") {
+			t.Fatalf("reload to generation %d: the request in flight: %q, %v", gen, a.Body, a.Err)
+		}
+		before := load.Done()
+		harness.Eventually(t, 20*time.Second, "requests flowing after the reload", func() bool { return load.Done() >= before+100 })
+	}
+	sum := requireNoFailures(t, load)
+	if len(sum.PIDs) < 4 {
+		t.Errorf("answers came from %d worker pids, want 4 (one per generation)", len(sum.PIDs))
+	}
+}
+
+func TestPodmanReloadWait(t *testing.T) {
+	// The release directory is mounted; a file in it makes the next
+	// worker fail at start, as a broken release would.
+	srv := t.TempDir()
+	c := podmanRun(t, []string{"-p", "127.0.0.1::8080", "-v", srv + ":/srv"},
+		"--pidfile", "/tmp/baton.pid", "--listen", "http=tcp://0.0.0.0:8080", "--", "/bin/testworker", "-fail-if-exists", "/srv/broken")
+	url := "http://" + c.port(t, "8080") + "/"
+	reload := []string{"exec", c.name, "/bin/baton", "reload", "--wait", "--pidfile", "/tmp/baton.pid"}
+
+	if code, out := c.podman(t, 60*time.Second, reload...); code != 0 || !strings.Contains(get(t, url), "gen=2") {
+		t.Fatalf("podman exec … baton reload --wait: exit %d, want 0 and generation 2 serving: %s", code, out)
+	}
+	if err := os.WriteFile(filepath.Join(srv, "broken"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := c.podman(t, 60*time.Second, reload...); code != 1 {
+		t.Fatalf("podman exec … baton reload --wait of a failing release: exit %d, want 1: %s", code, out)
+	}
+	if body := get(t, url); !strings.Contains(body, "gen=2") {
+		t.Fatalf("after the failed reload: %q, want generation 2 still serving", body)
+	}
+	os.Remove(filepath.Join(srv, "broken"))
+	if code, out := c.podman(t, 60*time.Second, reload...); code != 0 || !strings.Contains(get(t, url), "gen=4") {
+		t.Fatalf("podman exec … baton reload --wait of a fixed release: exit %d, want 0 and generation 4 serving: %s", code, out)
+	}
+}
+
+func TestPodmanStopAnswersRequestInFlight(t *testing.T) {
+	c := podmanRun(t, []string{"-p", "127.0.0.1::8080"},
+		"--listen", "http=tcp://0.0.0.0:8080", "--", "/bin/testworker")
+	url := "http://" + c.port(t, "8080")
+	slow := c.InFlight(t, url, 3*time.Second)
+	start := time.Now()
+	// podman stop: TERM, then KILL after 10 s.
+	if code, out := c.podman(t, 30*time.Second, "stop", c.name); code != 0 {
+		t.Fatalf("podman stop: exit %d: %s", code, out)
+	}
+	took := time.Since(start)
+	if a := <-slow; a.Err != nil || !strings.Contains(a.Body, "slow done") {
+		t.Fatalf("the request in flight at podman stop: %q, %v; want it answered", a.Body, a.Err)
+	}
+	if code := c.Wait(t, 30*time.Second); code != 0 {
+		t.Fatalf("the container exited %d, want 0", code)
+	}
+	if took >= 10*time.Second {
+		t.Fatalf("podman stop took %s: baton did not exit before podman's 10 s", took)
+	}
+	t.Logf("podman stop with a 3 s request in flight took %s", took.Round(time.Millisecond))
+}
+
+func TestPodmanReapsOrphans(t *testing.T) {
+	c := podmanRun(t, nil, "--listen", "http=tcp://0.0.0.0:8080", "--", "/bin/testworker", "-orphan")
+	baton := c.hostPID(t)
+	// The worker's helper (sh -c "sleep 300 &") was orphaned when sh
+	// exited: baton, PID 1, adopted it.
+	orphan := harness.WaitProc(t, 10*time.Second, "the orphaned sleep adopted by baton", func(p harness.Proc) bool {
+		return p.PPID == baton && p.Comm == "sleep"
+	})
+	if err := syscall.Kill(orphan.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	harness.Eventually(t, 10*time.Second, "the killed orphan reaped", func() bool {
+		_, exists := harness.ReadProc(orphan.PID)
+		return !exists
+	})
+	requireNoZombies(t, baton)
+}
+
+func TestPodmanStopDelayReadiness(t *testing.T) {
+	c := podmanRun(t, []string{"-p", "127.0.0.1::8080", "-p", "127.0.0.1::9090"},
+		"--admin", "0.0.0.0:9090", "--stop-delay", "2s", "--listen", "http=tcp://0.0.0.0:8080", "--", "/bin/testworker")
+	ready := "http://" + c.port(t, "9090") + "/-/ready"
+	if code := podmanStatus(ready); code != http.StatusOK {
+		t.Fatalf("/-/ready before the stop: %d, want 200", code)
+	}
+	load := startLoad(t, "http://"+c.port(t, "8080")+"/")
+
+	start := time.Now()
+	stopped := make(chan string, 1)
+	go func() {
+		out, err := exec.Command("podman", "stop", c.name).CombinedOutput()
+		stopped <- fmt.Sprintf("%v %s", err, bytes.TrimSpace(out))
+	}()
+	harness.Eventually(t, 5*time.Second, "/-/ready 503 once podman stop has begun", func() bool {
+		return podmanStatus(ready) == http.StatusServiceUnavailable
+	})
+	notReady := time.Since(start)
+	// Still serving through the delay, while the balancer takes it out.
+	before := load.Done()
+	harness.Eventually(t, 5*time.Second, "requests answered after /-/ready said 503", func() bool { return load.Done() >= before+200 })
+	if time.Since(start) >= 2*time.Second {
+		t.Fatalf("the stop delay was over before the test saw requests answered in it (%s)", time.Since(start))
+	}
+	sum := requireNoFailures(t, load)
+	if out := <-stopped; !strings.HasPrefix(out, "<nil>") {
+		t.Fatalf("podman stop: %s", out)
+	}
+	took := time.Since(start)
+	if code := c.Wait(t, 30*time.Second); code != 0 {
+		t.Fatalf("the container exited %d, want 0", code)
+	}
+	if took < 2*time.Second || took >= 10*time.Second {
+		t.Fatalf("podman stop took %s: want the 2 s stop delay, then the drain, within podman's 10 s", took)
+	}
+	t.Logf("/-/ready 503 %s after podman stop began; %d requests answered, 0 failed; stopped after %s",
+		notReady.Round(time.Millisecond), sum.Requests, took.Round(time.Millisecond))
+}
+
+// podmanStatus is the status code of a GET of url, 0 if it fails.
+func podmanStatus(url string) int {
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := client.Get(url)
+	if err != nil {
+		return 0
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
