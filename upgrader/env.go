@@ -68,7 +68,9 @@ type env interface {
 	takeBack()
 	// exec executes the new image, handing it state; it returns only if
 	// that failed.
-	exec(path string, args, env []string, keep []int, block []syscall.Signal, state []byte) error
+	// exec executes the new image, handing it state. It returns only if
+	// that failed.
+	exec(path string, args, env []string, keep []int, state []byte) error
 	// exited reports whether process pid has exited (it may wait to be
 	// reaped): for workers handed over across an upgrade.
 	exited(pid int) bool

@@ -184,7 +184,7 @@ func (m *Master) send(e event) bool {
 func (m *Master) Reload(why Trigger) <-chan Result {
 	c := make(chan Result, 1)
 	if !m.send(reloadReq{why, c}) {
-		c <- Result{Err: ErrNotRunning}
+		answerOnce(c, Result{Err: ErrNotRunning})
 	}
 	return c
 }
@@ -201,7 +201,7 @@ func (m *Master) Scale(n int) <-chan Result {
 		return c
 	}
 	if !m.send(scaleReq{n: n, reply: c}) {
-		c <- Result{Err: ErrNotRunning}
+		answerOnce(c, Result{Err: ErrNotRunning})
 	}
 	return c
 }
@@ -252,3 +252,12 @@ func (m *Master) emit(e Event, ev *zerolog.Event) {
 
 // selfPID is the master's own PID, for Status.
 var selfPID = os.Getpid()
+
+// answerOnce answers c unless it was answered already (a request kept as
+// the master handed over for an in-place upgrade is).
+func answerOnce(c chan Result, r Result) {
+	select {
+	case c <- r:
+	default:
+	}
+}

@@ -122,11 +122,16 @@ func (m *Master) beginReload(t Trigger, reply chan<- Result) {
 		// begins now; that one ends when they are gone.
 		m.supersede(r)
 	}
-	if r := m.rollout; r != nil {
+	if r := m.rollout; r != nil || len(m.upgrade.waiters) > 0 {
 		if m.queued == nil {
 			m.queued = &rollout{trigger: t}
-			m.log.Info().Str("event", "reload_queued").Stringer("trigger", t).Int("gen", r.gen()).
-				Msg("reload requested during a reload: queued to run after it")
+			if r != nil {
+				m.log.Info().Str("event", "reload_queued").Stringer("trigger", t).Int("gen", r.gen()).
+					Msg("reload requested during a reload: queued to run after it")
+			} else {
+				m.log.Info().Str("event", "reload_queued").Stringer("trigger", t).
+					Msg("reload requested while an upgrade waits: it runs after the upgrade")
+			}
 		}
 		if reply != nil {
 			m.queued.waiters = append(m.queued.waiters, reply)
@@ -231,7 +236,7 @@ func (m *Master) rolledOut(r *rollout) {
 	}
 	m.armProbe()
 	m.maybeFinish(r)
-	if m.rollout == r && m.queued != nil {
+	if m.rollout == r && m.queued != nil && len(m.upgrade.waiters) == 0 {
 		q := m.queued
 		m.queued = nil
 		m.supersede(r)
@@ -392,7 +397,7 @@ func (m *Master) finish(r *rollout) {
 	case m.rollout != nil:
 		return // a newer one is under way
 	}
-	if q := m.queued; q != nil {
+	if q := m.queued; q != nil && len(m.upgrade.waiters) == 0 {
 		m.queued = nil
 		m.run(q)
 		return

@@ -25,7 +25,7 @@ type engineState struct {
 	Upgraded    time.Time        `json:"upgraded"`
 	Served      bool             `json:"served"`
 	Probe       probeSnapshot    `json:"probe"`
-	Pending     pendingState     `json:"pending"`
+	Pending     pendingSnapshot  `json:"pending"`
 	Heals       []healSnapshot   `json:"heals,omitempty"`
 }
 
@@ -81,7 +81,8 @@ type probeSnapshot struct {
 	Failures int  `json:"failures"`
 }
 
-type pendingState struct {
+// pendingSnapshot is what was asked while the master handed over.
+type pendingSnapshot struct {
 	Reload *Trigger `json:"reload,omitempty"`
 	Stop   int      `json:"stop,omitempty"`
 }
@@ -149,8 +150,13 @@ func (m *Master) handOverState(hs host.State, files map[string]int, data []byte)
 		st.Heals = append(st.Heals, healSnapshot{PID: a.w.pid, Trigger: a.why})
 	}
 	reload, stop := m.pending.take()
-	st.Pending = pendingState{Reload: reload, Stop: stop}
 	m.pending.putBack(reload, stop) // kept, should the exec fail
+	if q := m.queued; q != nil && reload == nil {
+		// A reload that waited for the upgrade runs in the new image.
+		t := q.trigger
+		reload = &t
+	}
+	st.Pending = pendingSnapshot{Reload: reload, Stop: stop}
 	return &HandOver{Version: StateVersion, From: m.opts.Version, At: now, Engine: st, Host: hs, Files: files, Data: data}, nil
 }
 
@@ -179,9 +185,8 @@ func Resume(opts Options, ho *HandOver) (*Master, error) {
 	return m, nil
 }
 
-// restore rebuilds the loop's state from ho, arms its timers afresh
-// from what they had left, and carries out what was asked during the
-// exec.
+// restore rebuilds the loop's state from ho, arms its timers afresh from
+// what they had left, and carries out what was asked during the hand-over.
 func (m *Master) restore(ho *HandOver) {
 	st := ho.Engine
 	now := m.env.now()

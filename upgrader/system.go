@@ -88,8 +88,8 @@ func (s *system) checkUpgrade(path string, args, env []string, state []byte, tim
 }
 func (s *system) handOver(gens map[int]int) (host.State, []int, error) { return s.h.HandOver(gens) }
 func (s *system) takeBack()                                            { s.h.TakeBack() }
-func (s *system) exec(path string, args, env []string, keep []int, block []syscall.Signal, state []byte) error {
-	return s.h.ExecImage(path, args, env, keep, block, state)
+func (s *system) exec(path string, args, env []string, keep []int, state []byte) error {
+	return s.h.ExecImage(path, args, env, keep, state)
 }
 func (s *system) exited(pid int) bool { return s.h.Exited(pid) }
 func (s *system) probe(url string) {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/baton-sh/baton/internal/envnames"
@@ -45,12 +44,13 @@ type UpgradeOptions struct {
 	// Carry gives, just before the exec, the descriptors the caller hands
 	// over by name (kept open across it) and data of its own.
 	Carry func() (files map[string]int, data json.RawMessage, err error)
-	// Block are the signals the caller acts on: held pending across the
-	// exec. Quiesce, called once Master stops taking requests for the
-	// exec, passes on every such signal already caught, so that it
-	// reaches the Master's hand-over (as a pending reload or stop).
-	Block   []syscall.Signal
-	Quiesce func()
+	// Quiesce is called once the Master stops taking requests for the
+	// exec: the caller sets the signals it can afford to miss to be
+	// ignored (a Go program ends on a HUP that arrives before it asks for
+	// it), then passes on every signal already caught, which reaches the
+	// hand-over as a pending reload or stop. undo, called if the exec
+	// failed, takes the signals back.
+	Quiesce func() (undo func())
 	// BeforeExec is called last, to flush logs.
 	BeforeExec func()
 	// CheckTimeout bounds the check run (DefaultUpgradeCheckTimeout).
@@ -104,7 +104,10 @@ type upgradeState struct {
 func (m *Master) Upgrade() <-chan UpgradeResult {
 	c := make(chan UpgradeResult, 1)
 	if !m.send(upgradeReq{c}) {
-		c <- UpgradeResult{Err: ErrNotRunning}
+		select {
+		case c <- UpgradeResult{Err: ErrNotRunning}:
+		default: // answered as the master handed over
+		}
 	}
 	return c
 }
@@ -141,7 +144,7 @@ func (m *Master) upgradeAsked(reply chan<- UpgradeResult) {
 // quiet reports whether nothing is under way that an upgrade must not
 // cut: workers may serve and drain, nothing else.
 func (m *Master) quiet() bool {
-	if (m.rollout != nil && !m.rollout.rolled()) || m.queued != nil || m.scaling != nil || len(m.scaleWaiters) > 0 ||
+	if (m.rollout != nil && !m.rollout.rolled()) || m.scaling != nil || len(m.scaleWaiters) > 0 ||
 		m.hooks.running != nil || m.hooks.waiting != nil || m.heals.slot != nil || m.heals.probe.inFlight ||
 		m.stopping || m.delay.active {
 		return false
@@ -202,6 +205,16 @@ func (m *Master) refuseUpgrade(err error) {
 		w <- UpgradeResult{From: m.opts.Version, Err: err}
 	}
 	m.upgrade.waiters = nil
+	m.runQueued()
+}
+
+// runQueued starts the reload that waited for an upgrade, if nothing else
+// runs.
+func (m *Master) runQueued() {
+	if q := m.queued; q != nil && m.rollout == nil && !m.stopping {
+		m.queued = nil
+		m.run(q)
+	}
 }
 
 // execUpgrade hands everything over and executes the new image. It
@@ -237,15 +250,20 @@ func (m *Master) execUpgrade(to string) {
 	// From here on a request is kept for the new image instead of waiting
 	// for this loop, and signals already caught are passed on as such.
 	m.closeDoor()
+	var undo func()
 	if o.Quiesce != nil {
-		o.Quiesce()
+		undo = o.Quiesce()
 	}
 	fail := func(err error) {
 		close(failed)
 		m.openDoor()
+		if undo != nil {
+			undo()
+		}
 		m.log.Error().Str("event", "upgrade_failed").Err(err).Msg("in-place upgrade failed: this master carries on")
 		m.env.tellService(host.ServiceState{Ready: true, Status: m.servingStatus()})
 		m.applyPending()
+		m.runQueued()
 	}
 	gens := map[int]int{}
 	for pid, w := range m.workers {
@@ -281,10 +299,17 @@ func (m *Master) execUpgrade(to string) {
 		fail(err)
 		return
 	}
+	if q := m.queued; q != nil {
+		// Handed over: it runs in the new image, after this answer.
+		for _, w := range q.waiters {
+			w <- Result{Generation: m.currentGen(), Trigger: q.trigger, Err: errors.New("baton upgraded itself in place first: the reload runs in the new image (see baton status)")}
+		}
+		q.waiters = nil
+	}
 	if o.BeforeExec != nil {
 		o.BeforeExec()
 	}
-	err = m.env.exec(o.Path, o.Args, o.Env, keep, o.Block, state)
+	err = m.env.exec(o.Path, o.Args, o.Env, keep, state)
 	// Here only if the exec failed.
 	m.env.takeBack()
 	fail(err)

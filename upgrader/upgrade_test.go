@@ -123,21 +123,31 @@ func TestUpgradeRefusedByTheCheckChangesNothing(t *testing.T) {
 	s.want("serving=1 [0:1:101:serving]")
 }
 
-// A HUP caught while the master hands over is a reload of the new image;
-// if the exec fails, of this one.
+// A HUP or TERM caught while the master hands over is handed to the new
+// image; a reload asked on the control socket meanwhile is refused, to be
+// asked again.
 func TestSignalsDuringTheExecAreNotLost(t *testing.T) {
 	s := up(t, upgradable)
-	s.m.opts.Upgrade.Quiesce = func() { s.m.send(reloadReq{TriggerSignal, make(chan Result, 1)}) }
+	control := make(chan Result, 1)
+	s.m.opts.Upgrade.Quiesce = func() func() {
+		s.m.send(reloadReq{TriggerSignal, make(chan Result, 1)})
+		s.m.send(reloadReq{TriggerControl, control})
+		s.m.send(stopReq{})
+		return nil
+	}
 	s.env.execErr = errExeced
 	s.upgradeNow("baton 2", nil)
 	var ho HandOver
-	if err := json.Unmarshal(s.env.execState, &ho); err != nil || ho.Engine.Pending.Reload == nil {
-		t.Fatalf("pending reload not handed over: %v %+v", err, ho.Engine.Pending)
+	if err := json.Unmarshal(s.env.execState, &ho); err != nil || ho.Engine.Pending.Reload == nil || ho.Engine.Pending.Stop != 1 {
+		t.Fatalf("pending reload and stop not handed over: %v %+v", err, ho.Engine.Pending)
 	}
 	n := s.resumed(nil)
-	n.want("serving=1 [0:1:101:serving 0:2:103:starting] rollout")
-	// And the old image, whose exec failed, carries it out itself.
-	s.want("serving=1 [0:1:101:serving 0:2:102:starting] rollout")
+	if !n.m.stopping {
+		t.Fatalf("the new image did not stop: %s", n.describe())
+	}
+	if r := result(t, control); !errors.Is(r.Err, ErrUpgrading) {
+		t.Fatalf("control reload during the exec: %+v", r)
+	}
 }
 
 func TestHandOverOfAnUnknownVersionIsRefused(t *testing.T) {

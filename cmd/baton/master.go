@@ -525,11 +525,12 @@ func catchSignals() chan os.Signal {
 // long as the process lives.
 type dispatcher struct {
 	sigc  <-chan os.Signal
+	catch chan<- os.Signal
 	drain chan chan struct{}
 }
 
-func newDispatcher(sigc <-chan os.Signal) *dispatcher {
-	return &dispatcher{sigc: sigc, drain: make(chan chan struct{})}
+func newDispatcher(sigc chan os.Signal) *dispatcher {
+	return &dispatcher{sigc: sigc, catch: sigc, drain: make(chan chan struct{})}
 }
 
 func (d *dispatcher) run(m *upgrader.Master) {
@@ -551,13 +552,24 @@ func (d *dispatcher) run(m *upgrader.Master) {
 	}
 }
 
-// quiesce passes on every signal caught so far: before an in-place
-// upgrade's exec, so that the master hands each over.
-func (d *dispatcher) quiesce() {
+// quiesce readies the signals for an in-place upgrade's exec: those that
+// ask for a reload, a scale or a forward are ignored from now on (a Go
+// program ends on a HUP that arrives before it asks for HUPs, and the new
+// image asks for them within milliseconds of the exec), and every signal
+// caught so far is passed on, for the master to hand over. A stop signal
+// is not ignored: it ends a master caught in the exec, whose keeper then
+// drains the workers. undo takes the ignored signals back.
+func (d *dispatcher) quiesce() (undo func()) {
+	signal.Ignore(missable...)
 	done := make(chan struct{})
 	d.drain <- done
 	<-done
+	return func() { signal.Notify(d.catch, missable...) }
 }
+
+// missable are the signals an upgrade's exec may miss rather than die of.
+var missable = []os.Signal{syscall.SIGHUP, syscall.SIGTTIN, syscall.SIGTTOU,
+	syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH}
 
 func dispatch(m *upgrader.Master, s os.Signal) {
 	switch s {

@@ -74,7 +74,6 @@ type masterParts struct {
 func (p *masterParts) upgradeOptions(path string) *upgrader.UpgradeOptions {
 	return &upgrader.UpgradeOptions{
 		Path: path, Args: os.Args, Env: os.Environ(),
-		Block:      masterSignals(),
 		Quiesce:    p.signals.quiesce,
 		BeforeExec: func() { p.log.Flush() },
 		Carry:      p.carry,

@@ -510,6 +510,45 @@ func BuildProgram(t testing.TB, pkg string) string {
 	return buildCached(t, pkg, pkg, "", nil, flags)
 }
 
+// BuildBaton compiles baton once per test process with its version set
+// to version (what `baton version` and status report), for tests of an
+// in-place upgrade between two builds; it returns the binary's path.
+func BuildBaton(t testing.TB, version string) string {
+	t.Helper()
+	flags := []string{"-ldflags", "-X main.version=" + version}
+	if raceEnabled {
+		flags = append(flags, "-race")
+	}
+	return buildCached(t, "baton "+version, "./cmd/baton", "version-"+version, nil, flags)
+}
+
+// Install puts a copy of the file at src at path the way a package
+// manager does: written beside it, then renamed over it, so that a
+// running binary is never changed in place.
+func Install(t testing.TB, src, path string) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	InstallBytes(t, b, path)
+}
+
+// InstallBytes is Install with the file's content.
+func InstallBytes(t testing.TB, b []byte, path string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tmp := path + ".new"
+	if err := os.WriteFile(tmp, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // BuildStatic compiles the main package pkg (relative to the module root)
 // once per test process as a static binary, without cgo and without the
 // race detector, for another root filesystem than this machine's (a

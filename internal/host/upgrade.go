@@ -13,7 +13,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -110,34 +109,22 @@ func (h *Host) TakeBack() {
 // Exec replaces the master's image with path, argv and env, keeping the
 // descriptors keep open. It runs on the spawner's thread, the one every
 // worker was forked from: the other threads end at the exec, and a
-// worker's parent-death signal follows the thread that forked it. The
-// signals block are blocked first, on every thread where the runtime
-// allows it (no cgo) and on this one in any case, so that one sent during
-// the exec stays pending for the new image, which takes it once it asks
-// for it. Exec returns only if the exec failed, with every change undone.
-func (h *Host) Exec(path string, argv, env []string, keep []int, block []syscall.Signal) error {
-	var set unix.Sigset_t
-	for _, sig := range block {
-		set.Val[(sig-1)/64] |= 1 << ((uint(sig) - 1) % 64)
-	}
+// worker's parent-death signal follows the thread that forked it. Exec
+// returns only if the exec failed, with every change undone.
+//
+// A signal cannot be held pending for the new image: a Go program
+// unblocks SIGHUP, SIGINT and SIGTERM as it starts, before it has a
+// handler, so one pending then would take its default action and end the
+// master. The caller sets the signals it can afford to miss to be ignored
+// instead (see UpgradeOptions.Quiesce in upgrader).
+func (h *Host) Exec(path string, argv, env []string, keep []int) error {
 	return h.spawn.run(func() error {
-		everywhere := false
-		if _, _, errno := syscall.AllThreadsSyscall(syscall.SYS_RT_SIGPROCMASK, unix.SIG_BLOCK,
-			uintptrOf(&set), 8); errno == 0 {
-			everywhere = true
-		}
-		var old unix.Sigset_t
-		unix.PthreadSigmask(unix.SIG_BLOCK, &set, &old)
 		for _, fd := range keep {
 			unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0)
 		}
 		err := syscall.Exec(path, argv, env)
 		for _, fd := range keep {
 			unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC)
-		}
-		unix.PthreadSigmask(unix.SIG_SETMASK, &old, nil)
-		if everywhere {
-			syscall.AllThreadsSyscall(syscall.SYS_RT_SIGPROCMASK, unix.SIG_UNBLOCK, uintptrOf(&set), 8)
 		}
 		return fmt.Errorf("exec %s: %w", path, err)
 	})
@@ -402,12 +389,10 @@ func (k *keeperProc) flush(deadline time.Time) bool {
 	}
 }
 
-func uintptrOf(set *unix.Sigset_t) uintptr { return uintptr(unsafe.Pointer(set)) }
-
 // ExecImage writes state to an anonymous file kept open across the exec,
 // names it in the new image's environment (envnames.UpgradeState), and
 // executes the new image (see Exec). It returns only if that failed.
-func (h *Host) ExecImage(path string, argv, env []string, keep []int, block []syscall.Signal, state []byte) error {
+func (h *Host) ExecImage(path string, argv, env []string, keep []int, state []byte) error {
 	fd, err := unix.MemfdCreate("baton-upgrade-state", unix.MFD_CLOEXEC)
 	if err != nil {
 		return fmt.Errorf("state file: %w", err)
@@ -427,7 +412,7 @@ func (h *Host) ExecImage(path string, argv, env []string, keep []int, block []sy
 		}
 	}
 	next = append(next, envnames.UpgradeState+"="+strconv.Itoa(fd))
-	return h.Exec(path, argv, next, append(keep, fd), block)
+	return h.Exec(path, argv, next, append(keep, fd))
 }
 
 // TakeState reads, in a master's new image, the state its old image
