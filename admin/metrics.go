@@ -32,16 +32,19 @@ type Metrics struct {
 
 // help is the HELP text of each of baton's metric families.
 var help = map[string]string{
-	"baton_reloads_total":           "Reloads and worker replacements, by what triggered them and how they ended (ok, failed or rolled_back).",
-	"baton_reload_duration_seconds": "Time from a reload request until the old generation is gone, or the reload failed.",
-	"baton_worker_restarts_total":   "Workers restarted after they died outside a reload.",
-	"baton_generation":              "The generation now serving (0 while none serves).",
-	"baton_worker_up":               "1 while a ready worker serves, else 0.",
-	"baton_stopping":                "1 while the master stops and is in this phase: delay (--stop-delay: still serving, not ready) or drain.",
-	"baton_log_lines_dropped_total": "Log lines dropped because the log's reader did not keep up or was gone.",
-	"go_gc_gogc_percent":            "The garbage collector's GOGC percentage: baton's own setting, or the GOGC variable.",
-	"go_gc_gomemlimit_bytes":        "The Go runtime's soft memory limit (GOMEMLIMIT), math.MaxInt64 when none is set.",
-	"go_sched_gomaxprocs_threads":   "GOMAXPROCS: how many threads may run Go code at once.",
+	"baton_reloads_total":                         "Reloads and worker replacements, by what triggered them and how they ended (ok, failed or rolled_back).",
+	"baton_reload_duration_seconds":               "Time from a reload request until the old generation is gone, or the reload failed.",
+	"baton_worker_restarts_total":                 "Workers restarted after they died outside a reload.",
+	"baton_generation":                            "The generation now serving (0 while none serves).",
+	"baton_worker_up":                             "1 while a ready worker serves, else 0.",
+	"baton_workers":                               "Worker processes by state: starting (not yet its slot's server), serving, draining.",
+	"baton_draining_generations":                  "Generations with a worker still draining.",
+	"baton_last_reload_success_timestamp_seconds": "When the last reload or replacement that succeeded ended (Unix time), 0 before any.",
+	"baton_stopping":                              "1 while the master stops and is in this phase: delay (--stop-delay: still serving, not ready) or drain.",
+	"baton_log_lines_dropped_total":               "Log lines dropped because the log's reader did not keep up or was gone.",
+	"go_gc_gogc_percent":                          "The garbage collector's GOGC percentage: baton's own setting, or the GOGC variable.",
+	"go_gc_gomemlimit_bytes":                      "The Go runtime's soft memory limit (GOMEMLIMIT), math.MaxInt64 when none is set.",
+	"go_sched_gomaxprocs_threads":                 "GOMAXPROCS: how many threads may run Go code at once.",
 }
 
 // runtimeGauges are the Go runtime's metrics served under the names the
@@ -80,6 +83,34 @@ func NewMetrics(status func() (upgrader.Status, error)) *Metrics {
 	s.NewGauge("baton_worker_up", func() float64 {
 		if st, err := status(); err == nil && st.Ready && !st.Stopping {
 			return 1
+		}
+		return 0
+	})
+	for _, state := range []string{"starting", "serving", "draining"} {
+		s.NewGauge(`baton_workers{state="`+state+`"}`, func() float64 {
+			st, _ := status()
+			n := 0
+			for _, w := range st.Workers {
+				if w.State == state {
+					n++
+				}
+			}
+			return float64(n)
+		})
+	}
+	s.NewGauge("baton_draining_generations", func() float64 {
+		st, _ := status()
+		gens := map[int]bool{}
+		for _, w := range st.Workers {
+			if w.State == "draining" {
+				gens[w.Generation] = true
+			}
+		}
+		return float64(len(gens))
+	})
+	s.NewGauge("baton_last_reload_success_timestamp_seconds", func() float64 {
+		if st, err := status(); err == nil && st.LastSuccess != nil {
+			return float64(st.LastSuccess.UnixNano()) / 1e9
 		}
 		return 0
 	})

@@ -97,7 +97,10 @@ func TestMetricsKeepTheirNamesTypesAndHelp(t *testing.T) {
 	m.Observe(upgrader.Event{Kind: upgrader.ReloadComplete, Trigger: upgrader.TriggerSignal, Took: 40 * time.Millisecond})
 	m.Observe(upgrader.Event{Kind: upgrader.ReloadFailed, Trigger: upgrader.TriggerSignal, Took: 3 * time.Second})
 	dropped = 12
-	st = upgrader.Status{Generation: 4, Ready: true, Stopping: true, StopPhase: "delay"}
+	done := time.Unix(1700000000, 500e6)
+	st = upgrader.Status{Generation: 4, Ready: true, Stopping: true, StopPhase: "delay", LastSuccess: &done,
+		Workers: []upgrader.WorkerStatus{{Generation: 4, State: "serving"}, {Generation: 4, State: "serving"},
+			{Generation: 3, State: "draining"}, {Generation: 2, State: "draining"}, {Generation: 5, State: "starting"}}}
 
 	e = scrape(t, m)
 	for sample, want := range map[string]string{

@@ -60,6 +60,7 @@ type Master struct {
 	heals        healing      // see heal.go
 	upgrade      upgradeState // see upgrade.go
 	upgraded     time.Time    // when this image took over in place
+	lastSuccess  time.Time    // when the last reload or replacement that succeeded ended
 	handed       *HandOver    // what the old image handed this one, until Run
 
 	// door is closed while the master hands over for an in-place upgrade:

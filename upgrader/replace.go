@@ -34,6 +34,7 @@ func (m *Master) replaced(s *slot, w *worker, wasDown bool) {
 		m.healEnded(s)
 	}
 	m.env.tookOver(w.pid)
+	m.lastSuccess = m.env.now()
 	took := m.env.now().Sub(rep.started)
 	res := Result{Generation: w.gen.n, Took: took, Trigger: rep.trigger}
 	m.lastReload = newReloadStatus(rep.started, res)

@@ -369,6 +369,7 @@ func (m *Master) finish(r *rollout) {
 		m.lastReload = newReloadStatus(r.started, res)
 	}
 	if r.failure == nil {
+		m.lastSuccess = m.env.now()
 		for _, s := range m.slots {
 			if s.serving != nil && s.serving.gen == r.to {
 				m.env.tookOver(s.serving.pid) // what it replaced is gone

@@ -23,6 +23,7 @@ type engineState struct {
 	Restarts    int              `json:"restarts"`
 	LastReload  *ReloadStatus    `json:"last_reload,omitempty"`
 	Upgraded    time.Time        `json:"upgraded"`
+	LastSuccess time.Time        `json:"last_success"`
 	Served      bool             `json:"served"`
 	Probe       probeSnapshot    `json:"probe"`
 	Pending     pendingSnapshot  `json:"pending"`
@@ -97,7 +98,7 @@ type healSnapshot struct {
 func (m *Master) handOverState(hs host.State, files map[string]int, data []byte) (*HandOver, error) {
 	now := m.env.now()
 	st := engineState{Started: m.started, LastGen: m.lastGen, Current: m.currentGen(), Restarts: m.restarts,
-		LastReload: m.lastReload, Upgraded: m.upgraded, Served: m.hooks.served,
+		LastReload: m.lastReload, Upgraded: m.upgraded, LastSuccess: m.lastSuccess, Served: m.hooks.served,
 		Probe: probeSnapshot{Seen: m.heals.probe.seen, OK: m.heals.probe.ok, Failures: m.heals.probe.failures}}
 	gens := map[*generation]bool{}
 	addGen := func(g *generation) {
@@ -192,7 +193,7 @@ func (m *Master) restore(ho *HandOver) {
 	now := m.env.now()
 	elapsed := max(now.Sub(ho.At), 0)
 	left := func(d time.Duration) time.Duration { return max(d-elapsed, 0) }
-	m.started, m.lastGen, m.restarts, m.lastReload = st.Started, st.LastGen, st.Restarts, st.LastReload
+	m.started, m.lastGen, m.restarts, m.lastReload, m.lastSuccess = st.Started, st.LastGen, st.Restarts, st.LastReload, st.LastSuccess
 	m.hooks.served = st.Served
 	m.heals.probe.seen, m.heals.probe.ok, m.heals.probe.failures = st.Probe.Seen, st.Probe.OK, st.Probe.Failures
 	m.upgraded = now

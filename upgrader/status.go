@@ -30,6 +30,9 @@ type Status struct {
 	// PID.
 	Workers    []WorkerStatus `json:"workers"`
 	LastReload *ReloadStatus  `json:"last_reload,omitempty"`
+	// LastSuccess is when the last reload or replacement that succeeded
+	// ended.
+	LastSuccess *time.Time `json:"last_success,omitempty"`
 	// Restarts counts crash restarts since the master started.
 	Restarts int `json:"restarts"`
 }
@@ -83,6 +86,10 @@ func (m *Master) status() Status {
 		Restarts:    m.restarts,
 		Ready:       m.servingCount() > 0,
 		Workers:     []WorkerStatus{},
+	}
+	if !m.lastSuccess.IsZero() {
+		at := m.lastSuccess
+		s.LastSuccess = &at
 	}
 	if !m.upgraded.IsZero() {
 		at := m.upgraded
