@@ -80,11 +80,20 @@ func exists(path string) bool {
 	return err == nil
 }
 
-func reloadFlagSet(addr *masterAddress) (fs *flag.FlagSet, wait *bool, timeout *time.Duration) {
-	fs = flag.NewFlagSet("reload", flag.ContinueOnError)
+// waitFlagSet is the flags of a command that asks a running master for
+// something and may wait for its outcome.
+func waitFlagSet(name string, addr *masterAddress, waitHelp string, timeout time.Duration) (fs *flag.FlagSet, wait *bool, limit *time.Duration) {
+	fs = flag.NewFlagSet(name, flag.ContinueOnError)
 	addr.flags(fs)
-	return fs, fs.Bool("wait", false, "wait until the reload has ended; exit 1 if it failed"),
-		fs.Duration("timeout", 0, "with --wait, give up (exit 1) after this `DURATION` (default: no limit, but a master silent for 10s is given up on)")
+	timeoutHelp := "with --wait, give up (exit 1) after this `DURATION` (default: no limit, but a master silent for 10s is given up on)"
+	if timeout > 0 {
+		timeoutHelp = "with --wait, give up (exit 1) after this `DURATION`"
+	}
+	return fs, fs.Bool("wait", false, waitHelp), fs.Duration("timeout", timeout, timeoutHelp)
+}
+
+func reloadFlagSet(addr *masterAddress) (fs *flag.FlagSet, wait *bool, timeout *time.Duration) {
+	return waitFlagSet("reload", addr, "wait until the reload has ended; exit 1 if it failed", 0)
 }
 
 // reloadCmd asks a running master for a reload and, with --wait, reports
@@ -234,10 +243,7 @@ func printStatus(w io.Writer, s *upgrader.Status) {
 }
 
 func scaleFlagSet(addr *masterAddress) (fs *flag.FlagSet, wait *bool, timeout *time.Duration) {
-	fs = flag.NewFlagSet("scale", flag.ContinueOnError)
-	addr.flags(fs)
-	return fs, fs.Bool("wait", false, "wait until that many workers serve; exit 1 if they do not"),
-		fs.Duration("timeout", 0, "with --wait, give up (exit 1) after this `DURATION` (default: no limit, but a master silent for 10s is given up on)")
+	return waitFlagSet("scale", addr, "wait until that many workers serve; exit 1 if they do not", 0)
 }
 
 // scaleCmd asks a running master for N workers and, with --wait, reports

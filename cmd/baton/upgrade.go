@@ -188,10 +188,7 @@ func upgradeCheck(args []string, stdin io.Reader, stdout, stderr io.Writer) int 
 }
 
 func upgradeFlagSet(addr *masterAddress) (fs *flag.FlagSet, wait *bool, timeout *time.Duration) {
-	fs = flag.NewFlagSet("upgrade", flag.ContinueOnError)
-	addr.flags(fs)
-	return fs, fs.Bool("wait", false, "wait until the new image serves control requests; exit 1 if the upgrade was refused or did not happen"),
-		fs.Duration("timeout", 30*time.Second, "with --wait, give up (exit 1) after this `DURATION`")
+	return waitFlagSet("upgrade", addr, "wait until the new image serves control requests; exit 1 if the upgrade was refused or did not happen", 30*time.Second)
 }
 
 // upgradeCmd asks a running master to upgrade itself in place and, with

@@ -163,6 +163,27 @@ func New(cfg Config, ev Events) (*Host, error) {
 			return nil, fmt.Errorf("cannot become a subreaper: %w", err)
 		}
 	}
+	h, err := newHost(cfg, ev, notify.NewDir)
+	if err != nil {
+		return nil, err
+	}
+	h.logIdentity()
+	if fd, err := unix.PidfdOpen(h.self, 0); err != nil {
+		h.noPidfd = true
+		cfg.Log.Warn().Err(err).Msg("this kernel has no pidfds (Linux 5.3+): processes left by workers are not tracked, and nothing stops the workers if the master is killed")
+	} else {
+		unix.Close(fd)
+		h.keeper = newKeeperLink(&h.cfg, h.kids)
+		h.keeper.start()
+	}
+	go h.reap()
+	return h, nil
+}
+
+// newHost makes what New and Resume share: the worker environment and
+// credentials, the notify directory (made by dir), the sockets' identity.
+// The reaper and the keeper are theirs to start.
+func newHost(cfg Config, ev Events, dir func(...notify.Option) (*notify.Dir, error)) (*Host, error) {
 	null, err := os.Open(os.DevNull)
 	if err != nil {
 		return nil, err
@@ -174,32 +195,22 @@ func New(cfg Config, ev Events) (*Host, error) {
 		base, cred = id.Env(base), id.Credential()
 		reach = append(reach, notify.ReachableBy(id.UID, id.GID))
 	}
-	dir, err := notify.NewDir(reach...)
+	d, err := dir(reach...)
 	if err != nil {
 		null.Close()
 		return nil, err
 	}
 	h := &Host{
 		cfg: cfg, ev: ev, self: os.Getpid(), stop: make(chan struct{}), reaperDone: make(chan struct{}), base: base, cred: cred,
-		spawn: newSpawner(), kids: newChildren(), notify: dir, null: null,
+		spawn: newSpawner(), kids: newChildren(), notify: d, null: null,
 		proto: newProtocol(cfg.Protocol, cfg.DrainSignal),
 		procs: map[int]*proc{},
 	}
-	h.logIdentity()
+	h.hooks = &hookRunner{h: h, running: -1}
 	if err := h.knowSockets(); err != nil {
 		h.Close()
 		return nil, err
 	}
-	h.hooks = &hookRunner{h: h, running: -1}
-	if fd, err := unix.PidfdOpen(h.self, 0); err != nil {
-		h.noPidfd = true
-		cfg.Log.Warn().Err(err).Msg("this kernel has no pidfds (Linux 5.3+): processes left by workers are not tracked, and nothing stops the workers if the master is killed")
-	} else {
-		unix.Close(fd)
-		h.keeper = newKeeperLink(&h.cfg, h.kids)
-		h.keeper.start()
-	}
-	go h.reap()
 	return h, nil
 }
 

@@ -229,33 +229,12 @@ func (h *Host) checkRun(path string, argv, env []string, stdin []byte, timeout t
 // directory and the keeper, and starts the reaper, which reaps whatever
 // exited during the exec.
 func Resume(cfg Config, ev Events, st State) (*Host, error) {
-	null, err := os.Open(os.DevNull)
+	h, err := newHost(cfg, ev, func(reach ...notify.Option) (*notify.Dir, error) {
+		return notify.ResumeDir(st.Notify, reach...)
+	})
 	if err != nil {
 		return nil, err
 	}
-	base := cfg.Env
-	var cred *syscall.Credential
-	var reach []notify.Option
-	if id := cfg.Identity; id != nil {
-		base, cred = id.Env(base), id.Credential()
-		reach = append(reach, notify.ReachableBy(id.UID, id.GID))
-	}
-	dir, err := notify.ResumeDir(st.Notify, reach...)
-	if err != nil {
-		null.Close()
-		return nil, err
-	}
-	h := &Host{
-		cfg: cfg, ev: ev, self: os.Getpid(), stop: make(chan struct{}), reaperDone: make(chan struct{}), base: base, cred: cred,
-		spawn: newSpawner(), kids: newChildren(), notify: dir, null: null,
-		proto: newProtocol(cfg.Protocol, cfg.DrainSignal),
-		procs: map[int]*proc{},
-	}
-	if err := h.knowSockets(); err != nil {
-		h.Close()
-		return nil, err
-	}
-	h.hooks = &hookRunner{h: h, running: -1}
 	var errs []error
 	for _, ps := range st.Procs {
 		unix.FcntlInt(uintptr(ps.FD), unix.F_SETFD, unix.FD_CLOEXEC)
