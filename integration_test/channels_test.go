@@ -485,7 +485,7 @@ func TestControlRequestIsCapped(t *testing.T) {
 	}
 
 	for _, tc := range []struct{ send, want string }{
-		{`{"command":"` + strings.Repeat("y", 1000) + `"}` + "\n", `unknown command "` + strings.Repeat("y", 40) + `": want reload, scale or status`},
+		{`{"command":"` + strings.Repeat("y", 1000) + `"}` + "\n", `unknown command "` + strings.Repeat("y", 40) + `": want `},
 		{"not json\n", "bad request: "},
 		{"", "bad request: "}, // nothing within the request timeout
 	} {
@@ -591,7 +591,8 @@ func TestStatusEscapesWorkerText(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("status: exit %d, %q", code, stderr)
 	}
-	if strings.ContainsAny(stdout, "\x1b\r\x07") || strings.Count(stdout, "\n") != 5 {
+	// The forged line must not start a line of its own.
+	if strings.ContainsAny(stdout, "\x1b\r\x07") || strings.Contains(stdout, "\nforged") {
 		t.Fatalf("status output carries the worker's control characters:\n%q", stdout)
 	}
 	if want := `\x1b[2J\x1b[Hall good\rforged line\a`; !strings.Contains(stdout, want) {
