@@ -36,7 +36,7 @@ func (c *chatter) start(drain []os.Signal) {
 				time.Sleep(c.tick)
 				fmt.Fprintf(os.Stdout, "testworker: tick ")
 				fmt.Fprintf(os.Stderr, "testworker: tock ")
-				time.Sleep(time.Millisecond)
+				time.Sleep(c.tick / 2) // half the time, a line is half written
 				fmt.Fprintf(os.Stdout, "%d pid=%d\n", i, pid)
 				fmt.Fprintf(os.Stderr, "%d pid=%d\n", i, pid)
 			}
