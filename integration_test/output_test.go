@@ -428,3 +428,22 @@ func TestWorkerOutputClosedStdout(t *testing.T) {
 	}
 	stopCleanly(t, b, pid)
 }
+
+// A worker run as another user (--user) owns its pipes, as it would a
+// pipe it made: it can open /dev/stdout and /dev/stderr, as servers
+// configured to log there do (nginx's error_log /dev/stderr).
+func TestWorkerOutputAsUser(t *testing.T) {
+	needRoot(t)
+	b := harness.StartWith(t, harness.Setup{Baton: batonForAll(t)}, "--user", "nobody", "--dir", appDir(t), "--ready", "delay=100ms", "--", "sh", "-c",
+		`echo "opened /dev/stdout" > /dev/stdout && echo "opened /dev/stderr" > /dev/stderr; exec sleep 60`)
+	pid := b.WorkerPID(t, 1)
+	harness.Eventually(t, 10*time.Second, "two lines", func() bool { return len(outputOf(b, pid)) >= 2 })
+	defer stopCleanly(t, b, pid)
+	got := map[string]string{}
+	for _, e := range outputOf(b, pid) {
+		got[e.Msg()] = e.Str("stream")
+	}
+	if got["opened /dev/stdout"] != "stdout" || got["opened /dev/stderr"] != "stderr" {
+		t.Fatalf("lines %v", got)
+	}
+}

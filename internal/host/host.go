@@ -304,7 +304,7 @@ func (h *Host) StartWorker(s Start) (int, error) {
 	files := []uintptr{h.null.Fd(), c.Stdout.Fd(), c.Stderr.Fd()}
 	var out *outputPipes
 	if c.Output != nil {
-		if out, err = newOutputPipes(); err != nil {
+		if out, err = newOutputPipes(h.cred); err != nil {
 			sock.Close()
 			return 0, err
 		}

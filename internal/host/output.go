@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -152,14 +153,25 @@ type outputPipes struct {
 	r [2]*os.File // the master's ends, non-blocking
 }
 
-// newOutputPipes makes a worker's pipes, every end close-on-exec.
-func newOutputPipes() (*outputPipes, error) {
+// newOutputPipes makes a worker's pipes, every end close-on-exec. With
+// cred, the pipes are the worker's user's, as a pipe its user made would
+// be, so that it can open /dev/stdout and /dev/stderr (as nginx's
+// error_log does), which the kernel allows only to the pipe's owner.
+func newOutputPipes(cred *syscall.Credential) (*outputPipes, error) {
 	p := &outputPipes{w: [2]int{-1, -1}}
 	for i := range p.w {
 		var fds [2]int
 		if err := unix.Pipe2(fds[:], unix.O_CLOEXEC); err != nil {
 			p.close()
 			return nil, fmt.Errorf("worker output pipe: %w", err)
+		}
+		if cred != nil {
+			if err := unix.Fchown(fds[1], int(cred.Uid), int(cred.Gid)); err != nil {
+				unix.Close(fds[0])
+				unix.Close(fds[1])
+				p.close()
+				return nil, fmt.Errorf("worker output pipe: %w", err)
+			}
 		}
 		unix.SetNonblock(fds[0], true)
 		p.w[i] = fds[1]
