@@ -5,6 +5,7 @@
 // holds a pidfd for each and signals only through them, reaps every
 // child, receives each worker's sd_notify messages on a socket of its own,
 // watches for readiness (--ready accepting, a protocol's own channel),
+// reads each worker's output pipes into the log (Config.Output),
 // watches the process group of a worker whose main process has exited,
 // finds the processes the master adopts, runs hooks, keeps the keeper
 // (internal/keeper) informed, and talks to the master's own service

@@ -7,9 +7,12 @@
 // stalls (a full pipe, a log collector that stopped reading) costs lines,
 // not progress. When the queue is full, lines are dropped and counted
 // (Dropped), and once a write goes through again one line says how many
-// were lost. A reader that is gone (EPIPE) is not fatal: New makes the
-// process receive SIGPIPE as a signal instead of dying of it. Close
-// flushes what is queued, waiting at most FlushTimeout.
+// were lost. Lines of worker output (Output) share the queue, in order
+// with baton's own, but never fill more than OutputQueueBytes of it, so
+// that baton's own lines always have room. A reader that is gone (EPIPE)
+// is not fatal: New makes the process receive SIGPIPE as a signal instead
+// of dying of it. Close flushes what is queued, waiting at most
+// FlushTimeout.
 package logging
 
 import (
