@@ -12,6 +12,7 @@ import (
 	"github.com/baton-sh/baton/internal/envfile"
 	"github.com/baton-sh/baton/internal/runas"
 	"github.com/baton-sh/baton/internal/sockets"
+	"github.com/baton-sh/baton/internal/workerlog"
 )
 
 // Defaults for the zero values of Options.
@@ -210,8 +211,18 @@ type Options struct {
 	// child can still exec when the file it came from has been deleted or
 	// replaced (a release directory cleaned up under a running master).
 	ShimPath string
-	// Stdout and Stderr are the workers' (default: the master's own).
+	// Stdout and Stderr are the workers' (default: the master's own),
+	// unless WorkerOutput is set.
 	Stdout, Stderr *os.File
+	// WorkerOutput, when set, gives each worker a pipe for its stdout and
+	// one for its stderr instead, and makes each line it (or anything it
+	// started) writes to them a log event with its generation, slot, PID
+	// and stream, written to WorkerOutput.Out: bounded in length and in
+	// rate per worker, never waiting for the log (see internal/workerlog).
+	// The pipes are read until their end, after the worker has exited
+	// too; an in-place upgrade hands them over, and the keeper reads them
+	// if the master is killed.
+	WorkerOutput *workerlog.Config
 
 	Log zerolog.Logger
 	// LogFormat ("json" or "console"; otherwise console when stderr is a

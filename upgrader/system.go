@@ -25,7 +25,7 @@ func startSystem(m *Master, handed *host.State) (*system, error) {
 		Identity: o.User, Environment: o.Environment, Umask: o.Umask,
 		WatchAccepting: o.Ready == ReadyAccepting,
 		DrainSignal:    o.DrainSignal, DrainTimeout: o.DrainTimeout, DrainGroup: o.DrainGroup,
-		Subreaper: o.Subreaper, ShimPath: o.ShimPath, Stdout: o.Stdout, Stderr: o.Stderr,
+		Subreaper: o.Subreaper, ShimPath: o.ShimPath, Stdout: o.Stdout, Stderr: o.Stderr, Output: o.WorkerOutput,
 		HookTimeout: o.HookTimeout, Log: o.Log, LogFormat: o.LogFormat, LogLevel: o.LogLevel,
 		ServiceNotify: o.ServiceNotify,
 		Watchdog:      o.Watchdog,

@@ -23,6 +23,7 @@ import (
 	"github.com/baton-sh/baton/internal/logging"
 	"github.com/baton-sh/baton/internal/serverhints"
 	"github.com/baton-sh/baton/internal/sockets"
+	"github.com/baton-sh/baton/internal/workerlog"
 	"github.com/baton-sh/baton/pidfile"
 	"github.com/baton-sh/baton/upgrader"
 )
@@ -59,6 +60,8 @@ type masterFlags struct {
 	hookTimeout  time.Duration
 	logFormat    string
 	logLevel     string
+	workerOutput string
+	outputRate   int
 	privileges   privilegeFlags
 }
 
@@ -95,6 +98,8 @@ func masterFlagSet(f *masterFlags) *flag.FlagSet {
 	fs.DurationVar(&f.hookTimeout, "hook-timeout", upgrader.DefaultHookTimeout, "kill an --on-ready or --on-stopping command's process group after this long")
 	fs.StringVar(&f.logFormat, "log-format", "auto", "`FORMAT`: json, console, or auto (console when stderr is a terminal)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "`LEVEL`: debug, info, warn or error")
+	fs.StringVar(&f.workerOutput, "worker-output", "auto", "`MODE` of workers' stdout and stderr: log (each line a log event with gen, index, pid and stream), inherit (baton's own stdout and stderr, as they are), or auto (log when the log is JSON, inherit on a console)")
+	fs.IntVar(&f.outputRate, "worker-output-rate", workerlog.DefaultRate, "with --worker-output log, the `LINES` a second each worker may log, averaged over 10s; more are dropped and counted (0: no limit)")
 	f.privileges.define(fs)
 	return fs
 }
@@ -157,6 +162,14 @@ func masterCmd(args []string, stdout, stderr io.Writer) int {
 	stderr = lg.Stderr()
 	log := lg.Logger
 	opts.Log = log
+	if f.workerOutput == "log" || (f.workerOutput == "auto" && !lg.Console()) {
+		// Worker lines go through the log's own queue, in its format,
+		// so that neither a flood nor a stalled reader holds anyone up.
+		opts.WorkerOutput = &workerlog.Config{Out: lg.Output(), Console: lg.Console(), Rate: f.outputRate}
+		if f.outputRate == 0 {
+			opts.WorkerOutput.Rate = -1
+		}
+	}
 	opts.LogFormat, opts.LogLevel = f.logFormat, f.logLevel // contain: for the keeper
 	// A classic server run with a drain signal that cuts its requests
 	// (docs/servers.md) still reloads fine on the surface: say so once.
@@ -382,6 +395,14 @@ func (f *masterFlags) parse(fs *flag.FlagSet, args []string) (upgrader.Options, 
 		return o, usagef("--hook-timeout %s: want a positive duration", f.hookTimeout)
 	}
 	o.StopDelay, o.HookTimeout = f.stopDelay, f.hookTimeout
+	switch f.workerOutput {
+	case "auto", "log", "inherit":
+	default:
+		return o, usagef("--worker-output %q: want log, inherit or auto", f.workerOutput)
+	}
+	if f.outputRate < 0 {
+		return o, usagef("--worker-output-rate %d: want a count of lines a second, or 0 for no limit", f.outputRate)
+	}
 	for _, h := range []struct {
 		flag, value string
 		argv        *[]string

@@ -39,7 +39,12 @@ func main() {
 		daemonize   = flag.Bool("daemonize", false, "detach like a classic daemon (fork, setsid, fork; the main process exits 0 before it is ready) and serve from the detached process; with -ignore-drain it ignores SIGTERM")
 		idleThreads = flag.Int("idle-threads", 0, "start this many OS threads that block forever, before anything else (a server with a big thread pool)")
 		busyStart   = flag.Bool("busy-start", false, "keep a thread busy on the CPU during -ready-after (a server loading), instead of sleeping")
+		chat        chatter
 	)
+	flag.IntVar(&chat.say, "say", 0, "print this many numbered lines on stdout and on stderr at start")
+	flag.DurationVar(&chat.tick, "tick", 0, "print a numbered tick on stdout and tock on stderr at this interval, each line in two writes")
+	flag.IntVar(&chat.flood, "flood", 0, "print this many 100-byte lines a second on stdout; GET /flooded says how many were written and the longest write")
+	flag.IntVar(&chat.drainSay, "say-on-drain", 0, "on the drain signal, print this many lines on stderr 20ms apart, then say it exits cleanly just before it does")
 	flag.Parse()
 	idle(*idleThreads)
 	if *failAtStart || (*failFile != "" && exists(*failFile)) {
@@ -87,6 +92,8 @@ func main() {
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
+	chat.handle(mux)
+
 	if *neverReady {
 		// It serves and drains like any worker, but never says so.
 		os.Unsetenv("NOTIFY_SOCKET")
@@ -128,11 +135,13 @@ func main() {
 			syscall.Kill(os.Getpid(), syscall.SIGUSR1)
 		}()
 	}
+	chat.start(drain)
 	if err := listener.ServeHTTP(srv, l, drain...); err != nil {
 		fmt.Fprintln(os.Stderr, "testworker:", err)
 		os.Exit(1)
 	}
 	<-echoed
+	chat.finish()
 }
 
 // echo answers each datagram with "gen=G pid=P " and the datagram, until

@@ -169,21 +169,26 @@ func (b *Baton) readLog(r io.Reader) {
 	for sc.Scan() {
 		line := sc.Bytes()
 		b.mu.Lock()
-		b.lines.Write(line)
-		b.lines.WriteByte('\n')
-		// Workers share baton's stderr: a worker's partial line may
-		// precede baton's JSON on the same line.
-		if i := bytes.Index(line, []byte(`{"level":`)); i >= 0 {
-			var e Event
-			if json.Unmarshal(line[i:], &e) == nil && e["component"] == "baton" {
-				b.events = append(b.events, e)
-			}
+		// With --worker-output inherit, workers share baton's stderr: a
+		// worker's partial line may precede baton's JSON on the same line.
+		var e Event
+		if i := bytes.Index(line, []byte(`{"level":`)); i >= 0 && json.Unmarshal(line[i:], &e) == nil && e["component"] == "baton" {
+			b.events = append(b.events, e)
 		}
+		if e.Kind() == "worker_output" {
+			// A worker's line as the worker wrote it, so that Output
+			// reads the same whether workers' output is logged or not.
+			b.lines.WriteString(e.Msg())
+		} else {
+			b.lines.Write(line)
+		}
+		b.lines.WriteByte('\n')
 		b.mu.Unlock()
 	}
 }
 
-// Output is everything baton and its workers printed so far.
+// Output is everything baton and its workers printed so far, each line of
+// worker output (a worker_output event) as the worker wrote it.
 func (b *Baton) Output() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -5,6 +5,7 @@
 // holds a pidfd for each and signals only through them, reaps every
 // child, receives each worker's sd_notify messages on a socket of its own,
 // watches for readiness (--ready accepting, a protocol's own channel),
+// reads each worker's output pipes into the log (Config.Output),
 // watches the process group of a worker whose main process has exited,
 // finds the processes the master adopts, runs hooks, keeps the keeper
 // (internal/keeper) informed, and talks to the master's own service
@@ -34,6 +35,7 @@ import (
 	"github.com/baton-sh/baton/internal/keeper"
 	"github.com/baton-sh/baton/internal/runas"
 	"github.com/baton-sh/baton/internal/sockets"
+	"github.com/baton-sh/baton/internal/workerlog"
 	"github.com/baton-sh/baton/notify"
 )
 
@@ -67,8 +69,12 @@ type Config struct {
 	Subreaper      bool
 	// ShimPath is the baton binary re-executed as the exec shim, the
 	// parent stub and the keeper.
-	ShimPath       string
+	ShimPath string
+	// Stdout and Stderr are the workers' fds 1 and 2, unless Output is
+	// set: then each line a worker writes to either is a log event
+	// written to Output.Out (see internal/workerlog and output.go).
 	Stdout, Stderr *os.File
+	Output         *workerlog.Config
 	HookTimeout    time.Duration
 	Log            zerolog.Logger
 	// LogFormat and LogLevel are the master's, for the keeper.
@@ -134,6 +140,9 @@ type Host struct {
 	proto  protocol
 	null   *os.File
 	hooks  *hookRunner
+	// outputs read the workers' output pipes (Config.Output); a reader
+	// outlives its worker until its pipe's end of file.
+	outputs *outputReaders
 	// procs are the workers and strays the loop knows, by PID: what the
 	// Host holds for each. Only the loop's goroutine touches it.
 	procs   map[int]*proc
@@ -204,7 +213,7 @@ func newHost(cfg Config, ev Events, dir func(...notify.Option) (*notify.Dir, err
 		cfg: cfg, ev: ev, self: os.Getpid(), stop: make(chan struct{}), reaperDone: make(chan struct{}), base: base, cred: cred,
 		spawn: newSpawner(), kids: newChildren(), notify: d, null: null,
 		proto: newProtocol(cfg.Protocol, cfg.DrainSignal),
-		procs: map[int]*proc{},
+		procs: map[int]*proc{}, outputs: newOutputReaders(),
 	}
 	h.hooks = &hookRunner{h: h, running: -1}
 	if err := h.knowSockets(); err != nil {
@@ -221,7 +230,8 @@ func (h *Host) reap() {
 }
 
 // Close ends the Host after the loop has ended: every worker has been
-// reaped. The keeper, told nothing is left, exits.
+// reaped. The keeper, told nothing is left, exits. The workers' output
+// is read to its end, waiting outputDrain at most.
 func (h *Host) Close() {
 	select {
 	case <-h.stop: // handed over for an exec that did not happen
@@ -234,6 +244,7 @@ func (h *Host) Close() {
 	for _, p := range h.procs {
 		h.release(p)
 	}
+	h.outputs.close()
 	close(h.stop)
 	h.spawn.close()
 	h.notify.Close()
@@ -303,6 +314,14 @@ func (h *Host) StartWorker(s Start) (int, error) {
 	// so the app gets the umask too.
 	env := h.withUmask(append(hand.env, shim))
 	files := []uintptr{h.null.Fd(), c.Stdout.Fd(), c.Stderr.Fd()}
+	var out *outputPipes
+	if c.Output != nil {
+		if out, err = newOutputPipes(h.cred); err != nil {
+			sock.Close()
+			return 0, err
+		}
+		files[1], files[2] = uintptr(out.w[0]), uintptr(out.w[1])
+	}
 	for _, f := range hand.files {
 		files = append(files, f.Fd())
 	}
@@ -325,14 +344,33 @@ func (h *Host) StartWorker(s Start) (int, error) {
 	if hand.started != nil {
 		hand.started(pid, func(pid int) { h.ev.Ready(pid, "ready by "+c.Protocol.String()) })
 	}
+	if out != nil {
+		out.closeWrite() // the worker's now, and what it starts
+	}
 	if err != nil {
 		sock.Close()
+		if out != nil {
+			out.close()
+		}
 		return 0, h.startError(rel.Path, rel.Dir, err)
 	}
 	p := &proc{pid: pid, fd: pidfd, worker: true, handoff: hand, notify: sock}
 	h.procs[pid] = p
 	if pidfd >= 0 && h.keeper != nil {
-		h.keeper.tell(keeper.OpWorker, pid, s.Generation, pidfd)
+		// The keeper holds the read ends of the output pipes too: if the
+		// master is killed, it reads them while the workers drain, which
+		// would otherwise die of SIGPIPE at their next line.
+		var outFDs []int
+		if out != nil {
+			if outFDs, err = out.readFDs(); err != nil {
+				c.Log.Error().Err(err).Int("pid", pid).Msg("cannot give the keeper the worker's output pipes: if the master is killed, the worker's next line kills it (SIGPIPE)")
+			}
+		}
+		h.keeper.tell(keeper.OpWorker, pid, s.Generation, pidfd, outFDs...)
+		closeFDs(outFDs)
+	}
+	if out != nil {
+		h.startOutput(out, workerlog.Source{Gen: s.Generation, Index: s.Index, PID: pid})
 	}
 	go h.receive(pid, sock)
 	if c.WatchAccepting {

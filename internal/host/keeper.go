@@ -45,8 +45,11 @@ type keeperLink struct {
 
 // keeperEntry is one process the keeper is to know.
 type keeperEntry struct {
-	op      byte
-	gen, fd int // fd: the link's own copy of its pidfd
+	op  byte
+	gen int
+	// fds are the link's own copies of its pidfd and, for a worker whose
+	// output is logged, of the read ends of its stdout and stderr pipes.
+	fds []int
 }
 
 // maxKeeperQueue bounds the messages waiting for a keeper that does not
@@ -88,14 +91,15 @@ func (l *keeperLink) startLocked() {
 	sort.Ints(pids)
 	for _, pid := range pids {
 		e := l.known[pid]
-		l.send(e.op, pid, e.gen, e.fd)
+		l.send(e.op, pid, e.gen, e.fds)
 	}
 	l.cfg.Log.Info().Str("event", "keeper_started").Int("pid", k.pid).Msg("keeper started")
 }
 
-// tell makes the keeper know process pid, with its pidfd.
-func (l *keeperLink) tell(op byte, pid, gen, pidfd int) {
-	fd, err := unix.FcntlInt(uintptr(pidfd), unix.F_DUPFD_CLOEXEC, 0)
+// tell makes the keeper know process pid, with its pidfd and, for a
+// worker, the read ends of its output pipes (see keeper.OpWorker).
+func (l *keeperLink) tell(op byte, pid, gen, pidfd int, out ...int) {
+	fds, err := dupFDs(append([]int{pidfd}, out...))
 	if err != nil {
 		l.cfg.Log.Error().Err(err).Int("pid", pid).Msg("cannot tell the keeper about a process")
 		return
@@ -103,11 +107,25 @@ func (l *keeperLink) tell(op byte, pid, gen, pidfd int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
-		unix.Close(fd)
+		closeFDs(fds)
 		return
 	}
-	l.known[pid] = keeperEntry{op: op, gen: gen, fd: fd}
-	l.send(op, pid, gen, fd)
+	l.known[pid] = keeperEntry{op: op, gen: gen, fds: fds}
+	l.send(op, pid, gen, fds)
+}
+
+// dupFDs duplicates fds, close-on-exec.
+func dupFDs(fds []int) ([]int, error) {
+	dups := make([]int, 0, len(fds))
+	for _, fd := range fds {
+		d, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			closeFDs(dups)
+			return nil, err
+		}
+		dups = append(dups, d)
+	}
+	return dups, nil
 }
 
 // forget tells the keeper that pid is gone.
@@ -119,25 +137,25 @@ func (l *keeperLink) forget(pid int) {
 		return
 	}
 	delete(l.known, pid)
-	unix.Close(e.fd)
-	l.send(keeper.OpForget, pid, e.gen, -1)
+	closeFDs(e.fds)
+	l.send(keeper.OpForget, pid, e.gen, nil)
 }
 
-// send queues a message for the running keeper, if any; a new keeper is
-// told everything when it starts.
-func (l *keeperLink) send(op byte, pid, gen, pidfd int) {
+// send queues a message for the running keeper, if any, with copies of
+// fds; a new keeper is told everything when it starts.
+func (l *keeperLink) send(op byte, pid, gen int, fds []int) {
 	k := l.k
 	if k == nil {
 		return
 	}
-	m := keeperMsg{b: keeper.Msg{Op: op, PID: pid, Gen: gen}.Encode(), fd: -1}
-	if pidfd >= 0 {
-		fd, err := unix.FcntlInt(uintptr(pidfd), unix.F_DUPFD_CLOEXEC, 0)
+	m := keeperMsg{b: keeper.Msg{Op: op, PID: pid, Gen: gen}.Encode()}
+	if len(fds) > 0 {
+		dups, err := dupFDs(fds)
 		if err != nil {
 			l.cfg.Log.Error().Err(err).Int("pid", pid).Msg("cannot tell the keeper about a process")
 			return
 		}
-		m.fd = fd
+		m.fds = dups
 	}
 	if !k.queue(m) {
 		l.cfg.Log.Error().Str("event", "keeper_wedged").Int("pid", k.pid).Int("queued", maxKeeperQueue).
@@ -191,7 +209,7 @@ func (l *keeperLink) close() {
 		l.timer.Stop()
 	}
 	for pid, e := range l.known {
-		unix.Close(e.fd)
+		closeFDs(e.fds)
 		delete(l.known, pid)
 	}
 	k := l.k
@@ -237,6 +255,9 @@ func (l *keeperLink) newKeeper() (*keeperProc, error) {
 	}
 	cfg := keeper.Config{DrainSignal: c.DrainSignal, DrainTimeout: c.DrainTimeout, DrainGroup: c.DrainGroup,
 		LogJSON: format == "json", LogLevel: c.LogLevel}
+	if c.Output != nil {
+		cfg.OutputRate = c.Output.Rate
+	}
 	var env []string
 	for _, kv := range os.Environ() {
 		if len(kv) < len(envnames.Keeper)+1 || kv[:len(envnames.Keeper)+1] != envnames.Keeper+"=" {
@@ -300,7 +321,7 @@ type keeperProc struct {
 
 type keeperMsg struct {
 	b    []byte
-	fd   int           // a pidfd to pass along, or -1
+	fds  []int         // descriptors to pass along: a pidfd, and output pipes
 	mark chan struct{} // not sent: closed once everything before it was (flush)
 }
 
@@ -348,8 +369,8 @@ func (k *keeperProc) write() {
 				continue
 			}
 			var oob []byte
-			if m.fd >= 0 {
-				oob = unix.UnixRights(m.fd)
+			if len(m.fds) > 0 {
+				oob = unix.UnixRights(m.fds...)
 			}
 			if _, _, err := k.conn.WriteMsgUnix(m.b, oob, nil); err != nil {
 				// The keeper is gone, stopped past the deadline, or abandoned.
@@ -394,9 +415,7 @@ func (k *keeperProc) poke() {
 
 func closeMsgs(ms []keeperMsg) {
 	for _, m := range ms {
-		if m.fd >= 0 {
-			unix.Close(m.fd)
-		}
+		closeFDs(m.fds)
 	}
 }
 

@@ -25,14 +25,22 @@ import (
 // process (execve: same PID, same children). Everything the Host holds
 // crosses the exec as open descriptors, described by State: every
 // worker's and stray's pidfd and notify socket, the keeper's pidfd and
-// socket. Children that exit meanwhile stay zombies for the new image's
-// reaper, and datagrams stay queued in their sockets.
+// socket, the read end of every worker output pipe still being read.
+// Children that exit meanwhile stay zombies for the new image's reaper,
+// datagrams stay queued in their sockets, and worker output in its pipes
+// (a worker whose pipe fills waits the few milliseconds of the exec); a
+// line half read is handed over with its pipe, so that no line is lost,
+// split or logged twice.
 
 // State is what a Host hands to its own new image.
 type State struct {
 	Notify notify.DirState `json:"notify"`
 	Keeper *KeeperState    `json:"keeper,omitempty"`
 	Procs  []ProcState     `json:"procs"`
+	// Outputs are the streams of worker output being read: apart from
+	// Procs, as a stream may outlive its worker (a process it started
+	// still writes).
+	Outputs []OutputState `json:"outputs,omitempty"`
 }
 
 // KeeperState is the running keeper.
@@ -55,8 +63,8 @@ type ProcState struct {
 
 // HandOver readies the Host for the exec of an in-place upgrade and
 // describes what it holds: it stops the reaper, so that children exiting
-// from now on wait for the new image, and sends the keeper what is queued
-// for it. gens gives each worker's and stray's generation, for the
+// from now on wait for the new image, stops reading worker output once
+// what was read is logged, and sends the keeper what is queued for it. gens gives each worker's and stray's generation, for the
 // keeper. It returns the descriptors the exec must keep open. Until the
 // exec, or TakeBack after it failed, the Host reaps nothing.
 func (h *Host) HandOver(gens map[int]int) (State, []int, error) {
@@ -90,10 +98,13 @@ func (h *Host) HandOver(gens map[int]int) (State, []int, error) {
 		}
 		st.Procs = append(st.Procs, ps)
 	}
+	outs, fds := h.outputs.stop()
+	st.Outputs, keep = outs, append(keep, fds...)
 	return st, keep, nil
 }
 
-// TakeBack undoes HandOver after the exec failed: the reaper runs again.
+// TakeBack undoes HandOver after the exec failed: the reaper and the
+// readers of worker output run again.
 func (h *Host) TakeBack() {
 	for _, f := range h.handed {
 		f.Close()
@@ -101,6 +112,7 @@ func (h *Host) TakeBack() {
 	h.handed = nil
 	h.stop, h.reaperDone = make(chan struct{}), make(chan struct{})
 	go h.reap()
+	h.outputs.resume()
 	if h.keeper != nil {
 		h.keeper.takeBack()
 	}
@@ -252,7 +264,7 @@ func Resume(cfg Config, ev Events, st State) (*Host, error) {
 	}
 	if st.Keeper != nil {
 		h.keeper = newKeeperLink(&h.cfg, h.kids)
-		if err := h.keeper.resume(*st.Keeper, st.Procs); err != nil {
+		if err := h.keeper.resume(*st.Keeper, st.Procs, st.Outputs); err != nil {
 			errs = append(errs, err)
 		}
 	} else if fd, err := unix.PidfdOpen(h.self, 0); err == nil {
@@ -261,6 +273,11 @@ func Resume(cfg Config, ev Events, st State) (*Host, error) {
 		h.keeper.start()
 	} else {
 		h.noPidfd = true
+	}
+	// After the keeper has its copies: a reader closes its pipe at the
+	// end of the stream, and the number could then name another file.
+	if err := h.resumeOutputs(st.Outputs); err != nil {
+		errs = append(errs, err)
 	}
 	go h.reap()
 	return h, errors.Join(errs...)
@@ -307,7 +324,7 @@ func (l *keeperLink) takeBack() {
 }
 
 // resume takes back the keeper the old image ran, and what it knows.
-func (l *keeperLink) resume(ks KeeperState, procs []ProcState) error {
+func (l *keeperLink) resume(ks KeeperState, procs []ProcState, outs []OutputState) error {
 	unix.FcntlInt(uintptr(ks.PIDFD), unix.F_SETFD, unix.FD_CLOEXEC)
 	f := os.NewFile(uintptr(ks.ConnFD), "keeper")
 	fc, err := net.FileConn(f)
@@ -318,15 +335,17 @@ func (l *keeperLink) resume(ks KeeperState, procs []ProcState) error {
 		if p.FD < 0 {
 			continue
 		}
-		fd, err := unix.FcntlInt(uintptr(p.FD), unix.F_DUPFD_CLOEXEC, 0)
-		if err != nil {
-			continue
-		}
+		fds := []int{p.FD}
 		op := keeper.OpStray
 		if p.Worker {
 			op = keeper.OpWorker
+			fds = append(fds, workerOutputFDs(p.PID, outs)...)
 		}
-		l.known[p.PID] = keeperEntry{op: op, gen: p.Generation, fd: fd}
+		dups, err := dupFDs(fds)
+		if err != nil {
+			continue
+		}
+		l.known[p.PID] = keeperEntry{op: op, gen: p.Generation, fds: dups}
 	}
 	if err != nil {
 		// Without its socket the keeper is of no use: it is replaced.
@@ -348,6 +367,29 @@ func (l *keeperLink) resume(ks KeeperState, procs []ProcState) error {
 	return nil
 }
 
+// workerOutputFDs are the read ends of worker pid's stdout and stderr
+// pipes, in that order, as keeper.OpWorker carries them; none unless both
+// are still read.
+func workerOutputFDs(pid int, outs []OutputState) []int {
+	var fds [2]int
+	n := 0
+	for _, o := range outs {
+		if o.PID != pid {
+			continue
+		}
+		i := 0
+		if o.Stream == "stderr" {
+			i = 1
+		}
+		fds[i] = o.FD
+		n++
+	}
+	if n != 2 {
+		return nil
+	}
+	return fds[:]
+}
+
 // flush waits until deadline at most for the writer to have sent what is
 // queued.
 func (k *keeperProc) flush(deadline time.Time) bool {
@@ -357,7 +399,7 @@ func (k *keeperProc) flush(deadline time.Time) bool {
 		k.mu.Unlock()
 		return true
 	}
-	k.pending = append(k.pending, keeperMsg{fd: -1, mark: marker})
+	k.pending = append(k.pending, keeperMsg{mark: marker})
 	k.mu.Unlock()
 	k.poke()
 	select {

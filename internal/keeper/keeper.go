@@ -63,6 +63,9 @@ type Config struct {
 	DrainGroup bool
 	LogJSON    bool
 	LogLevel   string // debug, info, warn or error
+	// OutputRate is the master's workerlog.Config.Rate, for the output
+	// of workers the keeper reads once the master is gone.
+	OutputRate int
 }
 
 // String encodes c as the value of envnames.Keeper, which makes a baton
@@ -73,7 +76,8 @@ func (c Config) String() string {
 		format = "json"
 	}
 	return "signal=" + strconv.Itoa(int(c.DrainSignal)) + ",timeout=" + c.DrainTimeout.String() +
-		",group=" + strconv.FormatBool(c.DrainGroup) + ",log=" + format + ",level=" + c.LogLevel
+		",group=" + strconv.FormatBool(c.DrainGroup) + ",log=" + format + ",level=" + c.LogLevel +
+		",rate=" + strconv.Itoa(c.OutputRate)
 }
 
 func parseConfig(s string) (Config, error) {
@@ -94,6 +98,8 @@ func parseConfig(s string) (Config, error) {
 			c.LogJSON = v != "console"
 		case "level":
 			c.LogLevel = v
+		case "rate":
+			c.OutputRate, err = strconv.Atoi(v)
 		}
 		if err != nil {
 			return c, errors.New("bad " + envnames.Keeper + " " + kv)
@@ -119,7 +125,9 @@ func Run(config string) int {
 	signal.Ignore(syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGPIPE)
 	k := &keeper{cfg: cfg, log: newLogger(cfg), known: map[int]*member{}}
 	k.listen(Fd)
+	out := k.readOutput()
 	k.release()
+	out.wait(outputDrain)
 	return 0
 }
 
@@ -165,12 +173,18 @@ func (k *keeper) listen(fd int) {
 func (k *keeper) apply(m Msg, fds []int) {
 	if old := k.known[m.PID]; old != nil {
 		old.fd.Close()
+		closeAll(old.out)
 		delete(k.known, m.PID)
 	}
 	switch m.Op {
 	case OpWorker, OpStray:
-		k.known[m.PID] = &member{pid: m.PID, fd: proc.PidFD(fds[0]), gen: m.Gen, worker: m.Op == OpWorker}
-		closeAll(fds[1:])
+		mb := &member{pid: m.PID, fd: proc.PidFD(fds[0]), gen: m.Gen, worker: m.Op == OpWorker}
+		rest := fds[1:]
+		if mb.worker && len(rest) == 2 {
+			mb.out, rest = rest, nil
+		}
+		closeAll(rest)
+		k.known[m.PID] = mb
 	}
 }
 

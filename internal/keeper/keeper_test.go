@@ -29,7 +29,7 @@ func TestMsgRoundTrip(t *testing.T) {
 }
 
 func TestConfigRoundTrip(t *testing.T) {
-	c := Config{DrainSignal: syscall.SIGUSR2, DrainTimeout: 1500 * time.Millisecond, DrainGroup: true, LogJSON: false, LogLevel: "warn"}
+	c := Config{DrainSignal: syscall.SIGUSR2, DrainTimeout: 1500 * time.Millisecond, DrainGroup: true, LogJSON: false, LogLevel: "warn", OutputRate: -1}
 	got, err := parseConfig(c.String())
 	if err != nil || got != c {
 		t.Fatalf("parseConfig(%q) = %+v, %v", c.String(), got, err)

@@ -5,6 +5,7 @@ package keeper
 import (
 	"os"
 	"strconv"
+	"sync"
 	"time"
 	"unicode/utf8"
 )
@@ -26,6 +27,7 @@ var levelShort = [...]string{"DBG", "INF", "WRN", "ERR"}
 type logger struct {
 	json bool
 	min  int
+	mu   sync.Mutex // one line at a time: the keeper's own, and its workers' (Write)
 }
 
 func newLogger(c Config) *logger {
@@ -89,7 +91,15 @@ func (l *logger) log(level int, msg string, kv ...any) {
 		}
 		b = append(b, '\n')
 	}
-	os.Stderr.Write(b) // one write: lines from the master and workers do not interleave with it
+	l.Write(b)
+}
+
+// Write writes b, one or more whole lines, to stderr in one write, so
+// that lines from the master and workers do not interleave with it.
+func (l *logger) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return os.Stderr.Write(b)
 }
 
 func appendJSONString(b []byte, s string) []byte {

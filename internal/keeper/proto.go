@@ -13,7 +13,10 @@ import "errors"
 // End of file on the socket means the master is gone, whatever ended it.
 const (
 	// OpWorker adds a worker's main process, the leader of its own
-	// process group (with its pidfd).
+	// process group (with its pidfd and, when the master logs the
+	// worker's output, the read ends of its stdout and stderr pipes, in
+	// that order: the keeper reads them once the master is gone). A
+	// keeper that does not know the pipes closes them.
 	OpWorker byte = 'W'
 	// OpStray adds a process the master adopted that is not a worker
 	// (with its pidfd).

@@ -23,6 +23,7 @@ type member struct {
 	gone    bool    // it has exited
 	drained bool    // the keeper sent it the drain signal
 	killed  bool    // worker: its process group was killed
+	out     []int   // worker: the read ends of its stdout and stderr pipes, or none
 }
 
 // family is everything the keeper must see ended: what the master told of

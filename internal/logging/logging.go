@@ -7,9 +7,12 @@
 // stalls (a full pipe, a log collector that stopped reading) costs lines,
 // not progress. When the queue is full, lines are dropped and counted
 // (Dropped), and once a write goes through again one line says how many
-// were lost. A reader that is gone (EPIPE) is not fatal: New makes the
-// process receive SIGPIPE as a signal instead of dying of it. Close
-// flushes what is queued, waiting at most FlushTimeout.
+// were lost. Lines of worker output (Output) share the queue, in order
+// with baton's own, but never fill more than OutputQueueBytes of it, so
+// that baton's own lines always have room. A reader that is gone (EPIPE)
+// is not fatal: New makes the process receive SIGPIPE as a signal instead
+// of dying of it. Close flushes what is queued, waiting at most
+// FlushTimeout.
 package logging
 
 import (
@@ -31,6 +34,10 @@ const (
 	// QueueBytes bounds the log lines waiting for the reader: a few
 	// thousand lines of baton's log.
 	QueueBytes = 256 << 10
+	// OutputQueueBytes bounds the lines of worker output (Output) in the
+	// queue: the rest of it is kept for baton's own lines, so that a
+	// worker flooding its output cannot crowd them out.
+	OutputQueueBytes = QueueBytes * 3 / 4
 	// FlushTimeout bounds how long Close waits for queued lines to be
 	// written: a stalled reader must not hold up baton's exit.
 	FlushTimeout = time.Second
@@ -39,7 +46,8 @@ const (
 // Log is baton's logger and the queue behind it.
 type Log struct {
 	zerolog.Logger
-	q *queue
+	q       *queue
+	console bool
 }
 
 // New returns a logger writing to w. format is json, console or auto
@@ -75,8 +83,22 @@ func New(w *os.File, format, level string) (*Log, error) {
 		notice.Warn().Str("event", "log_dropped").Uint64("dropped", n).Msg("log lines dropped: the log's reader did not keep up")
 		return nw.err == nil
 	})
-	return &Log{Logger: format1(q), q: q}, nil
+	return &Log{Logger: format1(q), q: q, console: console}, nil
 }
+
+// Console reports whether the log is written for people rather than as
+// JSON.
+func (l *Log) Console() bool { return l.console }
+
+// Output is the queue for lines that are already log events in the log's
+// format, written by baton for its workers (internal/workerlog). They are
+// queued like baton's own lines, never blocking, but may fill the queue
+// only up to OutputQueueBytes: beyond it they are dropped and counted.
+func (l *Log) Output() io.Writer { return outputWriter{l.q} }
+
+type outputWriter struct{ q *queue }
+
+func (w outputWriter) Write(p []byte) (int, error) { return w.q.write(p, OutputQueueBytes) }
 
 // Stderr is the queue itself, for lines that are not log events, such as
 // baton's last line saying why it exits: they keep their place after the
@@ -146,9 +168,12 @@ func newQueue(dst io.Writer, max int, notice func(uint64) bool) *queue {
 // Write queues a copy of p, or drops it when the queue is full. It never
 // blocks and never fails: the caller is the master's lifecycle, which must
 // go on whatever happens to its log.
-func (q *queue) Write(p []byte) (int, error) {
+func (q *queue) Write(p []byte) (int, error) { return q.write(p, q.max) }
+
+// write queues p unless the queue would then hold more than limit bytes.
+func (q *queue) write(p []byte, limit int) (int, error) {
 	q.mu.Lock()
-	if q.closed || q.size+len(p) > q.max {
+	if q.closed || q.size+len(p) > limit {
 		q.tailDropped++
 		q.mu.Unlock()
 		q.dropped.Add(1)

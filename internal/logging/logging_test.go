@@ -215,3 +215,37 @@ func TestNewRejects(t *testing.T) {
 		}
 	}
 }
+
+// TestOutputLeavesRoomForBaton: worker output flooding a stalled reader
+// fills the queue only up to OutputQueueBytes, so baton's own lines
+// logged after the flood are still queued and come out, in order.
+func TestOutputLeavesRoomForBaton(t *testing.T) {
+	r, w := stalledPipe(t)
+	lg, err := logging.New(w, "json", "info")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := lg.Output()
+	line := []byte(`{"level":"info","component":"baton","event":"worker_output","message":"` + strings.Repeat("x", 200) + `"}` + "\n")
+	for range 10000 { // 2 MB: eight times the queue
+		out.Write(line)
+	}
+	flooded := lg.Dropped()
+	for i := range 100 {
+		lg.Info().Int("i", i).Msg("baton's own")
+	}
+	if d := lg.Dropped(); d != flooded {
+		t.Fatalf("%d of baton's own lines dropped behind a flood of worker output", d-flooded)
+	}
+	got := make(chan []byte, 1)
+	go func() { b, _ := io.ReadAll(r); got <- b }()
+	if !lg.Close() {
+		t.Fatal("Close did not flush")
+	}
+	w.Close()
+	b := <-got
+	if n := strings.Count(string(b), `"baton's own"`); n != 100 {
+		t.Fatalf("%d of baton's 100 own lines came out", n)
+	}
+	t.Logf("worker lines dropped: %d of 10000; baton's own: all 100 out", flooded)
+}
