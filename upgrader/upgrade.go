@@ -60,9 +60,16 @@ type UpgradeOptions struct {
 // DefaultUpgradeCheckTimeout bounds the check run of a new binary.
 const DefaultUpgradeCheckTimeout = 10 * time.Second
 
-// StateVersion is the version of HandOver this build writes and reads. A
-// build refuses to take over from a state of a version it does not know.
-const StateVersion = 1
+// StateVersion is the version of HandOver this build writes; it reads
+// every version from OldestStateVersion on. A build refuses to take over
+// from a state of a version it does not know, so its check run fails and
+// the old master carries on. Version 2 added the workers' output pipes
+// (host.State.Outputs): a version-1 build would take over without reading
+// them, and each logging worker would block once its pipe filled.
+const (
+	StateVersion       = 2
+	OldestStateVersion = 1
+)
 
 // HandOver is what a master hands its own new image.
 type HandOver struct {
@@ -336,8 +343,8 @@ func ReadHandOver(raw []byte) (*HandOver, error) {
 	if err := json.Unmarshal(raw, &probe); err != nil {
 		return nil, fmt.Errorf("reading the handed-over state: %w", err)
 	}
-	if probe.Version != StateVersion {
-		return nil, fmt.Errorf("the handed-over state is of version %d; this build reads version %d only", probe.Version, StateVersion)
+	if probe.Version < OldestStateVersion || probe.Version > StateVersion {
+		return nil, fmt.Errorf("the handed-over state is of version %d; this build reads versions %d to %d", probe.Version, OldestStateVersion, StateVersion)
 	}
 	var ho HandOver
 	if err := json.Unmarshal(raw, &ho); err != nil {

@@ -3,6 +3,7 @@ package upgrader
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"syscall"
 	"testing"
@@ -150,8 +151,22 @@ func TestSignalsDuringTheExecAreNotLost(t *testing.T) {
 	}
 }
 
-func TestHandOverOfAnUnknownVersionIsRefused(t *testing.T) {
-	if _, err := ReadHandOver([]byte(`{"version": 99}`)); err == nil || !strings.Contains(err.Error(), "version 99") {
-		t.Fatalf("err %v", err)
+// A build takes over from every state version it knows and refuses the
+// others, so a downgrade across a state change fails its check run.
+func TestHandOverVersions(t *testing.T) {
+	for _, tc := range []struct {
+		version int
+		ok      bool
+	}{
+		{0, false},
+		{OldestStateVersion, true},
+		{StateVersion, true},
+		{StateVersion + 1, false},
+		{99, false},
+	} {
+		_, err := ReadHandOver([]byte(fmt.Sprintf(`{"version": %d}`, tc.version)))
+		if (err == nil) != tc.ok || (err != nil && !strings.Contains(err.Error(), fmt.Sprintf("version %d", tc.version))) {
+			t.Errorf("version %d: err %v, want ok=%v", tc.version, err, tc.ok)
+		}
 	}
 }
