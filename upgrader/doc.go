@@ -68,6 +68,7 @@
 //	                                strayKill, stopDelayOver         nothing
 //	spawner, one locked OS thread   (answers the loop's start)       the thread every worker is forked from
 //	keeper link writer              nothing                          keeperProc.mu, under keeperLink.mu
+//	output reader, per worker stream nothing                         its pipe; outputReaders.mu (host/output.go)
 //	API callers (Reload, Scale, …)  requests with reply channels     nothing; replies are buffered
 //
 // Lock order: keeperLink.mu, then host.children.mu (held across the fork
