@@ -426,7 +426,9 @@ func sampleStatus(t *testing.T, b *harness.Baton) func() (samples, serving, drai
 				case "serving":
 					s++
 				case "draining":
-					d++
+					if !w.Killed { // killed for --max-draining, not yet reaped
+						d++
+					}
 				}
 			}
 			samples++
