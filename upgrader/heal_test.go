@@ -145,7 +145,9 @@ func TestProbeFailuresReplaceAServingWorker(t *testing.T) {
 	}
 }
 
-// More generations draining than --max-draining: the oldest is killed.
+// More generations draining than --max-draining: the oldest is killed,
+// and status, which lists it until it is reaped, says so: it no longer
+// counts as draining.
 func TestMaxDraining(t *testing.T) {
 	s := up(t, func(o *Options) { o.MaxDraining = 2; o.DrainTimeout = time.Minute })
 	for pid := 102; pid <= 104; pid++ {
@@ -157,5 +159,17 @@ func TestMaxDraining(t *testing.T) {
 	}
 	if !strings.Contains(s.log.String(), `"event":"drain_cut"`) {
 		t.Fatal("no drain_cut line")
+	}
+	draining := 0
+	for _, w := range s.status().Workers {
+		if w.Killed != (w.PID == 101) {
+			t.Fatalf("status of worker %d: killed %v", w.PID, w.Killed)
+		}
+		if w.State == "draining" && !w.Killed {
+			draining++
+		}
+	}
+	if draining != 2 {
+		t.Fatalf("status shows %d workers draining and not killed, want 2: %+v", draining, s.status().Workers)
 	}
 }

@@ -150,7 +150,7 @@ type Options struct {
 	// tree's resident memory passes it (bytes), checked every second.
 	MaxMemory int64
 	// MaxAge, when positive, replaces a worker once it has served this
-	// long, give or take a tenth so that workers do not recycle together.
+	// long, give or take a twentieth so that workers do not recycle together.
 	MaxAge time.Duration
 	// Probe, when set, is an HTTP URL (the service's own address) that
 	// must answer 2xx within ProbeTimeout: every 100 ms while new workers

@@ -45,7 +45,12 @@ type WorkerStatus struct {
 	State      string `json:"state"` // starting, serving or draining
 	// Probation is set while a ready worker serves beside the one it
 	// replaces (--min-ready) or waits for the rest of its batch.
-	Probation  bool       `json:"probation,omitempty"`
+	Probation bool `json:"probation,omitempty"`
+	// Killed is set once baton has sent SIGKILL to the worker's process
+	// group (its drain timeout passed, --max-draining cut its drain short,
+	// or a fast stop): it is no longer draining, only not yet reaped, and
+	// does not count toward --max-draining.
+	Killed     bool       `json:"killed,omitempty"`
 	Started    time.Time  `json:"started"`
 	ReadySince *time.Time `json:"ready_since,omitempty"`
 	Restarts   int        `json:"restarts"`         // its slot's crash restarts
@@ -106,7 +111,7 @@ func (m *Master) status() Status {
 	}
 	for _, w := range m.sortedWorkers() {
 		ws := WorkerStatus{Index: w.slot.index, Generation: w.gen.n, PID: w.pid, State: w.state.String(),
-			Started: w.started, Restarts: w.slot.restarts, Status: w.status.text}
+			Started: w.started, Restarts: w.slot.restarts, Status: w.status.text, Killed: w.killed}
 		if w.state == probation || w.state == held {
 			ws.State, ws.Probation = starting.String(), true
 		}

@@ -219,8 +219,11 @@ func printStatus(w io.Writer, s *upgrader.Status) {
 	}
 	for _, g := range s.Workers {
 		state := g.State
-		if g.Probation {
+		switch {
+		case g.Probation:
 			state = "ready, not yet serving"
+		case g.Killed:
+			state = "killed, not yet reaped"
 		}
 		line := fmt.Sprintf("worker %-5d generation %d, pid %d, %s for %s", g.Index, g.Generation, g.PID, state, time.Since(g.Started).Round(time.Second))
 		if g.Restarts > 0 {

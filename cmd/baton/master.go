@@ -72,7 +72,7 @@ func masterFlagSet(f *masterFlags) *flag.FlagSet {
 	fs.IntVar(&f.maxSurge, "max-surge", 0, "how many new workers a reload starts beside serving ones at a time (default: all of them); 1 replaces one worker at a time, each old one drained once its replacement is ready; a failed reload moves the replaced ones back")
 	fs.DurationVar(&f.watchdog, "watchdog", 0, "give workers WATCHDOG_USEC as systemd's WatchdogSec= does, and replace a serving worker that sends no WATCHDOG=1 for this `DURATION` (a fresh one first; WATCHDOG=trigger asks at once)")
 	fs.StringVar(&f.maxMemory, "max-memory", "", "replace a serving worker whose process tree's resident memory passes `SIZE` (e.g. 512MB, 2GB), checked every second")
-	fs.DurationVar(&f.maxAge, "max-age", 0, "replace a worker once it has served this `DURATION`, give or take a tenth")
+	fs.DurationVar(&f.maxAge, "max-age", 0, "replace a worker once it has served this `DURATION`, give or take a twentieth (workers started together do not recycle together)")
 	fs.StringVar(&f.probe, "probe", "", "HTTP `URL` of the service's own address that must answer 2xx within 1s: vetoes a release on --min-ready probation; --probe-failures in a row replace a worker")
 	fs.DurationVar(&f.probeEvery, "probe-interval", upgrader.DefaultProbeInterval, "how often --probe runs while nothing is on probation")
 	fs.IntVar(&f.probeFails, "probe-failures", upgrader.DefaultProbeFailures, "--probe failures in a row that replace a worker")

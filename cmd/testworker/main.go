@@ -1,7 +1,8 @@
 // Command testworker is the worker baton's integration tests and demos run:
 // a small HTTP server (and, with -udp, a datagram echo) on the listener
 // API whose misbehaviour (failing at start, never becoming ready, ignoring
-// the drain signal, leaving orphans, daemonizing) is chosen by flags.
+// the drain signal, leaving orphans, daemonizing, going silent to the
+// watchdog, growing, failing its health check) is chosen by flags.
 package main
 
 import (
@@ -15,10 +16,12 @@ import (
 	"os/signal"
 	"runtime"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/baton-sh/baton/listener"
+	"github.com/baton-sh/baton/notify"
 )
 
 func main() {
@@ -39,6 +42,12 @@ func main() {
 		daemonize   = flag.Bool("daemonize", false, "detach like a classic daemon (fork, setsid, fork; the main process exits 0 before it is ready) and serve from the detached process; with -ignore-drain it ignores SIGTERM")
 		idleThreads = flag.Int("idle-threads", 0, "start this many OS threads that block forever, before anything else (a server with a big thread pool)")
 		busyStart   = flag.Bool("busy-start", false, "keep a thread busy on the CPU during -ready-after (a server loading), instead of sleeping")
+		linger      = flag.Bool("linger", false, "after draining, stay alive (ignoring the drain signal) until killed, as a worker stuck in its shutdown does")
+		extend      = flag.Duration("extend-timeout", 0, "at start, before -ready-after's wait, ask for this much more time to start (EXTEND_TIMEOUT_USEC=)")
+		onlyIf      = flag.String("only-if-exists", "", "-watchdog-stop-after, -grow-mb-per-s and -healthz-500-after apply only if this file exists at start")
+		wdStop      = flag.Duration("watchdog-stop-after", 0, "stop sending WATCHDOG=1 this long after becoming ready (0: never), while still serving")
+		growMB      = flag.Int("grow-mb-per-s", 0, "while serving, take this many MB more resident memory every second")
+		bad500      = flag.Duration("healthz-500-after", -1, "answer 500 on /healthz from this long after becoming ready on (0: at once; negative: never)")
 		chat        chatter
 	)
 	flag.IntVar(&chat.say, "say", 0, "print this many numbered lines on stdout and on stderr at start")
@@ -53,6 +62,12 @@ func main() {
 	}
 	if *daemonize {
 		daemon(*ignoreDrain)
+	}
+	if *onlyIf != "" && !exists(*onlyIf) {
+		*wdStop, *growMB, *bad500 = 0, 0, -1
+	}
+	if *extend > 0 {
+		notify.Send("EXTEND_TIMEOUT_USEC=" + strconv.FormatInt(extend.Microseconds(), 10))
 	}
 	if *busyStart {
 		for start := time.Now(); time.Since(start) < *readyAfter; {
@@ -89,6 +104,14 @@ func main() {
 	})
 	mux.HandleFunc("/pid", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte(strconv.Itoa(os.Getpid())))
+	})
+	readyAt := time.Now()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		if *bad500 >= 0 && time.Since(readyAt) >= *bad500 {
+			http.Error(w, "unhealthy as asked", http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprintln(w, "ok")
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
@@ -136,12 +159,96 @@ func main() {
 		}()
 	}
 	chat.start(drain)
+	draining := make(chan struct{})
+	drainSeen := signalled(drain)
+	go func() {
+		<-drainSeen
+		close(draining)
+	}()
+	go watchdog(*wdStop, draining)
+	if *growMB > 0 {
+		go grow(*growMB, draining)
+	}
 	if err := listener.ServeHTTP(srv, l, drain...); err != nil {
 		fmt.Fprintln(os.Stderr, "testworker:", err)
 		os.Exit(1)
 	}
 	<-echoed
+	if *growMB > 0 {
+		// Tests read how big it got before it was replaced.
+		fmt.Fprintf(os.Stderr, "testworker: exiting pid=%d peak_rss_kb=%d\n", os.Getpid(), peakRSS())
+	}
+	if *linger {
+		signal.Ignore(drain...)
+		fmt.Fprintf(os.Stderr, "testworker: drained, lingering pid=%d\n", os.Getpid())
+		select {}
+	}
 	chat.finish()
+}
+
+// watchdog sends WATCHDOG=1 every half of WATCHDOG_USEC, as systemd asks
+// of a service with WatchdogSec=, while WATCHDOG_PID (if set) is this
+// process, until stopAfter has passed (0: for as long as it serves).
+func watchdog(stopAfter time.Duration, draining <-chan struct{}) {
+	usec, err := strconv.ParseInt(os.Getenv("WATCHDOG_USEC"), 10, 64)
+	if err != nil || usec <= 0 {
+		return
+	}
+	if pid := os.Getenv("WATCHDOG_PID"); pid != "" && pid != strconv.Itoa(os.Getpid()) {
+		return // meant for another process
+	}
+	tick := time.NewTicker(time.Duration(usec) * time.Microsecond / 2)
+	defer tick.Stop()
+	var stop <-chan time.Time
+	if stopAfter > 0 {
+		stop = time.After(stopAfter)
+	}
+	for {
+		select {
+		case <-tick.C:
+			notify.Send("WATCHDOG=1")
+		case <-stop:
+			fmt.Fprintf(os.Stderr, "testworker: silent to the watchdog from now on, still serving pid=%d\n", os.Getpid())
+			return
+		case <-draining:
+			return
+		}
+	}
+}
+
+// grow maps mb MB of fresh memory a second, faulted in at once so that it
+// is resident, in tenths every 100ms, until the drain begins: a leak that
+// grows with the requests a worker serves. The memory is mapped (and never
+// unmapped) rather than allocated, so that neither the garbage collector
+// nor the race detector's shadow memory changes how much it is.
+func grow(mb int, draining <-chan struct{}) {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	step := mb << 20 / 10
+	for {
+		select {
+		case <-tick.C:
+			_, err := syscall.Mmap(-1, 0, step, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE|syscall.MAP_POPULATE)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "testworker: grow:", err)
+				return
+			}
+		case <-draining:
+			return
+		}
+	}
+}
+
+// peakRSS is this process's peak resident memory (VmHWM), in kB.
+func peakRSS() int {
+	b, _ := os.ReadFile("/proc/self/status")
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+			return n
+		}
+	}
+	return 0
 }
 
 // echo answers each datagram with "gen=G pid=P " and the datagram, until

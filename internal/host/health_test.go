@@ -1,0 +1,142 @@
+package host
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Memory counts the worker and every descendant, however deep.
+func TestMemoryCountsTheWholeTree(t *testing.T) {
+	sh := exec.Command("sh", "-c", "sleep 60 & (sleep 60 & wait) & wait")
+	if err := sh.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { sh.Process.Kill(); sh.Wait() }()
+	var tree []int
+	deadline := time.Now().Add(5 * time.Second)
+	for len(tree) < 4 { // sh, sleep, the subshell and its sleep
+		if time.Now().After(deadline) {
+			t.Fatalf("process tree of %d: %v, want 4 processes", sh.Process.Pid, tree)
+		}
+		time.Sleep(10 * time.Millisecond)
+		tree = descendants(sh.Process.Pid)
+	}
+	defer func() {
+		for _, p := range tree[1:] {
+			if proc, err := os.FindProcess(p); err == nil {
+				proc.Kill()
+			}
+		}
+	}()
+	var want int64
+	for _, p := range tree {
+		want += rss(t, p)
+	}
+	h := &Host{}
+	got, err := h.Memory(sh.Process.Pid)
+	if err != nil || got != want {
+		t.Fatalf("Memory(%d) = %d, %v; want %d, the sum of %v", sh.Process.Pid, got, err, want, tree)
+	}
+	if _, err := h.Memory(1 << 30); err == nil {
+		t.Fatal("Memory of no process: no error")
+	}
+}
+
+// A child is listed under the thread that forked it, which in a Go
+// program is any of its threads.
+func TestMemoryFindsChildrenOfEveryThread(t *testing.T) {
+	var (
+		mu   sync.Mutex
+		kids []*exec.Cmd
+		wg   sync.WaitGroup
+	)
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runtime.LockOSThread() // each fork from a thread of its own
+			defer runtime.UnlockOSThread()
+			c := exec.Command("sleep", "60")
+			if c.Start() == nil {
+				mu.Lock()
+				kids = append(kids, c)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	defer func() {
+		for _, c := range kids {
+			c.Process.Kill()
+			c.Wait()
+		}
+	}()
+	var found []int
+	walkTree(os.Getpid(), func(pid int, _ []byte) { found = append(found, pid) })
+	for _, c := range kids {
+		if !slices.Contains(found, c.Process.Pid) {
+			t.Fatalf("process tree of the test process %v, want %d in it", found, c.Process.Pid)
+		}
+	}
+}
+
+// The cost of one check of --max-memory for a worker (here, this test
+// process and its threads).
+func BenchmarkMemory(b *testing.B) {
+	h := &Host{}
+	for b.Loop() {
+		if _, err := h.Memory(os.Getpid()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// descendants is pid and every process below it.
+func descendants(pid int) []int {
+	out := []int{}
+	for todo := []int{pid}; len(todo) > 0; {
+		p := todo[0]
+		todo = append(todo[1:], childrenOf(p)...)
+		out = append(out, p)
+	}
+	return out
+}
+
+// childrenOf lists the children of every thread of pid, read the plain
+// way, with os.ReadDir and os.ReadFile.
+func childrenOf(pid int) []int {
+	dir := "/proc/" + strconv.Itoa(pid) + "/task"
+	tids, _ := os.ReadDir(dir)
+	var out []int
+	for _, tid := range tids {
+		b, _ := os.ReadFile(dir + "/" + tid.Name() + "/children")
+		for _, f := range bytes.Fields(b) {
+			if n, err := strconv.Atoi(string(f)); err == nil {
+				out = append(out, n)
+			}
+		}
+	}
+	return out
+}
+
+// rss reads pid's resident memory from /proc/PID/statm, in bytes.
+func rss(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/statm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := bytes.Fields(b)
+	pages, err := strconv.ParseInt(string(f[1]), 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pages * int64(os.Getpagesize())
+}
