@@ -37,8 +37,8 @@ var help = map[string]string{
 	"baton_worker_restarts_total":                 "Workers restarted after they died outside a reload.",
 	"baton_generation":                            "The generation now serving (0 while none serves).",
 	"baton_worker_up":                             "1 while a ready worker serves, else 0.",
-	"baton_workers":                               "Worker processes by state: starting (not yet its slot's server), serving, draining.",
-	"baton_draining_generations":                  "Generations with a worker still draining.",
+	"baton_workers":                               "Worker processes by state: starting (not yet its slot's server), serving, draining, killed (sent SIGKILL, not yet reaped).",
+	"baton_draining_generations":                  "Generations with a worker still draining (killed ones not counted, as --max-draining counts).",
 	"baton_last_reload_success_timestamp_seconds": "When the last reload or replacement that succeeded ended (Unix time), 0 before any.",
 	"baton_stopping":                              "1 while the master stops and is in this phase: delay (--stop-delay: still serving, not ready) or drain.",
 	"baton_log_lines_dropped_total":               "Log lines dropped because the log's reader did not keep up or was gone.",
@@ -86,12 +86,12 @@ func NewMetrics(status func() (upgrader.Status, error)) *Metrics {
 		}
 		return 0
 	})
-	for _, state := range []string{"starting", "serving", "draining"} {
+	for _, state := range []string{"starting", "serving", "draining", "killed"} {
 		s.NewGauge(`baton_workers{state="`+state+`"}`, func() float64 {
 			st, _ := status()
 			n := 0
 			for _, w := range st.Workers {
-				if w.State == state {
+				if workerState(w) == state {
 					n++
 				}
 			}
@@ -102,7 +102,7 @@ func NewMetrics(status func() (upgrader.Status, error)) *Metrics {
 		st, _ := status()
 		gens := map[int]bool{}
 		for _, w := range st.Workers {
-			if w.State == "draining" {
+			if workerState(w) == "draining" {
 				gens[w.Generation] = true
 			}
 		}
@@ -234,4 +234,13 @@ func (m *Metrics) Resume(counts map[string]uint64) {
 			m.set.GetOrCreateCounter(name).Set(v)
 		}
 	}
+}
+
+// workerState is w's state as the metrics count it: a worker sent
+// SIGKILL and not yet reaped is killed, no longer draining.
+func workerState(w upgrader.WorkerStatus) string {
+	if w.Killed {
+		return "killed"
+	}
+	return w.State
 }

@@ -100,7 +100,8 @@ func TestMetricsKeepTheirNamesTypesAndHelp(t *testing.T) {
 	done := time.Unix(1700000000, 500e6)
 	st = upgrader.Status{Generation: 4, Ready: true, Stopping: true, StopPhase: "delay", LastSuccess: &done,
 		Workers: []upgrader.WorkerStatus{{Generation: 4, State: "serving"}, {Generation: 4, State: "serving"},
-			{Generation: 3, State: "draining"}, {Generation: 2, State: "draining"}, {Generation: 5, State: "starting"}}}
+			{Generation: 3, State: "draining"}, {Generation: 2, State: "draining"}, {Generation: 5, State: "starting"},
+			{Generation: 1, State: "draining", Killed: true}}}
 
 	e = scrape(t, m)
 	for sample, want := range map[string]string{
@@ -120,6 +121,12 @@ func TestMetricsKeepTheirNamesTypesAndHelp(t *testing.T) {
 		`baton_stopping{phase="delay"}`:                         "1",
 		`baton_stopping{phase="drain"}`:                         "0",
 		`baton_log_lines_dropped_total`:                         "12",
+		`baton_workers{state="serving"}`:                        "2",
+		`baton_workers{state="starting"}`:                       "1",
+		`baton_workers{state="draining"}`:                       "2",
+		`baton_workers{state="killed"}`:                         "1",
+		`baton_draining_generations`:                            "2",
+		`baton_last_reload_success_timestamp_seconds`:           "1.7000000005e+09",
 	} {
 		if got := e.samples[sample]; got != want {
 			t.Errorf("after the events %s = %q, want %s", sample, got, want)
