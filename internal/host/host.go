@@ -327,8 +327,10 @@ func (h *Host) StartWorker(s Start) (int, error) {
 	if c.WatchAccepting {
 		ctx, cancel := context.WithCancel(context.Background())
 		p.watch = cancel
+		// Read here: CheckSockets replaces h.socks on the loop meanwhile.
+		socks := h.socks
 		go func() {
-			w, err := accepting.Wait(ctx, pid, h.socks, 0)
+			w, err := accepting.Wait(ctx, pid, socks, 0)
 			switch {
 			case err == nil:
 				h.ev.Ready(pid, "accepting: "+w.String())
@@ -352,7 +354,8 @@ func (h *Host) receive(pid int, sock *notify.Socket) {
 }
 
 // knowSockets identifies the held sockets by inode, for --ready accepting
-// and the hint to use it.
+// and the hint to use it. It replaces h.socks, never changes it: watchers
+// already running keep the set they were given.
 func (h *Host) knowSockets() error {
 	conns := make([]syscall.Conn, len(h.cfg.Sockets))
 	for i, sock := range h.cfg.Sockets {
