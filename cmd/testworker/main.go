@@ -1,7 +1,9 @@
 // Command testworker is the worker baton's integration tests and demos run:
 // a small HTTP server (and, with -udp, a datagram echo) on the listener
 // API whose misbehaviour (failing at start, never becoming ready, ignoring
-// the drain signal, leaving orphans, daemonizing) is chosen by flags.
+// the drain signal, leaving orphans, daemonizing, leaving its process
+// group, notifying from a short-lived helper, flooding the notify socket)
+// is chosen by flags.
 package main
 
 import (
@@ -19,6 +21,7 @@ import (
 	"time"
 
 	"github.com/baton-sh/baton/listener"
+	"github.com/baton-sh/baton/notify"
 )
 
 func main() {
@@ -39,7 +42,18 @@ func main() {
 		daemonize   = flag.Bool("daemonize", false, "detach like a classic daemon (fork, setsid, fork; the main process exits 0 before it is ready) and serve from the detached process; with -ignore-drain it ignores SIGTERM")
 		idleThreads = flag.Int("idle-threads", 0, "start this many OS threads that block forever, before anything else (a server with a big thread pool)")
 		busyStart   = flag.Bool("busy-start", false, "keep a thread busy on the CPU during -ready-after (a server loading), instead of sleeping")
+		leaveGroup  = flag.Bool("leave-group", false, "move to another process group (setpgid) before serving, out of the one baton started it in")
+		helperReady = flag.Bool("ready-by-helper", false, "say READY=1 from a short-lived child process (it sends and exits), never from itself")
+		flood       = flag.Int("notify-flood", 0, "once serving, send this many STOPPING=1 and as many malformed datagrams on NOTIFY_SOCKET, the last two a second after the others")
 	)
+	if msg, ok := os.LookupEnv(notifyHelper); ok {
+		// The helper of -ready-by-helper: one datagram, then gone.
+		if err := notify.Send(msg); err != nil {
+			fmt.Fprintln(os.Stderr, "testworker: helper:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	flag.Parse()
 	idle(*idleThreads)
 	if *failAtStart || (*failFile != "" && exists(*failFile)) {
@@ -48,6 +62,9 @@ func main() {
 	}
 	if *daemonize {
 		daemon(*ignoreDrain)
+	}
+	if *leaveGroup {
+		leave()
 	}
 	if *busyStart {
 		for start := time.Now(); time.Since(start) < *readyAfter; {
@@ -87,9 +104,16 @@ func main() {
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
-	if *neverReady {
+	notifySocket := os.Getenv("NOTIFY_SOCKET")
+	if *neverReady || *helperReady {
 		// It serves and drains like any worker, but never says so.
 		os.Unsetenv("NOTIFY_SOCKET")
+	}
+	if *helperReady && notifySocket != "" {
+		readyByHelper(notifySocket)
+	}
+	if *flood > 0 && notifySocket != "" {
+		go floodNotify(notifySocket, *flood)
 	}
 	drain := []os.Signal{syscall.SIGTERM}
 	if *ignoreDrain {
@@ -252,4 +276,72 @@ func startSelf(stage string, setsid bool) {
 		fmt.Fprintln(os.Stderr, "testworker: daemonize:", err)
 		os.Exit(1)
 	}
+}
+
+// leave moves this process out of the process group baton started it in.
+// It leads that group, so setpgid(0, 0) would change nothing: it starts a
+// helper in a group of its own, joins that group, and ends the helper.
+// Only this process is left in either group.
+func leave() {
+	helper := exec.Command("sleep", "60")
+	helper.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := helper.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, "testworker: leave-group:", err)
+		os.Exit(1)
+	}
+	err := syscall.Setpgid(0, helper.Process.Pid)
+	helper.Process.Kill()
+	helper.Wait()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testworker: leave-group:", err)
+		os.Exit(1)
+	}
+	fmt.Fprintf(os.Stderr, "testworker: left my process group pid=%d pgid=%d\n", os.Getpid(), syscall.Getpgrp())
+}
+
+// notifyHelper, in a re-executed testworker's environment, makes it the
+// helper of -ready-by-helper: it sends the variable's value and exits.
+const notifyHelper = "TESTWORKER_NOTIFY_HELPER"
+
+// readyByHelper has a child process send READY=1 to addr and waits for it
+// to exit: the datagram comes from a process that is gone by the time the
+// receiver may look at who sent it, as systemd-notify's is.
+func readyByHelper(addr string) {
+	exe, err := os.Executable()
+	if err == nil {
+		cmd := exec.Command(exe)
+		cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+addr, notifyHelper+"=READY=1")
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		err = cmd.Run()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testworker: ready-by-helper:", err)
+		os.Exit(1)
+	}
+}
+
+// floodNotify sends n STOPPING=1 and n malformed datagrams to addr, each
+// waiting for room in the receiver's queue, so that every one arrives;
+// then, more than a second later, one more of each.
+func floodNotify(addr string, n int) {
+	c, err := net.Dial("unixgram", addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testworker: notify-flood:", err)
+		return
+	}
+	defer c.Close()
+	for i := range 2 * n {
+		msg := "STOPPING=1"
+		if i%2 == 1 {
+			msg = "not a notify line"
+		}
+		if i == 2*n-2 {
+			time.Sleep(1100 * time.Millisecond)
+		}
+		if _, err := c.Write([]byte(msg)); err != nil {
+			fmt.Fprintln(os.Stderr, "testworker: notify-flood:", err)
+			return
+		}
+	}
+	fmt.Fprintf(os.Stderr, "testworker: notify flood sent %d datagrams pid=%d\n", 2*n, os.Getpid())
 }
