@@ -372,7 +372,7 @@ func TestDrainGroupWaitCostsNothing(t *testing.T) {
 // anew. The master tells its keeper of every worker and every process it
 // adopts, and of their ends; here each worker leaves 50 processes behind,
 // which baton adopts, drains and reaps at the next reload. Over 15 reloads
-// (some 800 processes told of), the master's descriptors stay bounded,
+// (some 900 processes told of), the master's descriptors stay bounded,
 // and are back where they were once the new keeper runs; the new keeper
 // does its job when the master is killed.
 func TestStoppedKeeperIsReplaced(t *testing.T) {
