@@ -65,7 +65,8 @@
 //	group watch, per draining group groupEmpty                       an eventfd to stop it
 //	hook runner, one at a time      hookDone                         hookRunner.mu (the running hook's pidfd, for a fast stop)
 //	timers (time.AfterFunc)         workerTimer, waitTick, restartDue,
-//	                                strayKill, stopDelayOver         nothing
+//	                                strayKill, stopDelayOver,
+//	                                socketTick                       nothing
 //	spawner, one locked OS thread   (answers the loop's start)       the thread every worker is forked from
 //	keeper link writer              nothing                          keeperProc.mu, under keeperLink.mu
 //	output reader, per worker stream nothing                         its pipe; outputReaders.mu (host/output.go)

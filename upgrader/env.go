@@ -47,9 +47,9 @@ type env interface {
 	// adopted lists the processes the master adopted since it last asked
 	// that are neither workers nor the env's own (hooks, the keeper).
 	adopted() []host.Stray
-	// checkSockets binds anew every held socket that no longer listens and
-	// names them; err says why one could not be bound.
-	checkSockets() (lost []string, err error)
+	// checkSockets binds anew every held socket nothing can reach any
+	// more (host.CheckSockets) and lists them.
+	checkSockets() []host.LostSocket
 	// hook runs a lifecycle hook beside the loop; a hookDone event reports
 	// its end.
 	hook(h host.Hook)

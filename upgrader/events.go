@@ -71,6 +71,8 @@ type (
 	strayKill  struct{ s *stray }
 	// stopDelayOver is the end of Options.StopDelay.
 	stopDelayOver struct{}
+	// socketTick is the next look for lost sockets (SocketCheckEvery).
+	socketTick struct{}
 	// Self-healing (heal.go, probe.go).
 	watchdogExpired struct {
 		w   *worker
@@ -114,6 +116,7 @@ func (e readySeen) apply(m *Master) {
 	}
 }
 func (stopDelayOver) apply(m *Master) { m.stopDelayOver() }
+func (socketTick) apply(m *Master)    { m.watchSockets() }
 func (e watchdogExpired) apply(m *Master) {
 	if e.w.watchdogSeq == e.seq && e.w.watchdog != nil {
 		e.w.watchdog = nil

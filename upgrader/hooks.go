@@ -100,6 +100,10 @@ func (m *Master) startHook(h *host.Hook) {
 // hookEnded handles a hook's end and starts the one waiting.
 func (m *Master) hookEnded(d host.HookResult) {
 	m.hooks.running = nil
+	// What the hook left outside its process group was handed to the
+	// master as it exited: the reaper hands a hook's exit to its runner,
+	// not to the loop, so no reap looks for them otherwise.
+	m.adopt()
 	ev := m.log.Info().Str("event", "hook_done")
 	msg := "hook done"
 	if d.Err != nil {

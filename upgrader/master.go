@@ -51,7 +51,9 @@ type Master struct {
 	// scaleWaiters wait for every slot to serve.
 	scaleWaiters []chan<- Result
 	stopping     bool
-	stopKill     time.Time // when what still runs gets SIGKILL at a stop
+	stopKill     time.Time   // when what still runs gets SIGKILL at a stop
+	socketsLost  socketsLost // see stop.go
+	socketCheck  func()      // cancels the next look for lost sockets
 	exitErr      error
 	restarts     int // crash restarts begun
 	lastReload   *ReloadStatus
@@ -136,6 +138,7 @@ func (m *Master) Run() error {
 	} else {
 		m.begin()
 	}
+	m.watchSockets()
 	m.loop()
 	return m.exitErr
 }

@@ -365,7 +365,7 @@ func TestLostSocketIsRestored(t *testing.T) {
 	s := up(t, nil)
 	r := s.reload()
 	s.ready(102)
-	s.env.lost = []string{"http"}
+	s.env.lost = []host.LostSocket{{Name: "http"}}
 	s.exit(101, 0) // the old worker shut the shared socket down as it drained
 	if res := result(t, r); res.Err != nil {
 		t.Fatal(res.Err)
@@ -379,6 +379,60 @@ func TestLostSocketIsRestored(t *testing.T) {
 	if st := s.status(); st.LastReload.Trigger != "restore" || !st.LastReload.OK {
 		t.Fatalf("last reload %+v, want an ok restore", st.LastReload)
 	}
+}
+
+// A unix socket's file deleted is found at the next look: the socket is
+// bound anew (by the env) and a restore replaces the serving worker.
+func TestSocketFileDeletedIsRestored(t *testing.T) {
+	s := up(t, nil)
+	s.env.lost = []host.LostSocket{{Name: "web", Path: "/run/app.sock"}}
+	s.step(socketTick{})
+	s.want("serving=1 [0:1:101:serving 0:2:102:starting] rollout")
+	if log := s.log.String(); !strings.Contains(log, `"event":"sockets_lost"`) || !strings.Contains(log, `"paths":["/run/app.sock"]`) {
+		t.Fatalf("no error naming the deleted file:\n%s", log)
+	}
+	s.ready(102)
+	s.exit(101, 0)
+	if st := s.status(); st.LastReload.Trigger != "restore" || !st.LastReload.OK {
+		t.Fatalf("last reload %+v, want an ok restore", st.LastReload)
+	}
+}
+
+// A reload asked for while a socket is lost restores it first, and ends
+// after the restore: its success means a service that can be reached.
+func TestReloadRestoresALostSocketFirst(t *testing.T) {
+	s := up(t, nil)
+	s.env.lost = []host.LostSocket{{Name: "web", Path: "/run/app.sock"}}
+	r := s.reload()
+	s.want("serving=1 [0:1:101:serving 0:2:102:starting] rollout queued")
+	s.ready(102)
+	s.exit(101, 0)
+	if !pending(r) {
+		t.Fatal("the reload was answered by the restore it waited behind")
+	}
+	s.ready(103)
+	s.exit(102, 0)
+	if res := result(t, r); res.Err != nil || res.Generation != 3 || res.Trigger != TriggerSignal {
+		t.Fatalf("reload: %+v, want generation 3 after the restore", res)
+	}
+}
+
+// A lost socket that cannot be bound anew is logged once for as long as
+// binding it fails, not at every look; once bound, the restore follows.
+func TestLostSocketRebindFailureLoggedOnce(t *testing.T) {
+	s := up(t, nil)
+	fail := host.LostSocket{Name: "web", Path: "/run/app/app.sock", Err: errors.New("no such file or directory")}
+	for range 3 {
+		s.env.lost = []host.LostSocket{fail}
+		s.step(socketTick{})
+	}
+	if n := strings.Count(s.log.String(), `"event":"sockets_lost"`); n != 1 {
+		t.Fatalf("%d sockets_lost lines for one failure, want 1:\n%s", n, s.log)
+	}
+	s.want("serving=1 [0:1:101:serving]")
+	s.env.lost = []host.LostSocket{{Name: "web", Path: "/run/app/app.sock"}}
+	s.step(socketTick{})
+	s.want("serving=1 [0:1:101:serving 0:2:102:starting] rollout")
 }
 
 func TestStopDelay(t *testing.T) {

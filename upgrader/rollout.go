@@ -117,6 +117,12 @@ func (m *Master) beginReload(t Trigger, reply chan<- Result) {
 		}
 		return
 	}
+	if t != TriggerRestore && t != TriggerStart {
+		// A reload on sockets nothing can reach would report success for
+		// a service nobody can use: a lost socket is restored first, and
+		// this reload queued behind the restore.
+		m.checkSockets(0)
+	}
 	if r := m.rollout; r != nil && r.rolled() {
 		// Every slot has moved: only old workers drain. The next reload
 		// begins now; that one ends when they are gone.

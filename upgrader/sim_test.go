@@ -26,7 +26,7 @@ type fakeEnv struct {
 	failStart   func(host.Start) error
 	resolveErr  error
 	release     string // the path the next resolve returns
-	lost        []string
+	lost        []host.LostSocket
 	tookOvers   map[int]int
 	left        map[int][]string // processes left in a worker's group when its main process exits
 	watched     map[int]bool     // groups watched after their main process exited
@@ -131,10 +131,10 @@ func (f *fakeEnv) adopted() []host.Stray {
 	f.adopt = nil
 	return a
 }
-func (f *fakeEnv) checkSockets() ([]string, error) {
+func (f *fakeEnv) checkSockets() []host.LostSocket {
 	l := f.lost
 	f.lost = nil
-	return l, nil
+	return l
 }
 
 // signalled reports whether sig was sent to pid (or its group).

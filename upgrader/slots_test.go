@@ -385,8 +385,12 @@ func TestEveryStateAndEvent(t *testing.T) {
 		"watchdog trigger": func(s *sim) {
 			s.step(notified{101, notify.Datagram{PID: 101, Message: notify.Message{"WATCHDOG": "trigger"}}})
 		},
-		"lost sock": func(s *sim) { s.env.lost = []string{"x"}; s.exit(999, 0) },
-		"time":      func(s *sim) { s.advance(2 * time.Minute) },
+		"lost sock": func(s *sim) { s.env.lost = []host.LostSocket{{Name: "x"}}; s.exit(999, 0) },
+		"sock file gone": func(s *sim) {
+			s.env.lost = []host.LostSocket{{Name: "x", Path: "/run/x.sock"}}
+			s.step(socketTick{})
+		},
+		"time": func(s *sim) { s.advance(2 * time.Minute) },
 		"hook ends": func(s *sim) {
 			if s.m.hooks.running != nil {
 				s.hookEnds(nil)

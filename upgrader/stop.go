@@ -4,6 +4,7 @@ import (
 	"errors"
 	"sort"
 	"syscall"
+	"time"
 
 	"github.com/baton-sh/baton/internal/host"
 )
@@ -152,35 +153,110 @@ func (m *Master) forward(sig syscall.Signal) {
 	}
 }
 
-// checkSockets binds anew the sockets a worker shut down, and replaces
-// every generation with one that has the new ones. gen is the generation
-// whose exit or STOPPING=1 showed the loss.
-func (m *Master) checkSockets(gen int) {
-	lost, err := m.env.checkSockets()
-	if len(lost) == 0 || m.stopping {
+// SocketCheckEvery is how often the master looks for a held socket that
+// nothing can reach any more: one a worker shut down, a unix socket whose
+// file was deleted. It also looks at each reload and whenever a worker
+// exits or says STOPPING=1. A look costs a system call or two per socket.
+const SocketCheckEvery = time.Second
+
+// socketsLost is the loop's memory of the sockets it could not bind anew,
+// so that a failure that lasts is logged once, not at every look.
+type socketsLost map[string]string // socket name → the error logged
+
+// watchSockets looks for lost sockets now and every SocketCheckEvery
+// until the master stops. Called again, it starts the wait for the next
+// look over.
+func (m *Master) watchSockets() {
+	if m.socketCheck != nil {
+		m.socketCheck()
+		m.socketCheck = nil
+	}
+	if m.stopping {
 		return
 	}
-	// A worker told to drain is the likely culprit (servers shut the
-	// listener down as they stop); the one whose exit or STOPPING=1 showed
-	// the loss may only have died of it.
-	by := gen
-	for _, w := range m.workers {
-		if w.state == draining && (by == gen || w.gen.n < by) {
-			by = w.gen.n
+	m.checkSockets(0)
+	if len(m.opts.Sockets) > 0 {
+		m.socketCheck = m.env.after(SocketCheckEvery, socketTick{})
+	}
+}
+
+// checkSockets binds anew the sockets nothing can reach any more (see
+// host.CheckSockets), and replaces every generation with one that has the
+// new ones: a restore. gen is the generation whose exit or STOPPING=1
+// showed the loss, 0 if none did.
+func (m *Master) checkSockets(gen int) {
+	lost := m.env.checkSockets()
+	if m.stopping {
+		return
+	}
+	var shut, gone, paths []string
+	failing := map[string]bool{}
+	for _, l := range lost {
+		if l.Err != nil {
+			failing[l.Name] = true
+			m.socketFailed(l)
+			continue
+		}
+		if l.Path != "" {
+			gone, paths = append(gone, l.Name), append(paths, l.Path)
+		} else {
+			shut = append(shut, l.Name)
 		}
 	}
-	ev := m.log.Error().Str("event", "sockets_lost").Strs("sockets", lost)
-	if by != 0 {
-		ev = ev.Int("gen", by)
+	for name := range m.socketsLost {
+		if !failing[name] {
+			delete(m.socketsLost, name)
+		}
 	}
-	if err != nil {
-		ev.Err(err).Msg("a worker shut down a listening socket every generation shares, and binding it anew failed: connections to it are refused until baton restarts")
+	if len(shut) == 0 && len(gone) == 0 {
 		return
 	}
-	ev.Msg("a worker shut down a listening socket every generation shares (shutdown(2) on its inherited copy); baton bound it anew and starts a generation on it. Fix the server to close, not shut down, its listener")
-	// Every worker started so far listens on the dead socket: the reload
-	// under way, if any, is over (a success if every slot had moved), and
-	// the restore replaces them all now.
+	if len(gone) > 0 {
+		m.log.Error().Str("event", "sockets_lost").Strs("sockets", gone).Strs("paths", paths).
+			Msg("a unix socket file was deleted or replaced, so nothing could connect to it (a temporary-file cleaner, or a deploy that removed its directory?); baton bound it anew at the same path and starts a generation on it. Keep the socket where nothing removes it, such as /run/APP (RuntimeDirectory= under systemd)")
+	}
+	if len(shut) > 0 {
+		// A worker told to drain is the likely culprit (servers shut the
+		// listener down as they stop); the one whose exit or STOPPING=1
+		// showed the loss may only have died of it.
+		by := gen
+		for _, w := range m.workers {
+			if w.state == draining && (by == gen || w.gen.n < by) {
+				by = w.gen.n
+			}
+		}
+		ev := m.log.Error().Str("event", "sockets_lost").Strs("sockets", shut)
+		if by != 0 {
+			ev = ev.Int("gen", by)
+		}
+		ev.Msg("a worker shut down a listening socket every generation shares (shutdown(2) on its inherited copy); baton bound it anew and starts a generation on it. Fix the server to close, not shut down, its listener")
+	}
+	m.restoreSockets()
+}
+
+// socketFailed logs, once for as long as it lasts, that a lost socket
+// could not be bound anew.
+func (m *Master) socketFailed(l host.LostSocket) {
+	if m.socketsLost[l.Name] == l.Err.Error() {
+		return
+	}
+	if m.socketsLost == nil {
+		m.socketsLost = socketsLost{}
+	}
+	m.socketsLost[l.Name] = l.Err.Error()
+	what := "a worker shut down a listening socket every generation shares"
+	if l.Path != "" {
+		what = "the unix socket file " + l.Path + " was deleted or replaced"
+	}
+	m.log.Error().Str("event", "sockets_lost").Strs("sockets", []string{l.Name}).Err(l.Err).
+		Msgf("%s, and binding it anew failed: connections to it fail until it can be bound; baton tries again every %s", what, SocketCheckEvery)
+}
+
+// restoreSockets replaces every worker, all of which hold sockets that
+// were lost, with a generation started on the new ones.
+func (m *Master) restoreSockets() {
+	// The reload under way, if any, is over (a success if every slot had
+	// moved), and the restore replaces them all now.
 	for _, r := range append([]*rollout(nil), m.finishing...) {
 		r.old = nil
 		m.finish(r)

@@ -78,7 +78,7 @@ func (s *system) tookOver(pid int)                       { s.h.TookOver(pid) }
 func (s *system) settled(pid int)                        { s.h.Settled(pid) }
 func (s *system) accepting(pid int) (int, string)        { return s.h.Accepting(pid) }
 func (s *system) adopted() []host.Stray                  { return s.h.Adopted() }
-func (s *system) checkSockets() ([]string, error)        { return s.h.CheckSockets() }
+func (s *system) checkSockets() []host.LostSocket        { return s.h.CheckSockets() }
 func (s *system) hook(hk host.Hook)                      { s.h.RunHook(hk) }
 func (s *system) stopping(fast bool)                     { s.h.Stopping(fast) }
 func (s *system) tellService(st host.ServiceState)       { s.h.TellService(st) }

@@ -1,8 +1,10 @@
 // Command testworker is the worker baton's integration tests and demos run:
 // a small HTTP server (and, with -udp, a datagram echo) on the listener
 // API whose misbehaviour (failing at start, never becoming ready, ignoring
-// the drain signal, leaving orphans, daemonizing, going silent to the
-// watchdog, growing, failing its health check) is chosen by flags.
+// the drain signal, leaving orphans, daemonizing, leaving its process
+// group, notifying from a short-lived helper, flooding the notify socket,
+// going silent to the watchdog, growing, failing its health check) is
+// chosen by flags.
 package main
 
 import (
@@ -48,12 +50,23 @@ func main() {
 		wdStop      = flag.Duration("watchdog-stop-after", 0, "stop sending WATCHDOG=1 this long after becoming ready (0: never), while still serving")
 		growMB      = flag.Int("grow-mb-per-s", 0, "while serving, take this many MB more resident memory every second")
 		bad500      = flag.Duration("healthz-500-after", -1, "answer 500 on /healthz from this long after becoming ready on (0: at once; negative: never)")
+		leaveGroup  = flag.Bool("leave-group", false, "move to another process group (setpgid) before serving, out of the one baton started it in")
+		helperReady = flag.Bool("ready-by-helper", false, "say READY=1 from a short-lived child process (it sends and exits), never from itself")
+		flood       = flag.Int("notify-flood", 0, "once serving, send this many STOPPING=1 and as many malformed datagrams on NOTIFY_SOCKET, the last two a second after the others")
 		chat        chatter
 	)
 	flag.IntVar(&chat.say, "say", 0, "print this many numbered lines on stdout and on stderr at start")
 	flag.DurationVar(&chat.tick, "tick", 0, "print a numbered tick on stdout and tock on stderr at this interval, each line in two writes")
 	flag.IntVar(&chat.flood, "flood", 0, "print this many 100-byte lines a second on stdout; GET /flooded says how many were written and the longest write")
 	flag.IntVar(&chat.drainSay, "say-on-drain", 0, "on the drain signal, print this many lines on stderr 20ms apart, then say it exits cleanly just before it does")
+	if msg, ok := os.LookupEnv(notifyHelper); ok {
+		// The helper of -ready-by-helper: one datagram, then gone.
+		if err := notify.Send(msg); err != nil {
+			fmt.Fprintln(os.Stderr, "testworker: helper:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	flag.Parse()
 	idle(*idleThreads)
 	if *failAtStart || (*failFile != "" && exists(*failFile)) {
@@ -68,6 +81,9 @@ func main() {
 	}
 	if *extend > 0 {
 		notify.Send("EXTEND_TIMEOUT_USEC=" + strconv.FormatInt(extend.Microseconds(), 10))
+	}
+	if *leaveGroup {
+		leave()
 	}
 	if *busyStart {
 		for start := time.Now(); time.Since(start) < *readyAfter; {
@@ -117,9 +133,16 @@ func main() {
 
 	chat.handle(mux)
 
-	if *neverReady {
+	notifySocket := os.Getenv("NOTIFY_SOCKET")
+	if *neverReady || *helperReady {
 		// It serves and drains like any worker, but never says so.
 		os.Unsetenv("NOTIFY_SOCKET")
+	}
+	if *helperReady && notifySocket != "" {
+		readyByHelper(notifySocket)
+	}
+	if *flood > 0 && notifySocket != "" {
+		go floodNotify(notifySocket, *flood)
 	}
 	drain := []os.Signal{syscall.SIGTERM}
 	if *ignoreDrain {
@@ -368,4 +391,72 @@ func startSelf(stage string, setsid bool) {
 		fmt.Fprintln(os.Stderr, "testworker: daemonize:", err)
 		os.Exit(1)
 	}
+}
+
+// leave moves this process out of the process group baton started it in.
+// It leads that group, so setpgid(0, 0) would change nothing: it starts a
+// helper in a group of its own, joins that group, and ends the helper.
+// Only this process is left in either group.
+func leave() {
+	helper := exec.Command("sleep", "60")
+	helper.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := helper.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, "testworker: leave-group:", err)
+		os.Exit(1)
+	}
+	err := syscall.Setpgid(0, helper.Process.Pid)
+	helper.Process.Kill()
+	helper.Wait()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testworker: leave-group:", err)
+		os.Exit(1)
+	}
+	fmt.Fprintf(os.Stderr, "testworker: left my process group pid=%d pgid=%d\n", os.Getpid(), syscall.Getpgrp())
+}
+
+// notifyHelper, in a re-executed testworker's environment, makes it the
+// helper of -ready-by-helper: it sends the variable's value and exits.
+const notifyHelper = "TESTWORKER_NOTIFY_HELPER"
+
+// readyByHelper has a child process send READY=1 to addr and waits for it
+// to exit: the datagram comes from a process that is gone by the time the
+// receiver may look at who sent it, as systemd-notify's is.
+func readyByHelper(addr string) {
+	exe, err := os.Executable()
+	if err == nil {
+		cmd := exec.Command(exe)
+		cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+addr, notifyHelper+"=READY=1")
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		err = cmd.Run()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testworker: ready-by-helper:", err)
+		os.Exit(1)
+	}
+}
+
+// floodNotify sends n STOPPING=1 and n malformed datagrams to addr, each
+// waiting for room in the receiver's queue, so that every one arrives;
+// then, more than a second later, one more of each.
+func floodNotify(addr string, n int) {
+	c, err := net.Dial("unixgram", addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testworker: notify-flood:", err)
+		return
+	}
+	defer c.Close()
+	for i := range 2 * n {
+		msg := "STOPPING=1"
+		if i%2 == 1 {
+			msg = "not a notify line"
+		}
+		if i == 2*n-2 {
+			time.Sleep(1100 * time.Millisecond)
+		}
+		if _, err := c.Write([]byte(msg)); err != nil {
+			fmt.Fprintln(os.Stderr, "testworker: notify-flood:", err)
+			return
+		}
+	}
+	fmt.Fprintf(os.Stderr, "testworker: notify flood sent %d datagrams pid=%d\n", 2*n, os.Getpid())
 }

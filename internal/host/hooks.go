@@ -53,7 +53,18 @@ type hookRunner struct {
 
 // RunHook runs hk beside the loop; HookDone reports its end.
 func (h *Host) RunHook(hk Hook) {
-	go func() { h.ev.HookDone(h.hooks.run(hk)) }()
+	// The addresses are read here, on the loop, which rebinds sockets.
+	addrs := boundAddrs(h.cfg.Sockets)
+	go func() { h.ev.HookDone(h.hooks.run(hk, addrs)) }()
+}
+
+// boundAddrs is BATON_ADDRS: name=address,… in --listen order.
+func boundAddrs(socks []*sockets.Socket) string {
+	addrs := make([]string, len(socks))
+	for i, s := range socks {
+		addrs[i] = s.Spec.Name + "=" + s.Addr.String()
+	}
+	return strings.Join(addrs, ",")
 }
 
 // run runs hk to its end, its process's exit, or kills its process group
@@ -61,7 +72,7 @@ func (h *Host) RunHook(hk Hook) {
 // has exited; what it left elsewhere becomes a stray of the master, marked
 // by BATON_HOOK, which the loop kills. A hook starts as a worker does:
 // through the exec shim, as Config.Identity, with Config.Umask.
-func (r *hookRunner) run(hk Hook) HookResult {
+func (r *hookRunner) run(hk Hook, addrs string) HookResult {
 	c := &r.h.cfg
 	started := time.Now()
 	res := HookResult{Hook: hk}
@@ -80,7 +91,7 @@ func (r *hookRunner) run(hk Hook) HookResult {
 	if err != nil {
 		return fail(err)
 	}
-	env := r.h.withUmask(append(hookEnv(base, hk, c.Sockets), sockets.ShimVar(path)))
+	env := r.h.withUmask(append(hookEnv(base, hk, addrs), sockets.ShimVar(path)))
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return fail(err)
@@ -225,7 +236,7 @@ func (o *hookOutput) String() string { return string(o.b) }
 // hookEnv is a hook's environment: base without the workers' socket
 // activation variables and baton's other own ones, plus what the hook is
 // about.
-func hookEnv(base []string, hk Hook, socks []*sockets.Socket) []string {
+func hookEnv(base []string, hk Hook, addrs string) []string {
 	var env []string
 	for _, kv := range base {
 		name, _, _ := strings.Cut(kv, "=")
@@ -237,10 +248,7 @@ func hookEnv(base []string, hk Hook, socks []*sockets.Socket) []string {
 		}
 		env = append(env, kv)
 	}
-	var addrs, pids []string
-	for _, s := range socks {
-		addrs = append(addrs, s.Spec.Name+"="+s.Addr.String())
-	}
+	var pids []string
 	first := 0
 	for i, p := range hk.PIDs {
 		if i == 0 {
@@ -254,6 +262,6 @@ func hookEnv(base []string, hk Hook, socks []*sockets.Socket) []string {
 		envnames.WorkerPID+"="+strconv.Itoa(first),
 		envnames.WorkerPIDs+"="+strings.Join(pids, ","),
 		envnames.MasterPID+"="+strconv.Itoa(os.Getpid()),
-		envnames.Addrs+"="+strings.Join(addrs, ","),
+		envnames.Addrs+"="+addrs,
 	)
 }

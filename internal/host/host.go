@@ -376,8 +376,10 @@ func (h *Host) StartWorker(s Start) (int, error) {
 	if c.WatchAccepting {
 		ctx, cancel := context.WithCancel(context.Background())
 		p.watch = cancel
+		// Read here: CheckSockets replaces h.socks on the loop meanwhile.
+		socks := h.socks
 		go func() {
-			w, err := accepting.Wait(ctx, pid, h.socks, 0)
+			w, err := accepting.Wait(ctx, pid, socks, 0)
 			switch {
 			case err == nil:
 				h.ev.Ready(pid, "accepting: "+w.String())
@@ -401,7 +403,8 @@ func (h *Host) receive(pid int, sock *notify.Socket) {
 }
 
 // knowSockets identifies the held sockets by inode, for --ready accepting
-// and the hint to use it.
+// and the hint to use it. It replaces h.socks, never changes it: watchers
+// already running keep the set they were given.
 func (h *Host) knowSockets() error {
 	conns := make([]syscall.Conn, len(h.cfg.Sockets))
 	for i, sock := range h.cfg.Sockets {
@@ -554,24 +557,46 @@ func (h *Host) Accepting(pid int) (int, string) {
 	return w.PID, w.String()
 }
 
-// CheckSockets binds anew every held socket that no longer listens, and
-// names them; err says why one could not be bound.
-func (h *Host) CheckSockets() ([]string, error) {
-	var lost []string
-	var err error
+// LostSocket is a held socket CheckSockets found unreachable.
+type LostSocket struct {
+	Name string
+	// Path is the file of a unix socket found deleted or replaced; empty
+	// when the socket itself stopped listening (a worker shut it down).
+	Path string
+	// Err says why binding it anew failed; nil: it was bound anew.
+	Err error
+}
+
+// CheckSockets finds the held sockets nothing can reach any more: one
+// that stopped listening (a worker shut it down: shutdown(2) on its
+// inherited copy acts on the one socket every generation shares), and a
+// unix socket whose file was deleted or replaced. It binds each anew at
+// its address, a unix socket at its path with its mode, in place of the
+// old one, and lists them. It costs one getsockopt per socket and one
+// lstat per unix socket file baton created; it binds only what was lost.
+func (h *Host) CheckSockets() []LostSocket {
+	var lost []LostSocket
+	rebound := false
 	for _, sock := range h.cfg.Sockets {
-		if sock.Listening() {
+		l := LostSocket{Name: sock.Spec.Name}
+		switch {
+		case !sock.Listening():
+		case !sock.FileIntact():
+			l.Path = sock.Spec.Address
+		default:
 			continue
 		}
-		lost = append(lost, sock.Spec.Name)
-		if e := sock.Rebind(); e != nil && err == nil {
-			err = e
+		if l.Err = sock.Rebind(); l.Err == nil {
+			rebound = true
+		}
+		lost = append(lost, l)
+	}
+	if rebound {
+		if err := h.knowSockets(); err != nil {
+			h.cfg.Log.Warn().Err(err).Msg("cannot identify the sockets bound anew: --ready accepting sees new workers only by READY=1")
 		}
 	}
-	if lost != nil && err == nil {
-		err = h.knowSockets()
-	}
-	return lost, err
+	return lost
 }
 
 // Stopping tells the Host a stop began; fast kills the running hook.

@@ -53,8 +53,11 @@ type keeperEntry struct {
 }
 
 // maxKeeperQueue bounds the messages waiting for a keeper that does not
-// read (SIGSTOPped, say): each holds a descriptor.
-const maxKeeperQueue = 1024
+// read (SIGSTOPped, say). Half of them, those about a new process, hold a
+// descriptor: 128 at most, where the open-file limit may be 1024. A keeper
+// that reads keeps its queue near empty; 256 unsent messages are some 128
+// worker starts and exits it has not read.
+const maxKeeperQueue = 256
 
 func newKeeperLink(cfg *Config, kids *children) *keeperLink {
 	return &keeperLink{cfg: cfg, kids: kids, known: map[int]keeperEntry{}}

@@ -32,6 +32,8 @@ import (
 	"strconv"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/baton-sh/baton/internal/envnames"
 )
 
@@ -73,11 +75,12 @@ func Run(app string) int {
 	}
 	// The app's parent-death signal follows the thread that forks it.
 	runtime.LockOSThread()
+	pidfd := -1
 	pid, err := syscall.ForkExec(self, os.Args, &syscall.ProcAttr{
 		// Through the exec shim, so that LISTEN_PID names the app.
 		Env:   append(os.Environ(), envnames.ExecShim+"="+app),
 		Files: files,
-		Sys:   &syscall.SysProcAttr{Pdeathsig: drain},
+		Sys:   &syscall.SysProcAttr{Pdeathsig: drain, PidFD: &pidfd},
 	})
 	if err != nil {
 		return fail("start " + app + ": " + err.Error())
@@ -97,7 +100,7 @@ func Run(app string) int {
 		}
 		exited <- ws
 	}()
-	go forward(os.NewFile(uintptr(ctl), "baton-control"), pid, drain)
+	go forward(os.NewFile(uintptr(ctl), "baton-control"), appProc{pid, pidfd}, drain)
 
 	ready := false
 	for {
@@ -120,15 +123,30 @@ func Run(app string) int {
 
 // forward sends the app each signal the master writes, one byte each, and
 // the drain signal once the master is gone.
-func forward(ctl *os.File, pid int, drain syscall.Signal) {
+func forward(ctl *os.File, app appProc, drain syscall.Signal) {
 	var b [1]byte
 	for {
 		if n, err := ctl.Read(b[:]); n == 0 || err != nil {
-			syscall.Kill(pid, drain)
+			app.signal(drain)
 			return
 		}
-		syscall.Kill(pid, syscall.Signal(b[0]))
+		app.signal(syscall.Signal(b[0]))
 	}
+}
+
+// appProc is the app: its PID, and a pidfd for it (-1 on kernels before
+// Linux 5.3).
+type appProc struct{ pid, fd int }
+
+// signal sends sig to the app through its pidfd, which can never reach
+// another process: the stub reaps the app in another goroutine, and its
+// PID may be reused as soon as it is reaped. Without pidfds, by number.
+func (a appProc) signal(sig syscall.Signal) {
+	if a.fd >= 0 {
+		unix.PidfdSendSignal(a.fd, sig, nil, 0)
+		return
+	}
+	syscall.Kill(a.pid, sig)
 }
 
 // notifyReady sends READY=1 to NOTIFY_SOCKET; the kernel attaches the

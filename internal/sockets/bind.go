@@ -3,6 +3,7 @@ package sockets
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"syscall"
@@ -30,6 +31,9 @@ type Socket struct {
 
 	unlinkPath string      // unix socket file this process created
 	created    os.FileInfo // to recognise that file at exit
+	// fileLost is set when the file was found gone or replaced at an
+	// adoption, where created stays unknown.
+	fileLost bool
 }
 
 // Bind creates the socket described by spec. A stale unix socket file (one
@@ -220,12 +224,35 @@ func (s *Socket) Listening() bool {
 	return err != nil || on == 1
 }
 
+// FileIntact reports whether the unix socket file this process created is
+// still in place at its path. Deleted (a temporary-file cleaner, a deploy
+// that removed its directory) or replaced by another file, it leaves the
+// socket listening but unreachable: nothing can connect by the path any
+// more. A socket with no file of this process's (not a unix socket, an
+// abstract one, one a service manager passed) counts as intact. It costs
+// one lstat.
+func (s *Socket) FileIntact() bool {
+	if s.fileLost {
+		return false
+	}
+	if s.unlinkPath == "" || s.created == nil {
+		return true
+	}
+	fi, err := os.Lstat(s.unlinkPath)
+	if err != nil {
+		return !errors.Is(err, fs.ErrNotExist)
+	}
+	return os.SameFile(fi, s.created)
+}
+
 // Rebind puts a freshly bound socket on s's address in s's place and
-// closes the master's descriptor of the old one, which no longer listens.
-// Workers still holding the old one keep it bound; SO_REUSEADDR, set on
-// both, lets the new one bind beside a socket that does not listen.
-// (listen(2) on the old socket again would not do: it would get a new
-// ephemeral port.)
+// closes the master's descriptor of the old one, which no longer listens
+// or, for a unix socket, lost its file. Workers still holding the old one
+// keep it bound; SO_REUSEADDR, set on both, lets the new one bind beside a
+// socket that does not listen. (listen(2) on the old socket again would
+// not do: it would get a new ephemeral port.) A unix socket is bound at
+// the same path with the same mode; a live socket another process has put
+// at that path meanwhile is left alone, and Rebind fails.
 func (s *Socket) Rebind() error {
 	spec := s.Spec
 	if spec.Network != "unix" {

@@ -540,3 +540,73 @@ func reaches(t *testing.T, sock *sockets.Socket, addr string) bool {
 	n, _, err := pc.ReadFrom(make([]byte, 16))
 	return err == nil && n == 4
 }
+
+// A unix socket whose file is deleted still listens, but nothing reaches
+// it: FileIntact says so, and Rebind binds the path anew with its mode,
+// the old descriptor closed. A live socket another process has put at the
+// path is not intact either, and Rebind leaves it alone.
+func TestRebindUnixFileDeleted(t *testing.T) {
+	path := filepath.Join(shortDir(t), "app.sock")
+	sock := mustBind(t, "unix://"+path+"?mode=0640")
+	defer sock.Close()
+	if !sock.FileIntact() {
+		t.Fatal("a freshly bound socket's file is not intact")
+	}
+	old := sock.File
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if sock.FileIntact() || !sock.Listening() {
+		t.Fatalf("file deleted: intact %v, listening %v; want false, true", sock.FileIntact(), sock.Listening())
+	}
+	if err := sock.Rebind(); err != nil {
+		t.Fatalf("Rebind: %v", err)
+	}
+	if !sock.FileIntact() || !sock.Listening() {
+		t.Fatalf("after Rebind: intact %v, listening %v", sock.FileIntact(), sock.Listening())
+	}
+	if fi, err := os.Lstat(path); err != nil || fi.Mode()&fs.ModeSocket == 0 || fi.Mode().Perm() != 0o640 {
+		t.Fatalf("after Rebind, %s: %v %v; want a socket with mode 0640", path, fi, err)
+	}
+	if _, err := old.Stat(); err == nil {
+		t.Fatal("the old descriptor is still open")
+	}
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatalf("dial the socket bound anew: %v", err)
+	}
+	c.Close()
+
+	// Replaced by another server's live socket: not ours to take.
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	other, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if sock.FileIntact() {
+		t.Fatal("another server's socket at the path counts as intact")
+	}
+	if err := sock.Rebind(); err == nil || !strings.Contains(err.Error(), "in use by a running server") {
+		t.Fatalf("Rebind over a live socket: %v, want it refused", err)
+	}
+	if c, err := net.Dial("unix", path); err != nil {
+		t.Fatalf("the other server's socket after the refused Rebind: %v", err)
+	} else {
+		c.Close()
+	}
+}
+
+// A socket that is not a unix socket of this process's own always has its
+// file intact.
+func TestFileIntactWithoutAFile(t *testing.T) {
+	for _, spec := range []string{"tcp://127.0.0.1:0", "udp://127.0.0.1:0", "unix://@baton-test-" + fmt.Sprint(os.Getpid())} {
+		sock := mustBind(t, spec)
+		if !sock.FileIntact() {
+			t.Errorf("%s: FileIntact false", spec)
+		}
+		sock.Close()
+	}
+}

@@ -76,6 +76,9 @@ func Adopt(spec Spec, c Carried) (*Socket, error) {
 				s.created = fi
 			}
 		}
+		// Gone or replaced while the master changed image: lost, as
+		// FileIntact would have found it.
+		s.fileLost = s.created == nil && c.Ino != 0
 	}
 	return s, nil
 }
