@@ -5,14 +5,22 @@ import (
 	"syscall"
 )
 
-// pendingRequests are the requests made while the master handed over for
-// an in-place upgrade: a reload and a stop are handed to the new image
-// (or, if the exec failed, carried out by this one); anything else is
-// answered ErrUpgrading, and the caller may ask again.
+// pendingRequests are the events that came while the master handed over
+// for an in-place upgrade. A reload and a stop are handed to the new image
+// (or, if the exec failed, carried out by this one); any other request is
+// answered ErrUpgrading, and the caller may ask again. Everything else (a
+// child's exit, a timer, a notify datagram, a hook's end) is kept in
+// order: if the exec fails, this image applies it as if it had just
+// come, so no drain deadline or exit is lost to a failed upgrade; if the
+// exec succeeds, the new image rebuilds all of it from the state handed
+// over and what it reaps, and these go with the old image.
 type pendingRequests struct {
 	mu     sync.Mutex
 	reload *Trigger
 	stop   int // 0 none, 1 graceful, 2 fast
+	// later is bounded by the hand-over's short window: a few events per
+	// process and timer.
+	later []event
 }
 
 func (p *pendingRequests) keep(e event) {
@@ -39,6 +47,12 @@ func (p *pendingRequests) keep(e event) {
 		}
 	case upgradeReq:
 		e.reply <- UpgradeResult{Err: ErrUpgrading}
+	case statusReq, signalReq:
+		// Already told: send reported false (ErrNotRunning). USR1,
+		// USR2 and WINCH to forward are dropped, as the new image
+		// ignores them until it runs (missable in cmd/baton).
+	default:
+		p.later = append(p.later, e)
 	}
 }
 
@@ -80,6 +94,13 @@ func (p *pendingRequests) putBack(reload *Trigger, stop int) {
 
 // applyPending carries out what was asked while the master handed over.
 func (m *Master) applyPending() {
+	m.pending.mu.Lock()
+	later := m.pending.later
+	m.pending.later = nil
+	m.pending.mu.Unlock()
+	for _, e := range later {
+		e.apply(m)
+	}
 	reload, stop := m.pending.take()
 	if reload != nil {
 		m.beginReload(*reload, nil)

@@ -269,7 +269,6 @@ func (m *Master) execUpgrade(to string) {
 		}
 		m.log.Error().Str("event", "upgrade_failed").Err(err).Msg("in-place upgrade failed: this master carries on")
 		m.env.tellService(host.ServiceState{Ready: true, Status: m.servingStatus()})
-		m.watchSockets() // its next look may have come while the door was closed
 		m.applyPending()
 		m.runQueued()
 	}

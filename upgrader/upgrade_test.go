@@ -151,6 +151,28 @@ func TestSignalsDuringTheExecAreNotLost(t *testing.T) {
 	}
 }
 
+// What happens while the master hands over (a drain deadline passes, a
+// worker exits) is not lost when the exec fails: this image carries it
+// out as if it had just come.
+func TestEventsDuringAFailedExecAreApplied(t *testing.T) {
+	s := up(t, func(o *Options) { upgradable(o); o.DrainTimeout = time.Second })
+	s.reload()
+	s.ready(102)
+	s.want("serving=2 [0:1:101:draining 0:2:102:serving] rollout")
+	s.m.opts.Upgrade.Quiesce = func() func() {
+		s.m.send(workerTimer{s.m.workers[101], draining}) // its drain deadline
+		return nil
+	}
+	s.env.execErr = errors.New("exec format error")
+	s.upgradeNow("baton 2", nil)
+	s.check()
+	if !s.env.signalled(101, syscall.SIGKILL) {
+		t.Fatalf("the drain deadline that passed during the failed exec was lost: %s", s.describe())
+	}
+	s.exit(101, 0)
+	s.want("serving=2 [0:2:102:serving]")
+}
+
 // A build takes over from every state version it knows and refuses the
 // others, so a downgrade across a state change fails its check run.
 func TestHandOverVersions(t *testing.T) {
