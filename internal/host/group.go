@@ -4,55 +4,11 @@ package host
 
 import (
 	"errors"
-	"fmt"
-	"os"
-	"strconv"
-	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/baton-sh/baton/internal/proc"
 )
-
-// member is one process of a process group, as /proc/PID/stat has it.
-type member struct {
-	pid   int
-	comm  string
-	state byte // R, S, D, T, Z, …
-}
-
-func (m member) String() string { return fmt.Sprintf("%d (%s)", m.pid, m.comm) }
-
-// groupMembers lists the live processes of process group pgid; a zombie
-// has finished and only waits for its parent to reap it, so it is left
-// out. It reads /proc once, so it runs only when a worker's main process
-// has exited, never while idle.
-func groupMembers(pgid int) []member {
-	dir, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	var out []member
-	for _, e := range dir {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		// "PID (COMM) STATE PPID PGRP …"; COMM may hold spaces and ')'.
-		open, close := strings.IndexByte(string(b), '('), strings.LastIndexByte(string(b), ')')
-		if open < 0 || close < open {
-			continue
-		}
-		f := strings.Fields(string(b[close+1:]))
-		if len(f) < 3 || f[2] != strconv.Itoa(pgid) || f[0] == "Z" || f[0] == "X" {
-			continue
-		}
-		out = append(out, member{pid: pid, comm: string(b[open+1 : close]), state: f[0][0]})
-	}
-	return out
-}
 
 // groupWatch waits for a process group to have no live member.
 type groupWatch struct{ wake int } // an eventfd: written to stop the watch
@@ -71,14 +27,14 @@ func watchGroup(pgid int, empty func()) (*groupWatch, error) {
 	go func() {
 		defer unix.Close(wake)
 		for {
-			members := groupMembers(pgid)
+			members := proc.LiveGroup(pgid)
 			if len(members) == 0 {
 				empty()
 				return
 			}
 			var fds []int
 			for _, m := range members {
-				if fd, err := unix.PidfdOpen(m.pid, 0); err == nil {
+				if fd, err := unix.PidfdOpen(m.PID, 0); err == nil {
 					fds = append(fds, fd)
 				}
 			}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/baton-sh/baton/internal/envnames"
 	"github.com/baton-sh/baton/internal/keeper"
+	"github.com/baton-sh/baton/internal/proc"
 	"github.com/baton-sh/baton/internal/sockets"
 )
 
@@ -169,7 +170,7 @@ func (r *hookRunner) run(hk Hook, addrs string) HookResult {
 // reaped, and the pidfd names it by that very PID).
 func (r *hookRunner) killGroup(pid, pidfd int) {
 	if pidfd >= 0 {
-		if err := keeper.SignalGroup(pidfd, unix.SIGKILL); !errors.Is(err, keeper.ErrNoGroupSignal) {
+		if err := proc.PidFD(pidfd).SignalGroup(unix.SIGKILL); !errors.Is(err, proc.ErrNoGroupSignal) {
 			return
 		}
 	}
@@ -181,8 +182,8 @@ func (r *hookRunner) kill() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.running >= 0 {
-		keeper.Signal(r.running, unix.SIGKILL)
-		keeper.SignalGroup(r.running, unix.SIGKILL)
+		proc.PidFD(r.running).Signal(unix.SIGKILL)
+		proc.PidFD(r.running).SignalGroup(unix.SIGKILL)
 	}
 }
 

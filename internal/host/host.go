@@ -33,6 +33,7 @@ import (
 	"github.com/baton-sh/baton/internal/accepting"
 	"github.com/baton-sh/baton/internal/envfile"
 	"github.com/baton-sh/baton/internal/keeper"
+	"github.com/baton-sh/baton/internal/proc"
 	"github.com/baton-sh/baton/internal/runas"
 	"github.com/baton-sh/baton/internal/sockets"
 	"github.com/baton-sh/baton/internal/workerlog"
@@ -145,7 +146,7 @@ type Host struct {
 	outputs *outputReaders
 	// procs are the workers and strays the loop knows, by PID: what the
 	// Host holds for each. Only the loop's goroutine touches it.
-	procs   map[int]*proc
+	procs   map[int]*held
 	noPidfd bool
 	// reaperDone is closed when the reaper has stopped (see HandOver);
 	// handed holds the duplicates HandOver made until the exec.
@@ -153,8 +154,8 @@ type Host struct {
 	handed     []*os.File
 }
 
-// proc is a worker or a stray, and what the Host holds for it.
-type proc struct {
+// held is a worker or a stray, and what the Host holds for it.
+type held struct {
 	pid     int
 	fd      int // its pidfd
 	worker  bool
@@ -213,7 +214,7 @@ func newHost(cfg Config, ev Events, dir func(...notify.Option) (*notify.Dir, err
 		cfg: cfg, ev: ev, self: os.Getpid(), stop: make(chan struct{}), reaperDone: make(chan struct{}), base: base, cred: cred,
 		spawn: newSpawner(), kids: newChildren(), notify: d, null: null,
 		proto: newProtocol(cfg.Protocol, cfg.DrainSignal),
-		procs: map[int]*proc{}, outputs: newOutputReaders(),
+		procs: map[int]*held{}, outputs: newOutputReaders(),
 	}
 	h.hooks = &hookRunner{h: h, running: -1}
 	if err := h.knowSockets(); err != nil {
@@ -354,7 +355,7 @@ func (h *Host) StartWorker(s Start) (int, error) {
 		}
 		return 0, h.startError(rel.Path, rel.Dir, err)
 	}
-	p := &proc{pid: pid, fd: pidfd, worker: true, handoff: hand, notify: sock}
+	p := &held{pid: pid, fd: pidfd, worker: true, handoff: hand, notify: sock}
 	h.procs[pid] = p
 	if pidfd >= 0 && h.keeper != nil {
 		// The keeper holds the read ends of the output pipes too: if the
@@ -443,7 +444,7 @@ func (h *Host) Signal(pid int, sig syscall.Signal, group bool) error {
 	}
 	var err error
 	if p.fd >= 0 {
-		err = keeper.Signal(p.fd, unix.Signal(sig))
+		err = proc.PidFD(p.fd).Signal(unix.Signal(sig))
 	} else if !p.worker {
 		return syscall.ESRCH
 	}
@@ -457,10 +458,10 @@ func (h *Host) Signal(pid int, sig syscall.Signal, group bool) error {
 }
 
 // signalGroup signals the process group p leads.
-func (h *Host) signalGroup(p *proc, sig syscall.Signal) error {
+func (h *Host) signalGroup(p *held, sig syscall.Signal) error {
 	if p.fd >= 0 {
-		err := keeper.SignalGroup(p.fd, unix.Signal(sig))
-		if !errors.Is(err, keeper.ErrNoGroupSignal) {
+		err := proc.PidFD(p.fd).SignalGroup(unix.Signal(sig))
+		if !errors.Is(err, proc.ErrNoGroupSignal) {
 			return err
 		}
 	}
@@ -487,7 +488,7 @@ func (h *Host) MainExited(pid int, keep bool) []string {
 			hd.done()
 		}
 	}
-	left := groupMembers(pid)
+	left := proc.LiveGroup(pid)
 	if len(left) == 0 {
 		return nil
 	}
@@ -517,7 +518,7 @@ func (h *Host) Forget(pid int) {
 	}
 }
 
-func (h *Host) release(p *proc) {
+func (h *Host) release(p *held) {
 	if p.watch != nil {
 		p.watch()
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/baton-sh/baton/internal/envnames"
 	"github.com/baton-sh/baton/internal/keeper"
+	"github.com/baton-sh/baton/internal/proc"
 )
 
 // keeperLink is the master's side of its keeper (internal/keeper), the
@@ -163,7 +164,7 @@ func (l *keeperLink) send(op byte, pid, gen int, fds []int) {
 	if !k.queue(m) {
 		l.cfg.Log.Error().Str("event", "keeper_wedged").Int("pid", k.pid).Int("queued", maxKeeperQueue).
 			Msg("the keeper is not reading (stopped?): killing it; a new one is told everything")
-		keeper.Signal(k.pidfd, unix.SIGKILL)
+		proc.PidFD(k.pidfd).Signal(unix.SIGKILL)
 	}
 }
 
@@ -227,7 +228,7 @@ func (l *keeperLink) close() {
 	case <-k.exited:
 	case <-time.After(time.Until(deadline)):
 		l.cfg.Log.Warn().Int("pid", k.pid).Msg("the keeper did not exit after the master's stop: killing it")
-		keeper.Signal(k.pidfd, unix.SIGKILL)
+		proc.PidFD(k.pidfd).Signal(unix.SIGKILL)
 		select {
 		case <-k.exited:
 		case <-time.After(5 * time.Second):
@@ -291,7 +292,7 @@ func (l *keeperLink) newKeeper() (*keeperProc, error) {
 	fc, err := net.FileConn(f)
 	f.Close()
 	if err != nil {
-		keeper.Signal(pidfd, unix.SIGKILL)
+		proc.PidFD(pidfd).Signal(unix.SIGKILL)
 		unix.Close(pidfd)
 		return nil, fmt.Errorf("keeper socket: %w", err)
 	}
@@ -419,22 +420,5 @@ func (k *keeperProc) poke() {
 func closeMsgs(ms []keeperMsg) {
 	for _, m := range ms {
 		closeFDs(m.fds)
-	}
-}
-
-// waitExit waits up to d for the process of pidfd to exit.
-func waitExit(pidfd int, d time.Duration) bool {
-	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
-	deadline := time.Now().Add(d)
-	for {
-		left := time.Until(deadline)
-		if left <= 0 {
-			return keeper.Exited(pidfd)
-		}
-		n, err := unix.Poll(fds, int((left+time.Millisecond-1)/time.Millisecond))
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		return err == nil && n > 0
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/baton-sh/baton/internal/keeper"
+	"github.com/baton-sh/baton/internal/proc"
 )
 
 // Stray is a process the master adopted that is not one of its workers:
@@ -42,15 +43,16 @@ func (h *Host) Adopted() []Stray {
 	until := time.Now().Add(exitWait)
 	for again := true; again; {
 		again = false
-		for _, pid := range keeper.Children() {
+		for _, pid := range proc.Children(0) {
 			if h.procs[pid] != nil || h.kids.has(pid) {
 				continue
 			}
-			fd, p, err := keeper.Open(pid, func(p keeper.Proc) bool { return p.PPID == h.self })
+			pfd, p, err := proc.Open(pid, proc.ParentIs(h.self))
+			fd := int(pfd)
 			var env map[string]string
 			if err == nil {
 				env = readEnv(pid, envGeneration, envWorkerIndex, envHook)
-				if keeper.Exited(fd) { // the environment read may not have been its own
+				if proc.PidFD(fd).Exited() { // the environment read may not have been its own
 					unix.Close(fd)
 					err = unix.ESRCH
 				}
@@ -59,7 +61,7 @@ func (h *Host) Adopted() []Stray {
 				if !dead[pid] {
 					dead[pid], again = true, true
 					if fd, err := unix.PidfdOpen(pid, 0); err == nil {
-						waitExit(fd, time.Until(until))
+						proc.PidFD(fd).Wait(time.Until(until))
 						unix.Close(fd)
 					}
 				}
@@ -68,7 +70,7 @@ func (h *Host) Adopted() []Stray {
 			s := Stray{PID: pid, PGID: p.PGID, Comm: p.Comm, Hook: env[envHook] != ""}
 			s.Generation, _ = strconv.Atoi(env[envGeneration])
 			s.Index, _ = strconv.Atoi(env[envWorkerIndex])
-			h.procs[pid] = &proc{pid: pid, fd: fd}
+			h.procs[pid] = &held{pid: pid, fd: fd}
 			if h.keeper != nil {
 				h.keeper.tell(keeper.OpStray, pid, s.Generation, fd)
 			}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/baton-sh/baton/internal/envnames"
 	"github.com/baton-sh/baton/internal/keeper"
+	"github.com/baton-sh/baton/internal/proc"
 	"github.com/baton-sh/baton/notify"
 )
 
@@ -216,12 +217,12 @@ func (h *Host) checkRun(path string, argv, env []string, stdin []byte, timeout t
 	select {
 	case ws = <-exited:
 	case <-timer.C:
-		keeper.SignalGroup(pidfd, unix.SIGKILL)
-		keeper.Signal(pidfd, unix.SIGKILL)
+		proc.PidFD(pidfd).SignalGroup(unix.SIGKILL)
+		proc.PidFD(pidfd).Signal(unix.SIGKILL)
 		<-exited
 		return "", fmt.Errorf("it did not answer within %s", timeout)
 	}
-	keeper.SignalGroup(pidfd, unix.SIGKILL) // what it left in its group
+	proc.PidFD(pidfd).SignalGroup(unix.SIGKILL) // what it left in its group
 	o, e := <-stdout, <-stderr
 	if !ws.Exited() || ws.ExitStatus() != 0 {
 		msg := strings.TrimSpace(e)
@@ -250,7 +251,7 @@ func Resume(cfg Config, ev Events, st State) (*Host, error) {
 	var errs []error
 	for _, ps := range st.Procs {
 		unix.FcntlInt(uintptr(ps.FD), unix.F_SETFD, unix.FD_CLOEXEC)
-		p := &proc{pid: ps.PID, fd: ps.FD, worker: ps.Worker}
+		p := &held{pid: ps.PID, fd: ps.FD, worker: ps.Worker}
 		if ps.NotifyFD >= 0 && ps.NotifyPath != "" {
 			sock, err := notify.AdoptSocket(ps.NotifyFD, ps.NotifyPath)
 			if err != nil {
@@ -287,7 +288,7 @@ func Resume(cfg Config, ev Events, st State) (*Host, error) {
 // (it may wait to be reaped).
 func (h *Host) Exited(pid int) bool {
 	p := h.procs[pid]
-	return p == nil || (p.fd >= 0 && keeper.Exited(p.fd))
+	return p == nil || (p.fd >= 0 && proc.PidFD(p.fd).Exited())
 }
 
 // handOver sends what is queued for the keeper, then describes it.
@@ -349,7 +350,7 @@ func (l *keeperLink) resume(ks KeeperState, procs []ProcState, outs []OutputStat
 	}
 	if err != nil {
 		// Without its socket the keeper is of no use: it is replaced.
-		keeper.Signal(ks.PIDFD, unix.SIGKILL)
+		proc.PidFD(ks.PIDFD).Signal(unix.SIGKILL)
 		unix.Close(ks.PIDFD)
 		l.startLocked()
 		return fmt.Errorf("keeper socket handed over as fd %d: %w", ks.ConnFD, err)
