@@ -404,3 +404,34 @@ func TestUpgradeAsPID1(t *testing.T) {
 		t.Fatalf("unshare (baton as PID 1) exited %d, want 0", code)
 	}
 }
+
+// batonbench upgrade keeps working: three upgrades between two builds
+// under POST load, none failed, the master and its workers kept their
+// PIDs. The bound on the time to serve again is loose (CI shares 2 cores
+// and builds with -race); docs/upgrading.md states what a build without
+// -race measures.
+func TestUpgradeBenchmarkRuns(t *testing.T) {
+	var rep struct {
+		Versions []string
+		Upgrades []struct {
+			ServingAgainMS float64 `json:"serving_again_ms"`
+		}
+		Steady, During struct{ Requests int }
+		Failed         int
+		PIDStable      bool      `json:"pid_stable"`
+		SignalWindowMS []float64 `json:"signal_window_ms"`
+	}
+	_, b := runBatonbench(t, &rep, "upgrade", "-upgrades", "3", "-gap", "200ms", "-rate", "400",
+		"-other", harness.BuildBaton(t, "upgrade-new"))
+	if len(rep.Upgrades) != 3 || len(rep.SignalWindowMS) != 3 || rep.Steady.Requests == 0 || rep.During.Requests == 0 {
+		t.Fatalf("report: %s", b)
+	}
+	if rep.Failed != 0 || !rep.PIDStable || len(rep.Versions) != 2 || rep.Versions[0] == rep.Versions[1] {
+		t.Fatalf("want 0 failed, stable PIDs and the other build running after 3 upgrades: %s", b)
+	}
+	for i, u := range rep.Upgrades {
+		if u.ServingAgainMS <= 0 || u.ServingAgainMS > 1000 {
+			t.Errorf("upgrade %d: serving again after %.1f ms, want well under a second", i+1, u.ServingAgainMS)
+		}
+	}
+}
