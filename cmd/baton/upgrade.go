@@ -80,7 +80,7 @@ func (p *masterParts) upgradeOptions(path string) *upgrader.UpgradeOptions {
 			undo := p.signals.quiesce()
 			return func() { p.dropKept(); undo() }
 		},
-		BeforeExec: func() { p.log.Flush() },
+		BeforeExec: func() { p.log.Flush(); p.signals.release() },
 		Carry:      p.carry,
 	}
 }
