@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/baton-sh/baton/control"
+	"github.com/baton-sh/baton/internal/sockets"
 	"github.com/baton-sh/baton/upgrader"
 )
 
@@ -115,10 +116,15 @@ func Adopt(fd int, master Master, metrics *Metrics, lifecycle bool) (*Server, er
 }
 
 // Carry is a descriptor of the endpoint's listening socket for the
-// master's new image in an in-place upgrade: a duplicate, which the
-// caller keeps open until the exec.
-func (s *Server) Carry() (*os.File, error) {
-	return s.raw.(interface{ File() (*os.File, error) }).File()
+// master's new image in an in-place upgrade: a duplicate, close-on-exec,
+// which the caller keeps open until the exec and closes should it not
+// happen. The endpoint is left as it was (see sockets.Dup).
+func (s *Server) Carry() (int, error) {
+	c, ok := s.raw.(syscall.Conn)
+	if !ok {
+		return -1, fmt.Errorf("a %T has no descriptor", s.raw)
+	}
+	return sockets.Dup(c)
 }
 
 func listen(addr string, master Master, metrics *Metrics, lifecycle bool, lim limits) (*Server, error) {

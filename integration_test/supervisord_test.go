@@ -41,11 +41,18 @@ type supervisorCtl struct {
 // Under supervisord, which watches one PID, a reload is `supervisorctl
 // signal HUP app`: baton's PID stays the one supervisord started, the
 // worker behind it is replaced with no failed request, and nothing is left
-// defunct. stop drains; start and restart work; supervisord's own shutdown
-// stops the program as stop does. Each step goes on from where the one
-// before it left the program, so the first that fails ends the test.
+// defunct. A new baton installed over the program's binary takes over in
+// place with `baton upgrade --wait`, supervisord none the wiser. stop
+// drains; start and restart work; supervisord's own shutdown stops the
+// program as stop does. Each step goes on from where the one before it
+// left the program, so the first that fails ends the test.
 func TestSupervisordSignalHUPStopStartRestart(t *testing.T) {
-	s := startSupervisord(t)
+	// baton installed at a path of its own, as a package installs it, so
+	// that a newer build can be put there.
+	old, new := harness.BuildBaton(t, "upgrade-old"), harness.BuildBaton(t, "upgrade-new")
+	installed := filepath.Join(t.TempDir(), "bin", "baton")
+	harness.Install(t, old, installed)
+	s := startSupervisord(t, installed)
 	baton := s.requireBatonServing(t)
 	var worker, started int
 	for _, step := range []struct {
@@ -53,6 +60,7 @@ func TestSupervisordSignalHUPStopStartRestart(t *testing.T) {
 		run  func(t *testing.T)
 	}{
 		{"signal HUP under load", func(t *testing.T) { worker = s.reloadsUnderLoad(t, baton, 5) }},
+		{"baton upgrade under load", func(t *testing.T) { s.upgradeUnderLoad(t, baton, installed, old, new) }},
 		{"stop with a request in flight", func(t *testing.T) { s.stopWithRequestInFlight(t, baton, worker) }},
 		{"start", func(t *testing.T) { started = s.start(t, baton) }},
 		{"restart", func(t *testing.T) { s.restart(t, started) }},
@@ -69,7 +77,7 @@ func TestSupervisordSignalHUPStopStartRestart(t *testing.T) {
 // supervisord sees the same PID RUNNING; a SIGKILLed worker is restarted
 // by baton alone, supervisord none the wiser; stop leaves no worker.
 func TestSupervisordFourWorkers(t *testing.T) {
-	s := startSupervisord(t, "--workers", "4")
+	s := startSupervisord(t, harness.Build(t).Baton, "--workers", "4")
 	baton := s.requireBatonServing(t)
 	st := s.fleet(t, 1)
 
@@ -201,6 +209,63 @@ func (s *supervisorCtl) reloadsUnderLoad(t *testing.T, baton, n int) int {
 	return worker
 }
 
+// upgradeUnderLoad installs the build new over the program's baton at
+// installed and runs `baton upgrade --wait` (the client being the build
+// old) under load: baton takes over in place while supervisord sees no
+// restart, `supervisorctl status app` showing the same PID RUNNING with
+// an uptime that went on, and no request fails.
+func (s *supervisorCtl) upgradeUnderLoad(t *testing.T, baton int, installed, old, new string) {
+	before, up := s.uptime(t)
+	workers := s.waitStatus(t, "baton's status", func(upgrader.Status) bool { return true })
+	load := startLoad(t, s.url+"/")
+	harness.Install(t, new, installed)
+	code, stdout, stderr := harness.RunProgram(t, 40*time.Second, old, "upgrade", "--wait", "--pidfile", s.pidfile)
+	if code != 0 || !strings.Contains(stdout, "upgrade-new") {
+		t.Fatalf("baton upgrade --wait under supervisord: exit %d, %q %q", code, stdout, stderr)
+	}
+	after, upAfter := s.uptime(t)
+	if before != baton || after != baton || upAfter < up {
+		t.Fatalf("supervisorctl status app: pid %d up %s before, pid %d up %s after the upgrade; want pid %d and an uptime that went on",
+			before, up, after, upAfter, baton)
+	}
+	st := s.waitStatus(t, "the new version serving", func(st upgrader.Status) bool { return strings.Contains(st.Version, "upgrade-new") })
+	if st.PID != baton || fmt.Sprint(workerPIDs(st)) != fmt.Sprint(workerPIDs(workers)) {
+		t.Fatalf("after the upgrade baton's status is %+v, want pid %d with workers %v", st, baton, workerPIDs(workers))
+	}
+	sum := requireNoFailures(t, load)
+	if spawned := strings.Count(s.supervisordLog(), "spawned: 'app'"); spawned != 1 {
+		t.Fatalf("supervisord spawned app %d times, want once:\n%s", spawned, s.supervisordLog())
+	}
+	s.requireNoZombies(t, baton)
+	t.Logf("%s under load: %d POST requests, 0 failed; supervisorctl status app: RUNNING pid %d, uptime %s then %s",
+		strings.TrimSpace(stdout), sum.Requests, baton, up, upAfter)
+}
+
+// uptime is app's PID and uptime as `supervisorctl status app` shows
+// them, failing the test unless app is RUNNING.
+func (s *supervisorCtl) uptime(t *testing.T) (int, time.Duration) {
+	t.Helper()
+	out, _ := s.ctl("status", "app")
+	m := supervisorUptime.FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("supervisorctl status app: %q, want RUNNING with a pid and an uptime", out)
+	}
+	pid, _ := strconv.Atoi(m[1])
+	up := time.Duration(svAtoi(m[3]))*time.Hour + time.Duration(svAtoi(m[4]))*time.Minute + time.Duration(svAtoi(m[5]))*time.Second
+	if m[2] != "" {
+		up += time.Duration(svAtoi(m[2])) * 24 * time.Hour
+	}
+	return pid, up
+}
+
+var supervisorUptime = regexp.MustCompile(`RUNNING\s+pid (\d+), uptime (?:(\d+) days?, )?(\d+):(\d+):(\d+)`)
+
+// supervisordLog is supervisord's own log: what it started and reaped.
+func (s *supervisorCtl) supervisordLog() string {
+	b, _ := os.ReadFile(filepath.Join(filepath.Dir(s.conf), "supervisord.log"))
+	return string(b)
+}
+
 // hup is one deploy: `supervisorctl signal HUP app`, after which the
 // reload it starts must end with generation gen serving. It says how long
 // that took, as baton logs it and as supervisorctl's caller waits.
@@ -327,9 +392,9 @@ func isStopped(e harness.Event) bool { return e.Kind() == "stopped" }
 
 // supervisordConf writes a supervisord configuration in dir whose
 // [program:app] is the example in scripts/supervisord/baton.conf, with its
-// paths replaced by the built binaries and dir, its address by addr, and
-// batonFlags added to baton's.
-func supervisordConf(t *testing.T, dir, addr, marker string, batonFlags []string) (conf, appLog, pidfile string) {
+// paths replaced by baton, the built test worker and dir, its address by
+// addr, and batonFlags added to baton's.
+func supervisordConf(t *testing.T, dir, addr, marker, baton string, batonFlags []string) (conf, appLog, pidfile string) {
 	t.Helper()
 	bin := harness.Build(t)
 	example, err := os.ReadFile(filepath.Join(harness.ModuleRoot(), "scripts", "supervisord", "baton.conf"))
@@ -349,7 +414,7 @@ func supervisordConf(t *testing.T, dir, addr, marker string, batonFlags []string
 		t.Fatalf("scripts/supervisord/baton.conf: stopwaitsecs=%d is not above --drain-timeout %ds", w, d)
 	}
 	for _, r := range []struct{ old, new string }{
-		{"/usr/local/bin/baton", strings.Join(append([]string{bin.Baton}, batonFlags...), " ")},
+		{"/usr/local/bin/baton", strings.Join(append([]string{baton}, batonFlags...), " ")},
 		{"/srv/app/current/server", bin.TestWorker},
 		{"/srv/app/current", dir},
 		{"/run/app/baton.pid", pidfile},
@@ -400,9 +465,9 @@ environment=%[4]s,GORACE="atexit_sleep_ms=0"
 }
 
 // startSupervisord runs supervisord in the foreground as a child of the
-// test over a free loopback port, with batonFlags added to app's command,
-// and waits for app to be RUNNING.
-func startSupervisord(t *testing.T, batonFlags ...string) *supervisorCtl {
+// test over a free loopback port, with the baton binary at baton and
+// batonFlags added to app's command, and waits for app to be RUNNING.
+func startSupervisord(t *testing.T, baton string, batonFlags ...string) *supervisorCtl {
 	t.Helper()
 	supervisord, err := exec.LookPath("supervisord")
 	if err != nil {
@@ -416,7 +481,7 @@ func startSupervisord(t *testing.T, batonFlags ...string) *supervisorCtl {
 	dir := t.TempDir()
 	s := &supervisorCtl{t: t, ctlBin: ctl, url: "http://" + addr, exited: make(chan struct{})}
 	s.marker = fmt.Sprintf("BATON_SUPERVISORD_TEST=%d-%d", os.Getpid(), time.Now().UnixNano())
-	s.conf, s.appLog, s.pidfile = supervisordConf(t, dir, addr, s.marker, batonFlags)
+	s.conf, s.appLog, s.pidfile = supervisordConf(t, dir, addr, s.marker, baton, batonFlags)
 
 	s.cmd = exec.Command(supervisord, "--nodaemon", "--configuration", s.conf)
 	s.cmd.Dir = dir

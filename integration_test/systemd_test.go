@@ -527,6 +527,62 @@ func TestSystemdUnits(t *testing.T) {
 		return
 	}
 
+	ok = t.Run("baton upgrade under load", func(t *testing.T) {
+		m := m.on(t)
+		start := time.Now()
+		build := harness.BuildStaticBaton(t, "upgrade-new")
+		built := time.Since(start)
+		restarts := m.show("app", "NRestarts")
+		before := m.waitStatus("baton's status", func(upgrader.Status) bool { return true })
+		// systemd logs the notifications it gets, and its unit's state
+		// changes, at debug level.
+		m.must("systemctl", "log-level", "debug")
+		defer m.must("systemctl", "log-level", "info")
+		load := m.startLoad()
+		flowing := load.Done()
+		// A package upgrade puts the new binary in place (written aside,
+		// renamed over the old one), then its hook runs `baton upgrade`.
+		harness.Install(t, build, filepath.Join(m.c.Root, "usr", "local", "bin", "baton"))
+		out, code := m.run("/usr/local/bin/baton", "upgrade", "--wait", "--pidfile", "/run/app/baton.pid")
+		if code != 0 || !strings.Contains(out, "upgrade-new") {
+			t.Fatalf("baton upgrade --wait in app.service exited %d: %s", code, out)
+		}
+		after := m.waitStatus("baton's status", func(upgrader.Status) bool { return true })
+		if pid := m.mainPID("app"); pid != baton || after.PID != baton || !strings.Contains(after.Version, "upgrade-new") ||
+			fmt.Sprint(workerPIDs(after)) != fmt.Sprint(workerPIDs(before)) {
+			t.Fatalf("after the upgrade MainPID is %d (was %d), status %+v (was %+v)", pid, baton, after, before)
+		}
+		for prop, want := range map[string]string{"NRestarts": restarts, "ActiveState": "active", "SubState": "running", "ReloadResult": "success"} {
+			if got := m.show("app", prop); got != want {
+				t.Fatalf("app.service's %s is %s after the upgrade, want %s", prop, got, want)
+			}
+		}
+		// What systemd saw: RELOADING=1 with MONOTONIC_USEC from baton's
+		// PID, the unit reloading, then READY=1 and the unit running again.
+		steps := []*regexp.Regexp{
+			regexp.MustCompile(fmt.Sprintf(`Got notification message from PID %d: RELOADING=1, MONOTONIC_USEC=\d+, STATUS=upgrading baton in place`, baton)),
+			regexp.MustCompile(`Changed running -> reload-notify`),
+			regexp.MustCompile(fmt.Sprintf(`Got notification message from PID %d: READY=1, STATUS=serving: generation %d`, baton, gen)),
+			regexp.MustCompile(`Changed reload-notify -> running`),
+		}
+		harness.Eventually(t, 10*time.Second, "systemd's view of the upgrade in the journal", func() bool {
+			next := 0
+			for _, l := range strings.Split(m.journal("app"), "\n") {
+				if next < len(steps) && steps[next].MatchString(l) {
+					next++
+				}
+			}
+			return next == len(steps)
+		})
+		load.flowing(t, flowing)
+		post, keep, _ := load.stop(t)
+		numbers.add("baton upgrade --wait under load: %q; MainPID %d, NRestarts %s, active, systemd saw RELOADING=1 then READY=1; %d POST + %d GET, 0 failed; the step took %s, building the new baton %s of it",
+			strings.TrimSpace(out), baton, restarts, post.Requests, keep.Requests, time.Since(start).Round(100*time.Millisecond), built.Round(100*time.Millisecond))
+	})
+	if !ok {
+		return
+	}
+
 	ok = t.Run("Capistrano deploy", func(t *testing.T) {
 		m := m.on(t)
 		// current -> releases/N swapped, the previous release deleted,

@@ -507,11 +507,10 @@ func (d *Dir) Close() error {
 	return nil
 }
 
-// Carry is a descriptor of s for an in-place upgrade of the manager (an
-// exec that keeps it open): a duplicate, which the caller keeps open until
-// the exec. Datagrams not yet received stay queued in the socket for the
-// new image.
-func (s *Socket) Carry() (*os.File, error) { return s.conn.File() }
+// SyscallConn gives access to s's descriptor, for an in-place upgrade of
+// the manager to keep open across its exec; datagrams not yet received
+// stay queued in the socket for the new image.
+func (s *Socket) SyscallConn() (syscall.RawConn, error) { return s.conn.SyscallConn() }
 
 // AdoptSocket takes back, in the new image, the notify socket at path
 // handed over as descriptor fd.

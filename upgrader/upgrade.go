@@ -51,7 +51,9 @@ type UpgradeOptions struct {
 	// hand-over as a pending reload or stop. undo, called if the exec
 	// failed, takes the signals back.
 	Quiesce func() (undo func())
-	// BeforeExec is called last, to flush logs.
+	// BeforeExec is called last, to flush logs. A stop asked for by the
+	// time it returns calls the exec off: the caller passes on the stop
+	// signals it caught, and from then on lets them end the process.
 	BeforeExec func()
 	// CheckTimeout bounds the check run (DefaultUpgradeCheckTimeout).
 	CheckTimeout time.Duration
@@ -315,6 +317,15 @@ func (m *Master) execUpgrade(to string) {
 	}
 	if o.BeforeExec != nil {
 		o.BeforeExec()
+	}
+	// A stop asked for since the state was written down would be lost
+	// with this image: the exec is called off, and this image stops.
+	reload, stop := m.pending.take()
+	m.pending.putBack(reload, stop)
+	if stop > ho.Engine.Pending.Stop {
+		m.env.takeBack()
+		fail(errors.New("called off: a stop was asked for during the hand-over"))
+		return
 	}
 	err = m.env.exec(o.Path, o.Args, o.Env, keep, state)
 	// Here only if the exec failed.

@@ -151,6 +151,25 @@ func TestSignalsDuringTheExecAreNotLost(t *testing.T) {
 	}
 }
 
+// A TERM caught after the state was written down, just before the exec,
+// would be lost with the old image: the exec is called off instead, and
+// this image stops.
+func TestAStopCaughtJustBeforeTheExecIsNotLost(t *testing.T) {
+	s := up(t, upgradable)
+	s.m.opts.Upgrade.BeforeExec = func() { s.m.send(stopReq{}) }
+	s.env.execErr = errExeced
+	s.upgradeNow("baton 2", nil)
+	if s.env.execState != nil {
+		var ho HandOver
+		if err := json.Unmarshal(s.env.execState, &ho); err != nil || ho.Engine.Pending.Stop == 0 {
+			t.Fatalf("exec'd with a state that lost the stop asked for just before the exec: %v %+v", err, ho.Engine.Pending)
+		}
+	}
+	if !s.m.stopping {
+		t.Fatalf("the stop asked for just before the exec did not happen: %s", s.describe())
+	}
+}
+
 // What happens while the master hands over (a drain deadline passes, a
 // worker exits) is not lost when the exec fails: this image carries it
 // out as if it had just come.

@@ -579,14 +579,49 @@ func (d *dispatcher) run(m *upgrader.Master) {
 // image asks for them within milliseconds of the exec), and every signal
 // caught so far is passed on, for the master to hand over. A stop signal
 // is not ignored: it ends a master caught in the exec, whose keeper then
-// drains the workers. undo takes the ignored signals back.
+// drains the workers. undo takes back the signals ignored here and those
+// release reset.
 func (d *dispatcher) quiesce() (undo func()) {
 	signal.Ignore(missable...)
+	d.passOn()
+	return func() { signal.Notify(d.catch, append(missable, stops...)...) }
+}
+
+// release lets the stop signals end the process, for the last moments
+// before an in-place upgrade's exec, and passes on those caught so far:
+// the master calls the exec off for a stop asked for now, which its new
+// image would not know of. One that arrives later ends the master, as it
+// does during the exec, and the keeper drains the workers. quiesce's undo
+// takes them back.
+func (d *dispatcher) release() {
+	// A stop signal the runtime has caught but os/signal not yet passed on
+	// would be dropped by the reset: first a marker signal is sent to this
+	// process and awaited. os/signal passes on what was caught before it
+	// first (and, caught at once, the lower number first: INT, QUIT and
+	// TERM are below SIGIO), so that, once the marker is in, every stop
+	// signal caught so far is in d.catch.
+	marker := make(chan os.Signal, 1)
+	signal.Notify(marker, syscall.SIGIO)
+	if syscall.Kill(os.Getpid(), syscall.SIGIO) == nil {
+		select {
+		case <-marker:
+		case <-time.After(time.Second): // never seen: it is a bound
+		}
+	}
+	signal.Reset(stops...)
+	signal.Stop(marker)
+	d.passOn()
+}
+
+// passOn dispatches every signal caught so far before it returns.
+func (d *dispatcher) passOn() {
 	done := make(chan struct{})
 	d.drain <- done
 	<-done
-	return func() { signal.Notify(d.catch, missable...) }
 }
+
+// stops are the signals that stop the master.
+var stops = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT}
 
 // missable are the signals an upgrade's exec may miss rather than die of.
 var missable = []os.Signal{syscall.SIGHUP, syscall.SIGTTIN, syscall.SIGTTOU,

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/baton-sh/baton/admin"
@@ -66,16 +67,20 @@ type masterParts struct {
 	metrics *admin.Metrics
 	log     *logging.Log
 	signals *dispatcher
-	// kept holds the duplicates made for the exec until it happens.
-	kept []*os.File
+	// kept holds the duplicates made for the exec until it happens, or
+	// until it failed.
+	kept []int
 }
 
 // upgradeOptions makes the master upgradable in place.
 func (p *masterParts) upgradeOptions(path string) *upgrader.UpgradeOptions {
 	return &upgrader.UpgradeOptions{
 		Path: path, Args: os.Args, Env: os.Environ(),
-		Quiesce:    p.signals.quiesce,
-		BeforeExec: func() { p.log.Flush() },
+		Quiesce: func() func() {
+			undo := p.signals.quiesce()
+			return func() { p.dropKept(); undo() }
+		},
+		BeforeExec: func() { p.log.Flush(); p.signals.release() },
 		Carry:      p.carry,
 	}
 }
@@ -98,16 +103,24 @@ func (p *masterParts) carry() (map[string]int, json.RawMessage, error) {
 		files["control"] = cs.FD
 	}
 	if p.admin != nil {
-		f, err := p.admin.Carry()
+		fd, err := p.admin.Carry()
 		if err != nil {
 			return nil, nil, fmt.Errorf("admin endpoint: %w", err)
 		}
-		p.kept = append(p.kept, f)
-		files[fileAdmin] = int(f.Fd())
+		p.kept = append(p.kept, fd)
+		files[fileAdmin] = fd
 	}
 	c.Counters = p.metrics.Carry()
 	data, err := json.Marshal(c)
 	return files, data, err
+}
+
+// dropKept closes the duplicates made for an exec that failed.
+func (p *masterParts) dropKept() {
+	for _, fd := range p.kept {
+		syscall.Close(fd)
+	}
+	p.kept = nil
 }
 
 // takeCarried reads what the old image's cmd/baton handed over.

@@ -563,6 +563,14 @@ func BuildStatic(t testing.TB, pkg string) string {
 	return buildCached(t, "static "+pkg, pkg, "static", []string{"CGO_ENABLED=0"}, nil)
 }
 
+// BuildStaticBaton is BuildStatic of cmd/baton with its version set to
+// version, for an in-place upgrade inside another root filesystem.
+func BuildStaticBaton(t testing.TB, version string) string {
+	t.Helper()
+	return buildCached(t, "static baton "+version, "./cmd/baton", "static-version-"+version,
+		[]string{"CGO_ENABLED=0"}, []string{"-ldflags", "-X main.version=" + version})
+}
+
 // buildCached builds pkg with go build flags and env added to the test's
 // environment, once per test process for each key, into subdir of Build's
 // directory; it returns the binary's path.

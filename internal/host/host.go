@@ -151,7 +151,7 @@ type Host struct {
 	// reaperDone is closed when the reaper has stopped (see HandOver);
 	// handed holds the duplicates HandOver made until the exec.
 	reaperDone chan struct{}
-	handed     []*os.File
+	handed     []int
 }
 
 // held is a worker or a stray, and what the Host holds for it.

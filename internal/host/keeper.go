@@ -41,7 +41,7 @@ type keeperLink struct {
 	timer  *time.Timer
 	failed bool // the last start failed: said once
 	closed bool
-	handed *os.File // the socket's duplicate handed over for an exec
+	handed []int // the socket's duplicate handed over for an exec
 }
 
 // keeperEntry is one process the keeper is to know.

@@ -19,6 +19,7 @@ import (
 	"github.com/baton-sh/baton/internal/envnames"
 	"github.com/baton-sh/baton/internal/keeper"
 	"github.com/baton-sh/baton/internal/proc"
+	"github.com/baton-sh/baton/internal/sockets"
 	"github.com/baton-sh/baton/notify"
 )
 
@@ -88,13 +89,13 @@ func (h *Host) HandOver(gens map[int]int) (State, []int, error) {
 			keep = append(keep, p.fd)
 		}
 		if p.notify != nil {
-			f, err := p.notify.Carry()
+			fd, err := sockets.Dup(p.notify)
 			if err != nil {
 				h.TakeBack()
 				return State{}, nil, fmt.Errorf("notify socket of worker %d: %w", p.pid, err)
 			}
-			h.handed = append(h.handed, f)
-			ps.NotifyFD, ps.NotifyPath = int(f.Fd()), p.notify.Path()
+			h.handed = append(h.handed, fd)
+			ps.NotifyFD, ps.NotifyPath = fd, p.notify.Path()
 			keep = append(keep, ps.NotifyFD)
 		}
 		st.Procs = append(st.Procs, ps)
@@ -107,8 +108,8 @@ func (h *Host) HandOver(gens map[int]int) (State, []int, error) {
 // TakeBack undoes HandOver after the exec failed: the reaper and the
 // readers of worker output run again.
 func (h *Host) TakeBack() {
-	for _, f := range h.handed {
-		f.Close()
+	for _, fd := range h.handed {
+		unix.Close(fd)
 	}
 	h.handed = nil
 	h.stop, h.reaperDone = make(chan struct{}), make(chan struct{})
@@ -306,22 +307,22 @@ func (l *keeperLink) handOver() (*KeeperState, []int, error) {
 	if !k.flush(time.Now().Add(time.Second)) {
 		return nil, nil, errors.New("the keeper did not read what it was sent within 1s")
 	}
-	f, err := k.conn.File()
+	fd, err := sockets.Dup(k.conn)
 	if err != nil {
 		return nil, nil, fmt.Errorf("keeper socket: %w", err)
 	}
-	l.handed = f
-	return &KeeperState{PID: k.pid, PIDFD: k.pidfd, ConnFD: int(f.Fd()), Started: k.started}, []int{k.pidfd, int(f.Fd())}, nil
+	l.handed = append(l.handed, fd)
+	return &KeeperState{PID: k.pid, PIDFD: k.pidfd, ConnFD: fd, Started: k.started}, []int{k.pidfd, fd}, nil
 }
 
 // takeBack lets the keeper's writer run again after a failed exec.
 func (l *keeperLink) takeBack() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.handed != nil {
-		l.handed.Close()
-		l.handed = nil
+	for _, fd := range l.handed {
+		unix.Close(fd)
 	}
+	l.handed = nil
 }
 
 // resume takes back the keeper the old image ran, and what it knows.

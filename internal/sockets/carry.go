@@ -5,6 +5,8 @@ import (
 	"net"
 	"os"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Carried is a held socket as the master hands it to its own new image
@@ -34,6 +36,24 @@ func (s *Socket) Carry() Carried {
 		}
 	}
 	return c
+}
+
+// Dup duplicates c's descriptor, close-on-exec, for an exec to keep open.
+// c is left as it was. net's File would not do: the duplicate's Fd makes
+// it blocking, and with it c, since both share one open file; a read in
+// progress on c then holds c's Close up, should the exec not happen.
+func Dup(c syscall.Conn) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	if cerr := rc.Control(func(orig uintptr) {
+		fd, err = unix.FcntlInt(orig, unix.F_DUPFD_CLOEXEC, 0)
+	}); cerr != nil {
+		return -1, cerr
+	}
+	return fd, err
 }
 
 // Adopt takes back, in the new image, the socket c describes for spec,
