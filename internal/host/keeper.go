@@ -42,6 +42,9 @@ type keeperLink struct {
 	failed bool // the last start failed: said once
 	closed bool
 	handed []int // the socket's duplicate handed over for an exec
+	// handing is set from handOver to takeBack: no keeper may start
+	// while the state that names the keeper is on its way to the exec.
+	handing bool
 }
 
 // keeperEntry is one process the keeper is to know.
@@ -74,7 +77,7 @@ func (l *keeperLink) start() {
 
 func (l *keeperLink) startLocked() {
 	l.timer = nil
-	if l.closed || l.k != nil {
+	if l.closed || l.k != nil || l.handing {
 		return
 	}
 	k, err := l.newKeeper()

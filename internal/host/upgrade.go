@@ -66,8 +66,9 @@ type ProcState struct {
 // HandOver readies the Host for the exec of an in-place upgrade and
 // describes what it holds: it stops the reaper, so that children exiting
 // from now on wait for the new image, stops reading worker output once
-// what was read is logged, and sends the keeper what is queued for it. gens gives each worker's and stray's generation, for the
-// keeper. It returns the descriptors the exec must keep open. Until the
+// what was read is logged, and sends the keeper what is queued for it
+// (and starts none meanwhile). gens gives each worker's and stray's
+// generation, for the keeper. It returns the descriptors the exec must keep open. Until the
 // exec, or TakeBack after it failed, the Host reaps nothing.
 func (h *Host) HandOver(gens map[int]int) (State, []int, error) {
 	close(h.stop)
@@ -296,6 +297,7 @@ func (h *Host) Exited(pid int) bool {
 func (l *keeperLink) handOver() (*KeeperState, []int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.handing = true
 	if l.timer != nil {
 		l.timer.Stop()
 		l.timer = nil
@@ -315,7 +317,8 @@ func (l *keeperLink) handOver() (*KeeperState, []int, error) {
 	return &KeeperState{PID: k.pid, PIDFD: k.pidfd, ConnFD: fd, Started: k.started}, []int{k.pidfd, fd}, nil
 }
 
-// takeBack lets the keeper's writer run again after a failed exec.
+// takeBack lets the keeper's writer run again after a failed exec, and
+// starts the keeper whose start handOver put off, if none runs.
 func (l *keeperLink) takeBack() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -323,6 +326,10 @@ func (l *keeperLink) takeBack() {
 		unix.Close(fd)
 	}
 	l.handed = nil
+	l.handing = false
+	if l.k == nil && l.timer == nil {
+		l.startLocked()
+	}
 }
 
 // resume takes back the keeper the old image ran, and what it knows.
