@@ -424,6 +424,11 @@ func (m *Master) abandonReloads() {
 			w <- Result{Generation: m.currentGen(), Trigger: q.trigger, Err: ErrStopping}
 		}
 	}
+	// An upgrade that waited (or whose check runs) will not happen.
+	for _, w := range m.upgrade.waiters {
+		w <- UpgradeResult{From: m.opts.Version, Err: ErrStopping}
+	}
+	m.upgrade.waiters = nil
 	for _, r := range append([]*rollout(nil), m.finishing...) {
 		m.finish(r) // every slot moved; the stop finishes their drain
 	}

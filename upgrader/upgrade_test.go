@@ -114,6 +114,27 @@ func TestUpgradeWaitsForAReload(t *testing.T) {
 	}
 }
 
+// A stop overtakes an upgrade that waits for a reload: the caller is
+// told, and the check run that may still come changes nothing.
+func TestStopAnswersAWaitingUpgrade(t *testing.T) {
+	s := up(t, upgradable)
+	s.reload()
+	c := s.upgradeNow("baton 2", nil)
+	s.step(stopReq{})
+	select {
+	case r := <-c:
+		if !errors.Is(r.Err, ErrStopping) {
+			t.Fatalf("upgrade waiting when the stop came: %+v", r)
+		}
+	default:
+		t.Fatal("the stop left the upgrade that waited unanswered")
+	}
+	s.step(upgradeChecked{CheckOK + "baton 2", nil})
+	if s.env.execState != nil {
+		t.Fatal("exec'd while stopping")
+	}
+}
+
 func TestUpgradeRefusedByTheCheckChangesNothing(t *testing.T) {
 	s := up(t, upgradable)
 	c := s.upgradeNow("", errors.New("it exited with status 1: exec format error"))
