@@ -65,14 +65,33 @@ func (a *masterAddress) find() (master, error) {
 	return m, nil
 }
 
+// findControlled locates a master that has a control socket; without one,
+// the error says what to pass, and hint how else to reach it.
+func (a *masterAddress) findControlled(hint string) (master, error) {
+	m, err := a.find()
+	if err == nil && m.control == "" {
+		err = fmt.Errorf("master pid %d has no control socket next to %s: pass its --control%s", m.pid, a.pidfile, hint)
+	}
+	return m, err
+}
+
 // ask sends req over m's control socket and checks that the process
 // answering is the one holding the pidfile.
 func (m master) ask(req control.Request, timeout time.Duration) (control.Response, error) {
 	resp, pid, err := control.Ask(m.control, req, timeout)
-	if err == nil && m.pid != 0 && pid != 0 && pid != m.pid {
-		return resp, fmt.Errorf("the control socket %s belongs to pid %d, not to master pid %d that holds the pidfile: pass --control explicitly", m.control, pid, m.pid)
+	if err == nil {
+		err = m.answeredBy(pid)
 	}
 	return resp, err
+}
+
+// answeredBy checks that pid, the process that answered on m's control
+// socket, is the one holding the pidfile.
+func (m master) answeredBy(pid int) error {
+	if m.pid != 0 && pid != 0 && pid != m.pid {
+		return fmt.Errorf("the control socket %s belongs to pid %d, not to master pid %d that holds the pidfile: pass --control explicitly", m.control, pid, m.pid)
+	}
+	return nil
 }
 
 func exists(path string) bool {
@@ -168,12 +187,9 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, fs, err, exitUsage)
 	}
-	m, err := addr.find()
+	m, err := addr.findControlled("")
 	if err != nil {
 		return fail(stderr, fs, err, exitRuntime)
-	}
-	if m.control == "" {
-		return fail(stderr, fs, fmt.Errorf("master pid %d has no control socket next to %s: pass its --control", m.pid, addr.pidfile), exitRuntime)
 	}
 	resp, err := m.ask(control.Request{Command: "status"}, 10*time.Second)
 	if err == nil && !resp.OK {
@@ -275,12 +291,9 @@ func scaleCmd(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, fs, err, exitUsage)
 	}
-	m, err := addr.find()
+	m, err := addr.findControlled(" (SIGTTIN and SIGTTOU add and remove one worker)")
 	if err != nil {
 		return fail(stderr, fs, err, exitRuntime)
-	}
-	if m.control == "" {
-		return fail(stderr, fs, fmt.Errorf("master pid %d has no control socket next to %s: pass its --control (SIGTTIN and SIGTTOU add and remove one worker)", m.pid, addr.pidfile), exitRuntime)
 	}
 	resp, err := m.ask(control.Request{Command: "scale", Workers: n, Wait: *wait}, *timeout)
 	switch {

@@ -222,17 +222,14 @@ func upgradeCmd(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, fs, err, exitUsage)
 	}
-	m, err := addr.find()
+	m, err := addr.findControlled("")
 	if err != nil {
 		return fail(stderr, fs, err, exitRuntime)
 	}
-	if m.control == "" {
-		return fail(stderr, fs, fmt.Errorf("master pid %d has no control socket next to %s: pass its --control", m.pid, addr.pidfile), exitRuntime)
-	}
 	asked := time.Now()
 	resp, pid, err := control.AskUpgrade(m.control, *timeout)
-	if err == nil && m.pid != 0 && pid != 0 && pid != m.pid {
-		err = fmt.Errorf("the control socket %s belongs to pid %d, not to master pid %d that holds the pidfile: pass --control explicitly", m.control, pid, m.pid)
+	if err == nil {
+		err = m.answeredBy(pid)
 	}
 	switch {
 	case err != nil:
