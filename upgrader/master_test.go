@@ -435,6 +435,38 @@ func TestLostSocketRebindFailureLoggedOnce(t *testing.T) {
 	s.want("serving=1 [0:1:101:serving 0:2:102:starting] rollout")
 }
 
+// A master with no socket file of its own does not wake to look for lost
+// sockets; one whose socket could not be bound anew, found at a worker's
+// exit, tries again every SocketCheckEvery until it can.
+func TestSocketLooksOnlyWhenSomethingCanBeFound(t *testing.T) {
+	armed := func(s *sim) (n int) {
+		for _, tm := range s.env.timers {
+			if _, ok := tm.e.(socketTick); ok && !tm.stopped {
+				n++
+			}
+		}
+		return n
+	}
+	s := up(t, nil)
+	if n := armed(s); n != 0 {
+		t.Fatalf("%d socket looks armed with TCP sockets only, want none", n)
+	}
+	r := s.reload()
+	s.ready(102)
+	s.env.lost = []host.LostSocket{{Name: "http", Err: errors.New("address already in use")}}
+	s.exit(101, 0)
+	result(t, r)
+	if n := armed(s); n != 1 {
+		t.Fatalf("%d socket looks armed after a failed rebind, want 1", n)
+	}
+	s.env.lost = []host.LostSocket{{Name: "http"}} // bound at last
+	s.advance(SocketCheckEvery)
+	s.want("serving=2 [0:2:102:serving 0:3:103:starting] rollout")
+	if n := armed(s); n != 0 {
+		t.Fatalf("%d socket looks armed once bound, want none", n)
+	}
+}
+
 func TestStopDelay(t *testing.T) {
 	delay := func(o *Options) { o.StopDelay = 5 * time.Second }
 	for _, tc := range []struct {

@@ -154,18 +154,22 @@ func (m *Master) forward(sig syscall.Signal) {
 }
 
 // SocketCheckEvery is how often the master looks for a held socket that
-// nothing can reach any more: one a worker shut down, a unix socket whose
-// file was deleted. It also looks at each reload and whenever a worker
-// exits or says STOPPING=1. A look costs a system call or two per socket.
+// nothing can reach any more, while it holds a unix socket whose file it
+// created (the file may be deleted, which nothing else reveals) or one it
+// could not bind anew. It also looks at each reload and whenever a worker
+// exits or says STOPPING=1, which is when a worker that shut its socket
+// down shows it; a master of TCP sockets alone does not wake for it. A
+// look costs a system call or two per socket.
 const SocketCheckEvery = time.Second
 
 // socketsLost is the loop's memory of the sockets it could not bind anew,
 // so that a failure that lasts is logged once, not at every look.
 type socketsLost map[string]string // socket name → the error logged
 
-// watchSockets looks for lost sockets now and every SocketCheckEvery
-// until the master stops. Called again, it starts the wait for the next
-// look over.
+// watchSockets looks for lost sockets now and, while that may find what
+// nothing else would (see SocketCheckEvery), every SocketCheckEvery until
+// the master stops. Called again, it starts the wait for the next look
+// over.
 func (m *Master) watchSockets() {
 	if m.socketCheck != nil {
 		m.socketCheck()
@@ -175,9 +179,23 @@ func (m *Master) watchSockets() {
 		return
 	}
 	m.checkSockets(0)
-	if len(m.opts.Sockets) > 0 {
+	if m.socketCheck == nil && m.socketsWatched() {
 		m.socketCheck = m.env.after(SocketCheckEvery, socketTick{})
 	}
+}
+
+// socketsWatched reports whether a periodic look may find a lost socket:
+// one with a file of its own, or one that could not be bound anew.
+func (m *Master) socketsWatched() bool {
+	if len(m.socketsLost) > 0 {
+		return true
+	}
+	for _, s := range m.opts.Sockets {
+		if s.HasFile() {
+			return true
+		}
+	}
+	return false
 }
 
 // checkSockets binds anew the sockets nothing can reach any more (see
@@ -207,6 +225,11 @@ func (m *Master) checkSockets(gen int) {
 		if !failing[name] {
 			delete(m.socketsLost, name)
 		}
+	}
+	if len(m.socketsLost) > 0 && m.socketCheck == nil {
+		// Found at a worker's exit: try again in a while, not only at
+		// the next exit.
+		m.socketCheck = m.env.after(SocketCheckEvery, socketTick{})
 	}
 	if len(shut) == 0 && len(gone) == 0 {
 		return

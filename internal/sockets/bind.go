@@ -245,6 +245,11 @@ func (s *Socket) FileIntact() bool {
 	return os.SameFile(fi, s.created)
 }
 
+// HasFile reports whether s is a unix socket whose file this process
+// created: the only kind whose loss (see FileIntact) no worker's exit or
+// message reveals, so the master must look for it.
+func (s *Socket) HasFile() bool { return s.unlinkPath != "" }
+
 // Rebind puts a freshly bound socket on s's address in s's place and
 // closes the master's descriptor of the old one, which no longer listens
 // or, for a unix socket, lost its file. Workers still holding the old one
