@@ -20,6 +20,11 @@
 //   - The server never stops accepting while the socket is open: accept
 //     errors (out of file descriptors, say) are logged once and retried
 //     with backoff, as net/http does.
+//
+// The client half (DefaultPath, Ask, AskUpgrade, Request, Response) is for
+// any program that drives a running master, such as a deploy tool. The
+// server half is baton's own; Adopt and Server.Carry, which take this
+// module's internal socket type, exist for baton's in-place upgrade.
 package control
 
 import (

@@ -5,6 +5,12 @@
 // scales, and stops. It decides; internal/host does: this package touches
 // the operating system only through its env.
 //
+// It is the engine of the baton command, not a library for other
+// modules: Options names this module's internal types (the held sockets,
+// the host's protocols), and a Master needs the baton binary's re-exec
+// roles (Options.ShimPath). A server's Go API is package listener; a
+// program that drives a running master uses package control's client.
+//
 // # Slots, workers, generations
 //
 // The master runs Options.Workers slots, 0..N-1. A slot has at most one

@@ -17,8 +17,8 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/baton-sh/baton/admin"
 	"github.com/baton-sh/baton/control"
+	"github.com/baton-sh/baton/internal/admin"
 	"github.com/baton-sh/baton/internal/fdlimit"
 	"github.com/baton-sh/baton/internal/logging"
 	"github.com/baton-sh/baton/internal/serverhints"

@@ -12,8 +12,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/baton-sh/baton/admin"
 	"github.com/baton-sh/baton/control"
+	"github.com/baton-sh/baton/internal/admin"
 	"github.com/baton-sh/baton/internal/logging"
 	"github.com/baton-sh/baton/internal/sockets"
 	"github.com/baton-sh/baton/pidfile"
