@@ -1,0 +1,44 @@
+package main
+
+import (
+	"os"
+	"reflect"
+	"testing"
+)
+
+func TestStatusKB(t *testing.T) {
+	tests := []struct {
+		name   string
+		status string
+		want   map[string]int
+	}{
+		{"empty", "", map[string]int{}},
+		{
+			"a real one, abridged",
+			"Name:\tbaton\nUmask:\t0022\nState:\tS (sleeping)\nPid:\t4210\nVmPeak:\t 1240464 kB\n" +
+				"VmRSS:\t   12700 kB\nRssAnon:\t    3000 kB\nRssFile:\t    9700 kB\nThreads:\t7\n" +
+				"SigQ:\t0/7862\nvoluntary_ctxt_switches:\t150\n",
+			map[string]int{"VmPeak": 1240464, "VmRSS": 12700, "RssAnon": 3000, "RssFile": 9700},
+		},
+		{"no unit, a bad number, no colon", "Threads:\t7\nVmRSS:\tmany kB\nRssAnon 3000 kB\n", map[string]int{}},
+		{"zero, no final newline", "RssShmem:\t       0 kB", map[string]int{"RssShmem": 0}},
+	}
+	for _, tt := range tests {
+		if got := statusKB([]byte(tt.status)); !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("%s: statusKB = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestReadFootprintOfSelf(t *testing.T) {
+	f, err := readFootprint(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.RssAnonKB <= 0 || f.VmRSSKB < f.RssAnonKB || f.FDs < 3 {
+		t.Errorf("readFootprint(self) = %+v: want RssAnon > 0, VmRSS ≥ RssAnon and at least stdin, stdout, stderr", f)
+	}
+	if _, err := cpuTicks(os.Getpid()); err != nil {
+		t.Errorf("cpuTicks(self): %v", err)
+	}
+}
