@@ -100,8 +100,8 @@ func (b *batonProc) next(match func(event) bool) (event, error) {
 	for {
 		select {
 		case e := <-b.events:
-			if e.Event == "reload_failed" {
-				return e, fmt.Errorf("reload failed: %s", e.Error)
+			if e.Event == "reload_failed" || e.Event == "rolled_back" {
+				return e, fmt.Errorf("%s: %s", e.Event, e.Error)
 			}
 			if match(e) {
 				return e, nil

@@ -21,7 +21,11 @@
 //
 //	batonbench [-reloads 10] [-rate 400] [-json FILE]
 //
-// scripts/bench.sh builds the programs and runs it.
+// scripts/bench.sh builds the programs and runs it. Its other measurements
+// are subcommands, each described in its own file:
+//
+//	batonbench handoff    what baton adds before the old generation drains (handoff.go)
+//	batonbench workers    a rolling reload of several workers, beside PM2 and uWSGI (workers.go)
 package main
 
 import (
@@ -55,13 +59,19 @@ type Config struct {
 var allModes = []string{"baton", "naive", "socket-holder", "tableflip"}
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "hold" {
-		os.Exit(holdCmd(os.Args[2:]))
+	cmd, args := "", os.Args[1:]
+	if len(args) > 0 {
+		cmd = args[0]
 	}
-	if len(os.Args) > 1 && os.Args[1] == "handoff" {
-		os.Exit(handoffCmd(os.Args[2:], os.Stdout, os.Stderr))
+	switch cmd {
+	case "hold":
+		os.Exit(holdCmd(args[1:]))
+	case "handoff":
+		os.Exit(handoffCmd(args[1:], os.Stdout, os.Stderr))
+	case "workers":
+		os.Exit(workersCmd(args[1:], os.Stdout, os.Stderr))
 	}
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(run(args, os.Stdout, os.Stderr))
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
