@@ -27,6 +27,7 @@
 //	batonbench handoff    what baton adds before the old generation drains (handoff.go)
 //	batonbench workers    a rolling reload of several workers, beside PM2 and uWSGI (workers.go)
 //	batonbench footprint  the master's memory, fds and CPU with 1 to 32 workers (footprint.go)
+//	batonbench shim       what the exec shim adds to a worker's start (shim.go)
 package main
 
 import (
@@ -73,6 +74,8 @@ func main() {
 		os.Exit(workersCmd(args[1:], os.Stdout, os.Stderr))
 	case "footprint":
 		os.Exit(footprintCmd(args[1:], os.Stdout, os.Stderr))
+	case "shim":
+		os.Exit(shimCmd(args[1:], os.Stdout, os.Stderr))
 	}
 	os.Exit(run(args, os.Stdout, os.Stderr))
 }

@@ -42,3 +42,16 @@ func TestReadFootprintOfSelf(t *testing.T) {
 		t.Errorf("cpuTicks(self): %v", err)
 	}
 }
+
+func TestLinking(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := linking(self); got != "static" && got != "dynamic" {
+		t.Errorf("linking(the test binary) = %q, want static or dynamic", got)
+	}
+	if got := linking("/proc/self/status"); got != "unknown" {
+		t.Errorf("linking(a text file) = %q, want unknown", got)
+	}
+}
