@@ -59,6 +59,7 @@ type batonProc struct {
 type event struct {
 	Event string // the step, unlike the message never reworded
 	Gen   int
+	PID   int
 	Error string
 	Time  time.Time
 }

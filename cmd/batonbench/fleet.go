@@ -33,6 +33,15 @@ type fleet interface {
 	stop() error
 }
 
+// phased is a fleet whose last reload had a start phase, from its request
+// until the last new worker was ready, and then a drain phase. startCPU is
+// the CPU time the new workers had used when each was ready: their start,
+// the exec shim's included.
+type phased interface {
+	lastReady() time.Time
+	startCPU() time.Duration
+}
+
 // batonFleet is a server under a baton master with --workers.
 type batonFleet struct {
 	cfg    Config
@@ -40,6 +49,8 @@ type batonFleet struct {
 	args   []string // baton's, the worker command after "--"
 	master *batonProc
 	gen    int
+	ready  time.Time     // the last reload's last worker_ready
+	cpu    time.Duration // its new workers' CPU time, each when ready
 }
 
 func (b *batonFleet) start() error {
@@ -58,7 +69,15 @@ func (b *batonFleet) reload() (span, error) {
 		return span{}, err
 	}
 	b.gen++
-	e, err := b.master.next(func(e event) bool { return isReloadComplete(e) && e.Gen == b.gen })
+	b.cpu = 0
+	e, err := b.master.next(func(e event) bool {
+		if e.Event == "worker_ready" && e.Gen == b.gen {
+			b.ready = e.Time
+			ns, _ := cpuNS(e.PID) // read a little after the event: an upper bound
+			b.cpu += time.Duration(ns)
+		}
+		return isReloadComplete(e) && e.Gen == b.gen
+	})
 	if err != nil {
 		return span{}, err
 	}
@@ -68,6 +87,10 @@ func (b *batonFleet) reload() (span, error) {
 }
 
 func (b *batonFleet) masterPID() int { return b.master.cmd.Process.Pid }
+
+func (b *batonFleet) lastReady() time.Time { return b.ready }
+
+func (b *batonFleet) startCPU() time.Duration { return b.cpu }
 
 func (b *batonFleet) stop() error {
 	if b.master == nil {

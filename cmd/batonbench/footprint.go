@@ -20,7 +20,7 @@ import (
 //	batonbench footprint [-counts 1,4,32] [-reloads 100] [-reload-counts 1,4] [-idle 10s] [-json FILE]
 //
 // For each count it starts baton with that many test workers on
-// 127.0.0.1, sends no load, and reads the master's private memory
+// 127.0.0.1 and a --pidfile (so a control socket too), sends no load, and reads the master's private memory
 // (RssAnon), VmRSS and open fds from /proc: once every worker serves,
 // and again after -idle, over which it also counts the master's CPU time
 // (utime + stime, in clock ticks of 10 ms). For the counts in
@@ -127,7 +127,15 @@ func footprintOf(cfg Config, n int, idle time.Duration, reloads int, reload bool
 	if err != nil {
 		return r, err
 	}
-	b, err := startBaton(cfg, logw, "--listen", "http=tcp://"+addr, "--workers", strconv.Itoa(n), "--", cfg.worker)
+	tmp, err := os.MkdirTemp("", "batonbench-")
+	if err != nil {
+		return r, err
+	}
+	defer os.RemoveAll(tmp)
+	// With a pidfile, as under a supervisor: the master holds it locked
+	// and serves the control socket next to it.
+	b, err := startBaton(cfg, logw, "--pidfile", filepath.Join(tmp, "baton.pid"), "--listen", "http=tcp://"+addr,
+		"--workers", strconv.Itoa(n), "--", cfg.worker)
 	if err != nil {
 		return r, err
 	}

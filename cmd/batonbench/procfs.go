@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -71,4 +72,37 @@ func cpuTicks(pid int) (uint64, error) {
 		return 0, err
 	}
 	return s.UTime + s.STime, nil
+}
+
+// cpuNS is the CPU time pid's threads have used, in nanoseconds, from
+// /proc/PID/task/*/schedstat: finer than cpuTicks, but without the
+// threads that have exited.
+func cpuNS(pid int) (uint64, error) {
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	if err != nil || len(tasks) == 0 {
+		return 0, fmt.Errorf("pid %d: no tasks in /proc", pid)
+	}
+	var sum uint64
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if err != nil {
+			continue // a thread that has just exited
+		}
+		ns, err := parseSchedstat(b)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", t, err)
+		}
+		sum += ns
+	}
+	return sum, nil
+}
+
+// parseSchedstat reads the time on the CPU, in nanoseconds, from a
+// schedstat line: "ON_CPU_NS WAITING_NS TIMESLICES".
+func parseSchedstat(b []byte) (uint64, error) {
+	f := strings.Fields(string(b))
+	if len(f) != 3 {
+		return 0, fmt.Errorf("not a schedstat line: %q", b)
+	}
+	return strconv.ParseUint(f[0], 10, 64)
 }

@@ -55,3 +55,28 @@ func TestLinking(t *testing.T) {
 		t.Errorf("linking(a text file) = %q, want unknown", got)
 	}
 }
+
+func TestParseSchedstat(t *testing.T) {
+	tests := []struct {
+		line string
+		want uint64
+		ok   bool
+	}{
+		{"244658555 220421209 193\n", 244658555, true},
+		{"0 1925669 1", 0, true},
+		{"18446744073709551615 0 0", 18446744073709551615, true},
+		{"", 0, false},
+		{"244658555 220421209\n", 0, false},
+		{"-1 0 0", 0, false},
+		{"x 0 0", 0, false},
+	}
+	for _, tt := range tests {
+		got, err := parseSchedstat([]byte(tt.line))
+		if (err == nil) != tt.ok || got != tt.want {
+			t.Errorf("parseSchedstat(%q) = %d, %v; want %d, ok %v", tt.line, got, err, tt.want, tt.ok)
+		}
+	}
+	if ns, err := cpuNS(os.Getpid()); err != nil || ns == 0 {
+		t.Errorf("cpuNS(self) = %d, %v; want some CPU time", ns, err)
+	}
+}

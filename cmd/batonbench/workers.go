@@ -83,6 +83,24 @@ type WorkersRun struct {
 	// steady load; EachRatio is each reload's alone.
 	Ratio     float64   `json:"ratio"`
 	EachRatio []float64 `json:"each_ratio"`
+	// StartPhase and DrainPhase split the reload windows of a baton
+	// setup at the last new worker's worker_ready: before it, new workers
+	// start beside the old ones; after it, the old ones drain. With
+	// --max-surge below N the phases of the batches overlap, and the
+	// start phase runs until the last batch is ready.
+	StartPhase *WindowJSON `json:"start_phase,omitempty"`
+	DrainPhase *WindowJSON `json:"drain_phase,omitempty"`
+	StartRatio float64     `json:"start_ratio,omitempty"`
+	DrainRatio float64     `json:"drain_ratio,omitempty"`
+	// MasterCPUMS is the CPU time of the master (its threads) over each
+	// reload; StartCPUMS, of a baton setup, that of each reload's new
+	// workers, each read once it was ready.
+	MasterCPUMS []float64 `json:"master_cpu_ms"`
+	StartCPUMS  []float64 `json:"start_cpu_ms,omitempty"`
+	// LostPerReload is what the reloads cost the clients, per reload:
+	// the requests the steady throughput would have completed in the
+	// reload windows, less those completed there.
+	LostPerReload float64 `json:"lost_per_reload"`
 	// Master is the process that stays across reloads, after them.
 	Master     footprint `json:"master"`
 	WorkerPIDs int       `json:"worker_pids"` // processes that answered
@@ -380,19 +398,28 @@ func runWorkers(env *workersEnv, s setup) (WorkersRun, error) {
 	}
 	loaded := span{From: time.Now()}
 	time.Sleep(wc.warmup + wc.steady)
-	var reloads []span
+	var reloads, starts, drains []span
+	ph, isPhased := f.(phased)
 	for i := 0; i < wc.Reloads; i++ {
 		if i > 0 {
 			time.Sleep(wc.gap)
 		}
+		cpu0, _ := cpuNS(f.masterPID())
 		r, err := f.reload()
 		if err != nil {
 			load.Stop()
 			f.stop()
 			return res, fmt.Errorf("reload %d: %w", i+1, err)
 		}
+		cpu1, _ := cpuNS(f.masterPID())
 		reloads = append(reloads, r)
 		res.ReloadMS = append(res.ReloadMS, ms(r.dur()))
+		res.MasterCPUMS = append(res.MasterCPUMS, ms(time.Duration(cpu1-cpu0)))
+		if isPhased {
+			ready := ph.lastReady()
+			starts, drains = append(starts, span{r.From, ready}), append(drains, span{ready, r.To})
+			res.StartCPUMS = append(res.StartCPUMS, ms(ph.startCPU()))
+		}
 	}
 	time.Sleep(wc.gap)
 	loaded.To = time.Now()
@@ -412,8 +439,15 @@ func runWorkers(env *workersEnv, s setup) (WorkersRun, error) {
 	res.Steady, res.Reload = windowJSON(steady), windowJSON(during)
 	if steady.PerSecond() > 0 {
 		res.Ratio = round3(during.PerSecond() / steady.PerSecond())
+		res.LostPerReload = round2((steady.PerSecond()*during.Length.Seconds() - float64(during.Completed)) / float64(len(reloads)))
 		for _, r := range reloads {
 			res.EachRatio = append(res.EachRatio, round3(measure(samples, []span{r}).PerSecond()/steady.PerSecond()))
+		}
+		if isPhased {
+			st, dr := measure(samples, starts), measure(samples, drains)
+			stJ, drJ := windowJSON(st), windowJSON(dr)
+			res.StartPhase, res.DrainPhase = &stJ, &drJ
+			res.StartRatio, res.DrainRatio = round3(st.PerSecond()/steady.PerSecond()), round3(dr.PerSecond()/steady.PerSecond())
 		}
 	}
 	if stopErr != nil {
@@ -456,6 +490,7 @@ func printWorkers(w io.Writer, ran []setup, runs []WorkersRun) {
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
+	printPhases(w, ran, runs)
 	for _, s := range ran {
 		fmt.Fprintf(w, "%s: %s\n", s.name, s.what)
 	}
@@ -480,4 +515,38 @@ func printWorkers(w io.Writer, ran []setup, runs []WorkersRun) {
 			fmt.Fprintf(w, "  %s: %d× %s\n", s.name, errs[k], k)
 		}
 	}
+}
+
+// printPhases prints, for the setups whose reloads have phases, how long
+// each phase lasted on average and the throughput in it over the steady
+// one; for every setup, the requests a reload cost and the master's CPU
+// time per reload; and for baton's, the new workers' CPU time per reload.
+// Each number is the range over the runs (over the reloads for CPU).
+func printPhases(w io.Writer, ran []setup, runs []WorkersRun) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "setup\tstart phase\tratio\tdrain phase\tratio\tlost per reload\tmaster CPU per reload\tnew workers' CPU\t")
+	for _, s := range ran {
+		var n int
+		var startMS, startRatio, drainMS, drainRatio, lost, cpu, startCPU []float64
+		for _, r := range runs {
+			if r.Setup != s.name {
+				continue
+			}
+			n++
+			cpu, startCPU = append(cpu, r.MasterCPUMS...), append(startCPU, r.StartCPUMS...)
+			lost = append(lost, r.LostPerReload)
+			if r.StartPhase != nil {
+				k := float64(len(r.ReloadMS))
+				startMS, drainMS = append(startMS, r.StartPhase.Seconds*1000/k), append(drainMS, r.DrainPhase.Seconds*1000/k)
+				startRatio, drainRatio = append(startRatio, r.StartRatio), append(drainRatio, r.DrainRatio)
+			}
+		}
+		if n == 0 {
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", s.name, rangeOf(startMS, fmtMS), rangeOf(startRatio, fmtRatio),
+			rangeOf(drainMS, fmtMS), rangeOf(drainRatio, fmtRatio), rangeOf(lost, fmtInt), rangeOf(cpu, fmtMS), rangeOf(startCPU, fmtMS))
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
 }
