@@ -10,7 +10,8 @@ import (
 
 // span is a stretch of a run, [From, To).
 type span struct {
-	From, To time.Time
+	From time.Time `json:"from"`
+	To   time.Time `json:"to"`
 }
 
 func (s span) dur() time.Duration { return s.To.Sub(s.From) }

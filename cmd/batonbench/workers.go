@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/csv"
 	"errors"
 	"flag"
 	"fmt"
@@ -70,15 +71,21 @@ type WorkersConfig struct {
 type WorkersRun struct {
 	Setup string `json:"setup"`
 	Run   int    `json:"run"`
+	// Load is when the load ran: -samples' times count from its start.
+	Load span `json:"load"`
 	// Requests and Failed count every request of the run, warm-up and
 	// reloads included.
 	Requests int            `json:"requests"`
 	Failed   int            `json:"failed"`
 	Errors   map[string]int `json:"errors,omitempty"`
-	// ReloadMS is each reload's request until the old workers are gone.
-	ReloadMS []float64  `json:"reload_ms"`
-	Steady   WindowJSON `json:"steady"`
-	Reload   WindowJSON `json:"reload"`
+	// ReloadMS is each reload's request until the old workers are gone;
+	// Reloads are their spans, and Ready the last new worker's readiness
+	// in each, for a baton setup.
+	ReloadMS []float64   `json:"reload_ms"`
+	Reloads  []span      `json:"reloads"`
+	Ready    []time.Time `json:"ready,omitempty"`
+	Steady   WindowJSON  `json:"steady"`
+	Reload   WindowJSON  `json:"reload"`
 	// Ratio is the throughput in the reload windows over that of the
 	// steady load; EachRatio is each reload's alone.
 	Ratio     float64   `json:"ratio"`
@@ -145,6 +152,7 @@ type workersEnv struct {
 	logw     io.Writer
 	examples string
 	prog     map[string]string // "node", "pm2", "uwsgi" → path
+	samples  string            // a directory for every request of every run, or ""
 }
 
 func (w *workersEnv) batonArgs(addr string, surge int, extra ...string) []string {
@@ -277,6 +285,7 @@ func workersCmd(args []string, stdout, stderr io.Writer) int {
 	pm2 := fs.String("pm2", "", "pm2 command (default: pm2 in PATH)")
 	uwsgi := fs.String("uwsgi", "", "uwsgi binary (default: uwsgi in PATH)")
 	jsonOut := fs.String("json", "", "also write the results as JSON to `FILE`")
+	fs.StringVar(&env.samples, "samples", "", "also write every request of each run to `DIR`/SETUP-RUN.csv")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -341,8 +350,7 @@ func workersCmd(args []string, stdout, stderr io.Writer) int {
 	for r := 1; r <= wc.Runs; r++ {
 		for _, s := range run {
 			fmt.Fprintf(stderr, "batonbench workers: %s, run %d ...\n", s.name, r)
-			res, err := runWorkers(env, s)
-			res.Run = r
+			res, err := runWorkers(env, s, r)
 			if err != nil {
 				fmt.Fprintf(stderr, "batonbench workers: %s, run %d: %v\n", s.name, r, err)
 				failed = true
@@ -362,9 +370,9 @@ func workersCmd(args []string, stdout, stderr io.Writer) int {
 }
 
 // runWorkers runs one setup once: start, load, reloads, stop.
-func runWorkers(env *workersEnv, s setup) (WorkersRun, error) {
+func runWorkers(env *workersEnv, s setup, run int) (WorkersRun, error) {
 	wc := env.wc
-	res := WorkersRun{Setup: s.name}
+	res := WorkersRun{Setup: s.name, Run: run}
 	addr, err := freeAddr()
 	if err != nil {
 		return res, err
@@ -414,9 +422,11 @@ func runWorkers(env *workersEnv, s setup) (WorkersRun, error) {
 		cpu1, _ := cpuNS(f.masterPID())
 		reloads = append(reloads, r)
 		res.ReloadMS = append(res.ReloadMS, ms(r.dur()))
+		res.Reloads = append(res.Reloads, r)
 		res.MasterCPUMS = append(res.MasterCPUMS, ms(time.Duration(cpu1-cpu0)))
 		if isPhased {
 			ready := ph.lastReady()
+			res.Ready = append(res.Ready, ready)
 			starts, drains = append(starts, span{r.From, ready}), append(drains, span{ready, r.To})
 			res.StartCPUMS = append(res.StartCPUMS, ms(ph.startCPU()))
 		}
@@ -428,6 +438,12 @@ func runWorkers(env *workersEnv, s setup) (WorkersRun, error) {
 	}
 	samples := load.Stop()
 	stopErr := f.stop()
+	res.Load = loaded
+	if env.samples != "" {
+		if err := writeSamples(filepath.Join(env.samples, fmt.Sprintf("%s-%d.csv", s.name, run)), loaded.From, samples); err != nil {
+			return res, err
+		}
+	}
 
 	all := samples.Summarize()
 	res.Requests, res.Failed, res.WorkerPIDs = all.Requests, all.Failed, len(all.PIDs)
@@ -549,4 +565,22 @@ func printPhases(w io.Writer, ran []setup, runs []WorkersRun) {
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
+}
+
+// writeSamples writes every request to path as CSV: its start in
+// milliseconds from zero, its latency in milliseconds, the PID that
+// answered and the error.
+func writeSamples(path string, zero time.Time, samples loadgen.Samples) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := csv.NewWriter(f)
+	w.Write([]string{"start_ms", "latency_ms", "pid", "error"})
+	for _, s := range samples {
+		w.Write([]string{strconv.FormatFloat(ms(s.Start.Sub(zero)), 'f', 2, 64),
+			strconv.FormatFloat(ms(s.Latency), 'f', 2, 64), strconv.Itoa(s.PID), s.Err})
+	}
+	w.Flush()
+	return errors.Join(w.Error(), f.Close())
 }
