@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"sort"
 	"time"
 
@@ -124,6 +125,6 @@ func rangeOf(vs []float64, f func(float64) string) string {
 	return f(lo) + "–" + f(hi)
 }
 
-func fmtInt(v float64) string { return fmt.Sprintf("%.0f", v) }
+func fmtInt(v float64) string { return fmt.Sprintf("%.0f", math.Round(v)+0) } // +0: no "-0"
 
 func fmtRatio(v float64) string { return fmt.Sprintf("%.2f", v) }

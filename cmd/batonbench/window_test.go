@@ -135,6 +135,7 @@ func TestRangeOf(t *testing.T) {
 		{nil, fmtInt, "-"},
 		{[]float64{3}, fmtInt, "3"},
 		{[]float64{3, 1, 2}, fmtInt, "1–3"},
+		{[]float64{-0.4, -1}, fmtInt, "-1–0"},
 		{[]float64{0.951, 0.949}, fmtRatio, "0.95"},
 		{[]float64{0.97, 0.99, 0.9}, fmtRatio, "0.90–0.99"},
 		{[]float64{1.5, 42, 130}, fmtMS, "1.50ms–130ms"},
