@@ -104,7 +104,6 @@ func (b *batonFleet) stop() error {
 // instance; `pm2 reload` replaces the instances, two at a time.
 type pm2Fleet struct {
 	cfg     Config
-	logw    io.Writer
 	pm2     string
 	home    string // PM2_HOME, of this run alone
 	script  string
@@ -184,7 +183,6 @@ func (p *pm2Fleet) stop() error {
 // until that one accepts, then goes on with the next.
 type uwsgiFleet struct {
 	cfg     Config
-	logw    io.Writer
 	cmd     *exec.Cmd
 	fifo    string
 	addr    string
@@ -195,13 +193,13 @@ type uwsgiFleet struct {
 	tail    []string // uWSGI's last lines, for errors
 }
 
-func newUWSGIFleet(cfg Config, logw io.Writer, uwsgi, dir, addr, tmp string, workers int) *uwsgiFleet {
+func newUWSGIFleet(cfg Config, uwsgi, dir, addr, tmp string, workers int) *uwsgiFleet {
 	fifo := filepath.Join(tmp, "uwsgi.fifo")
 	args := append([]string{"--http-socket", addr}, uwsgiAppArgs...)
 	args = append(args, "--master", "--processes", strconv.Itoa(workers), "--lazy-apps", "--master-fifo", fifo)
 	cmd := exec.Command(uwsgi, args...)
 	cmd.Dir = dir
-	return &uwsgiFleet{cfg: cfg, logw: logw, cmd: cmd, fifo: fifo, addr: addr, workers: workers, chained: make(chan struct{}, 16)}
+	return &uwsgiFleet{cfg: cfg, cmd: cmd, fifo: fifo, addr: addr, workers: workers, chained: make(chan struct{}, 16)}
 }
 
 // uwsgiAppArgs run the WSGI app of examples/uwsgi the same way standalone

@@ -36,6 +36,14 @@ import (
 // answer: the load is as much as the machine serves, and the ratio is the
 // share of the serving capacity left during a reload.
 //
+// A second table says where a reload's cost goes: for baton's setups,
+// the start phase (until the last new worker is ready) and the drain
+// phase apart, with the throughput in each and the CPU time the new
+// workers had used when ready; for every setup, the requests a reload
+// cost (what the steady throughput would have served in its window, less
+// what was served) and the master's CPU time over it. -samples DIR writes
+// every request as CSV, to follow a run in finer steps.
+//
 // The setups:
 //
 //	baton         the test worker, baton --workers N (--max-surge -surge, N by default)
@@ -176,7 +184,7 @@ var setups = []setup{
 			"--ready", "accepting", "--dir", dir, "--", w.prog["node"], "server.js")}
 	}},
 	{"pm2", "examples/node; pm2 start -i N, pm2 reload", []string{"node", "pm2"}, func(w *workersEnv, addr, tmp string) fleet {
-		return &pm2Fleet{cfg: w.cfg, logw: w.logw, pm2: w.prog["pm2"], home: filepath.Join(tmp, "pm2"),
+		return &pm2Fleet{cfg: w.cfg, pm2: w.prog["pm2"], home: filepath.Join(tmp, "pm2"),
 			script: filepath.Join(w.examples, "node", "server.js"), addr: addr, workers: w.wc.Workers}
 	}},
 	{"baton-uwsgi", "examples/uwsgi; uWSGI of 1 process per worker, baton --workers N --drain-signal HUP", []string{"uwsgi"}, func(w *workersEnv, addr, _ string) fleet {
@@ -186,7 +194,7 @@ var setups = []setup{
 		return &batonFleet{cfg: w.cfg, logw: w.logw, args: w.batonArgs(addr, w.wc.Surge, args...)}
 	}},
 	{"uwsgi", "examples/uwsgi; uWSGI --processes N --lazy-apps, chain reload", []string{"uwsgi"}, func(w *workersEnv, addr, tmp string) fleet {
-		return newUWSGIFleet(w.cfg, w.logw, w.prog["uwsgi"], filepath.Join(w.examples, "uwsgi"), addr, tmp, w.wc.Workers)
+		return newUWSGIFleet(w.cfg, w.prog["uwsgi"], filepath.Join(w.examples, "uwsgi"), addr, tmp, w.wc.Workers)
 	}},
 }
 
