@@ -59,6 +59,7 @@ type batonProc struct {
 type event struct {
 	Event string // the step, unlike the message never reworded
 	Gen   int
+	PID   int
 	Error string
 	Time  time.Time
 }
@@ -100,8 +101,8 @@ func (b *batonProc) next(match func(event) bool) (event, error) {
 	for {
 		select {
 		case e := <-b.events:
-			if e.Event == "reload_failed" {
-				return e, fmt.Errorf("reload failed: %s", e.Error)
+			if e.Event == "reload_failed" || e.Event == "rolled_back" {
+				return e, fmt.Errorf("%s: %s", e.Event, e.Error)
 			}
 			if match(e) {
 				return e, nil

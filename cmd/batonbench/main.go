@@ -21,7 +21,13 @@
 //
 //	batonbench [-reloads 10] [-rate 400] [-json FILE]
 //
-// scripts/bench.sh builds the programs and runs it.
+// scripts/bench.sh builds the programs and runs it. Its other measurements
+// are subcommands, each described in its own file:
+//
+//	batonbench handoff    what baton adds before the old generation drains (handoff.go)
+//	batonbench workers    a rolling reload of several workers, beside PM2 and uWSGI (workers.go)
+//	batonbench footprint  the master's memory, fds and CPU with 1 to 32 workers (footprint.go)
+//	batonbench shim       what the exec shim adds to a worker's start (shim.go)
 package main
 
 import (
@@ -55,16 +61,25 @@ type Config struct {
 var allModes = []string{"baton", "naive", "socket-holder", "tableflip"}
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "hold" {
-		os.Exit(holdCmd(os.Args[2:]))
+	cmd, args := "", os.Args[1:]
+	if len(args) > 0 {
+		cmd = args[0]
 	}
-	if len(os.Args) > 1 && os.Args[1] == "handoff" {
-		os.Exit(handoffCmd(os.Args[2:], os.Stdout, os.Stderr))
+	switch cmd {
+	case "hold":
+		os.Exit(holdCmd(args[1:]))
+	case "handoff":
+		os.Exit(handoffCmd(args[1:], os.Stdout, os.Stderr))
+	case "workers":
+		os.Exit(workersCmd(args[1:], os.Stdout, os.Stderr))
+	case "footprint":
+		os.Exit(footprintCmd(args[1:], os.Stdout, os.Stderr))
+	case "shim":
+		os.Exit(shimCmd(args[1:], os.Stdout, os.Stderr))
+	case "upgrade":
+		os.Exit(upgradeBenchCmd(args[1:], os.Stdout, os.Stderr))
 	}
-	if len(os.Args) > 1 && os.Args[1] == "upgrade" {
-		os.Exit(upgradeBenchCmd(os.Args[2:], os.Stdout, os.Stderr))
-	}
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(run(args, os.Stdout, os.Stderr))
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
