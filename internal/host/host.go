@@ -488,6 +488,12 @@ func (h *Host) MainExited(pid int, keep bool) []string {
 			hd.done()
 		}
 	}
+	// Most groups end with their main process: one signal 0 says so
+	// without reading every process's stat on the host, which costs the
+	// master more the busier the host is.
+	if errors.Is(h.signalGroup(p, 0), syscall.ESRCH) {
+		return nil
+	}
 	left := proc.LiveGroup(pid)
 	if len(left) == 0 {
 		return nil
