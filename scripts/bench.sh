@@ -7,6 +7,14 @@
 #   scripts/bench.sh                          # 10 reloads per mode
 #   scripts/bench.sh -reloads 20 -json bench.json
 #   scripts/bench.sh -h                       # every flag
+#
+# A first word picks another measurement (docs/operations.md has each):
+#
+#   scripts/bench.sh workers -setups go       # several workers, rolling reloads
+#   scripts/bench.sh footprint                # master memory, fds, CPU by worker count
+#   scripts/bench.sh shim                     # what the exec shim adds to a start
+#   scripts/bench.sh handoff                  # --ready accepting's cost
+#   scripts/bench.sh upgrade                  # baton upgrade under load
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
