@@ -11,9 +11,10 @@ import (
 // answered ErrUpgrading, and the caller may ask again. Everything else (a
 // child's exit, a timer, a notify datagram, a hook's end) is kept in
 // order: if the exec fails, this image applies it as if it had just
-// come, so no drain deadline or exit is lost to a failed upgrade; if the
-// exec succeeds, the new image rebuilds all of it from the state handed
-// over and what it reaps, and these go with the old image.
+// come, so no drain deadline or exit is lost to a failed upgrade. If the
+// exec succeeds, the exits go with the state (this image reaped them);
+// the new image rebuilds the rest from the state (timers as time left,
+// groups watched again) and from what it reaps itself.
 type pendingRequests struct {
 	mu     sync.Mutex
 	reload *Trigger
@@ -54,6 +55,21 @@ func (p *pendingRequests) keep(e event) {
 	default:
 		p.later = append(p.later, e)
 	}
+}
+
+// exits lists the child exits kept so far: reaped by this image, so the
+// new one must be told of them (the reaper stops before the state is
+// written, so none comes later).
+func (p *pendingRequests) exits() []exitSnapshot {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []exitSnapshot
+	for _, e := range p.later {
+		if c, ok := e.(childExited); ok {
+			out = append(out, exitSnapshot{PID: c.pid, Status: c.status})
+		}
+	}
+	return out
 }
 
 // take returns what is pending and forgets it.

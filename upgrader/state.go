@@ -2,6 +2,7 @@ package upgrader
 
 import (
 	"fmt"
+	"syscall"
 	"time"
 
 	"github.com/baton-sh/baton/internal/host"
@@ -86,6 +87,14 @@ type probeSnapshot struct {
 type pendingSnapshot struct {
 	Reload *Trigger `json:"reload,omitempty"`
 	Stop   int      `json:"stop,omitempty"`
+	// Exits are the workers and strays this image reaped after the loop
+	// stopped taking events: the new image cannot reap them again.
+	Exits []exitSnapshot `json:"exits,omitempty"`
+}
+
+type exitSnapshot struct {
+	PID    int                `json:"pid"`
+	Status syscall.WaitStatus `json:"status"`
 }
 
 type healSnapshot struct {
@@ -157,7 +166,7 @@ func (m *Master) handOverState(hs host.State, files map[string]int, data []byte)
 		t := q.trigger
 		reload = &t
 	}
-	st.Pending = pendingSnapshot{Reload: reload, Stop: stop}
+	st.Pending = pendingSnapshot{Reload: reload, Stop: stop, Exits: m.pending.exits()}
 	return &HandOver{Version: StateVersion, From: m.opts.Version, At: now, Engine: st, Host: hs, Files: files, Data: data}, nil
 }
 
@@ -275,6 +284,9 @@ func (m *Master) restore(ho *HandOver) {
 		Msg("upgraded in place: the new image carries on")
 	if m.servingCount() > 0 {
 		m.env.tellService(host.ServiceState{Ready: true, Status: m.servingStatus()})
+	}
+	for _, e := range st.Pending.Exits {
+		m.reaped(e.PID, e.Status)
 	}
 	if st.Pending.Reload != nil {
 		m.beginReload(*st.Pending.Reload, nil)

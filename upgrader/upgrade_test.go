@@ -213,6 +213,25 @@ func TestEventsDuringAFailedExecAreApplied(t *testing.T) {
 	s.want("serving=2 [0:2:102:serving]")
 }
 
+// A worker this image reaped while it handed over is one the new image
+// can never reap: its exit goes with the state, and the new image
+// restarts the slot as after any crash.
+func TestAnExitDuringTheHandOverReachesTheNewImage(t *testing.T) {
+	s := up(t, upgradable)
+	s.m.opts.Upgrade.Quiesce = func() func() {
+		s.m.send(childExited{101, syscall.WaitStatus(1 << 8)})
+		return nil
+	}
+	s.env.execErr = errExeced
+	s.upgradeNow("baton 2", nil)
+	n := s.resumed(nil)
+	if n.m.workers[101] != nil {
+		t.Fatalf("the new image still counts on the worker the old one reaped: %s", n.describe())
+	}
+	n.advance(DefaultRestartBackoff)
+	n.want("serving=1 [0:1:102:starting]")
+}
+
 // A build takes over from every state version it knows and refuses the
 // others, so a downgrade across a state change fails its check run.
 func TestHandOverVersions(t *testing.T) {
