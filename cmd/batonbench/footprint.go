@@ -12,6 +12,9 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/baton-sh/baton/internal/keeper"
+	"github.com/baton-sh/baton/internal/proc"
 )
 
 // batonbench footprint measures what the master costs while its workers
@@ -34,6 +37,9 @@ type FootprintResult struct {
 	Workers int       `json:"workers"`
 	Started footprint `json:"started"`
 	Idle    footprint `json:"idle"`
+	// Keeper is the master's keeper when idle: with the master's PSS, what
+	// baton itself takes (they share the binary's pages).
+	Keeper footprint `json:"keeper"`
 	// IdleTicks is the master's CPU time over the idle time.
 	IdleTicks uint64 `json:"idle_ticks"`
 	// FDKinds counts the master's open fds by kind, when idle.
@@ -161,6 +167,9 @@ func footprintOf(cfg Config, n int, idle time.Duration, reloads int, reload bool
 		return r, err
 	}
 	r.FDKinds = fdKinds(pid)
+	if r.Keeper, err = keeperFootprint(pid); err != nil {
+		return r, err
+	}
 	if !reload {
 		return r, nil
 	}
@@ -186,6 +195,17 @@ func footprintOf(cfg Config, n int, idle time.Duration, reloads int, reload bool
 	}
 	r.Reloaded = &f
 	return r, nil
+}
+
+// keeperFootprint reads the footprint of the master's keeper, the child
+// of master named keeper.Comm.
+func keeperFootprint(master int) (footprint, error) {
+	for _, kid := range proc.Children(master) {
+		if s, err := proc.ReadStat(kid); err == nil && s.Comm == keeper.Comm {
+			return readFootprint(kid)
+		}
+	}
+	return footprint{}, fmt.Errorf("master %d has no child named %s", master, keeper.Comm)
 }
 
 // fdKinds counts pid's open fds by what they are: "socket", "pipe",
@@ -225,7 +245,7 @@ func printFootprint(w io.Writer, rep FootprintReport) {
 	fmt.Fprintf(w, "the master with idle test workers; CPU over %s idle; then %d reloads, one after the other\n",
 		time.Duration(rep.IdleMS)*time.Millisecond, rep.Reloads)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "workers\tRssAnon\tVmRSS\tfds\tidle CPU\tRssAnon after reloads\tfds after\treload median\tmax\tCPU per reload\t")
+	fmt.Fprintln(tw, "workers\tRssAnon\tVmRSS\tPSS with keeper\tfds\tidle CPU\tRssAnon after reloads\tfds after\treload median\tmax\tCPU per reload\t")
 	for _, r := range rep.Results {
 		after, fdsAfter, med, mx, per := "-", "-", "-", "-", "-"
 		if r.Reloaded != nil {
@@ -233,8 +253,8 @@ func printFootprint(w io.Writer, rep FootprintReport) {
 			med, mx = fmtMS(median(r.ReloadMS)), fmtMS(maxOf(r.ReloadMS))
 			per = fmtMS(float64(r.ReloadTicks) * 10 / float64(len(r.ReloadMS)))
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d ticks\t%s\t%s\t%s\t%s\t%s\t\n", r.Workers, mb(r.Idle.RssAnonKB), mb(r.Idle.VmRSSKB),
-			r.Idle.FDs, r.IdleTicks, after, fdsAfter, med, mx, per)
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d ticks\t%s\t%s\t%s\t%s\t%s\t\n", r.Workers, mb(r.Idle.RssAnonKB), mb(r.Idle.VmRSSKB),
+			mb(r.Idle.PssKB+r.Keeper.PssKB), r.Idle.FDs, r.IdleTicks, after, fdsAfter, med, mx, per)
 	}
 	tw.Flush()
 	for _, r := range rep.Results {

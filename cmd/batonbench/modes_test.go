@@ -92,6 +92,11 @@ func TestFootprintRuns(t *testing.T) {
 	if one.Idle.FDs == 0 || one.Idle.RssAnonKB == 0 || three.Idle.FDs <= one.Idle.FDs || three.FDKinds["pidfd"] <= one.FDKinds["pidfd"] {
 		t.Errorf("1 worker %+v %v, 3 workers %+v %v: want more fds and pidfds with more workers", one.Idle, one.FDKinds, three.Idle, three.FDKinds)
 	}
+	// The keeper shares the binary's pages with the master: their PSS is
+	// less than their RSS added up.
+	if k := one.Keeper; k.PssKB == 0 || one.Idle.PssKB == 0 || one.Idle.PssKB+k.PssKB >= one.Idle.VmRSSKB+k.VmRSSKB {
+		t.Errorf("master %+v, keeper %+v: want PSS read for both, less than their VmRSS together", one.Idle, k)
+	}
 	if three.Reloaded != nil && three.Reloaded.FDs != three.Idle.FDs {
 		t.Errorf("the master's fds went from %d to %d over 3 reloads", three.Idle.FDs, three.Reloaded.FDs)
 	}

@@ -16,26 +16,34 @@ import (
 type footprint struct {
 	RssAnonKB int `json:"rss_anon_kb"` // private memory: heap, stacks
 	VmRSSKB   int `json:"vm_rss_kb"`   // everything resident, the binary's shared pages too
-	FDs       int `json:"fds"`
+	// PssKB is the process's proportional share of what is resident:
+	// pages it shares with others (the binary's, mapped by the master and
+	// its keeper alike) split between them, so shares add up.
+	PssKB int `json:"pss_kb"`
+	FDs   int `json:"fds"`
 }
 
-// readFootprint reads pid's memory from /proc/PID/status and counts its
-// open fds in /proc/PID/fd.
+// readFootprint reads pid's memory from /proc/PID/status and
+// /proc/PID/smaps_rollup and counts its open fds in /proc/PID/fd.
 func readFootprint(pid int) (footprint, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return footprint{}, err
 	}
 	kb := statusKB(b)
+	rollup, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		return footprint{}, err
+	}
 	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 	if err != nil {
 		return footprint{}, err
 	}
-	return footprint{RssAnonKB: kb["RssAnon"], VmRSSKB: kb["VmRSS"], FDs: len(fds)}, nil
+	return footprint{RssAnonKB: kb["RssAnon"], VmRSSKB: kb["VmRSS"], PssKB: statusKB(rollup)["Pss"], FDs: len(fds)}, nil
 }
 
-// statusKB reads the fields of a /proc/PID/status text that are counted in
-// kB ("VmRSS:\t  12700 kB"), by name.
+// statusKB reads the fields of a /proc/PID/status or smaps_rollup text
+// that are counted in kB ("VmRSS:\t  12700 kB"), by name.
 func statusKB(status []byte) map[string]int {
 	out := map[string]int{}
 	sc := bufio.NewScanner(bytes.NewReader(status))
