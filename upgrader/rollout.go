@@ -236,6 +236,7 @@ func (m *Master) batchReady(r *rollout) {
 
 // rolledOut handles a rollout whose slots have all moved.
 func (m *Master) rolledOut(r *rollout) {
+	defer m.nextHeal() // replacements that waited for the slots to move
 	if !r.rollback && r.failure == nil {
 		m.current = r.to
 		m.runHook(hookOnReady, r.to)
@@ -344,6 +345,7 @@ func (m *Master) abandonRollback(r *rollout, why error) {
 // finish ends the rollout under way, answers everyone waiting for it, and
 // starts what was queued behind it.
 func (m *Master) finish(r *rollout) {
+	defer m.nextHeal() // replacements that waited for the slots to move
 	if m.rollout == r {
 		m.rollout = nil
 	} else {
