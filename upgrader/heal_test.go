@@ -227,3 +227,22 @@ func TestWatchdogVerdictOutlivesAFailedReload(t *testing.T) {
 	s.ready(104)
 	s.want("serving=1 [0:1:101:serving 1:1:102:draining 1:1:104:serving]")
 }
+
+// A worker that dies while its replacement starts (the kernel's OOM
+// killer takes a worker over --max-memory) leaves the slot to that
+// replacement, with no crash restart beside it; should the replacement
+// fail too, the slot restarts as after a crash rather than stay empty.
+func TestWorkerDyingWhileItsReplacementStarts(t *testing.T) {
+	s := up(t, func(o *Options) { workers(2, 0)(o); o.Watchdog = time.Second })
+	s.notify(102, notify.Message{"WATCHDOG_USEC": "0"})
+	s.advance(time.Second)
+	s.want("serving=1 [0:1:101:serving 0:1:103:starting 1:1:102:serving]")
+	s.exit(101, 137)
+	s.want("serving=1 [0:1:103:starting 1:1:102:serving]")
+	s.exit(103, 1)
+	s.want("serving=1 [1:1:102:serving] restart:0")
+	s.advance(DefaultRestartBackoff)
+	s.want("serving=1 [0:1:104:starting 1:1:102:serving]")
+	s.ready(104)
+	s.want("serving=1 [0:1:104:serving 1:1:102:serving]")
+}

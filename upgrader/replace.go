@@ -62,8 +62,13 @@ func (m *Master) replaceFailed(s *slot, w *worker, why error) {
 		}
 	}
 	if rep != nil && rep.trigger.heals() {
-		m.healFailed(s, rep.trigger, why)
-		return
+		if !s.empty() {
+			m.healFailed(s, rep.trigger, why)
+			return
+		}
+		// The worker it was to replace died meanwhile: nothing serves
+		// to keep, and the slot restarts below.
+		defer m.nextHeal()
 	}
 	if s.empty() {
 		var readyAt time.Time
