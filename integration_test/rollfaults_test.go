@@ -2,6 +2,7 @@ package integration_test
 
 import (
 	"os"
+	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -122,3 +123,33 @@ func servingOf(s upgrader.Status, gen int) int {
 	return n
 }
 
+// Two workers under --watchdog: slot 0's first worker falls silent, and
+// its replacement takes 2s to fail. The silent worker exits meanwhile
+// (it drains on a TERM from outside). The slot must serve again: its
+// next start is a crash restart, which succeeds.
+func TestWorkersSlotWhoseWorkerAndReplacementBothEndServesAgain(t *testing.T) {
+	starts := filepath.Join(t.TempDir(), "starts")
+	b, url := startFleet(t, []string{"--workers", "2", "--watchdog", "1s"},
+		`if [ "$BATON_WORKER_INDEX" = 0 ]; then
+  n=$(( $(cat "$1" 2>/dev/null || echo 0) + 1 )); echo $n >"$1"
+  case $n in
+  1) exec "$0" -watchdog-stop-after 500ms;;
+  2) sleep 2; exit 1;;
+  esac
+fi
+exec "$0"`, starts)
+	load := startLoad(t, url+"/")
+	replacing := b.WaitFor(t, 15*time.Second, isEvent("replacing"))
+	if err := syscall.Kill(replacing.Int("pid"), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	b.WaitFor(t, 15*time.Second, func(e harness.Event) bool {
+		return e.Kind() == "reload_failed" && e.Str("trigger") == "watchdog"
+	})
+	st := fleetSettled(t, b, 2, 1)
+	if st.Workers[0].Restarts != 1 && st.Workers[1].Restarts != 1 {
+		t.Fatalf("workers %+v: want slot 0 restarted once", st.Workers)
+	}
+	requireNoFailures(t, load)
+	stopAndRequireNothingLeft(t, b)
+}
