@@ -12,11 +12,14 @@ import (
 // and the old one is drained only once the fresh one is ready (and through
 // its probation). A failed replacement keeps the old worker serving and is
 // tried again with the crash backoff. At most one such replacement runs at
-// a time; others wait their turn, and a reload under way covers them.
+// a time; others wait their turn, as they wait for a reload under way,
+// after which those whose worker still serves run.
 
-// healing is the loop's self-healing state.
+// healing is the loop's self-healing state. Which slot is being replaced
+// is not kept here but read from the slots (healingSlot): a slot that is
+// retired, or whose replacement a reload supersedes, cannot leave a
+// replacement marked as under way that nothing will end.
 type healing struct {
-	slot    *slot      // the slot being replaced, nil if none
 	waiting []healAsk  // in the order asked
 	memTick func()     // the MaxMemory check's timer
 	probe   probeState // see probe.go
@@ -28,15 +31,16 @@ type healAsk struct {
 	why Trigger
 }
 
-// heal asks for w to be replaced, saying why.
+// heal asks for w to be replaced, saying why. While a reload moves slots
+// or another replacement runs, the ask waits its turn: a reload that
+// replaces w makes it moot, and one that fails leaves w serving, still
+// wedged, too big or too old.
 func (m *Master) heal(w *worker, why Trigger, detail string) {
 	s := w.slot
 	switch {
-	case m.stopping || s.serving != w || s.incoming != nil:
-		return // gone, already being replaced, or stopping
-	case m.rollout != nil && m.rollout.covering(s) != nil:
-		return // the reload under way replaces it anyway
-	case m.heals.slot != nil:
+	case m.stopping || s.retired || s.serving != w || m.healingSlot() == s:
+		return // gone, stopping, or being replaced already
+	case m.healBlocked():
 		for _, a := range m.heals.waiting {
 			if a.w == w {
 				return
@@ -44,23 +48,45 @@ func (m *Master) heal(w *worker, why Trigger, detail string) {
 		}
 		m.heals.waiting = append(m.heals.waiting, healAsk{w, why})
 		m.log.Info().Str("event", "replacement_waits").Stringer("trigger", why).Int("gen", w.gen.n).Int("index", s.index).
-			Int("pid", w.pid).Str("why", detail).Msg("worker to be replaced: waits for the replacement under way")
+			Int("pid", w.pid).Str("why", detail).Msg("worker to be replaced: waits for the reload or replacement under way")
+		return
+	case s.incoming != nil:
 		return
 	}
 	m.log.Warn().Str("event", "replacing").Stringer("trigger", why).Int("gen", w.gen.n).Int("index", s.index).
 		Int("pid", w.pid).Str("why", detail).Msg("replacing a serving worker: a fresh one starts, and this one drains once it is ready")
-	m.heals.slot = s
 	m.cancelRetry(s)
 	m.replace(s, why)
 }
 
-// healEnded is called when s's self-healing replacement has ended,
-// either way: the next waiting one starts.
-func (m *Master) healEnded(s *slot) {
-	if m.heals.slot != s {
+// healBlocked reports whether a replacement must wait: one runs, or a
+// reload still moves slots.
+func (m *Master) healBlocked() bool {
+	return m.healingSlot() != nil || (m.rollout != nil && !m.rollout.rolled())
+}
+
+// heals reports whether t is a self-healing replacement's trigger.
+func (t Trigger) heals() bool {
+	return t == TriggerWatchdog || t == TriggerProbe || t == TriggerMemory || t == TriggerAge
+}
+
+// healingSlot is the slot whose serving worker a self-healing replacement
+// is replacing, nil if none is.
+func (m *Master) healingSlot() *slot {
+	for _, s := range m.slots {
+		if s.replacing != nil && s.replacing.trigger.heals() {
+			return s
+		}
+	}
+	return nil
+}
+
+// nextHeal starts the replacement waiting its turn, if none runs: call it
+// whenever one may have ended.
+func (m *Master) nextHeal() {
+	if m.stopping || m.healBlocked() {
 		return
 	}
-	m.heals.slot = nil
 	for len(m.heals.waiting) > 0 {
 		a := m.heals.waiting[0]
 		m.heals.waiting = m.heals.waiting[1:]
@@ -74,7 +100,7 @@ func (m *Master) healEnded(s *slot) {
 // healFailed keeps s's serving worker after its replacement failed, and
 // tries again with the crash backoff.
 func (m *Master) healFailed(s *slot, why Trigger, err error) {
-	m.healEnded(s)
+	defer m.nextHeal()
 	if m.stopping || s.retired || s.serving == nil {
 		return
 	}
@@ -206,7 +232,7 @@ func (m *Master) stopHealing() {
 	for _, s := range m.slots {
 		m.cancelRetry(s)
 	}
-	h.slot, h.waiting = nil, nil
+	h.waiting = nil
 }
 
 // capDraining kills the oldest draining generation early when more than

@@ -69,7 +69,7 @@ func TestMaxAgeRecyclesWorkers(t *testing.T) {
 	if n := len(s.env.starts); n < 3 {
 		t.Fatalf("no worker recycled after --max-age: %s", s.describe())
 	}
-	if st := s.status(); st.LastReload.Trigger != "age" && s.m.heals.slot == nil {
+	if st := s.status(); st.LastReload.Trigger != "age" && s.m.healingSlot() == nil {
 		t.Fatalf("status %+v", st.LastReload)
 	}
 }
@@ -172,4 +172,77 @@ func TestMaxDraining(t *testing.T) {
 	if draining != 2 {
 		t.Fatalf("status shows %d workers draining and not killed, want 2: %+v", draining, s.status().Workers)
 	}
+}
+
+// Removing the slot whose worker is being replaced ends that replacement,
+// and the next one waiting its turn starts: none waits for a replacement
+// nothing will end.
+func TestScaleDownDuringAReplacementStartsTheNextOne(t *testing.T) {
+	s := up(t, func(o *Options) { workers(3, 0)(o); o.MaxMemory = 60 << 20 })
+	s.env.rss[103] = 80 << 20
+	s.advance(time.Second)
+	s.want("serving=1 [0:1:101:serving 1:1:102:serving 2:1:103:serving 2:1:104:starting]")
+	s.env.rss[101] = 80 << 20
+	s.advance(time.Second)
+	s.want("serving=1 [0:1:101:serving 1:1:102:serving 2:1:103:serving 2:1:104:starting]")
+	s.scale(2)
+	s.want("serving=1 [0:1:101:serving 0:1:105:starting 1:1:102:serving 2:1:103:draining 2:1:104:draining]")
+	s.ready(105)
+	s.want("serving=1 [0:1:101:draining 0:1:105:serving 1:1:102:serving 2:1:103:draining 2:1:104:draining]")
+}
+
+// A reload supersedes the replacements under way and waiting: no worker
+// of the old generation starts only to be drained at once.
+func TestReloadStartsNoReplacementThatWaited(t *testing.T) {
+	s := up(t, func(o *Options) { workers(3, 0)(o); o.MaxMemory = 60 << 20 })
+	s.env.rss[101], s.env.rss[102], s.env.rss[103] = 80<<20, 80<<20, 80<<20
+	s.advance(time.Second)
+	s.want("serving=1 [0:1:101:serving 0:1:104:starting 1:1:102:serving 2:1:103:serving]")
+	r := s.reload()
+	s.want("serving=1 [0:1:101:serving 0:1:104:draining 1:1:102:serving 2:1:103:serving 0:2:105:starting 1:2:106:starting 2:2:107:starting] rollout")
+	s.ready(105, 106, 107)
+	for _, p := range []int{101, 102, 103, 104} {
+		s.exit(p, 0)
+	}
+	if res := result(t, r); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	s.want("serving=2 [0:2:105:serving 1:2:106:serving 2:2:107:serving]")
+}
+
+// A worker wedged during a reload that then fails still serves, and is
+// replaced once the reload has ended: its watchdog's verdict is not lost.
+func TestWatchdogVerdictOutlivesAFailedReload(t *testing.T) {
+	s := up(t, func(o *Options) { workers(2, 1)(o); o.Watchdog = 2 * time.Second })
+	r := s.reload()
+	s.want("serving=1 [0:1:101:serving 1:1:102:serving 0:2:103:starting] rollout")
+	s.advance(time.Second)
+	s.notify(101, notify.Message{"WATCHDOG": "1"})
+	s.advance(time.Second) // 102 is silent
+	s.exit(103, 1)
+	if res := result(t, r); res.Err == nil {
+		t.Fatal("the reload did not fail")
+	}
+	s.want("serving=1 [0:1:101:serving 1:1:102:serving 1:1:104:starting]")
+	s.ready(104)
+	s.want("serving=1 [0:1:101:serving 1:1:102:draining 1:1:104:serving]")
+}
+
+// A worker that dies while its replacement starts (the kernel's OOM
+// killer takes a worker over --max-memory) leaves the slot to that
+// replacement, with no crash restart beside it; should the replacement
+// fail too, the slot restarts as after a crash rather than stay empty.
+func TestWorkerDyingWhileItsReplacementStarts(t *testing.T) {
+	s := up(t, func(o *Options) { workers(2, 0)(o); o.Watchdog = time.Second })
+	s.notify(102, notify.Message{"WATCHDOG_USEC": "0"})
+	s.advance(time.Second)
+	s.want("serving=1 [0:1:101:serving 0:1:103:starting 1:1:102:serving]")
+	s.exit(101, 137)
+	s.want("serving=1 [0:1:103:starting 1:1:102:serving]")
+	s.exit(103, 1)
+	s.want("serving=1 [1:1:102:serving] restart:0")
+	s.advance(DefaultRestartBackoff)
+	s.want("serving=1 [0:1:104:starting 1:1:102:serving]")
+	s.ready(104)
+	s.want("serving=1 [0:1:104:serving 1:1:102:serving]")
 }

@@ -274,9 +274,17 @@ func (m *Master) servingExited(w *worker, how string) {
 			return
 		}
 	}
-	if in := s.incoming; in != nil && (in.state == probation || in.state == held) {
-		// Its replacement is ready: nothing is left to protect.
-		m.takeOver(in)
+	if in := s.incoming; in != nil {
+		if in.state == probation || in.state == held {
+			// Its replacement is ready: nothing is left to protect.
+			m.takeOver(in)
+			return
+		}
+		// Its replacement (self-healing) is starting: it takes the slot
+		// over once ready, or, should it fail, the slot restarts as after
+		// a crash (replaceFailed). A restart now would run beside it.
+		m.log.Warn().Str("event", "serving_exited").Int("gen", w.gen.n).Int("index", s.index).Str("how", how).
+			Msg("serving worker exited while its replacement starts: the replacement takes over when ready")
 		return
 	}
 	m.crashed(s, w.readyAt, fmt.Errorf("worker (%s) %s", m.who(w), how))

@@ -29,9 +29,9 @@ func (m *Master) replaced(s *slot, w *worker, wasDown bool) {
 	if rep == nil {
 		return
 	}
-	if m.heals.slot == s {
+	if rep.trigger.heals() {
 		s.healFails = 0
-		m.healEnded(s)
+		defer m.nextHeal()
 	}
 	m.env.tookOver(w.pid)
 	m.lastSuccess = m.env.now()
@@ -61,9 +61,14 @@ func (m *Master) replaceFailed(s *slot, w *worker, why error) {
 			m.answerScale(why)
 		}
 	}
-	if rep != nil && m.heals.slot == s {
-		m.healFailed(s, rep.trigger, why)
-		return
+	if rep != nil && rep.trigger.heals() {
+		if !s.empty() {
+			m.healFailed(s, rep.trigger, why)
+			return
+		}
+		// The worker it was to replace died meanwhile: nothing serves
+		// to keep, and the slot restarts below.
+		defer m.nextHeal()
 	}
 	if s.empty() {
 		var readyAt time.Time
@@ -75,11 +80,15 @@ func (m *Master) replaceFailed(s *slot, w *worker, why error) {
 }
 
 // cancelReplacement ends s's replacement, if any, for a rollout that
-// takes the slot over: its incoming worker drains.
+// takes the slot over: its incoming worker drains. A self-healing one
+// waits again, first in line: should the rollout fail before it moves s,
+// the worker it replaced still needs replacing.
 func (m *Master) cancelReplacement(s *slot) {
 	m.cancelRestart(s)
 	m.cancelRetry(s)
-	m.healEnded(s)
+	if rep := s.replacing; rep != nil && rep.trigger.heals() && s.serving != nil {
+		m.heals.waiting = append([]healAsk{{s.serving, rep.trigger}}, m.heals.waiting...)
+	}
 	if w := s.incoming; w != nil {
 		s.incoming = nil
 		m.log.Info().Str("event", "replacement_superseded").Int("gen", w.gen.n).Int("index", s.index).Int("pid", w.pid).

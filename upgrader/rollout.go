@@ -236,6 +236,7 @@ func (m *Master) batchReady(r *rollout) {
 
 // rolledOut handles a rollout whose slots have all moved.
 func (m *Master) rolledOut(r *rollout) {
+	defer m.nextHeal() // replacements that waited for the slots to move
 	if !r.rollback && r.failure == nil {
 		m.current = r.to
 		m.runHook(hookOnReady, r.to)
@@ -296,6 +297,7 @@ func (m *Master) rolloutFailed(r *rollout, why error) {
 	}
 	if len(back) == 0 {
 		m.finish(r)
+		m.refill(why)
 		return
 	}
 	ev := m.log.Error().Str("event", "rolling_back").Err(why).Int("gen", r.to.n)
@@ -307,6 +309,21 @@ func (m *Master) rolloutFailed(r *rollout, why error) {
 	r.rollback = true
 	r.moves, r.todo = back, emptyFirst(back)
 	m.advance(r)
+	m.refill(why)
+}
+
+// refill restarts, as after a crash, every slot left with nothing serving
+// and nothing to start it: one whose old worker died during a rollout and
+// whose new worker then failed is no move back, yet it must serve again.
+func (m *Master) refill(why error) {
+	for _, s := range m.slots {
+		if m.stopping {
+			return
+		}
+		if s.empty() && s.incoming == nil && s.restartDue == nil && (m.rollout == nil || m.rollout.covering(s) == nil) {
+			m.crashed(s, time.Time{}, why)
+		}
+	}
 }
 
 // stopBatch drains every incoming worker of r's batch and forgets what r
@@ -334,16 +351,13 @@ func (m *Master) abandonRollback(r *rollout, why error) {
 		}
 	}
 	m.finish(r)
-	for _, s := range m.slots {
-		if s.empty() && s.incoming == nil {
-			m.crashed(s, time.Time{}, why)
-		}
-	}
+	m.refill(why)
 }
 
 // finish ends the rollout under way, answers everyone waiting for it, and
 // starts what was queued behind it.
 func (m *Master) finish(r *rollout) {
+	defer m.nextHeal() // replacements that waited for the slots to move
 	if m.rollout == r {
 		m.rollout = nil
 	} else {

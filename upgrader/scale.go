@@ -63,20 +63,24 @@ func (m *Master) applyScale() {
 		m.retire(m.slots[i])
 	}
 	m.slots = m.slots[:min(n, len(m.slots))]
+	m.nextHeal() // a retired slot's replacement may have ended
 	m.scaleProgress()
 }
 
 // retire drains what slot s runs; it is being removed.
+// A self-healing replacement of it ends with it (see applyScale).
 func (m *Master) retire(s *slot) {
 	s.retired = true
 	m.cancelRestart(s)
+	m.cancelRetry(s)
 	s.replacing = nil
-	for _, w := range []*worker{s.incoming, s.serving} {
+	in, old := s.incoming, s.serving
+	s.incoming, s.serving = nil, nil
+	for _, w := range []*worker{in, old} {
 		if w != nil {
 			m.drain(w)
 		}
 	}
-	s.incoming, s.serving = nil, nil
 }
 
 // scaleProgress answers those waiting for a scale once every slot serves.

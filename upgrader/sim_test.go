@@ -384,8 +384,8 @@ func invariants(m *Master) error {
 			return errors.New("the stop delay is over but the drain has not begun")
 		}
 	}
-	if h := m.heals.slot; h != nil && h.replacing == nil && !m.stopping {
-		return fmt.Errorf("slot %d is marked as healing with no replacement under way", h.index)
+	if len(m.heals.waiting) > 0 && !m.stopping && !m.healBlocked() {
+		return fmt.Errorf("%d replacements wait with nothing under way to wait for", len(m.heals.waiting))
 	}
 	if m.hooks.waiting != nil && m.hooks.running == nil {
 		return errors.New("a hook waits with none running")

@@ -431,3 +431,44 @@ func TestEveryStateAndEvent(t *testing.T) {
 		}
 	}
 }
+
+// A slot whose old worker died during a reload, and whose new worker then
+// failed, is restarted like after a crash: the failed reload leaves no
+// slot with nothing serving and nothing to start it.
+func TestSlotEmptiedByAFailedReloadIsRestarted(t *testing.T) {
+	s := up(t, workers(2, 0))
+	r := s.reload()
+	s.exit(101, 1) // slot 0's old worker dies; 103 will take over when ready
+	s.exit(103, 1) // and the new release fails
+	if res := result(t, r); res.Err == nil {
+		t.Fatal("the reload did not fail")
+	}
+	s.want("serving=1 [1:1:102:serving 1:2:104:draining] restart:0")
+	s.advance(DefaultRestartBackoff)
+	s.want("serving=1 [0:1:105:starting 1:1:102:serving 1:2:104:draining]")
+	if st := s.env.starts[len(s.env.starts)-1]; st.Generation != 1 || st.Index != 0 {
+		t.Fatalf("restart %+v, want generation 1 in slot 0", st)
+	}
+}
+
+// The same during a rollback: slot 2 lost its old worker, its new one
+// failed, and the rollback, which moves back only slots 0 and 1, leaves
+// it to a crash restart.
+func TestSlotEmptiedDuringARollbackIsRestarted(t *testing.T) {
+	s := up(t, workers(4, 2))
+	r := s.reload()
+	s.ready(105, 106) // slots 0 and 1 moved
+	s.exit(103, 1)    // slot 2's old worker dies with 107 starting
+	s.exit(107, 1)    // the new release fails
+	s.want("serving=1 [0:1:101:draining 0:1:109:starting 1:1:102:draining 1:1:110:starting 3:1:104:serving 0:2:105:serving 1:2:106:serving 3:2:108:draining] rollout(back) restart:2")
+	s.ready(109, 110)
+	s.advance(DefaultRestartBackoff)
+	s.ready(111)
+	for _, p := range []int{101, 102, 105, 106, 108} {
+		s.exit(p, 0)
+	}
+	if res := result(t, r); !res.RolledBack {
+		t.Fatalf("reload %+v", res)
+	}
+	s.want("serving=1 [0:1:109:serving 1:1:110:serving 2:1:111:serving 3:1:104:serving]")
+}

@@ -154,7 +154,7 @@ func (m *Master) upgradeAsked(reply chan<- UpgradeResult) {
 // cut: workers may serve and drain, nothing else.
 func (m *Master) quiet() bool {
 	if (m.rollout != nil && !m.rollout.rolled()) || m.scaling != nil || len(m.scaleWaiters) > 0 ||
-		m.hooks.running != nil || m.hooks.waiting != nil || m.heals.slot != nil || m.heals.probe.inFlight ||
+		m.hooks.running != nil || m.hooks.waiting != nil || m.healingSlot() != nil || m.heals.probe.inFlight ||
 		m.stopping || m.delay.active {
 		return false
 	}
