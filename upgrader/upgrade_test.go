@@ -251,3 +251,19 @@ func TestHandOverVersions(t *testing.T) {
 		}
 	}
 }
+
+// A check run that prints more than its line hands over the version in
+// the first line only; one whose version is not a short line of text is
+// refused.
+func TestUpgradeCheckVersionIsItsFirstLine(t *testing.T) {
+	s := up(t, upgradable)
+	s.env.execErr = errExeced
+	r := <-s.upgradeNow("baton 2\n"+strings.Repeat("\x00junk\n", 1000), nil)
+	if r.Err != nil || r.To != "baton 2" {
+		t.Fatalf("answer: to %.40q, err %v; want to %q", r.To, r.Err, "baton 2")
+	}
+	s = up(t, upgradable)
+	if r := <-s.upgradeNow(strings.Repeat("x", 300), nil); r.Err == nil || !strings.Contains(r.Err.Error(), "not a short line") {
+		t.Fatalf("a 300-byte version: %+v", r)
+	}
+}
