@@ -50,3 +50,24 @@ func TestUpgradeCheckOutputHeldOpen(t *testing.T) {
 	}
 	stopCleanly(t, s.b, s.b.State(t).WorkerPID)
 }
+
+// A worker's --max-age counts from when it began to serve, across an
+// upgrade too: it is replaced on its old schedule, not a full --max-age
+// after the upgrade.
+func TestUpgradeKeepsMaxAge(t *testing.T) {
+	bin := harness.Build(t)
+	s := startUpgradable(t, "--listen", "http=tcp://127.0.0.1:0", "--max-age", "6s", "--", bin.TestWorker)
+	served := s.b.State(t)
+	time.Sleep(3 * time.Second) // half its age
+	if code, _, stderr := s.upgrade(t, s.new); code != 0 {
+		t.Fatalf("upgrade: %d %q", code, stderr)
+	}
+	// Due 5.7s to 6.3s after it served; a fresh count would be 3s later.
+	e := s.b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Kind() == "reload_complete" && e.Str("trigger") == "age" })
+	at, _ := time.Parse(time.RFC3339Nano, e.Str("time"))
+	readyAt := *served.Workers[0].ReadySince
+	if age := at.Sub(readyAt); age > 7500*time.Millisecond {
+		t.Fatalf("replaced for its age %s after it served: the upgrade restarted the count", age.Round(time.Millisecond))
+	}
+	stopCleanly(t, s.b, s.b.State(t).WorkerPID)
+}
