@@ -2,6 +2,7 @@ package integration_test
 
 import (
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -70,4 +71,44 @@ func TestUpgradeKeepsMaxAge(t *testing.T) {
 		t.Fatalf("replaced for its age %s after it served: the upgrade restarted the count", age.Round(time.Millisecond))
 	}
 	stopCleanly(t, s.b, s.b.State(t).WorkerPID)
+}
+
+// The pidfile, then the control socket's file, removed while baton runs
+// (a tmp cleaner, an operator's rm): an upgrade still carries everything
+// over, found through the control socket, then the admin endpoint; the
+// master and its worker carry on.
+func TestUpgradeWithItsFilesRemoved(t *testing.T) {
+	bin := harness.Build(t)
+	s := startUpgradable(t, "--listen", "http=tcp://127.0.0.1:0", "--admin", "127.0.0.1:0", "--admin-lifecycle", "--", bin.TestWorker)
+	before := s.b.State(t)
+	ctl := filepath.Join(filepath.Dir(s.b.PIDFile), "baton.control.sock")
+	if err := os.Remove(s.b.PIDFile); err != nil {
+		t.Fatal(err)
+	}
+	harness.Install(t, s.new, s.path)
+	code, stdout, stderr := harness.RunProgram(t, 40*time.Second, s.old, "upgrade", "--wait", "--control", ctl)
+	if code != 0 || s.b.Exited() {
+		t.Fatalf("upgrade without its pidfile: exit %d %q %q; master exited: %v", code, stdout, stderr, s.b.Exited())
+	}
+	s.b.WaitFor(t, 5*time.Second, func(e harness.Event) bool { return e.Kind() == "pidfile_lost" })
+
+	if err := os.Remove(ctl); err != nil {
+		t.Fatal(err)
+	}
+	harness.Install(t, s.old, s.path)
+	admin := s.b.Find(func(e harness.Event) bool { return e.Kind() == "admin_listening" })[0].Str("addr")
+	resp, err := http.Post("http://"+admin+"/-/upgrade", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	harness.Eventually(t, 20*time.Second, "two upgrades done", func() bool {
+		return len(s.b.Find(func(e harness.Event) bool { return e.Kind() == "upgraded" })) == 2 || s.b.Exited()
+	})
+	if s.b.Exited() || !harness.Alive(before.WorkerPID) {
+		t.Fatalf("after the upgrades: master exited %v, worker %d alive %v", s.b.Exited(), before.WorkerPID, harness.Alive(before.WorkerPID))
+	}
+	if body := get(t, "http://"+s.b.Addr(t, "http")+"/"); !strings.Contains(body, "pid="+strconv.Itoa(before.WorkerPID)) {
+		t.Fatalf("answered by %q", body)
+	}
 }
