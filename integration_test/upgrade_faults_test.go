@@ -112,3 +112,27 @@ func TestUpgradeWithItsFilesRemoved(t *testing.T) {
 		t.Fatalf("answered by %q", body)
 	}
 }
+
+// An --env-file gone since the last reload: the new image could not
+// start with it, so the check refuses the upgrade, and the master carries
+// on with its worker instead of ending with it.
+func TestUpgradeRefusedForAMissingEnvFile(t *testing.T) {
+	bin := harness.Build(t)
+	envFile := filepath.Join(t.TempDir(), "app.env")
+	if err := os.WriteFile(envFile, []byte("GREETING=hi\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := startUpgradable(t, "--listen", "http=tcp://127.0.0.1:0", "--env-file", envFile, "--", bin.TestWorker)
+	before := s.b.State(t)
+	if err := os.Remove(envFile); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := s.upgrade(t, s.new)
+	if code != 1 || !strings.Contains(stderr, "upgrade refused") || !strings.Contains(stderr, "app.env") {
+		t.Fatalf("exit %d, %q: want a refusal naming the env file", code, stderr)
+	}
+	if after := s.b.State(t); after.PID != before.PID || after.WorkerPID != before.WorkerPID || after.Upgraded != nil {
+		t.Fatalf("after the refusal: %+v", after)
+	}
+	stopCleanly(t, s.b, before.WorkerPID)
+}
