@@ -136,3 +136,28 @@ func TestUpgradeRefusedForAMissingEnvFile(t *testing.T) {
 	}
 	stopCleanly(t, s.b, before.WorkerPID)
 }
+
+// The master SIGKILLed while the new binary's check runs: nothing of the
+// check is left behind, what it started included, and the keeper stops
+// the worker.
+func TestUpgradeKilledDuringTheCheck(t *testing.T) {
+	bin := harness.Build(t)
+	s := startUpgradable(t, "--listen", "http=tcp://127.0.0.1:0", "--drain-timeout", "2s", "--", bin.TestWorker)
+	worker := s.b.State(t).WorkerPID
+	child := filepath.Join(t.TempDir(), "child.pid")
+	p := wrapper(t, fmt.Sprintf("sleep 600 &\necho $! > %[1]s.tmp; mv %[1]s.tmp %[1]s\nwait\nexit 0", child), s.new)
+	harness.Install(t, p, s.path)
+	go harness.RunProgram(t, 40*time.Second, s.old, "upgrade", "--pidfile", s.b.PIDFile)
+	var pid int
+	harness.Eventually(t, 10*time.Second, "the check's child started", func() bool {
+		b, err := os.ReadFile(child)
+		pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+		return err == nil && pid > 0
+	})
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+	s.b.Signal(t, syscall.SIGKILL)
+	s.b.Wait(t, 10*time.Second)
+	harness.Eventually(t, 10*time.Second, "the check's child and the worker gone", func() bool {
+		return !harness.Alive(pid) && !harness.Alive(worker)
+	})
+}

@@ -182,7 +182,7 @@ func (h *Host) checkRun(path string, argv, env []string, stdin []byte, timeout t
 		return "", err
 	}
 	pidfd := -1
-	_, exited, err := h.kids.fork(func() (int, error) {
+	pid, exited, err := h.kids.fork(func() (int, error) {
 		return syscall.ForkExec(path, argv, &syscall.ProcAttr{
 			Env:   env,
 			Files: []uintptr{in.Fd(), out.Fd(), errW.Fd()},
@@ -199,6 +199,13 @@ func (h *Host) checkRun(path string, argv, env []string, stdin []byte, timeout t
 		return "", err
 	}
 	defer unix.Close(pidfd)
+	if k := h.keeper; k != nil {
+		// If the master dies meanwhile, the keeper stops the check's
+		// group: its own parent-death signal ends the check process,
+		// not what it started.
+		k.tell(keeper.OpWorker, pid, 0, pidfd)
+		defer k.forget(pid)
+	}
 	go func() {
 		inW.SetWriteDeadline(deadline)
 		inW.Write(stdin)
