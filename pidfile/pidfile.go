@@ -326,6 +326,16 @@ func unwrapPath(err error) error {
 	return err
 }
 
+// Intact reports whether the path still names the file p holds: false
+// once something removed it or put another file there.
+func (p *File) Intact() bool {
+	if p.f == nil {
+		return false
+	}
+	fi, err := p.f.Stat()
+	return err == nil && samePath(p.path, fi)
+}
+
 // Carry is the descriptor that holds p's lock, for an in-place upgrade:
 // the lock belongs to the open file, so it survives an exec that keeps the
 // descriptor open, and the new image takes it back with Adopt. The PID in
@@ -333,16 +343,14 @@ func unwrapPath(err error) error {
 func (p *File) Carry() int { return int(p.f.Fd()) }
 
 // Adopt takes back, in the new image of an in-place upgrade, the pidfile
-// at path held through descriptor fd. It checks that fd is the file at
-// path and that it holds the lock.
+// at path held through descriptor fd, and checks that it holds the lock.
+// A file removed from the path while the old image ran (or replaced) is
+// held all the same, as the old image held it: a new image must not give
+// up a running master for it. Intact says whether the path names it.
 func Adopt(path string, fd int) (*File, error) {
 	f := os.NewFile(uintptr(fd), path)
-	fi, err := f.Stat()
-	if err != nil {
+	if _, err := f.Stat(); err != nil {
 		return nil, fmt.Errorf("pidfile %s handed over as fd %d: %w", path, fd, err)
-	}
-	if !samePath(path, fi) {
-		return nil, fmt.Errorf("pidfile %s handed over as fd %d is not the file at that path", path, fd)
 	}
 	if err := flock(f, syscall.LOCK_EX); err != nil {
 		return nil, fmt.Errorf("pidfile %s handed over as fd %d: lock: %w", path, fd, err)

@@ -131,17 +131,21 @@ func (m *Master) backoff(n int) time.Duration {
 }
 
 // serves arms the self-healing timers of a worker that has just taken
-// over its slot.
+// over its slot. The age timer counts from then; a worker handed over
+// by an in-place upgrade keeps the age due time it had (see restore).
 func (m *Master) serves(w *worker) {
 	if m.opts.Watchdog > 0 && w.watchdogEvery == 0 {
 		w.watchdogEvery = m.opts.Watchdog
 	}
 	m.armWatchdog(w)
 	if m.opts.MaxAge > 0 {
-		// A spread of up to a tenth, fixed by the PID, so that workers
-		// started together do not all recycle together.
-		spread := time.Duration(float64(m.opts.MaxAge/10) * float64((w.pid*2654435761)%1000) / 1000)
-		w.ageTimer = m.env.after(m.opts.MaxAge-m.opts.MaxAge/20+spread, ageReached{w})
+		if w.ageDue.IsZero() {
+			// A spread of up to a tenth, fixed by the PID, so that workers
+			// started together do not all recycle together.
+			spread := time.Duration(float64(m.opts.MaxAge/10) * float64((w.pid*2654435761)%1000) / 1000)
+			w.ageDue = m.env.now().Add(m.opts.MaxAge - m.opts.MaxAge/20 + spread)
+		}
+		w.ageTimer = m.env.after(max(w.ageDue.Sub(m.env.now()), 0), ageReached{w})
 	}
 	m.armMemoryCheck()
 }
@@ -157,14 +161,19 @@ func (m *Master) unserve(w *worker) {
 }
 
 // armWatchdog sets w's watchdog deadline afresh.
-func (m *Master) armWatchdog(w *worker) {
+func (m *Master) armWatchdog(w *worker) { m.armWatchdogIn(w, w.watchdogEvery) }
+
+// armWatchdogIn sets w's watchdog deadline d from now.
+func (m *Master) armWatchdogIn(w *worker, d time.Duration) {
 	if w.watchdog != nil {
 		w.watchdog()
 		w.watchdog = nil
 	}
+	w.watchdogDue = time.Time{}
 	if w.watchdogEvery > 0 && (w.state == serving || w.state == probation || w.state == held) {
 		w.watchdogSeq++
-		w.watchdog = m.env.after(w.watchdogEvery, watchdogExpired{w, w.watchdogSeq})
+		w.watchdogDue = m.env.now().Add(max(d, 0))
+		w.watchdog = m.env.after(max(d, 0), watchdogExpired{w, w.watchdogSeq})
 	}
 }
 

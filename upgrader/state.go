@@ -58,6 +58,10 @@ type workerSnapshot struct {
 	MainExit      string        `json:"main_exit,omitempty"`
 	Status        string        `json:"status,omitempty"`
 	WatchdogEvery time.Duration `json:"watchdog_every,omitempty"`
+	// A serving worker's watchdog and --max-age timers, as time left
+	// (absent: none armed; a version-1 state has none).
+	WatchdogLeft *time.Duration `json:"watchdog_left,omitempty"`
+	AgeLeft      *time.Duration `json:"age_left,omitempty"`
 }
 
 type straySnapshot struct {
@@ -137,6 +141,21 @@ func (m *Master) handOverState(hs host.State, files map[string]int, data []byte)
 		ws := workerSnapshot{PID: w.pid, Gen: w.gen.n, Index: w.slot.index, State: w.state.String(), Trigger: w.trigger,
 			Started: w.started, ReadyAt: w.readyAt, Killed: w.killed, MainExit: w.mainExit, Status: w.status.text,
 			WatchdogEvery: w.watchdogEvery}
+		left := func(due time.Time) *time.Duration {
+			if due.IsZero() {
+				return nil
+			}
+			d := max(due.Sub(now), 0)
+			return &d
+		}
+		if w.state == serving {
+			if w.watchdog != nil {
+				ws.WatchdogLeft = left(w.watchdogDue)
+			}
+			if w.ageTimer != nil {
+				ws.AgeLeft = left(w.ageDue)
+			}
+		}
 		if w.state == draining {
 			ws.DrainLeft = max(w.drainUntil.Sub(now), 0)
 			if w.slot.retired {
@@ -241,7 +260,17 @@ func (m *Master) restore(ho *HandOver) {
 		case "serving":
 			w.state = serving
 			s.serving = w
+			// Its timers go on from what they had left, rather than
+			// afresh: else upgrades more often than --max-age or the
+			// watchdog interval would keep a worker from ever being
+			// replaced for either.
+			if ws.AgeLeft != nil {
+				w.ageDue = now.Add(left(*ws.AgeLeft))
+			}
 			m.serves(w)
+			if ws.WatchdogLeft != nil {
+				m.armWatchdogIn(w, left(*ws.WatchdogLeft))
+			}
 		default:
 			w.state = draining
 			w.drainUntil = now.Add(left(ws.DrainLeft))

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/baton-sh/baton/internal/envnames"
 	"github.com/baton-sh/baton/internal/host"
@@ -194,9 +195,16 @@ const CheckOK = "baton upgrade check ok: "
 
 func (m *Master) upgradeCheckDone(out string, err error) {
 	m.upgrade.checking = false
-	to, ok := strings.CutPrefix(out, CheckOK)
-	if err == nil && !ok {
+	// The version is the rest of the first line: whatever else the check
+	// printed goes into no log line, answer or status.
+	line, _, _ := strings.Cut(out, "\n")
+	to, ok := strings.CutPrefix(strings.TrimSpace(line), CheckOK)
+	switch {
+	case err != nil:
+	case !ok:
 		err = fmt.Errorf("it does not speak baton's upgrade check (it said %.80q): is it a baton binary?", out)
+	case len(to) > 200 || !utf8.ValidString(to):
+		err = fmt.Errorf("its version is not a short line of text (it said %.80q)", line)
 	}
 	switch {
 	case err != nil:

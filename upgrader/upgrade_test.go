@@ -251,3 +251,45 @@ func TestHandOverVersions(t *testing.T) {
 		}
 	}
 }
+
+// A check run that prints more than its line hands over the version in
+// the first line only; one whose version is not a short line of text is
+// refused.
+func TestUpgradeCheckVersionIsItsFirstLine(t *testing.T) {
+	s := up(t, upgradable)
+	s.env.execErr = errExeced
+	r := <-s.upgradeNow("baton 2\n"+strings.Repeat("\x00junk\n", 1000), nil)
+	if r.Err != nil || r.To != "baton 2" {
+		t.Fatalf("answer: to %.40q, err %v; want to %q", r.To, r.Err, "baton 2")
+	}
+	s = up(t, upgradable)
+	if r := <-s.upgradeNow(strings.Repeat("x", 300), nil); r.Err == nil || !strings.Contains(r.Err.Error(), "not a short line") {
+		t.Fatalf("a 300-byte version: %+v", r)
+	}
+}
+
+// A serving worker's watchdog and --max-age go on across an upgrade from
+// what they had left: upgrades more often than either must not keep a
+// wedged or old worker from being replaced.
+func TestUpgradeKeepsWatchdogAndAgeDeadlines(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts func(*Options)
+	}{
+		{"watchdog", func(o *Options) { upgradable(o); o.Watchdog = 10 * time.Second }},
+		{"max-age", func(o *Options) { upgradable(o); o.MaxAge = 10 * time.Second }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := up(t, tc.opts)
+			s.advance(8 * time.Second)
+			s.env.execErr = errExeced
+			if r := <-s.upgradeNow("baton 2", nil); r.Err != nil {
+				t.Fatal(r.Err)
+			}
+			n := s.resumed(tc.opts)
+			n.want("serving=1 [0:1:101:serving]")
+			n.advance(3 * time.Second) // 11s after it began to serve
+			n.want("serving=1 [0:1:101:serving 0:1:102:starting]")
+		})
+	}
+}

@@ -64,11 +64,13 @@ type worker struct {
 	deadline, drainUntil time.Time
 	// Self-healing (heal.go): its watchdog interval and timer, whose
 	// sequence number tells a stale expiry from a live one, and its age
-	// timer.
-	watchdogEvery time.Duration
-	watchdog      func()
-	watchdogSeq   int
-	ageTimer      func()
+	// timer. watchdogDue and ageDue are when those timers fire: an
+	// in-place upgrade hands them over, so that neither starts afresh.
+	watchdogEvery       time.Duration
+	watchdog            func()
+	watchdogSeq         int
+	ageTimer            func()
+	watchdogDue, ageDue time.Time
 }
 
 // slot is one of the N places a worker serves from. It has at most one

@@ -214,7 +214,10 @@ func masterCmd(args []string, stdout, stderr io.Writer) int {
 	if f.pidfile != "" {
 		var pf *pidfile.File
 		if fd, ok := handed.File(filePidfile); ok {
-			pf, err = pidfile.Adopt(f.pidfile, fd)
+			if pf, err = pidfile.Adopt(f.pidfile, fd); err == nil && !pf.Intact() {
+				log.Warn().Str("event", "pidfile_lost").Str("path", f.pidfile).
+					Msg("the pidfile was removed or replaced while baton ran: baton reload, status and upgrade find this master with --control; restart baton to write it again")
+			}
 		} else {
 			pf, err = pidfile.Acquire(f.pidfile)
 		}

@@ -159,14 +159,22 @@ func adoptSockets(listen []string, c carried) ([]*sockets.Socket, error) {
 // upgradeCheck is the check run of an in-place upgrade (envnames.
 // UpgradeCheck set): this binary, started with the master's own
 // arguments and the state it would be handed on stdin, says whether it
-// can take over. It takes the flags, reads the state and checks its
-// version and its sockets, prints its version, and exits 0; anything else
+// can take over. It takes the flags, resolves what they name as the new
+// image's start would (env files, users, groups), reads the state and
+// checks its version and its sockets, prints its version, and exits 0;
+// anything else
 // is one line on stderr and a non-zero exit.
 func upgradeCheck(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	var f masterFlags
 	fs := masterFlagSet(&f)
 	if _, err := f.parse(fs, args); err != nil {
 		return fail(stderr, fs, fmt.Errorf("this build does not take the master's flags: %w", err), exitUsage)
+	}
+	// What the new image resolves again as it starts (--env-file, --user,
+	// --control-group): failing there, after the exec, would end the
+	// master and its workers, so it fails here, before.
+	if _, err := f.privileges.resolve(); err != nil {
+		return fail(stderr, fs, err, exitRuntime)
 	}
 	raw, err := io.ReadAll(io.LimitReader(stdin, 64<<20))
 	if err != nil {

@@ -148,13 +148,21 @@ func (h *Host) Exec(path string, argv, env []string, keep []int) error {
 // CheckRun runs path (argv, env) to its end beside the loop, with stdin as
 // its input, and reports its standard output, or why it failed: it could
 // not start, it exited other than with 0 (with what it said on stderr),
-// or it ran past timeout and was killed. It is the check of an in-place
-// upgrade's new binary, before anything is handed over.
+// or it ran past timeout and was killed. timeout bounds the whole run,
+// reading its output included: a process the check left outside its
+// group that still holds the output fails the check when the time is up,
+// instead of holding the upgrade (and the reloads queued behind it)
+// forever. It is the check of an in-place upgrade's new binary, before
+// anything is handed over.
 func (h *Host) CheckRun(path string, argv, env []string, stdin []byte, timeout time.Duration, done func(stdout string, err error)) {
 	go func() { done(h.checkRun(path, argv, env, stdin, timeout)) }()
 }
 
+// checkOutputMax bounds what is kept of a check run's stdout and stderr.
+const checkOutputMax = 64 << 10
+
 func (h *Host) checkRun(path string, argv, env []string, stdin []byte, timeout time.Duration) (string, error) {
+	deadline := time.Now().Add(timeout)
 	in, inW, err := os.Pipe()
 	if err != nil {
 		return "", err
@@ -174,7 +182,7 @@ func (h *Host) checkRun(path string, argv, env []string, stdin []byte, timeout t
 		return "", err
 	}
 	pidfd := -1
-	_, exited, err := h.kids.fork(func() (int, error) {
+	pid, exited, err := h.kids.fork(func() (int, error) {
 		return syscall.ForkExec(path, argv, &syscall.ProcAttr{
 			Env:   env,
 			Files: []uintptr{in.Fd(), out.Fd(), errW.Fd()},
@@ -191,30 +199,43 @@ func (h *Host) checkRun(path string, argv, env []string, stdin []byte, timeout t
 		return "", err
 	}
 	defer unix.Close(pidfd)
+	if k := h.keeper; k != nil {
+		// If the master dies meanwhile, the keeper stops the check's
+		// group: its own parent-death signal ends the check process,
+		// not what it started.
+		k.tell(keeper.OpWorker, pid, 0, pidfd)
+		defer k.forget(pid)
+	}
 	go func() {
+		inW.SetWriteDeadline(deadline)
 		inW.Write(stdin)
 		inW.Close()
 	}()
-	collect := func(r *os.File) <-chan string {
-		c := make(chan string, 1)
+	type output struct {
+		text string
+		open bool // still held open at the deadline
+	}
+	collect := func(r *os.File) <-chan output {
+		c := make(chan output, 1)
 		go func() {
 			defer r.Close()
+			r.SetReadDeadline(deadline)
 			var b bytes.Buffer
 			buf := make([]byte, 4096)
-			for b.Len() < 64<<10 {
+			for {
 				n, err := r.Read(buf)
-				b.Write(buf[:n])
+				b.Write(buf[:min(n, max(checkOutputMax-b.Len(), 0))])
 				if err != nil {
-					break
+					c <- output{b.String(), errors.Is(err, os.ErrDeadlineExceeded)}
+					return
 				}
 			}
-			c <- b.String()
 		}()
 		return c
 	}
 	stdout, stderr := collect(outR), collect(errR)
 	var ws syscall.WaitStatus
-	timer := time.NewTimer(timeout)
+	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
 	select {
 	case ws = <-exited:
@@ -227,7 +248,7 @@ func (h *Host) checkRun(path string, argv, env []string, stdin []byte, timeout t
 	proc.PidFD(pidfd).SignalGroup(unix.SIGKILL) // what it left in its group
 	o, e := <-stdout, <-stderr
 	if !ws.Exited() || ws.ExitStatus() != 0 {
-		msg := strings.TrimSpace(e)
+		msg := strings.TrimSpace(e.text)
 		if i := strings.LastIndexByte(msg, '\n'); i >= 0 {
 			msg = msg[i+1:]
 		}
@@ -236,7 +257,10 @@ func (h *Host) checkRun(path string, argv, env []string, stdin []byte, timeout t
 		}
 		return "", fmt.Errorf("its check run %s: %s", DescribeExit(ws), msg)
 	}
-	return strings.TrimSpace(o), nil
+	if o.open || e.open {
+		return "", fmt.Errorf("it exited, but a process it left outside its process group held its output past %s", timeout)
+	}
+	return strings.TrimSpace(o.text), nil
 }
 
 // Resume makes the Host of a master's new image from what its old image
