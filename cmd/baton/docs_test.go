@@ -3,10 +3,13 @@ package main
 import (
 	"flag"
 	"os"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/baton-sh/baton/upgrader"
 )
 
 // flagRow is one row of a markdown table of master flags: the flags its
@@ -157,5 +160,40 @@ func commandLines(t *testing.T, file, src string, sets map[string]*flag.FlagSet)
 				t.Errorf("%s's line for baton %s does not show --%s", file, name, fl.Name)
 			}
 		})
+	}
+}
+
+// docs/cli.md's paragraph on status --json names every key the JSON
+// has, and no key it does not.
+func TestDocsListStatusKeys(t *testing.T) {
+	src, err := os.ReadFile("../../docs/cli.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, para, ok := strings.Cut(string(src), "`status --json` gives the same as JSON:")
+	if !ok {
+		t.Fatal("docs/cli.md has no paragraph on status --json")
+	}
+	para, _, _ = strings.Cut(para, "\n\n")
+	keys := map[string]bool{}
+	for _, typ := range []reflect.Type{
+		reflect.TypeFor[upgrader.Status](),
+		reflect.TypeFor[upgrader.WorkerStatus](),
+		reflect.TypeFor[upgrader.ReloadStatus](),
+	} {
+		for f := range typ.Fields() {
+			key, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			keys[key] = true
+			if !strings.Contains(para, "`"+key+"`") && !strings.Contains(para, "`"+key+"[]`") {
+				t.Errorf("docs/cli.md's status --json does not name %q (%s.%s)", key, typ.Name(), f.Name)
+			}
+		}
+	}
+	// Each `word` before the first "`state` is" names a key.
+	listed, _, _ := strings.Cut(para, "`state` is")
+	for _, m := range regexp.MustCompile("`([a-z_]+)(?:\\[\\])?`").FindAllStringSubmatch(listed, -1) {
+		if !keys[m[1]] && m[1] != "delay" && m[1] != "drain" && m[1] != "baton" {
+			t.Errorf("docs/cli.md's status --json names %q, which the JSON does not have", m[1])
+		}
 	}
 }
