@@ -94,3 +94,39 @@ func TestMonitoringListsEveryEvent(t *testing.T) {
 	}
 	t.Logf("%d events logged, %d documented", len(logged), len(documented))
 }
+
+// Every baton_ metric family the admin endpoint serves (each has its
+// HELP text in internal/admin) is in docs/monitoring.md's table of
+// metrics, and every one there exists.
+func TestMonitoringListsEveryMetric(t *testing.T) {
+	root := repoRoot(t)
+	code, err := os.ReadFile(filepath.Join(root, "internal", "admin", "metrics.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^\s*"(baton_[a-z_]+)":`).FindAllStringSubmatch(string(code), -1) {
+		served[m[1]] = true
+	}
+	if len(served) == 0 {
+		t.Fatal("internal/admin/metrics.go names no baton_ metric: has its HELP map moved?")
+	}
+	doc, err := os.ReadFile(filepath.Join(root, "docs", "monitoring.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented := map[string]bool{}
+	for _, m := range regexp.MustCompile("(?m)^\\| `(baton_[a-z_]+)[{`]").FindAllStringSubmatch(string(doc), -1) {
+		documented[m[1]] = true
+	}
+	for name := range served {
+		if !documented[name] {
+			t.Errorf("the admin endpoint serves %s, which docs/monitoring.md's metrics table does not list", name)
+		}
+	}
+	for name := range documented {
+		if !served[name] {
+			t.Errorf("docs/monitoring.md lists metric %s, which the admin endpoint does not serve", name)
+		}
+	}
+}
