@@ -194,7 +194,7 @@ func masterCmd(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, fs, err, exitStartup)
 	}
 	for _, w := range privileges.warnings {
-		log.Warn().Msg(w)
+		log.Warn().Str("event", w.event).Msg(w.msg)
 	}
 	privileges.workers.apply(&opts)
 

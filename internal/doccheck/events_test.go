@@ -17,8 +17,9 @@ var (
 	// loggedEvent is how baton's code names a log line's event: a
 	// zerolog field or the keeper's key-value pairs.
 	loggedEvent = regexp.MustCompile(`"event",\s*"([a-z_]+)"`)
-	// eventConst is a package's named event, as internal/workerlog has.
-	eventConst = regexp.MustCompile(`\bEvent[A-Za-z]*\s*=\s*"([a-z_]+)"`)
+	// eventConst is a package's named event, as internal/workerlog has,
+	// or cmd/baton's start-up warning with its event.
+	eventConst = regexp.MustCompile(`(?:\bEvent[A-Za-z]*\s*=\s*|\bwarning\{)"([a-z_]+)"`)
 	eventRow   = regexp.MustCompile("^\\| `([a-z_]+)` \\| (debug|info|warn|error) \\|")
 )
 
