@@ -150,7 +150,7 @@ func (m *Master) drain(w *worker) {
 	m.emit(Event{Kind: Draining, Generation: w.gen.n, PID: w.pid, Index: w.slot.index},
 		m.log.Info().Str("signal", host.SignalName(m.opts.DrainSignal)).Bool("group", m.opts.DrainGroup))
 	if err := m.env.signal(w.pid, m.opts.DrainSignal, m.opts.DrainGroup); err != nil && !errors.Is(err, syscall.ESRCH) {
-		m.log.Error().Err(err).Int("gen", w.gen.n).Int("pid", w.pid).Msg("cannot signal worker to drain")
+		m.log.Error().Str("event", "drain_signal_failed").Err(err).Int("gen", w.gen.n).Int("pid", w.pid).Msg("cannot signal worker to drain")
 	}
 }
 

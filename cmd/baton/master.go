@@ -91,7 +91,7 @@ func masterFlagSet(f *masterFlags) *flag.FlagSet {
 	fs.BoolVar(&f.subreaper, "subreaper", true, "adopt orphaned descendants, reap them, and stop those a worker left running once its generation ends (--subreaper=false to opt out; always on as PID 1)")
 	fs.StringVar(&f.control, "control", "", "unix control socket `PATH` for baton reload/status, mode 0600 (default: next to --pidfile, app.pid → app.control.sock)")
 	fs.StringVar(&f.admin, "admin", "", "serve /-/healthy, /-/ready and /metrics over HTTP on `HOST:PORT` (off by default)")
-	fs.BoolVar(&f.lifecycle, "admin-lifecycle", false, "also accept POST /-/reload and POST /-/quit on the --admin endpoint")
+	fs.BoolVar(&f.lifecycle, "admin-lifecycle", false, "also accept POST /-/reload, POST /-/quit, POST /-/scale?workers=N and POST /-/upgrade on the --admin endpoint (refused with 403 without it)")
 	fs.DurationVar(&f.stopDelay, "stop-delay", 0, "on TERM/INT, stop claiming readiness (admin /-/ready 503) and keep serving this long before draining, so load balancers stop sending traffic first; a second TERM skips the rest")
 	fs.StringVar(&f.onReady, "on-ready", "", "run `CMD` (split into words, no shell) each time a generation becomes the serving one, e.g. to register it; it gets BATON_GENERATION, BATON_WORKER_PID and BATON_ADDRS")
 	fs.StringVar(&f.onStopping, "on-stopping", "", "run `CMD` (split into words, no shell) when a stop begins, before --stop-delay, e.g. to deregister; the drain waits for it")
@@ -194,7 +194,7 @@ func masterCmd(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, fs, err, exitStartup)
 	}
 	for _, w := range privileges.warnings {
-		log.Warn().Msg(w)
+		log.Warn().Str("event", w.event).Msg(w.msg)
 	}
 	privileges.workers.apply(&opts)
 

@@ -123,9 +123,12 @@ type privileges struct {
 	workers workerSetup
 	// control are the options of the control socket.
 	control []control.Option
-	// warnings are to be logged once.
-	warnings []string
+	// warnings are to be logged once, each with its event.
+	warnings []warning
 }
+
+// warning is a start-up warning and the log event it is logged as.
+type warning struct{ event, msg string }
 
 // resolve looks the flags up in the user and group databases and reads
 // the environment files once, so that a mistake stops baton at start
@@ -136,8 +139,12 @@ func (p *privilegeFlags) resolve() (privileges, error) {
 	if r.workers.Umask, err = p.parseUmask(); err != nil {
 		return r, err
 	}
-	if r.workers.Env, r.warnings, err = p.parseEnv(); err != nil {
+	var envWarnings []string
+	if r.workers.Env, envWarnings, err = p.parseEnv(); err != nil {
 		return r, err
+	}
+	for _, w := range envWarnings {
+		r.warnings = append(r.warnings, warning{"env_ignored", w})
 	}
 	if _, _, err := r.workers.Env.Build(nil); err != nil {
 		return r, err
@@ -150,7 +157,7 @@ func (p *privilegeFlags) resolve() (privileges, error) {
 		// already running as the user.
 		if exe, err := os.Executable(); err == nil {
 			if err := id.MayExecute(exe); err != nil {
-				r.warnings = append(r.warnings, fmt.Sprintf("workers start through baton's own binary: %v; install baton where %s can run it, such as /usr/local/bin", err, id.User))
+				r.warnings = append(r.warnings, warning{"binary_unreachable", fmt.Sprintf("workers start through baton's own binary: %v; install baton where %s can run it, such as /usr/local/bin", err, id.User)})
 			}
 		}
 	}

@@ -86,8 +86,8 @@ func TestPrivilegeFlagsResolve(t *testing.T) {
 		t.Errorf("Env.Files = %+v: want app.env in %s, then the optional one", w.Env.Files, dir)
 	case !slices.Equal(w.Env.Settings, []envfile.Var{{Name: "B", Value: "2", Source: "--env"}, {Name: "B", Value: "3", Source: "--env"}}):
 		t.Errorf("Env.Settings = %+v, want B=2 and B=3, without NOTIFY_SOCKET", w.Env.Settings)
-	case !slices.Equal(p.warnings, []string{"--env NOTIFY_SOCKET=x: NOTIFY_SOCKET is baton's to set: ignored"}):
-		t.Errorf("warnings = %q", p.warnings)
+	case !slices.Equal(p.warnings, []warning{{"env_ignored", "--env NOTIFY_SOCKET=x: NOTIFY_SOCKET is baton's to set: ignored"}}):
+		t.Errorf("warnings = %+v", p.warnings)
 	}
 	// The engine gets all of it.
 	var o upgrader.Options

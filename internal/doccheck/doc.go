@@ -20,5 +20,6 @@
 // repository, so a page moved or a heading renamed without its links
 // fails go test ./... ; they also hold the manual's index, docs/README.md,
 // to link every page of docs/, and README.md's ## Tests section to start
-// with the test command, scripts/test.
+// with the test command, scripts/test; and docs/monitoring.md's table of
+// log events to list exactly the events baton's code logs.
 package doccheck

@@ -180,7 +180,7 @@ func New(cfg Config, ev Events) (*Host, error) {
 	h.logIdentity()
 	if fd, err := unix.PidfdOpen(h.self, 0); err != nil {
 		h.noPidfd = true
-		cfg.Log.Warn().Err(err).Msg("this kernel has no pidfds (Linux 5.3+): processes left by workers are not tracked, and nothing stops the workers if the master is killed")
+		cfg.Log.Warn().Str("event", "no_pidfd").Err(err).Msg("this kernel has no pidfds (Linux 5.3+): processes left by workers are not tracked, and nothing stops the workers if the master is killed")
 	} else {
 		unix.Close(fd)
 		h.keeper = newKeeperLink(&h.cfg, h.kids)
@@ -364,7 +364,7 @@ func (h *Host) StartWorker(s Start) (int, error) {
 		var outFDs []int
 		if out != nil {
 			if outFDs, err = out.readFDs(); err != nil {
-				c.Log.Error().Err(err).Int("pid", pid).Msg("cannot give the keeper the worker's output pipes: if the master is killed, the worker's next line kills it (SIGPIPE)")
+				c.Log.Error().Str("event", "keeper_pipes_failed").Err(err).Int("pid", pid).Msg("cannot give the keeper the worker's output pipes: if the master is killed, the worker's next line kills it (SIGPIPE)")
 			}
 		}
 		h.keeper.tell(keeper.OpWorker, pid, s.Generation, pidfd, outFDs...)
@@ -385,7 +385,7 @@ func (h *Host) StartWorker(s Start) (int, error) {
 			case err == nil:
 				h.ev.Ready(pid, "accepting: "+w.String())
 			case ctx.Err() == nil:
-				c.Log.Warn().Err(err).Int("pid", pid).Msg("cannot watch the new worker for --ready accepting: it becomes ready only by READY=1")
+				c.Log.Warn().Str("event", "accept_watch_failed").Err(err).Int("pid", pid).Msg("cannot watch the new worker for --ready accepting: it becomes ready only by READY=1")
 			}
 		}()
 	}
@@ -508,7 +508,7 @@ func (h *Host) MainExited(pid int, keep bool) []string {
 			p.group = g
 			return names
 		}
-		h.cfg.Log.Error().Err(err).Int("pid", pid).Msg("cannot watch the worker's process group: killing it")
+		h.cfg.Log.Error().Str("event", "group_watch_failed").Err(err).Int("pid", pid).Msg("cannot watch the worker's process group: killing it")
 	}
 	// Killed whatever the scan saw: a member forked since is a member too.
 	h.signalGroup(p, syscall.SIGKILL)
@@ -600,7 +600,7 @@ func (h *Host) CheckSockets() []LostSocket {
 	}
 	if rebound {
 		if err := h.knowSockets(); err != nil {
-			h.cfg.Log.Warn().Err(err).Msg("cannot identify the sockets bound anew: --ready accepting sees new workers only by READY=1")
+			h.cfg.Log.Warn().Str("event", "accept_watch_failed").Err(err).Msg("cannot identify the sockets bound anew: --ready accepting sees new workers only by READY=1")
 		}
 	}
 	return lost

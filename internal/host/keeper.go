@@ -108,7 +108,7 @@ func (l *keeperLink) startLocked() {
 func (l *keeperLink) tell(op byte, pid, gen, pidfd int, out ...int) {
 	fds, err := dupFDs(append([]int{pidfd}, out...))
 	if err != nil {
-		l.cfg.Log.Error().Err(err).Int("pid", pid).Msg("cannot tell the keeper about a process")
+		l.cfg.Log.Error().Str("event", "keeper_tell_failed").Err(err).Int("pid", pid).Msg("cannot tell the keeper about a process")
 		return
 	}
 	l.mu.Lock()
@@ -159,7 +159,7 @@ func (l *keeperLink) send(op byte, pid, gen int, fds []int) {
 	if len(fds) > 0 {
 		dups, err := dupFDs(fds)
 		if err != nil {
-			l.cfg.Log.Error().Err(err).Int("pid", pid).Msg("cannot tell the keeper about a process")
+			l.cfg.Log.Error().Str("event", "keeper_tell_failed").Err(err).Int("pid", pid).Msg("cannot tell the keeper about a process")
 			return
 		}
 		m.fds = dups
@@ -230,7 +230,7 @@ func (l *keeperLink) close() {
 	select {
 	case <-k.exited:
 	case <-time.After(time.Until(deadline)):
-		l.cfg.Log.Warn().Int("pid", k.pid).Msg("the keeper did not exit after the master's stop: killing it")
+		l.cfg.Log.Warn().Str("event", "keeper_stuck").Int("pid", k.pid).Msg("the keeper did not exit after the master's stop: killing it")
 		proc.PidFD(k.pidfd).Signal(unix.SIGKILL)
 		select {
 		case <-k.exited:

@@ -147,7 +147,7 @@ func (k *keeper) listen(fd int) {
 			continue
 		}
 		if err != nil {
-			k.log.log(lError, "keeper cannot read from the master: taking it as gone", "error", err.Error())
+			k.log.log(lError, "keeper cannot read from the master: taking it as gone", "event", "keeper_read_failed", "error", err.Error())
 			return
 		}
 		fds := rights(oob[:oobn])
@@ -163,7 +163,7 @@ func (k *keeper) listen(fd int) {
 		}
 		if err != nil {
 			closeAll(fds)
-			k.log.log(lError, err.Error())
+			k.log.log(lError, err.Error(), "event", "keeper_bad_message")
 			continue
 		}
 		k.apply(m, fds)
