@@ -862,6 +862,65 @@ func TestSystemdUnits(t *testing.T) {
 		return
 	}
 
+	ok = t.Run("WatchdogSec", func(t *testing.T) {
+		m := m.on(t)
+		// A drop-in gives app.service a watchdog: baton's loop keeps it
+		// fed through a reload, and systemd restarts a master whose loop
+		// no longer runs (here, one that is SIGSTOPped).
+		dropin := filepath.Join(m.c.Root, "etc", "systemd", "system", "app.service.d", "watchdog.conf")
+		if err := os.MkdirAll(filepath.Dir(dropin), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dropin, []byte("[Service]\nWatchdogSec=1s\nTimeoutAbortSec=3s\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			os.Remove(dropin)
+			m.must("systemctl", "daemon-reload")
+		}()
+		m.must("systemctl", "daemon-reload")
+		m.must("systemctl", "restart", "app") // the watchdog is armed at start
+		baton = m.mainPID("app")
+		fed := func() int64 {
+			n, _ := strconv.ParseInt(m.show("app", "WatchdogTimestampMonotonic"), 10, 64)
+			return n
+		}
+		last, seen := fed(), 0
+		harness.Eventually(t, 10*time.Second, "6 keep-alives in a row, a reload among them", func() bool {
+			if now := fed(); now > last {
+				last, seen = now, seen+1
+				if seen == 3 {
+					if out, code, _ := m.timed("reload", "app"); code != 0 {
+						t.Fatalf("systemctl reload app with WatchdogSec=1s exited %d: %s", code, firstLine(out))
+					}
+				}
+			}
+			return seen >= 6
+		})
+		if pid, n := m.mainPID("app"), m.show("app", "NRestarts"); pid != baton || n != "0" {
+			t.Fatalf("with WatchdogSec=1s: MainPID %d (was %d), NRestarts %s; want baton fed systemd's watchdog", pid, baton, n)
+		}
+		stopped := time.Now()
+		m.must("kill", "-STOP", strconv.Itoa(baton))
+		harness.Eventually(t, 15*time.Second, "systemd restarting a SIGSTOPped baton", func() bool {
+			pid := m.mainPID("app")
+			return pid != 0 && pid != baton && m.show("app", "ActiveState") == "active"
+		})
+		restarted := time.Since(stopped)
+		if !strings.Contains(m.journal("app"), "Watchdog timeout") {
+			t.Fatal("app.service was restarted, but not by its watchdog")
+		}
+		numbers.add("WatchdogSec=1s: 6 keep-alives and a reload, NRestarts=0; baton SIGSTOPped → restarted by the watchdog, serving under a new MainPID, in %s", restarted.Round(time.Millisecond))
+		m.must("systemctl", "stop", "app")
+		if procs := m.unitProcs("app"); len(procs) != 0 {
+			t.Fatalf("processes left after stopping app: %v", procs)
+		}
+		m.must("systemctl", "reset-failed", "app")
+	})
+	if !ok {
+		return
+	}
+
 	ok = t.Run("reload --wait variant", func(t *testing.T) {
 		m := m.on(t)
 		m.must("systemctl", "stop", "app.socket")

@@ -12,12 +12,14 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // MaxDatagram is the largest message Receive accepts, as in systemd.
@@ -71,6 +73,23 @@ func Send(state string) error {
 		return nil
 	}
 	return SendTo(addr, state)
+}
+
+// Watchdog reports the keep-alive interval the process's manager asks
+// for, as sd_watchdog_enabled(3) does: $WATCHDOG_USEC, a positive number
+// of microseconds, when $WATCHDOG_PID is unset or names this process (a
+// child that inherited them is not the one watched). The process should
+// send WATCHDOG=1 at least every half of it; the manager restarts it when
+// it stays silent for the whole interval.
+func Watchdog() (time.Duration, bool) {
+	if p := os.Getenv("WATCHDOG_PID"); p != "" && p != strconv.Itoa(os.Getpid()) {
+		return 0, false
+	}
+	usec, err := strconv.ParseInt(os.Getenv("WATCHDOG_USEC"), 10, 64)
+	if err != nil || usec <= 0 || usec > int64(time.Duration(math.MaxInt64)/time.Microsecond) {
+		return 0, false
+	}
+	return time.Duration(usec) * time.Microsecond, true
 }
 
 // ErrQueueFull is returned (wrapped) by SendTo when the receiver's queue

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -737,5 +738,31 @@ func TestReceiveAfterClose(t *testing.T) {
 	s.Close()
 	if _, err := s.Receive(); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("Receive after Close: %v, want %v", err, net.ErrClosed)
+	}
+}
+
+func TestWatchdog(t *testing.T) {
+	self := strconv.Itoa(os.Getpid())
+	tests := []struct {
+		usec, pid string
+		want      time.Duration
+		ok        bool
+	}{
+		{"", "", 0, false},
+		{"2000000", "", 2 * time.Second, true},
+		{"2000000", self, 2 * time.Second, true},
+		{"2000000", "1", 0, false}, // inherited from the process watched
+		{"0", "", 0, false},
+		{"-5", "", 0, false},
+		{"2s", "", 0, false},
+		{"99999999999999999999", "", 0, false},
+		{"9223372036854775807", "", 0, false}, // overflows a Duration
+	}
+	for _, tt := range tests {
+		t.Setenv("WATCHDOG_USEC", tt.usec)
+		t.Setenv("WATCHDOG_PID", tt.pid)
+		if got, ok := notify.Watchdog(); got != tt.want || ok != tt.ok {
+			t.Errorf("WATCHDOG_USEC=%q WATCHDOG_PID=%q: Watchdog() = %v, %v; want %v, %v", tt.usec, tt.pid, got, ok, tt.want, tt.ok)
+		}
 	}
 }

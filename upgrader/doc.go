@@ -72,7 +72,10 @@
 //	hook runner, one at a time      hookDone                         hookRunner.mu (the running hook's pidfd, for a fast stop)
 //	timers (time.AfterFunc)         workerTimer, waitTick, restartDue,
 //	                                strayKill, stopDelayOver,
-//	                                socketTick                       nothing
+//	                                socketTick, serviceWatchdogTick,
+//	                                watchdogExpired, ageReached,
+//	                                memoryCheck, healRetry, probeTick nothing
+//	probe, one at a time            probeDone                        nothing shared
 //	spawner, one locked OS thread   (answers the loop's start)       the thread every worker is forked from
 //	keeper link writer              nothing                          keeperProc.mu, under keeperLink.mu
 //	output reader, per worker stream nothing                         its pipe; outputReaders.mu (host/output.go)

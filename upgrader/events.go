@@ -73,6 +73,9 @@ type (
 	stopDelayOver struct{}
 	// socketTick is the next look for lost sockets (SocketCheckEvery).
 	socketTick struct{}
+	// serviceWatchdogTick is the next keep-alive owed to the master's own
+	// service manager (Options.ServiceWatchdog).
+	serviceWatchdogTick struct{}
 	// Self-healing (heal.go, probe.go).
 	watchdogExpired struct {
 		w   *worker
@@ -115,8 +118,9 @@ func (e readySeen) apply(m *Master) {
 		m.ready(w, e.how)
 	}
 }
-func (stopDelayOver) apply(m *Master) { m.stopDelayOver() }
-func (socketTick) apply(m *Master)    { m.watchSockets() }
+func (stopDelayOver) apply(m *Master)       { m.stopDelayOver() }
+func (socketTick) apply(m *Master)          { m.watchSockets() }
+func (serviceWatchdogTick) apply(m *Master) { m.keepServiceAlive() }
 func (e watchdogExpired) apply(m *Master) {
 	if e.w.watchdogSeq == e.seq && e.w.watchdog != nil {
 		e.w.watchdog = nil

@@ -139,6 +139,7 @@ func (m *Master) Run() error {
 		m.begin()
 	}
 	m.watchSockets()
+	m.keepServiceAlive()
 	m.loop()
 	return m.exitErr
 }

@@ -641,6 +641,37 @@ func TestStopDropsAWaitingOnReady(t *testing.T) {
 	}
 }
 
+// The master's own watchdog keep-alive comes from the loop every half
+// interval, through reloads and a stop's drain, and stops with the loop.
+func TestServiceWatchdogKeepAlive(t *testing.T) {
+	s := up(t, func(o *Options) { o.ServiceWatchdog = 2 * time.Second })
+	s.m.keepServiceAlive() // as Run does once the loop is set up
+	pings := func() int {
+		n := 0
+		for _, st := range s.env.service {
+			if st.Watchdog {
+				if st.Ready || st.Reloading || st.Stopping || st.Status != "" {
+					t.Fatalf("a keep-alive says more than WATCHDOG=1: %+v", st)
+				}
+				n++
+			}
+		}
+		return n
+	}
+	s.advance(3 * time.Second)
+	if n := pings(); n != 4 { // at 0, 1, 2 and 3 s
+		t.Fatalf("%d keep-alives over 3 s with a 2 s watchdog, want 4", n)
+	}
+	s.reload()
+	s.ready(102)
+	s.exit(101, 0)
+	s.step(stopReq{})
+	s.advance(2 * time.Second) // worker 102 still drains
+	if n := pings(); n != 6 {
+		t.Fatalf("%d keep-alives after 5 s, a reload and a stop's drain, want 6", n)
+	}
+}
+
 func TestServiceManagerHearsEachStep(t *testing.T) {
 	s := up(t, nil)
 	s.reload()

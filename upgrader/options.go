@@ -247,6 +247,12 @@ type Options struct {
 	// it ends (failed or not: the service still serves), STOPPING=1 on
 	// stop, and a STATUS= line a human can read at each step.
 	ServiceNotify string
+	// ServiceWatchdog is the keep-alive interval that service manager
+	// asks of the master (systemd's WatchdogSec=, given as WATCHDOG_USEC),
+	// or 0. The loop sends WATCHDOG=1 every half of it, from the loop
+	// itself, so a master whose loop is wedged falls silent and is
+	// restarted by its manager, while one that is busy draining is not.
+	ServiceWatchdog time.Duration
 }
 
 func (o *Options) setDefaults() error {

@@ -52,3 +52,17 @@ func (m *Master) servingStatus() string {
 	}
 	return fmt.Sprintf("serving: generation %d, %d workers", m.currentGen(), m.servingCount())
 }
+
+// keepServiceAlive sends the master's service manager its watchdog
+// keep-alive and arms the next one, half an interval on (as
+// sd_watchdog_enabled(3) advises). It runs on the loop: a keep-alive says
+// the loop still takes events. It goes on while stopping: a drain may
+// last longer than the interval, and a manager that has stopped watching
+// ignores it.
+func (m *Master) keepServiceAlive() {
+	if m.opts.ServiceNotify == "" || m.opts.ServiceWatchdog <= 0 {
+		return
+	}
+	m.env.tellService(host.ServiceState{Watchdog: true})
+	m.env.after(m.opts.ServiceWatchdog/2, serviceWatchdogTick{})
+}

@@ -24,6 +24,7 @@ import (
 	"github.com/baton-sh/baton/internal/serverhints"
 	"github.com/baton-sh/baton/internal/sockets"
 	"github.com/baton-sh/baton/internal/workerlog"
+	"github.com/baton-sh/baton/notify"
 	"github.com/baton-sh/baton/pidfile"
 	"github.com/baton-sh/baton/upgrader"
 )
@@ -262,6 +263,8 @@ func masterCmd(args []string, stdout, stderr io.Writer) int {
 	// baton's own service manager, when systemd runs it as Type=notify;
 	// workers get baton's NOTIFY_SOCKET instead of this one.
 	opts.ServiceNotify = os.Getenv("NOTIFY_SOCKET")
+	// And its watchdog (WatchdogSec=), fed from the master's loop.
+	opts.ServiceWatchdog, _ = notify.Watchdog()
 	if handed != nil {
 		m, err = upgrader.Resume(opts, handed)
 	} else {

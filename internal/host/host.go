@@ -614,9 +614,10 @@ func (h *Host) Stopping(fast bool) {
 }
 
 // ServiceState is what the master tells its own service manager.
+// Watchdog alone is a keep-alive: WATCHDOG=1 and nothing else.
 type ServiceState struct {
-	Ready, Reloading, Stopping bool
-	Status                     string
+	Ready, Reloading, Stopping, Watchdog bool
+	Status                               string
 }
 
 // TellService sends st to the master's own service manager, with
@@ -628,6 +629,11 @@ func (h *Host) TellService(st ServiceState) {
 	}
 	var msg string
 	switch {
+	case st.Watchdog:
+		if err := notify.SendTo(h.cfg.ServiceNotify, "WATCHDOG=1"); err != nil {
+			h.cfg.Log.Warn().Str("event", "service_notify_failed").Err(err).Msg("cannot send the service manager's watchdog its keep-alive")
+		}
+		return
 	case st.Reloading:
 		msg = "RELOADING=1\nMONOTONIC_USEC=" + monotonicUsec() + "\n"
 	case st.Ready:
