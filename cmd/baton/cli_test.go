@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"flag"
+	"strings"
 	"testing"
 )
 
@@ -110,6 +111,39 @@ func TestBareWordIsAUsageError(t *testing.T) {
 		var stdout, stderr bytes.Buffer
 		if code := run(tt.args, &stdout, &stderr); code != exitUsage || stdout.Len() > 0 || stderr.String() != tt.want+"\n" {
 			t.Errorf("baton %q: exit %d, stdout %q, stderr %q; want exit 2 and %q", tt.args, code, stdout.String(), stderr.String(), tt.want)
+		}
+	}
+}
+
+// A worker count, wherever it is given, is a whole number from 1 to
+// upgrader.MaxWorkers: anything else is a usage error in one line, before
+// anything starts (a count typed with extra digits would otherwise fork
+// until the master ran out of memory).
+func TestWorkerCountsAreChecked(t *testing.T) {
+	run1 := []string{"--listen", "tcp://127.0.0.1:0", "--", "true"}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{append([]string{"--workers", "0"}, run1...), "baton: --workers 0: want 1 to 1024"},
+		{append([]string{"--workers", "-1"}, run1...), "baton: --workers -1: want 1 to 1024"},
+		{append([]string{"--workers", "100000"}, run1...), "baton: --workers 100000: want 1 to 1024"},
+		{append([]string{"--workers", "abc"}, run1...), `baton: --workers "abc": want a whole number`},
+		{append([]string{"--workers", "2", "--max-surge", "3"}, run1...), "baton: --max-surge 3: want 1 to --workers (2)"},
+		{append([]string{"--workers", "2", "--max-surge", "-1"}, run1...), "baton: --max-surge -1: want 1 to --workers (2)"},
+		{[]string{"scale", "0", "--pidfile", "app.pid"}, `baton: scale "0": want a worker count from 1 to 1024, e.g. baton scale 4 --pidfile app.pid`},
+		{[]string{"scale", "-3", "--pidfile", "app.pid"}, `baton: scale "-3": want a worker count from 1 to 1024, e.g. baton scale 4 --pidfile app.pid`},
+		{[]string{"scale", "--pidfile", "app.pid", "--", "-3"}, `baton: scale "-3": want a worker count from 1 to 1024, e.g. baton scale 4 --pidfile app.pid`},
+		{[]string{"scale", "abc", "--pidfile", "app.pid"}, `baton: scale "abc": want a worker count from 1 to 1024, e.g. baton scale 4 --pidfile app.pid`},
+		{[]string{"scale", "1e9", "--pidfile", "app.pid"}, `baton: scale "1e9": want a worker count from 1 to 1024, e.g. baton scale 4 --pidfile app.pid`},
+		{[]string{"scale", "1000000000", "--pidfile", "app.pid"}, `baton: scale "1000000000": want a worker count from 1 to 1024, e.g. baton scale 4 --pidfile app.pid`},
+		{[]string{"scale", "--pidfile", "app.pid"}, `baton: scale "": want a worker count from 1 to 1024, e.g. baton scale 4 --pidfile app.pid`},
+		{[]string{"scale", "2", "3", "--pidfile", "app.pid"}, `baton: scale takes one worker count, got "3 --pidfile app.pid"`},
+	} {
+		var stdout, stderr bytes.Buffer
+		code := run(tt.args, &stdout, &stderr)
+		if code != exitUsage || stdout.Len() > 0 || !strings.HasPrefix(stderr.String(), tt.want) || strings.Count(stderr.String(), "\n") != 1 {
+			t.Errorf("baton %q: exit %d, stdout %q, stderr %q; want exit 2 and one line starting %q", tt.args, code, stdout.String(), stderr.String(), tt.want)
 		}
 	}
 }

@@ -439,8 +439,8 @@ func (f *masterFlags) parse(fs *flag.FlagSet, args []string) (upgrader.Options, 
 		return o, usagef("--protocol: %v", err)
 	}
 	switch {
-	case f.workers < 1:
-		return o, usagef("--workers %d: want 1 or more", f.workers)
+	case upgrader.CheckWorkers(f.workers) != nil:
+		return o, usagef("--workers %d: want 1 to %d", f.workers, upgrader.MaxWorkers)
 	case f.maxSurge < 0 || f.maxSurge > f.workers:
 		return o, usagef("--max-surge %d: want 1 to --workers (%d)", f.maxSurge, f.workers)
 	case f.workers > 1 && o.Protocol != upgrader.ProtocolSystemd:
