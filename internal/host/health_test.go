@@ -2,6 +2,7 @@ package host
 
 import (
 	"bytes"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -200,5 +202,15 @@ func TestProbe(t *testing.T) {
 		if r.ok != tc.ok || !strings.Contains(r.detail, tc.detail) || strings.Contains(r.detail, "\n") {
 			t.Errorf("probe of %s: %v %q; want %v and one line with %q", tc.url, r.ok, r.detail, tc.ok, tc.detail)
 		}
+	}
+}
+
+// An exec refused for the size of its environment says which input to
+// shrink, rather than the kernel's "argument list too long" alone.
+func TestStartErrorTooBig(t *testing.T) {
+	err := (&Host{}).startError("/srv/app", "", syscall.E2BIG)
+	want := "start /srv/app: argument list too long: its arguments and environment together are over the kernel's limit (a quarter of the stack limit, ulimit -s): make --env-file and --env smaller"
+	if err.Error() != want || !errors.Is(err, syscall.E2BIG) {
+		t.Fatalf("startError(E2BIG) = %q, want %q", err, want)
 	}
 }
