@@ -84,7 +84,7 @@ func TestUsageErrorsAreOneLine(t *testing.T) {
 		{[]string{"relaod", "--wait", "--pidfile", "x.pid"}, `baton: "relaod" is not a command (a worker command goes after --): did you mean baton reload? (baton --help lists every flag)`},
 		{[]string{"--listen", "tcp://127.0.0.1:0", "./server"}, "put the worker command after --"},
 		{[]string{"scale", "3"}, "baton: say which master: --pidfile PATH or --control PATH (baton scale --help lists every flag)"},
-		{[]string{"scale", "0", "--pidfile", "x.pid"}, `scale "0": want a worker count of 1 or more`},
+		{[]string{"scale", "0", "--pidfile", "x.pid"}, `scale "0": want a worker count from 1 to 1024`},
 		{[]string{"upgrade"}, "baton: say which master: --pidfile PATH or --control PATH (baton upgrade --help lists every flag)"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {

@@ -191,6 +191,17 @@ func TestUserAndEnvMistakes(t *testing.T) {
 	if err := os.WriteFile(bad, []byte("# the app\nDATABASE_URL=postgres://db/app\nexport SECRET=x\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// A named pipe nobody writes to would block the start; /dev/zero
+	// would fill memory; a value the kernel cannot pass would fail
+	// every worker's exec with "argument list too long".
+	fifo := filepath.Join(dir, "fifo.env")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	long := filepath.Join(dir, "long.env")
+	if err := os.WriteFile(long, []byte("A=1\nCERT="+strings.Repeat("x", 200<<10)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		args []string
 		code int
@@ -205,6 +216,12 @@ func TestUserAndEnvMistakes(t *testing.T) {
 			"baton: " + bad + `:3: "export SECRET" is not a variable name (letters, digits and _, not starting with a digit): drop "export", this is not a shell script` + "\n"},
 		{[]string{"--env-file", filepath.Join(dir, "missing.env")}, 3,
 			"baton: env file " + filepath.Join(dir, "missing.env") + " does not exist (--env-file -" + filepath.Join(dir, "missing.env") + " would make it optional)\n"},
+		{[]string{"--env-file", fifo}, 3,
+			"baton: env file " + fifo + " is a named pipe (FIFO), not a regular file: baton reads it anew for every generation, so give a file\n"},
+		{[]string{"--env-file", "/dev/zero"}, 3,
+			"baton: env file /dev/zero is a character device, not a regular file: baton reads it anew for every generation, so give a file\n"},
+		{[]string{"--env-file", long}, 3,
+			"baton: " + long + ":2: CERT is 204805 bytes; the kernel passes a variable of at most 131071\n"},
 	} {
 		args := append(tc.args, "--listen", "tcp://127.0.0.1:0", "--", bin.TestWorker)
 		code, stdout, stderr := harness.Run(t, 20*time.Second, args...)
@@ -309,4 +326,50 @@ func procUID(t *testing.T, pid int) int {
 	}
 	t.Fatalf("no Uid: in /proc/%d/status", pid)
 	return -1
+}
+
+// An env file that becomes a named pipe, or a link to a device, fails
+// the reload that reads it at once, in one line naming it, instead of
+// blocking the master on a pipe nobody writes or filling its memory with
+// /dev/zero: the serving generation keeps serving, the master keeps
+// answering, and the next reload with a file again succeeds.
+func TestEnvFileThatIsNoFileFailsTheReload(t *testing.T) {
+	bin := harness.Build(t)
+	env := filepath.Join(t.TempDir(), "app.env")
+	if err := os.WriteFile(env, []byte("GREETING=v1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b := harness.Start(t, "--listen", "http=tcp://127.0.0.1:0", "--env-file", env, "--", bin.TestWorker)
+	pid := b.WorkerPID(t, 1)
+	for _, tc := range []struct {
+		name, want string
+		make       func() error
+	}{
+		{"a named pipe", " is a named pipe (FIFO), not a regular file", func() error { return syscall.Mkfifo(env, 0o600) }},
+		{"a link to /dev/zero", " is a character device, not a regular file", func() error { return os.Symlink("/dev/zero", env) }},
+	} {
+		if err := os.Remove(env); err != nil {
+			t.Fatal(err)
+		}
+		if err := tc.make(); err != nil {
+			t.Fatal(err)
+		}
+		code, stdout, stderr := b.ReloadWait(t, 20*time.Second)
+		want := ": env file " + env + tc.want + ": baton reads it anew for every generation, so give a file; generation 1 is still serving\n"
+		if code != 1 || stdout != "" || !strings.HasPrefix(stderr, "baton: reload failed: cannot start generation ") || !strings.HasSuffix(stderr, want) || strings.Count(stderr, "\n") != 1 {
+			t.Fatalf("reload --wait with %s as the env file: exit %d, stdout %q, stderr %q; want exit 1 and one line naming it", tc.name, code, stdout, stderr)
+		}
+		if st := b.State(t); st.Generation != 1 || len(st.Workers) != 1 || st.Workers[0].PID != pid {
+			t.Fatalf("after the failed reload with %s: %+v; want generation 1's worker %d serving", tc.name, st, pid)
+		}
+	}
+	if err := os.Remove(env); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(env, []byte("GREETING=v2\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, stdout, stderr := b.ReloadWait(t, 30*time.Second); code != 0 {
+		t.Fatalf("reload --wait with a file again: exit %d, %q %q", code, stdout, stderr)
+	}
 }

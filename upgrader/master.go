@@ -194,15 +194,15 @@ func (m *Master) Reload(why Trigger) <-chan Result {
 	return c
 }
 
-// Scale sets the number of workers to n (at least 1) without a reload:
+// Scale sets the number of workers to n (1 to MaxWorkers) without a reload:
 // new slots start workers of the serving generation, removed slots (the
 // highest) drain theirs. The returned channel receives the result once n
 // workers serve, or why they do not. A scale asked for during a reload
 // applies once it has ended.
 func (m *Master) Scale(n int) <-chan Result {
 	c := make(chan Result, 1)
-	if n < 1 {
-		c <- Result{Err: errors.New("the worker count must be at least 1")}
+	if err := CheckWorkers(n); err != nil {
+		c <- Result{Err: err}
 		return c
 	}
 	if !m.send(scaleReq{n: n, reply: c}) {
@@ -212,7 +212,7 @@ func (m *Master) Scale(n int) <-chan Result {
 }
 
 // ScaleBy moves the number of workers by delta (SIGTTIN +1, SIGTTOU -1),
-// never below 1.
+// never below 1 nor above MaxWorkers.
 func (m *Master) ScaleBy(delta int) { m.send(scaleReq{delta: delta}) }
 
 // Stop drains every worker with the drain signal, kills what is left of

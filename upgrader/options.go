@@ -114,7 +114,8 @@ type Options struct {
 	Sockets []*sockets.Socket
 
 	// Workers is how many worker processes each generation runs (1 unless
-	// set), each in a slot of its own: BATON_WORKER_INDEX 0..Workers-1.
+	// set, at most MaxWorkers), each in a slot of its own:
+	// BATON_WORKER_INDEX 0..Workers-1.
 	Workers int
 	// MaxSurge is how many new workers a reload may start beside serving
 	// ones at a time (Workers unless set): the default starts the whole
@@ -255,6 +256,23 @@ type Options struct {
 	ServiceWatchdog time.Duration
 }
 
+// MaxWorkers is the most workers a generation may have, whatever asks
+// for them: --workers, a scale, SIGTTIN. Each worker costs the master a
+// process and several descriptors, and each slot memory before its
+// worker starts; a count far beyond any machine's cores is a typing
+// mistake, refused in one line rather than forked until the master runs
+// out of memory or descriptors.
+const MaxWorkers = 1024
+
+// CheckWorkers returns an error, one line, unless n is a worker count
+// from 1 to MaxWorkers.
+func CheckWorkers(n int) error {
+	if n < 1 || n > MaxWorkers {
+		return fmt.Errorf("the worker count must be from 1 to %d, not %d", MaxWorkers, n)
+	}
+	return nil
+}
+
 func (o *Options) setDefaults() error {
 	if len(o.Command) == 0 {
 		return fmt.Errorf("no worker command")
@@ -262,8 +280,11 @@ func (o *Options) setDefaults() error {
 	if o.Workers == 0 {
 		o.Workers = 1
 	}
-	if o.Workers < 0 || o.MaxSurge < 0 || o.MaxSurge > o.Workers {
-		return fmt.Errorf("want at least one worker and a surge of 1 to %d", o.Workers)
+	if err := CheckWorkers(o.Workers); err != nil {
+		return err
+	}
+	if o.MaxSurge < 0 || o.MaxSurge > o.Workers {
+		return fmt.Errorf("want a surge of 1 to %d", o.Workers)
 	}
 	if o.Workers > 1 && o.Protocol != ProtocolSystemd {
 		return fmt.Errorf("the %s protocol runs one worker per generation: several workers need --protocol systemd", o.Protocol)

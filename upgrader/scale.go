@@ -22,6 +22,12 @@ func (m *Master) scale(e scaleReq) {
 			e.reply <- Result{Generation: m.currentGen(), Trigger: TriggerScale, Err: errors.New("the worker count must be at least 1")}
 		}
 		return
+	case n > MaxWorkers:
+		m.log.Warn().Str("event", "scale_refused").Int("workers", base).Msgf("cannot scale beyond %d workers", MaxWorkers)
+		if e.reply != nil {
+			e.reply <- Result{Generation: m.currentGen(), Trigger: TriggerScale, Err: CheckWorkers(n)}
+		}
+		return
 	case m.stopping:
 		if e.reply != nil {
 			e.reply <- Result{Generation: m.currentGen(), Trigger: TriggerScale, Err: ErrStopping}

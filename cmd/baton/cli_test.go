@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"flag"
+	"strings"
 	"testing"
 )
 
@@ -77,12 +78,14 @@ func TestPrintable(t *testing.T) {
 
 func TestParseSize(t *testing.T) {
 	for in, want := range map[string]int64{"512MB": 512 << 20, "2GB": 2 << 30, "1G": 1 << 30, "300MiB": 300 << 20,
+		"512 MB": 512 << 20, " 2 gib ": 2 << 30, "1.5GB": 3 << 29, "5B": 5, "0.5k": 512, "1.": 1, "8388607T": 8388607 << 40,
 		"64k": 64 << 10, "1048576": 1 << 20, "1.5G": 3 << 29} {
 		if got, err := parseSize(in); err != nil || got != want {
 			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"", "MB", "-1MB", "lots"} {
+	for _, in := range []string{"", "MB", "-1MB", "lots", "1e20", "1e3MB", "0x10", "0x1p4", "NaN", "Inf", "+Inf", ".5G", "1.2.3M",
+		"8388608T", "99999999999999999999", "1_000", "5 P", "1KBB", "1iB", "1 G B", "１MB"} {
 		if _, err := parseSize(in); err == nil {
 			t.Errorf("parseSize(%q) accepted", in)
 		}
@@ -114,6 +117,39 @@ func TestBareWordIsAUsageError(t *testing.T) {
 	}
 }
 
+// A worker count, wherever it is given, is a whole number from 1 to
+// upgrader.MaxWorkers: anything else is a usage error in one line, before
+// anything starts (a count typed with extra digits would otherwise fork
+// until the master ran out of memory).
+func TestWorkerCountsAreChecked(t *testing.T) {
+	run1 := []string{"--listen", "tcp://127.0.0.1:0", "--", "true"}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{append([]string{"--workers", "0"}, run1...), "baton: --workers 0: want 1 to 1024"},
+		{append([]string{"--workers", "-1"}, run1...), "baton: --workers -1: want 1 to 1024"},
+		{append([]string{"--workers", "100000"}, run1...), "baton: --workers 100000: want 1 to 1024"},
+		{append([]string{"--workers", "abc"}, run1...), `baton: --workers "abc": want a whole number`},
+		{append([]string{"--workers", "2", "--max-surge", "3"}, run1...), "baton: --max-surge 3: want 1 to --workers (2)"},
+		{append([]string{"--workers", "2", "--max-surge", "-1"}, run1...), "baton: --max-surge -1: want 1 to --workers (2)"},
+		{[]string{"scale", "0", "--pidfile", "app.pid"}, `baton: scale "0": want a worker count from 1 to 1024, e.g. baton scale 4 --pidfile app.pid`},
+		{[]string{"scale", "-3", "--pidfile", "app.pid"}, `baton: scale "-3": want a worker count from 1 to 1024, e.g. baton scale 4 --pidfile app.pid`},
+		{[]string{"scale", "--pidfile", "app.pid", "--", "-3"}, `baton: scale "-3": want a worker count from 1 to 1024, e.g. baton scale 4 --pidfile app.pid`},
+		{[]string{"scale", "abc", "--pidfile", "app.pid"}, `baton: scale "abc": want a worker count from 1 to 1024, e.g. baton scale 4 --pidfile app.pid`},
+		{[]string{"scale", "1e9", "--pidfile", "app.pid"}, `baton: scale "1e9": want a worker count from 1 to 1024, e.g. baton scale 4 --pidfile app.pid`},
+		{[]string{"scale", "1000000000", "--pidfile", "app.pid"}, `baton: scale "1000000000": want a worker count from 1 to 1024, e.g. baton scale 4 --pidfile app.pid`},
+		{[]string{"scale", "--pidfile", "app.pid"}, `baton: scale "": want a worker count from 1 to 1024, e.g. baton scale 4 --pidfile app.pid`},
+		{[]string{"scale", "2", "3", "--pidfile", "app.pid"}, `baton: scale takes one worker count, got "3 --pidfile app.pid"`},
+	} {
+		var stdout, stderr bytes.Buffer
+		code := run(tt.args, &stdout, &stderr)
+		if code != exitUsage || stdout.Len() > 0 || !strings.HasPrefix(stderr.String(), tt.want) || strings.Count(stderr.String(), "\n") != 1 {
+			t.Errorf("baton %q: exit %d, stdout %q, stderr %q; want exit 2 and one line starting %q", tt.args, code, stdout.String(), stderr.String(), tt.want)
+		}
+	}
+}
+
 func TestAfterDashes(t *testing.T) {
 	for _, tt := range []struct {
 		args, rest []string
@@ -126,6 +162,40 @@ func TestAfterDashes(t *testing.T) {
 	} {
 		if got := afterDashes(tt.args, tt.rest); got != tt.want {
 			t.Errorf("afterDashes(%q, %q) = %v, want %v", tt.args, tt.rest, got, tt.want)
+		}
+	}
+}
+
+// Sizes, durations and URLs of self-healing that no worker could ever
+// satisfy, or that do not parse, are usage errors in one line: a
+// --watchdog 1ns replaced the worker about seventy times a second.
+func TestSelfHealingLimitsAreChecked(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--max-memory", "0"}, `baton: --max-memory "0": want a size such as 512MB or 2GB`},
+		{[]string{"--max-memory", "-1"}, `baton: --max-memory "-1": want a size such as 512MB or 2GB`},
+		{[]string{"--max-memory", "1e20"}, `baton: --max-memory "1e20": want a size such as 512MB or 2GB`},
+		{[]string{"--max-memory", "99999999T"}, `baton: --max-memory "99999999T": want a size such as 512MB or 2GB`},
+		{[]string{"--max-memory", "NaN"}, `baton: --max-memory "NaN": want a size such as 512MB or 2GB`},
+		{[]string{"--max-memory", "512"}, `baton: --max-memory "512" is 512 bytes: want at least 1MB, such as 512MB or 2GB`},
+		{[]string{"--max-memory", "1KB"}, `baton: --max-memory "1KB" is 1024 bytes: want at least 1MB, such as 512MB or 2GB`},
+		{[]string{"--watchdog", "-1s"}, "baton: --watchdog -1s: want 100ms or more, or 0 for none"},
+		{[]string{"--watchdog", "1ns"}, "baton: --watchdog 1ns: want 100ms or more, or 0 for none"},
+		{[]string{"--watchdog", "99ms"}, "baton: --watchdog 99ms: want 100ms or more, or 0 for none"},
+		{[]string{"--watchdog", "1e9"}, `baton: --watchdog "1e9": want a duration such as 30s or 2m`},
+		{[]string{"--max-age", "1ns"}, "baton: --max-age 1ns: want 1s or more, or 0 for none"},
+		{[]string{"--max-age", "-5m"}, "baton: --max-age -5m0s: want 1s or more, or 0 for none"},
+		{[]string{"--probe", "ftp://127.0.0.1/x"}, `baton: --probe "ftp://127.0.0.1/x": want an http:// URL`},
+		{[]string{"--probe", "127.0.0.1:8080/healthz"}, `baton: --probe "127.0.0.1:8080/healthz": want an http:// URL`},
+		{[]string{"--probe", "http:///healthz"}, `baton: --probe "http:///healthz": want an http:// URL`},
+	} {
+		args := append(tt.args, "--listen", "tcp://127.0.0.1:0", "--", "true")
+		var stdout, stderr bytes.Buffer
+		code := run(args, &stdout, &stderr)
+		if code != exitUsage || stdout.Len() > 0 || !strings.HasPrefix(stderr.String(), tt.want) || strings.Count(stderr.String(), "\n") != 1 {
+			t.Errorf("baton %q: exit %d, stdout %q, stderr %q; want exit 2 and one line starting %q", tt.args, code, stdout.String(), stderr.String(), tt.want)
 		}
 	}
 }

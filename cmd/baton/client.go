@@ -270,9 +270,10 @@ func scaleFlagSet(addr *masterAddress) (fs *flag.FlagSet, wait *bool, timeout *t
 func scaleCmd(args []string, stdout, stderr io.Writer) int {
 	var addr masterAddress
 	fs, wait, timeout := scaleFlagSet(&addr)
-	// The count comes first (baton scale 4 --pidfile P) or last.
+	// The count comes first (baton scale 4 --pidfile P) or last. A
+	// negative one is a count too, refused below, not an unknown flag.
 	var count string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+	if _, err := strconv.Atoi(args0(args)); len(args) > 0 && (!strings.HasPrefix(args[0], "-") || err == nil) {
 		count, args = args[0], args[1:]
 	}
 	err := parseFlags(fs, args)
@@ -285,8 +286,8 @@ func scaleCmd(args []string, stdout, stderr io.Writer) int {
 		err = usagef("scale takes one worker count, got %q", strings.Join(fs.Args(), " "))
 	}
 	n, cerr := strconv.Atoi(count)
-	if err == nil && (cerr != nil || n < 1) {
-		err = usagef("scale %q: want a worker count of 1 or more, e.g. baton scale 4 --pidfile app.pid", count)
+	if err == nil && (cerr != nil || upgrader.CheckWorkers(n) != nil) {
+		err = usagef("scale %q: want a worker count from 1 to %d, e.g. baton scale 4 --pidfile app.pid", count, upgrader.MaxWorkers)
 	}
 	if err != nil {
 		return fail(stderr, fs, err, exitUsage)
@@ -330,4 +331,12 @@ func printable(s string) string {
 		}
 	}
 	return b.String()
+}
+
+// args0 is the first of args, or "".
+func args0(args []string) string {
+	if len(args) == 0 {
+		return ""
+	}
+	return args[0]
 }

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -445,8 +446,8 @@ func (f *masterFlags) parse(fs *flag.FlagSet, args []string) (upgrader.Options, 
 		return o, usagef("--protocol: %v", err)
 	}
 	switch {
-	case f.workers < 1:
-		return o, usagef("--workers %d: want 1 or more", f.workers)
+	case upgrader.CheckWorkers(f.workers) != nil:
+		return o, usagef("--workers %d: want 1 to %d", f.workers, upgrader.MaxWorkers)
 	case f.maxSurge < 0 || f.maxSurge > f.workers:
 		return o, usagef("--max-surge %d: want 1 to --workers (%d)", f.maxSurge, f.workers)
 	case f.workers > 1 && o.Protocol != upgrader.ProtocolSystemd:
@@ -663,10 +664,12 @@ func closeAll(sockets []*sockets.Socket, log zerolog.Logger) {
 // selfHealing checks the self-healing flags into o.
 func (f *masterFlags) selfHealing(o *upgrader.Options) error {
 	switch {
-	case f.watchdog < 0:
-		return usagef("--watchdog %s: want a positive duration, or 0 for none", f.watchdog)
-	case f.maxAge < 0:
-		return usagef("--max-age %s: want a positive duration, or 0 for none", f.maxAge)
+	// Below the floors no worker could ever satisfy them: every one would
+	// be replaced as soon as it served, dozens a second, for good.
+	case f.watchdog < 0 || f.watchdog > 0 && f.watchdog < minWatchdog:
+		return usagef("--watchdog %s: want %s or more, or 0 for none", f.watchdog, minWatchdog)
+	case f.maxAge < 0 || f.maxAge > 0 && f.maxAge < minMaxAge:
+		return usagef("--max-age %s: want %s or more, or 0 for none", f.maxAge, minMaxAge)
 	case f.probeEvery <= 0:
 		return usagef("--probe-interval %s: want a positive duration", f.probeEvery)
 	case f.probeFails < 1:
@@ -681,8 +684,13 @@ func (f *masterFlags) selfHealing(o *upgrader.Options) error {
 	}
 	if f.maxMemory != "" {
 		n, err := parseSize(f.maxMemory)
-		if err != nil || n <= 0 {
+		switch {
+		case err != nil || n <= 0:
 			return usagef("--max-memory %q: want a size such as 512MB or 2GB", f.maxMemory)
+		case n < minMaxMemory:
+			// A worker is bigger than that the moment it starts: it
+			// would be replaced again and again. A unit left out.
+			return usagef("--max-memory %q is %d bytes: want at least 1MB, such as 512MB or 2GB", f.maxMemory, n)
 		}
 		o.MaxMemory = n
 	}
@@ -696,27 +704,36 @@ func (f *masterFlags) selfHealing(o *upgrader.Options) error {
 	return nil
 }
 
-// parseSize reads 512MB, 2GB, 1G, 300MiB, or a count of bytes. K, M and G
-// are powers of 1024, as memory sizes are (systemd's MemoryMax= too).
+// The least --max-memory (no process runs in less), --watchdog (a worker
+// pings at half of it) and --max-age.
+const (
+	minMaxMemory = 1 << 20
+	minWatchdog  = 100 * time.Millisecond
+	minMaxAge    = time.Second
+)
+
+// parseSize reads a size: a decimal number (a fraction allowed: 1.5GB)
+// and a unit, K, M, G or T, with B, iB or nothing after it, in any case,
+// a blank allowed between (512MB, 2 GiB, 1g), or no unit for bytes. The
+// units are powers of 1024, as memory sizes are (systemd's MemoryMax=
+// too). Anything else, such as an exponent, hex, NaN or a size beyond
+// what an int64 holds, is an error.
 func parseSize(s string) (int64, error) {
-	t := strings.ToUpper(strings.TrimSpace(s))
-	t = strings.TrimSuffix(strings.TrimSuffix(t, "B"), "I")
-	mult := int64(1)
-	if n := len(t); n > 0 {
-		switch t[n-1] {
-		case 'K':
-			mult, t = 1<<10, t[:n-1]
-		case 'M':
-			mult, t = 1<<20, t[:n-1]
-		case 'G':
-			mult, t = 1<<30, t[:n-1]
-		case 'T':
-			mult, t = 1<<40, t[:n-1]
-		}
-	}
-	v, err := strconv.ParseFloat(strings.TrimSpace(t), 64)
-	if err != nil || v < 0 {
+	t := strings.TrimSpace(s)
+	num := t[:len(t)-len(strings.TrimLeft(t, "0123456789."))]
+	unit := strings.ToUpper(strings.TrimSpace(t[len(num):]))
+	mult := map[string]float64{"": 1, "B": 1,
+		"K": 1 << 10, "KB": 1 << 10, "KIB": 1 << 10,
+		"M": 1 << 20, "MB": 1 << 20, "MIB": 1 << 20,
+		"G": 1 << 30, "GB": 1 << 30, "GIB": 1 << 30,
+		"T": 1 << 40, "TB": 1 << 40, "TIB": 1 << 40}[unit]
+	whole, frac, _ := strings.Cut(num, ".")
+	if mult == 0 || whole == "" || strings.Contains(frac, ".") {
 		return 0, fmt.Errorf("bad size %q", s)
 	}
-	return int64(v * float64(mult)), nil
+	v, err := strconv.ParseFloat(num, 64)
+	if err != nil || v*mult >= math.MaxInt64 {
+		return 0, fmt.Errorf("bad size %q", s)
+	}
+	return int64(v * mult), nil
 }

@@ -169,9 +169,15 @@ func newServer(l net.Listener, master Master, metrics *Metrics, lifecycle bool, 
 			http.Error(w, "scale over HTTP is disabled: start baton with --admin-lifecycle to enable it", http.StatusForbidden)
 			return
 		}
-		n, err := strconv.Atoi(r.URL.Query().Get("workers"))
-		if err != nil || n < 1 {
-			http.Error(w, "want ?workers=N with N at least 1", http.StatusBadRequest)
+		// One count, from 1 to MaxWorkers: a repeated one is ambiguous,
+		// and a huge one would start processes until the master ran out.
+		q := r.URL.Query()["workers"]
+		n, err := 0, errors.New("no count")
+		if len(q) == 1 {
+			n, err = strconv.Atoi(q[0])
+		}
+		if err != nil || upgrader.CheckWorkers(n) != nil {
+			http.Error(w, fmt.Sprintf("want ?workers=N once, with N from 1 to %d", upgrader.MaxWorkers), http.StatusBadRequest)
 			return
 		}
 		res, ok := await(w, r, master.Scale(n), lim.write)

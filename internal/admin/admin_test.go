@@ -159,3 +159,62 @@ func TestBusyConnectionsMakeANewcomerWait(t *testing.T) {
 		}
 	}
 }
+
+// countingMaster records the counts it is asked to scale to.
+type countingMaster struct {
+	slowMaster
+	asked chan int
+}
+
+func (m countingMaster) Scale(n int) <-chan upgrader.Result {
+	m.asked <- n
+	c := make(chan upgrader.Result, 1)
+	c <- upgrader.Result{Generation: 1}
+	return c
+}
+
+// POST /-/scale takes one count from 1 to MaxWorkers; anything else is a
+// 400 that says so, and never reaches the master.
+func TestScaleCounts(t *testing.T) {
+	m := countingMaster{asked: make(chan int, 1)}
+	url := serve(t, m, short)
+	for _, tc := range []struct {
+		query string
+		want  int // the count asked of the master; 0: a 400
+	}{
+		{"workers=4", 4},
+		{"workers=1", 1},
+		{"workers=1024", 1024},
+		{"workers=+2", 0}, // "+" is a space in a query
+		{"", 0},
+		{"workers=", 0},
+		{"workers=0", 0},
+		{"workers=-3", 0},
+		{"workers=abc", 0},
+		{"workers=1e9", 0},
+		{"workers=1025", 0},
+		{"workers=1000000000", 0},
+		{"workers=99999999999999999999999", 0},
+		{"workers=2&workers=3", 0},
+		{"workers=%00", 0},
+		{"workers=" + strings.Repeat("9", 4000), 0},
+	} {
+		resp, err := http.Post(url+"/-/scale?"+tc.query, "", nil)
+		if err != nil {
+			t.Fatalf("POST /-/scale?%.40s: %v", tc.query, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var asked int
+		select {
+		case asked = <-m.asked:
+		default:
+		}
+		switch {
+		case tc.want > 0 && (resp.StatusCode != 200 || asked != tc.want):
+			t.Errorf("POST /-/scale?%s: %d %q, asked for %d; want 200 and %d", tc.query, resp.StatusCode, body, asked, tc.want)
+		case tc.want == 0 && (resp.StatusCode != 400 || asked != 0 || string(body) != "want ?workers=N once, with N from 1 to 1024\n"):
+			t.Errorf("POST /-/scale?%.40s: %d %q, asked for %d; want 400 saying what is wanted", tc.query, resp.StatusCode, body, asked)
+		}
+	}
+}

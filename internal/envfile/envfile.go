@@ -17,9 +17,11 @@ package envfile
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"strings"
+	"syscall"
 )
 
 // Var is one assignment and where it was made.
@@ -59,11 +61,29 @@ func (f File) String() string {
 	return f.Path
 }
 
+// MaxFileSize is the largest environment file Read accepts. The kernel
+// passes a new process at most a few MiB of arguments and environment
+// together (a quarter of the stack limit), so a bigger file could never
+// reach a worker whole.
+const MaxFileSize = 1 << 20
+
+// MaxVarSize is the longest NAME=VALUE the kernel passes to a new
+// process (MAX_ARG_STRLEN, 32 pages, counting the terminating NUL).
+const MaxVarSize = 128 << 10
+
 // Read reads and parses the file. A missing optional file gives no
 // assignments and no error.
+//
+// Read never blocks on what the path names and reads at most
+// MaxFileSize+1 bytes: only a regular file is read; a named pipe, a
+// device such as /dev/zero, a socket or a directory is an error saying
+// so, as is a file larger than MaxFileSize.
 func (f File) Read() ([]Var, error) {
-	b, err := os.ReadFile(f.Path)
+	b, err := f.readRegular()
+	var bad badFile
 	switch {
+	case errors.As(err, &bad):
+		return nil, fmt.Errorf("env file %s %s", f.Path, bad)
 	case err == nil:
 		return Parse(f.Path, b)
 	case f.Optional && errors.Is(err, fs.ErrNotExist):
@@ -78,15 +98,72 @@ func (f File) Read() ([]Var, error) {
 	return nil, fmt.Errorf("env file %s: %w", f.Path, err)
 }
 
+// readRegular reads f.Path if it is a regular file of at most
+// MaxFileSize bytes. O_NONBLOCK keeps the open of a named pipe from
+// waiting for a writer; the file type is checked on what was opened, so
+// a path replaced meanwhile cannot slip a pipe or device through.
+func (f File) readRegular() ([]byte, error) {
+	fd, err := syscall.Open(f.Path, syscall.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC|syscall.O_NOCTTY, 0)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: f.Path, Err: err}
+	}
+	file := os.NewFile(uintptr(fd), f.Path)
+	defer file.Close()
+	st, err := file.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, badFile(fmt.Sprintf("is %s, not a regular file: baton reads it anew for every generation, so give a file", kind(st.Mode())))
+	}
+	if st.Size() > MaxFileSize {
+		return nil, badFile(fmt.Sprintf("is %d bytes; an environment file is at most %d (1 MiB)", st.Size(), MaxFileSize))
+	}
+	b, err := io.ReadAll(io.LimitReader(file, MaxFileSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > MaxFileSize { // it grew since the stat
+		return nil, badFile(fmt.Sprintf("is more than %d bytes; an environment file is at most %d (1 MiB)", MaxFileSize, MaxFileSize))
+	}
+	return b, nil
+}
+
+// badFile says what is wrong with a file that could be read: the rest of
+// a sentence whose subject is the file.
+type badFile string
+
+func (b badFile) Error() string { return string(b) }
+
+// kind names what a file that is not a regular file is.
+func kind(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&fs.ModeNamedPipe != 0:
+		return "a named pipe (FIFO)"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	case m&fs.ModeCharDevice != 0:
+		return "a character device"
+	case m&fs.ModeDevice != 0:
+		return "a block device"
+	}
+	return "not a regular file"
+}
+
 // ParseSetting reads an --env argument, NAME=VALUE. The value is taken as
 // it is, without quotes or escapes: the shell has had its turn.
 func ParseSetting(arg string) (Var, error) {
 	name, value, ok := strings.Cut(arg, "=")
 	if !ok {
-		return Var{}, fmt.Errorf("--env %q: want NAME=VALUE", arg)
+		return Var{}, fmt.Errorf("--env %s: want NAME=VALUE", clip(arg))
 	}
 	if !ValidName(name) {
-		return Var{}, fmt.Errorf("--env %q: %q is not a variable name (letters, digits and _, not starting with a digit)", arg, name)
+		return Var{}, fmt.Errorf("--env %s: %s is not a variable name (letters, digits and _, not starting with a digit)", clip(arg), clip(name))
+	}
+	if len(arg) >= MaxVarSize {
+		return Var{}, fmt.Errorf("--env %s: %d bytes; the kernel passes a variable of at most %d", name, len(arg), MaxVarSize-1)
 	}
 	return Var{Name: name, Value: value, Source: "--env"}, nil
 }

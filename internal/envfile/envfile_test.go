@@ -5,7 +5,9 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func TestParseFile(t *testing.T) {
@@ -45,11 +47,13 @@ func TestParseSetting(t *testing.T) {
 		{arg: "=1", err: `^--env "=1": "" is not a variable name`},
 		{arg: "1A=2", err: `^--env "1A=2": "1A" is not a variable name`},
 		{arg: "A B=1", err: `^--env "A B=1": "A B" is not a variable name`},
+		{arg: "A=" + strings.Repeat("x", MaxVarSize-2), err: `^--env A: 131072 bytes; the kernel passes a variable of at most 131071$`},
+		{arg: strings.Repeat("x", 10<<20), err: `^--env "x{60}"…: want NAME=VALUE$`},
 	} {
 		v, err := ParseSetting(tc.arg)
 		switch {
 		case tc.err != "" && (err == nil || !regexp.MustCompile(tc.err).MatchString(err.Error())):
-			t.Errorf("ParseSetting(%q) = %+v, %v; want an error matching %s", tc.arg, v, err, tc.err)
+			t.Errorf("ParseSetting(%s) = %v; want an error matching %s", clip(tc.arg), err, tc.err)
 		case tc.err == "" && (err != nil || v != Var{Name: tc.name, Value: tc.value, Source: "--env"}):
 			t.Errorf("ParseSetting(%q) = %+v, %v; want %s=%s from --env", tc.arg, v, err, tc.name, tc.value)
 		}
@@ -145,6 +149,16 @@ func TestBuildFails(t *testing.T) {
 	bad := filepath.Join(dir, "bad.env")
 	write(t, bad, "A=1\nexport B=2\n")
 	missing := filepath.Join(dir, "missing.env")
+	fifo := filepath.Join(dir, "fifo.env")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	toZero := filepath.Join(dir, "zero.env")
+	if err := os.Symlink("/dev/zero", toZero); err != nil {
+		t.Fatal(err)
+	}
+	huge := filepath.Join(dir, "huge.env")
+	write(t, huge, "A="+strings.Repeat("#", MaxFileSize-1))
 	for _, tc := range []struct {
 		name string
 		file File
@@ -153,12 +167,31 @@ func TestBuildFails(t *testing.T) {
 		{"missing", File{Path: missing}, "^env file " + regexp.QuoteMeta(missing) + ` does not exist \(--env-file -` + regexp.QuoteMeta(missing) + " would make it optional\\)$"},
 		{"malformed", File{Path: bad}, "^" + regexp.QuoteMeta(bad) + `:2: "export B" is not a variable name`},
 		{"malformed and optional", File{Path: bad, Optional: true}, "^" + regexp.QuoteMeta(bad) + ":2: "},
-		{"a directory", File{Path: dir, Optional: true}, "^env file " + regexp.QuoteMeta(dir) + ": is a directory$"},
+		{"a directory", File{Path: dir, Optional: true}, "^env file " + regexp.QuoteMeta(dir) + " is a directory, not a regular file: baton reads it anew for every generation, so give a file$"},
+		// A named pipe would block the read until a writer came, and a
+		// reload with it: it is refused without waiting.
+		{"a named pipe", File{Path: fifo}, "^env file " + regexp.QuoteMeta(fifo) + " is a named pipe \\(FIFO\\), not a regular file"},
+		{"an endless device", File{Path: "/dev/zero"}, "^env file /dev/zero is a character device, not a regular file"},
+		{"a symbolic link to a device", File{Path: toZero}, "^env file " + regexp.QuoteMeta(toZero) + " is a character device, not a regular file"},
+		{"too big", File{Path: huge}, "^env file " + regexp.QuoteMeta(huge) + ` is 1048577 bytes; an environment file is at most 1048576 \(1 MiB\)$`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			env, _, err := Environment{Files: []File{tc.file}}.Build([]string{"A=0"})
-			if err == nil || !regexp.MustCompile(tc.want).MatchString(err.Error()) {
-				t.Fatalf("Build = %q, %v; want an error matching %s", env, err, tc.want)
+			type result struct {
+				env []string
+				err error
+			}
+			done := make(chan result, 1)
+			go func() {
+				env, _, err := Environment{Files: []File{tc.file}}.Build([]string{"A=0"})
+				done <- result{env, err}
+			}()
+			select {
+			case r := <-done:
+				if r.err == nil || !regexp.MustCompile(tc.want).MatchString(r.err.Error()) {
+					t.Fatalf("Build = %q, %v; want an error matching %s", r.env, r.err, tc.want)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("Build blocked")
 			}
 		})
 	}

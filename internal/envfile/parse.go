@@ -234,6 +234,8 @@ func (p *parser) push() {
 		p.err = fmt.Errorf("%s:%d: %s is not a variable name (letters, digits and _, not starting with a digit)%s", p.file, p.keyLine, clip(name), nameHint(name))
 	case !validText(value):
 		p.err = fmt.Errorf("%s:%d: the value of %s is not valid UTF-8 text", p.file, p.keyLine, name)
+	case len(name)+1+len(value) >= MaxVarSize:
+		p.err = fmt.Errorf("%s:%d: %s is %d bytes; the kernel passes a variable of at most %d", p.file, p.keyLine, name, len(name)+1+len(value), MaxVarSize-1)
 	default:
 		p.vars = append(p.vars, Var{Name: name, Value: value, Source: fmt.Sprintf("%s:%d", p.file, p.keyLine)})
 	}

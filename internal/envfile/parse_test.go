@@ -130,6 +130,8 @@ func TestParseErrors(t *testing.T) {
 		{"unclosed single quote", "A='x\n\nB=2", `^app\.env:1: the single quote opened on this line for "A" is never closed$`},
 		{"unclosed quote on a later line of the value", "A='x\ny' \"z\n", `^app\.env:2: the double quote opened on this line for "A" is never closed$`},
 		{"error after a multi-line value", "A='x\ny'\nB C=1", `^app\.env:3: "B C" is not a variable name`},
+		{"value beyond the kernel's limit", "A=1\nBIG=" + strings.Repeat("x", MaxVarSize-4), `^app\.env:2: BIG is 131072 bytes; the kernel passes a variable of at most 131071$`},
+		{"value beyond the limit, joined lines", "BIG=" + strings.Repeat("x\\\n", MaxVarSize), `^app\.env:1: BIG is \d+ bytes; the kernel passes a variable of at most 131071$`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			vars, err := Parse("app.env", []byte(tc.in))

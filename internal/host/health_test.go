@@ -2,12 +2,17 @@ package host
 
 import (
 	"bytes"
+	"errors"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -139,4 +144,73 @@ func rss(t *testing.T, pid int) int64 {
 		t.Fatal(err)
 	}
 	return pages * int64(os.Getpagesize())
+}
+
+// A probe is one bounded GET: a 2xx passes, whatever its body; an https
+// service with a certificate nobody signed passes too; a redirect, an
+// error status, a body that never ends or an answer that never comes
+// fails within ProbeTimeout and a little, with a line saying why.
+func TestProbe(t *testing.T) {
+	endless := make(chan struct{})
+	t.Cleanup(func() { close(endless) })
+	mux := http.NewServeMux()
+	mux.HandleFunc("/ok", func(w http.ResponseWriter, r *http.Request) {})
+	mux.HandleFunc("/big", func(w http.ResponseWriter, r *http.Request) {
+		chunk := bytes.Repeat([]byte("x"), 64<<10)
+		for i := 0; i < 16<<10; i++ { // 1 GiB, if anyone read it
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	})
+	mux.HandleFunc("/loop", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/loop", http.StatusFound) })
+	mux.HandleFunc("/500", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(500) })
+	mux.HandleFunc("/silent", func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-endless:
+		case <-r.Context().Done():
+		}
+	})
+	plain := httptest.NewServer(mux)
+	defer plain.Close()
+	tlsSrv := httptest.NewTLSServer(mux)
+	defer tlsSrv.Close()
+	for _, tc := range []struct {
+		url    string
+		ok     bool
+		detail string
+	}{
+		{plain.URL + "/ok", true, ""},
+		{tlsSrv.URL + "/ok", true, ""},
+		{plain.URL + "/big", true, ""},
+		{plain.URL + "/loop", false, "302 from " + plain.URL + "/loop"},
+		{plain.URL + "/500", false, "500 from " + plain.URL + "/500"},
+		{plain.URL + "/silent", false, "Client.Timeout exceeded"},
+		{"https://" + strings.TrimPrefix(plain.URL, "http://") + "/ok", false, "server gave HTTP response to HTTPS client"},
+	} {
+		type result struct {
+			ok     bool
+			detail string
+		}
+		done := make(chan result, 1)
+		start := time.Now()
+		(&Host{}).Probe(tc.url, func(ok bool, detail string) { done <- result{ok, detail} })
+		r := <-done
+		if took := time.Since(start); took > ProbeTimeout+time.Second {
+			t.Errorf("probe of %s took %s", tc.url, took)
+		}
+		if r.ok != tc.ok || !strings.Contains(r.detail, tc.detail) || strings.Contains(r.detail, "\n") {
+			t.Errorf("probe of %s: %v %q; want %v and one line with %q", tc.url, r.ok, r.detail, tc.ok, tc.detail)
+		}
+	}
+}
+
+// An exec refused for the size of its environment says which input to
+// shrink, rather than the kernel's "argument list too long" alone.
+func TestStartErrorTooBig(t *testing.T) {
+	err := (&Host{}).startError("/srv/app", "", syscall.E2BIG)
+	want := "start /srv/app: argument list too long: its arguments and environment together are over the kernel's limit (a quarter of the stack limit, ulimit -s): make --env-file and --env smaller"
+	if err.Error() != want || !errors.Is(err, syscall.E2BIG) {
+		t.Fatalf("startError(E2BIG) = %q, want %q", err, want)
+	}
 }

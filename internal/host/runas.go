@@ -38,6 +38,11 @@ func (h *Host) withUmask(env []string) []string {
 // startError says why path could not be started in dir. A permission
 // refused to the workers' user is said so: what it needs and who it is.
 func (h *Host) startError(path, dir string, err error) error {
+	if errors.Is(err, syscall.E2BIG) {
+		// Each variable was checked against the kernel's limit; the
+		// whole was not, as that limit follows the stack's rlimit.
+		return fmt.Errorf("start %s: %w: its arguments and environment together are over the kernel's limit (a quarter of the stack limit, ulimit -s): make --env-file and --env smaller", path, err)
+	}
 	id := h.cfg.Identity
 	if id == nil || !errors.Is(err, syscall.EACCES) {
 		return fmt.Errorf("start %s: %w", path, fdlimit.Explain(err))
