@@ -28,7 +28,7 @@ func (s *sim) upgradeNow(to string, checkErr error) <-chan UpgradeResult {
 	if len(s.env.checks) == 0 {
 		return c
 	}
-	s.step(upgradeChecked{CheckOK + to, checkErr})
+	s.step(upgradeChecked{to: CheckOK + to, err: checkErr})
 	return c
 }
 
@@ -129,7 +129,7 @@ func TestStopAnswersAWaitingUpgrade(t *testing.T) {
 	default:
 		t.Fatal("the stop left the upgrade that waited unanswered")
 	}
-	s.step(upgradeChecked{CheckOK + "baton 2", nil})
+	s.step(upgradeChecked{to: CheckOK + "baton 2"})
 	if s.env.execState != nil {
 		t.Fatal("exec'd while stopping")
 	}
