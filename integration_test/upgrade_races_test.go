@@ -171,3 +171,98 @@ func TestUpgradeKilledAroundTheExec(t *testing.T) {
 		})
 	}
 }
+
+// Twenty upgrades back and forth with 4 workers logging their output and
+// the admin endpoint: the master's descriptors, private memory and
+// threads stay flat, the counters of /metrics go on, and output logged
+// by the workers still comes through.
+func TestUpgradeTwentyTimesWithOutputAndAdmin(t *testing.T) {
+	bin := harness.Build(t)
+	s := startUpgradable(t, "--listen", "http=tcp://127.0.0.1:0", "--workers", "4", "--worker-output", "log",
+		"--admin", "127.0.0.1:0", "--", bin.TestWorker)
+	admin := "http://" + s.b.Find(func(e harness.Event) bool { return e.Kind() == "admin_listening" })[0].Str("addr")
+	url := "http://" + s.b.Addr(t, "http") + "/"
+	if code, _, errOut := s.b.ReloadWait(t, 30*time.Second); code != 0 {
+		t.Fatalf("reload: %d %s", code, errOut)
+	}
+	before := metrics(t, admin)
+	load := startLoad(t, url)
+	pid := s.b.PID()
+	var fds, anon, threads []int
+	for i := range 20 {
+		build := s.new
+		if i%2 == 1 {
+			build = s.old
+		}
+		if code, stdout, stderr := s.upgrade(t, build); code != 0 {
+			t.Fatalf("upgrade %d: exit %d %q %q", i+1, code, stdout, stderr)
+		}
+		if i == 1 || i == 19 {
+			fds = append(fds, soakFDs(t, pid))
+			anon = append(anon, soakAnonKB(t, pid))
+			threads = append(threads, soakStatusKB(t, pid, "Threads"))
+		}
+	}
+	requireNoFailures(t, load)
+	t.Logf("after 2 and 20 upgrades: %v open fds, RssAnon %v kB, %v threads", fds, anon, threads)
+	if fds[1] != fds[0] || anon[1] > anon[0]+2048 || threads[1] > threads[0]+2 {
+		t.Fatalf("after 2 and 20 upgrades: %v open fds (%s), RssAnon %v kB, %v threads: not flat", fds, soakFDList(pid), anon, threads)
+	}
+	after := metrics(t, admin)
+	for name, v := range before {
+		if strings.HasPrefix(name, "baton_reloads_total") && after[name] != v {
+			t.Errorf("%s: %s before the upgrades, %s after", name, v, after[name])
+		}
+	}
+	if n := len(s.b.Find(func(e harness.Event) bool { return e.Kind() == "upgraded" })); n != 20 {
+		t.Fatalf("%d upgraded events, want 20", n)
+	}
+	seen := len(s.b.Find(func(e harness.Event) bool { return e.Kind() == "worker_output" }))
+	if a := <-s.b.InFlight(t, url, 100*time.Millisecond); a.Err != nil {
+		t.Fatal(a.Err)
+	}
+	harness.Eventually(t, 10*time.Second, "the worker's output logged after the upgrades", func() bool {
+		return len(s.b.Find(func(e harness.Event) bool { return e.Kind() == "worker_output" })) > seen
+	})
+	stopCleanly(t, s.b, s.b.State(t).WorkerPID)
+}
+
+// The keeper stopped (SIGSTOP) through upgrades and reloads: the master
+// upgrades and serves regardless, and once the keeper runs again it
+// still stops every worker when the master is killed.
+func TestUpgradeWithTheKeeperStopped(t *testing.T) {
+	bin := harness.Build(t)
+	s := startUpgradable(t, "--listen", "http=tcp://127.0.0.1:0", "--workers", "2", "--drain-timeout", "2s", "--", bin.TestWorker)
+	keeper := harness.WaitProc(t, 10*time.Second, "the keeper", func(p harness.Proc) bool {
+		return p.PPID == s.b.PID() && p.Comm == "baton-keeper"
+	})
+	syscall.Kill(keeper.PID, syscall.SIGSTOP)
+	t.Cleanup(func() { syscall.Kill(keeper.PID, syscall.SIGKILL) })
+	load := startLoad(t, "http://"+s.b.Addr(t, "http")+"/")
+	for i, build := range []string{s.new, s.old, s.new} {
+		if code, stdout, stderr := s.upgrade(t, build); code != 0 {
+			t.Fatalf("upgrade %d with the keeper stopped: exit %d %q %q", i+1, code, stdout, stderr)
+		}
+		if code, _, errOut := s.b.ReloadWait(t, 30*time.Second); code != 0 {
+			t.Fatalf("reload %d with the keeper stopped: %d %s", i+1, code, errOut)
+		}
+	}
+	requireNoFailures(t, load)
+	syscall.Kill(keeper.PID, syscall.SIGCONT)
+	st := allServing(t, s, 2)
+	pids := workerPIDs(st)
+	// The keeper may have been replaced meanwhile: whichever runs now.
+	for _, p := range harness.ProcsWhere(func(p harness.Proc) bool { return p.PPID == s.b.PID() && p.Comm == "baton-keeper" }) {
+		pids = append(pids, p.PID)
+	}
+	s.b.Signal(t, syscall.SIGKILL)
+	s.b.Wait(t, 10*time.Second)
+	harness.Eventually(t, 15*time.Second, "the workers and the keeper gone", func() bool {
+		for _, p := range pids {
+			if harness.Alive(p) {
+				return false
+			}
+		}
+		return true
+	})
+}
