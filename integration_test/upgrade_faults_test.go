@@ -196,7 +196,11 @@ func TestUpgradeRunsTheBinaryItChecked(t *testing.T) {
 				if code != 0 || !strings.Contains(after.Version, "upgrade-new") {
 					t.Fatalf("exit %d, version %q: want the checked binary running", code, after.Version)
 				}
-				// The binary it was executed from is not kept open.
+				// It keeps its name, and the binary it was executed from
+				// is not kept open.
+				if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", after.PID)); strings.TrimSpace(string(comm)) != "baton" {
+					t.Fatalf("the upgraded master is called %q, want baton", comm)
+				}
 				fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", after.PID))
 				for _, fd := range fds {
 					if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", after.PID, fd.Name())); strings.HasPrefix(l, filepath.Dir(s.path)) {

@@ -205,7 +205,7 @@ func TestUpgradeTwentyTimesWithOutputAndAdmin(t *testing.T) {
 	}
 	requireNoFailures(t, load)
 	t.Logf("after 2 and 20 upgrades: %v open fds, RssAnon %v kB, %v threads", fds, anon, threads)
-	if fds[1] != fds[0] || anon[1] > anon[0]+2048 || threads[1] > threads[0]+2 {
+	if fds[1] > fds[0] || anon[1] > anon[0]+2048 || threads[1] > threads[0]+2 {
 		t.Fatalf("after 2 and 20 upgrades: %v open fds (%s), RssAnon %v kB, %v threads: not flat", fds, soakFDList(pid), anon, threads)
 	}
 	after := metrics(t, admin)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -537,6 +538,21 @@ func (h *Host) ExecImage(img *Image, argv, env []string, keep []int, state []byt
 	return h.exec(imageAt(img.fd), img.path, argv, next, append(keep, fd, img.fd))
 }
 
+// renameSelf gives this process back the name (comm: ps, pgrep, top) the
+// path it was started from gave it, if an exec from the image's
+// descriptor fd named it after that number instead.
+func renameSelf(fd string) {
+	b, err := os.ReadFile("/proc/self/comm")
+	if err != nil || strings.TrimSpace(string(b)) != fd {
+		return // a script executed in between, or no /proc
+	}
+	name := filepath.Base(os.Args[0])
+	if len(name) > 15 {
+		name = name[:15] // as the kernel cuts it
+	}
+	os.WriteFile("/proc/self/comm", []byte(name), 0)
+}
+
 // TakeState reads, in a master's new image, the state its old image
 // handed over, and removes the variable that named it: nil when this
 // process was not started by an in-place upgrade.
@@ -548,6 +564,7 @@ func TakeState() ([]byte, error) {
 		if fd, err := strconv.Atoi(v); err == nil && fd > 2 {
 			if fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0); err == nil && fl&unix.O_PATH != 0 {
 				unix.Close(fd)
+				renameSelf(v)
 			}
 		}
 	}
