@@ -161,3 +161,59 @@ func TestUpgradeKilledDuringTheCheck(t *testing.T) {
 		return !harness.Alive(pid) && !harness.Alive(worker)
 	})
 }
+
+// A deploy that puts another file at the binary's path after its check
+// ran, before the exec: the master executes the binary it checked, never
+// the unchecked one; one rewritten in place since its check is refused,
+// and the master carries on.
+func TestUpgradeRunsTheBinaryItChecked(t *testing.T) {
+	bin := harness.Build(t)
+	broken := filepath.Join(t.TempDir(), "broken")
+	harness.InstallBytes(t, []byte("#!/bin/sh\necho 'an unchecked binary ran' >&2\nexit 3\n"), broken)
+	for _, tc := range []struct {
+		name, swap string
+		upgraded   bool
+	}{
+		{"replaced", "cp %[1]s %[2]s.swap && mv %[2]s.swap %[2]s", true},
+		{"rewritten in place", "cat %[1]s > %[2]s", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startUpgradable(t, "--listen", "http=tcp://127.0.0.1:0", "--", bin.TestWorker)
+			before := s.b.State(t)
+			// The check says ok, then the file at the path changes.
+			p := wrapper(t, fmt.Sprintf("echo \"baton upgrade check ok: checked\"\n"+tc.swap+"\nexit 0", broken, s.path), s.new)
+			harness.Install(t, p, s.path)
+			code, stdout, stderr := harness.RunProgram(t, 40*time.Second, s.old, "upgrade", "--wait", "--pidfile", s.b.PIDFile)
+			t.Logf("baton upgrade: exit %d %q %q", code, strings.TrimSpace(stdout), strings.TrimSpace(stderr))
+			if s.b.Exited() {
+				t.Fatalf("the master ended: it executed the binary put there after the check")
+			}
+			after := s.b.State(t)
+			if after.PID != before.PID || after.WorkerPID != before.WorkerPID {
+				t.Fatalf("after the upgrade: %+v\nbefore: %+v", after, before)
+			}
+			if tc.upgraded {
+				if code != 0 || !strings.Contains(after.Version, "upgrade-new") {
+					t.Fatalf("exit %d, version %q: want the checked binary running", code, after.Version)
+				}
+				// It keeps its name, and the binary it was executed from
+				// is not kept open.
+				if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", after.PID)); strings.TrimSpace(string(comm)) != "baton" {
+					t.Fatalf("the upgraded master is called %q, want baton", comm)
+				}
+				fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", after.PID))
+				for _, fd := range fds {
+					if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", after.PID, fd.Name())); strings.HasPrefix(l, filepath.Dir(s.path)) {
+						t.Fatalf("the upgraded master still holds fd %s, %s", fd.Name(), l)
+					}
+				}
+			} else if code != 1 || !strings.Contains(stderr, "written to since its check") || after.Upgraded != nil {
+				t.Fatalf("exit %d %q, upgraded %v: want a refusal saying the binary changed", code, stderr, after.Upgraded)
+			}
+			if body := get(t, "http://"+s.b.Addr(t, "http")+"/"); !strings.Contains(body, "pid="+strconv.Itoa(before.WorkerPID)) {
+				t.Fatalf("answered by %q", body)
+			}
+			stopCleanly(t, s.b, before.WorkerPID)
+		})
+	}
+}

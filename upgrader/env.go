@@ -59,18 +59,17 @@ type env interface {
 	memory(pid int) (int64, error)
 	// probe asks url once, beside the loop; a probeDone event answers.
 	probe(url string)
-	// checkUpgrade runs the check of an in-place upgrade's new binary
-	// beside the loop (host.CheckRun); an upgradeChecked event reports it.
+	// checkUpgrade opens an in-place upgrade's new binary (host.Image)
+	// and runs its check beside the loop (host.CheckRun); an
+	// upgradeChecked event reports it, with the image to execute.
 	checkUpgrade(path string, args, env []string, state []byte, timeout time.Duration)
 	// handOver readies the env for the exec (host.HandOver); takeBack
 	// undoes it after an exec that failed.
 	handOver(gens map[int]int) (host.State, []int, error)
 	takeBack()
-	// exec executes the new image, handing it state; it returns only if
-	// that failed.
-	// exec executes the new image, handing it state. It returns only if
-	// that failed.
-	exec(path string, args, env []string, keep []int, state []byte) error
+	// exec executes img, the binary checked, handing it state. It returns
+	// only if that failed.
+	exec(img *host.Image, args, env []string, keep []int, state []byte) error
 	// exited reports whether process pid has exited (it may wait to be
 	// reaped): for workers handed over across an upgrade.
 	exited(pid int) bool

@@ -20,8 +20,9 @@ import (
 // retired, or whose replacement a reload supersedes, cannot leave a
 // replacement marked as under way that nothing will end.
 type healing struct {
-	waiting []healAsk  // in the order asked
-	memTick func()     // the MaxMemory check's timer
+	waiting []healAsk // in the order asked
+	memTick func()    // the MaxMemory check's timer
+	memAt   time.Time
 	probe   probeState // see probe.go
 }
 
@@ -111,7 +112,13 @@ func (m *Master) healFailed(s *slot, why Trigger, err error) {
 		Int("index", s.index).Int("pid", old.pid).Str("retry_in", delay.String()).
 		Msg("the fresh worker did not take over: the old one serves on")
 	m.cancelRetry(s)
-	s.healRetry = m.env.after(delay, healRetry{old, why})
+	m.retryIn(s, why, delay)
+}
+
+// retryIn arms the next attempt to replace s's serving worker, d from now.
+func (m *Master) retryIn(s *slot, why Trigger, d time.Duration) {
+	s.retryAt, s.retryWhy = m.env.now().Add(d), why
+	s.healRetry = m.env.after(d, healRetry{s.serving, why})
 }
 
 func (m *Master) cancelRetry(s *slot) {
@@ -202,8 +209,14 @@ func (m *Master) watchdogNotice(w *worker, ping, usec string) {
 // armMemoryCheck makes sure the MaxMemory check runs while workers serve.
 func (m *Master) armMemoryCheck() {
 	if m.opts.MaxMemory > 0 && m.heals.memTick == nil && !m.stopping {
-		m.heals.memTick = m.env.after(memoryEvery, memoryCheck{})
+		m.armMemoryCheckIn(memoryEvery)
 	}
+}
+
+// armMemoryCheckIn arms the next MaxMemory check d from now.
+func (m *Master) armMemoryCheckIn(d time.Duration) {
+	m.heals.memAt = m.env.now().Add(d)
+	m.heals.memTick = m.env.after(d, memoryCheck{})
 }
 
 // memoryEvery is how often serving workers' memory is measured with

@@ -17,6 +17,7 @@ import "time"
 // crash when replacing does not help.
 type probeState struct {
 	tick     func() // the next probe's timer
+	tickAt   time.Time
 	inFlight bool
 	seen     bool // a probe has answered
 	ok       bool // the last one passed
@@ -59,8 +60,15 @@ func (m *Master) armProbe() {
 		}
 	}
 	if p.tick == nil {
-		p.tick = m.env.after(every, probeTick{})
+		m.armProbeIn(every)
 	}
+}
+
+// armProbeIn arms the next probe d from now.
+func (m *Master) armProbeIn(d time.Duration) {
+	p := &m.heals.probe
+	p.tickAt = m.env.now().Add(d)
+	p.tick = m.env.after(d, probeTick{})
 }
 
 func (m *Master) probeNow() {

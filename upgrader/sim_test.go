@@ -120,7 +120,7 @@ func (f *fakeEnv) handOver(map[int]int) (host.State, []int, error) {
 	return host.State{}, []int{7}, nil
 }
 func (f *fakeEnv) takeBack() {}
-func (f *fakeEnv) exec(path string, args, env []string, keep []int, state []byte) error {
+func (f *fakeEnv) exec(img *host.Image, args, env []string, keep []int, state []byte) error {
 	f.execState = state
 	return f.execErr
 }

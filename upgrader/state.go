@@ -27,8 +27,10 @@ type engineState struct {
 	LastSuccess time.Time        `json:"last_success"`
 	Served      bool             `json:"served"`
 	Probe       probeSnapshot    `json:"probe"`
-	Pending     pendingSnapshot  `json:"pending"`
-	Heals       []healSnapshot   `json:"heals,omitempty"`
+	// MemoryIn is when the next --max-memory check was due, after At.
+	MemoryIn *time.Duration  `json:"memory_in,omitempty"`
+	Pending  pendingSnapshot `json:"pending"`
+	Heals    []healSnapshot  `json:"heals,omitempty"`
 }
 
 type genSnapshot struct {
@@ -43,6 +45,10 @@ type slotSnapshot struct {
 	Restarts  int            `json:"restarts,omitempty"`
 	HealFails int            `json:"heal_fails,omitempty"`
 	RestartIn *time.Duration `json:"restart_in,omitempty"` // a crash restart was due this long after At
+	// RetryIn is when its serving worker's failed replacement (for
+	// RetryWhy) was to be tried again, after At.
+	RetryIn  *time.Duration `json:"retry_in,omitempty"`
+	RetryWhy Trigger        `json:"retry_why,omitempty"`
 }
 
 type workerSnapshot struct {
@@ -85,6 +91,13 @@ type probeSnapshot struct {
 	Seen     bool `json:"seen"`
 	OK       bool `json:"ok"`
 	Failures int  `json:"failures"`
+	// NextIn is when the next probe was due, after At; Heals and HealIn
+	// its replacements in a row and when the next may be (its backoff);
+	// Next the slot to replace next.
+	NextIn *time.Duration `json:"next_in,omitempty"`
+	Heals  int            `json:"heals,omitempty"`
+	HealIn *time.Duration `json:"heal_in,omitempty"`
+	Next   int            `json:"next,omitempty"`
 }
 
 // pendingSnapshot is what was asked while the master handed over.
@@ -110,9 +123,23 @@ type healSnapshot struct {
 // state hs and the caller's files and data.
 func (m *Master) handOverState(hs host.State, files map[string]int, data []byte) (*HandOver, error) {
 	now := m.env.now()
+	until := func(t time.Time) *time.Duration {
+		d := max(t.Sub(now), 0)
+		return &d
+	}
+	p := &m.heals.probe
 	st := engineState{Started: m.started, LastGen: m.lastGen, Current: m.currentGen(), Restarts: m.restarts,
 		LastReload: m.lastReload, Upgraded: m.upgraded, LastSuccess: m.lastSuccess, Served: m.hooks.served,
-		Probe: probeSnapshot{Seen: m.heals.probe.seen, OK: m.heals.probe.ok, Failures: m.heals.probe.failures}}
+		Probe: probeSnapshot{Seen: p.seen, OK: p.ok, Failures: p.failures, Heals: p.heals, Next: p.next}}
+	if p.tick != nil {
+		st.Probe.NextIn = until(p.tickAt)
+	}
+	if p.nextHeal.After(now) {
+		st.Probe.HealIn = until(p.nextHeal)
+	}
+	if m.heals.memTick != nil {
+		st.MemoryIn = until(m.heals.memAt)
+	}
 	gens := map[*generation]bool{}
 	addGen := func(g *generation) {
 		if g != nil && !gens[g] {
@@ -130,6 +157,9 @@ func (m *Master) handOverState(hs host.State, files map[string]int, data []byte)
 		if s.restartDue != nil {
 			d := m.timerLeft(restartDue{s}, now)
 			ss.RestartIn = &d
+		}
+		if s.healRetry != nil {
+			ss.RetryIn, ss.RetryWhy = until(s.retryAt), s.retryWhy
 		}
 		st.Slots = append(st.Slots, ss)
 	}
@@ -223,7 +253,20 @@ func (m *Master) restore(ho *HandOver) {
 	left := func(d time.Duration) time.Duration { return max(d-elapsed, 0) }
 	m.started, m.lastGen, m.restarts, m.lastReload, m.lastSuccess = st.Started, st.LastGen, st.Restarts, st.LastReload, st.LastSuccess
 	m.hooks.served = st.Served
-	m.heals.probe.seen, m.heals.probe.ok, m.heals.probe.failures = st.Probe.Seen, st.Probe.OK, st.Probe.Failures
+	p := &m.heals.probe
+	p.seen, p.ok, p.failures, p.heals, p.next = st.Probe.Seen, st.Probe.OK, st.Probe.Failures, st.Probe.Heals, st.Probe.Next
+	if st.Probe.HealIn != nil {
+		p.nextHeal = now.Add(left(*st.Probe.HealIn))
+	}
+	// The probe's and the memory check's timers go on from what they had
+	// left, as a worker's do (below): armed first, so that nothing below
+	// arms them afresh.
+	if st.Probe.NextIn != nil && m.opts.Probe != "" {
+		m.armProbeIn(left(*st.Probe.NextIn))
+	}
+	if st.MemoryIn != nil && m.opts.MaxMemory > 0 {
+		m.armMemoryCheckIn(left(*st.MemoryIn))
+	}
 	m.upgraded = now
 	gens := map[int]*generation{}
 	for _, g := range st.Generations {
@@ -289,6 +332,11 @@ func (m *Master) restore(ho *HandOver) {
 	}
 	for _, e := range st.Ended {
 		m.ended[workerKey{e.Gen, e.Index}] = e.At
+	}
+	for i, ss := range st.Slots {
+		if s := m.slots[i]; ss.RetryIn != nil && s.serving != nil {
+			m.retryIn(s, ss.RetryWhy, left(*ss.RetryIn))
+		}
 	}
 	for _, h := range st.Heals {
 		if w := m.workers[h.PID]; w != nil {

@@ -84,12 +84,24 @@ func (s *system) stopping(fast bool)                     { s.h.Stopping(fast) }
 func (s *system) tellService(st host.ServiceState)       { s.h.TellService(st) }
 func (s *system) memory(pid int) (int64, error)          { return s.h.Memory(pid) }
 func (s *system) checkUpgrade(path string, args, env []string, state []byte, timeout time.Duration) {
-	s.h.CheckRun(path, args, env, state, timeout, func(out string, err error) { s.m.send(upgradeChecked{out, err}) })
+	img, err := host.OpenImage(path)
+	if err != nil {
+		go s.m.send(upgradeChecked{"", err, nil})
+		return
+	}
+	s.h.CheckRun(img, args, env, state, timeout, func(out string, err error) {
+		if err == nil {
+			err = img.Changed() // what ran is not what would be executed
+		}
+		if !s.m.send(upgradeChecked{out, err, img}) {
+			img.Close()
+		}
+	})
 }
 func (s *system) handOver(gens map[int]int) (host.State, []int, error) { return s.h.HandOver(gens) }
 func (s *system) takeBack()                                            { s.h.TakeBack() }
-func (s *system) exec(path string, args, env []string, keep []int, state []byte) error {
-	return s.h.ExecImage(path, args, env, keep, state)
+func (s *system) exec(img *host.Image, args, env []string, keep []int, state []byte) error {
+	return s.h.ExecImage(img, args, env, keep, state)
 }
 func (s *system) exited(pid int) bool { return s.h.Exited(pid) }
 func (s *system) probe(url string) {

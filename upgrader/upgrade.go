@@ -38,7 +38,9 @@ import (
 type UpgradeOptions struct {
 	// Path is the binary to execute: the one the master was started from,
 	// as the user named it, so that a binary a package manager or a deploy
-	// replaced (or a symbolic link moved) is what runs.
+	// replaced (or a symbolic link moved) is what runs. It is opened once,
+	// as the check begins; the check and the exec both run that file
+	// (host.Image), never what the path names by the time of the exec.
 	Path string
 	// Args is the new image's argv, Env its environment (the master's).
 	Args, Env []string
@@ -127,11 +129,12 @@ type (
 	upgradeChecked struct {
 		to  string
 		err error
+		img *host.Image // the binary checked, to execute; nil if none
 	}
 )
 
 func (e upgradeReq) apply(m *Master)     { m.upgradeAsked(e.reply) }
-func (e upgradeChecked) apply(m *Master) { m.upgradeCheckDone(e.to, e.err) }
+func (e upgradeChecked) apply(m *Master) { m.upgradeCheckDone(e.to, e.err, e.img) }
 
 func (m *Master) upgradeAsked(reply chan<- UpgradeResult) {
 	switch {
@@ -193,8 +196,11 @@ func (m *Master) maybeUpgrade() {
 // over, followed by its version.
 const CheckOK = "baton upgrade check ok: "
 
-func (m *Master) upgradeCheckDone(out string, err error) {
+// upgradeCheckDone executes img, the very binary checked (whatever is at
+// its path by now), if it passed its check and the master is still quiet.
+func (m *Master) upgradeCheckDone(out string, err error, img *host.Image) {
 	m.upgrade.checking = false
+	defer img.Close() // here only if no exec happened
 	// The version is the rest of the first line: whatever else the check
 	// printed goes into no log line, answer or status.
 	line, _, _ := strings.Cut(out, "\n")
@@ -212,7 +218,7 @@ func (m *Master) upgradeCheckDone(out string, err error) {
 	case !m.quiet():
 		m.maybeUpgrade() // something began meanwhile: check again later
 	default:
-		m.execUpgrade(to)
+		m.execUpgrade(to, img)
 	}
 }
 
@@ -236,7 +242,7 @@ func (m *Master) runQueued() {
 
 // execUpgrade hands everything over and executes the new image. It
 // returns only if the exec failed, with the master as it was.
-func (m *Master) execUpgrade(to string) {
+func (m *Master) execUpgrade(to string, img *host.Image) {
 	o := m.opts.Upgrade
 	// Reloads whose workers all serve and whose old ones only drain are
 	// done as far as their callers are concerned; the drain carries over.
@@ -335,7 +341,7 @@ func (m *Master) execUpgrade(to string) {
 		fail(errors.New("called off: a stop was asked for during the hand-over"))
 		return
 	}
-	err = m.env.exec(o.Path, o.Args, o.Env, keep, state)
+	err = m.env.exec(img, o.Args, o.Env, keep, state)
 	// Here only if the exec failed.
 	m.env.takeBack()
 	fail(err)

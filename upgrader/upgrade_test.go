@@ -28,7 +28,7 @@ func (s *sim) upgradeNow(to string, checkErr error) <-chan UpgradeResult {
 	if len(s.env.checks) == 0 {
 		return c
 	}
-	s.step(upgradeChecked{CheckOK + to, checkErr})
+	s.step(upgradeChecked{to: CheckOK + to, err: checkErr})
 	return c
 }
 
@@ -129,7 +129,7 @@ func TestStopAnswersAWaitingUpgrade(t *testing.T) {
 	default:
 		t.Fatal("the stop left the upgrade that waited unanswered")
 	}
-	s.step(upgradeChecked{CheckOK + "baton 2", nil})
+	s.step(upgradeChecked{to: CheckOK + "baton 2"})
 	if s.env.execState != nil {
 		t.Fatal("exec'd while stopping")
 	}
@@ -292,4 +292,81 @@ func TestUpgradeKeepsWatchdogAndAgeDeadlines(t *testing.T) {
 			n.want("serving=1 [0:1:101:serving 0:1:102:starting]")
 		})
 	}
+}
+
+// The probe's and the --max-memory check's timers go on across an
+// upgrade from what they had left, as do the probe's count of failures
+// and its backoff: upgrades more often than --probe-interval must not
+// keep the probe from ever running, nor restart its backoff.
+func TestUpgradeKeepsProbeAndMemoryTimers(t *testing.T) {
+	t.Run("probe", func(t *testing.T) {
+		opts := func(o *Options) { upgradable(o); o.Probe = "http://127.0.0.1:1/healthz" }
+		s := up(t, opts)
+		s.advance(DefaultProbeInterval * 8 / 10)
+		s.env.execErr = errExeced
+		if r := <-s.upgradeNow("baton 2", nil); r.Err != nil {
+			t.Fatal(r.Err)
+		}
+		n := s.resumed(opts)
+		n.advance(DefaultProbeInterval * 3 / 10)
+		if n.env.probes != 1 {
+			t.Fatalf("%d probes %s after the upgrade, %s after the last: the interval restarted", n.env.probes, DefaultProbeInterval*3/10, DefaultProbeInterval*11/10)
+		}
+	})
+	t.Run("probe backoff", func(t *testing.T) {
+		opts := func(o *Options) {
+			upgradable(o)
+			o.Probe = "http://127.0.0.1:1/healthz"
+			o.ProbeFailures = 1
+			o.RestartBackoff = time.Minute
+			o.RestartBackoffMax = time.Hour
+		}
+		s := up(t, opts)
+		s.advance(DefaultProbeInterval)
+		s.step(probeDone{ok: false, detail: "500"}) // replaces 101 at once
+		s.ready(102)
+		s.exit(101, 0)
+		s.want("serving=1 [0:1:102:serving]")
+		s.advance(DefaultProbeInterval)
+		s.step(probeDone{ok: false, detail: "500"}) // backs off: due in 2 min
+		s.env.execErr = errExeced
+		if r := <-s.upgradeNow("baton 2", nil); r.Err != nil {
+			t.Fatal(r.Err)
+		}
+		n := s.resumed(opts)
+		n.advance(DefaultProbeInterval)
+		n.step(probeDone{ok: false, detail: "500"})
+		n.want("serving=1 [0:1:102:serving]")
+	})
+	t.Run("max-memory", func(t *testing.T) {
+		opts := func(o *Options) { upgradable(o); o.MaxMemory = 60 << 20 }
+		s := up(t, opts)
+		s.advance(memoryEvery * 8 / 10)
+		s.env.execErr = errExeced
+		if r := <-s.upgradeNow("baton 2", nil); r.Err != nil {
+			t.Fatal(r.Err)
+		}
+		n := s.resumed(opts)
+		n.env.rss[101] = 70 << 20
+		n.advance(memoryEvery * 3 / 10)
+		n.want("serving=1 [0:1:101:serving 0:1:102:starting]")
+	})
+}
+
+// A replacement that failed is tried again after its backoff, across an
+// upgrade too: a wedged worker whose watchdog has fired is not left
+// serving for good.
+func TestUpgradeKeepsAReplacementRetry(t *testing.T) {
+	opts := func(o *Options) { upgradable(o); o.Watchdog = 10 * time.Second }
+	s := up(t, opts)
+	s.advance(10 * time.Second)
+	s.exit(102, 1) // its replacement failed: tried again in 100ms
+	s.want("serving=1 [0:1:101:serving]")
+	s.env.execErr = errExeced
+	if r := <-s.upgradeNow("baton 2", nil); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	n := s.resumed(opts)
+	n.advance(time.Second) // not a whole watchdog interval later
+	n.want("serving=1 [0:1:101:serving 0:1:103:starting]")
 }

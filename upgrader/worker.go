@@ -92,6 +92,8 @@ type slot struct {
 	// healRetry cancels the next attempt.
 	healFails int
 	healRetry func()
+	retryAt   time.Time
+	retryWhy  Trigger
 	// replacing is the self-healing or crash replacement of its serving
 	// worker under way, outside any rollout.
 	replacing *replacement

@@ -83,6 +83,11 @@ const (
 	// by the old image just before the exec; read and removed by the new
 	// image (upgrader.TakeHandOver).
 	UpgradeState = "BATON_UPGRADE_STATE"
+	// UpgradeImage is the descriptor of the binary a master executed in
+	// an in-place upgrade (host.Image), left open across the exec so that
+	// a script can be that binary. Set by the old image; the new one
+	// closes it and removes the variable (host.TakeState).
+	UpgradeImage = "BATON_UPGRADE_IMAGE"
 )
 
 // Knobs of baton's own test suite, set by whoever runs the tests and read

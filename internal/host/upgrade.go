@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -133,6 +134,11 @@ func (h *Host) TakeBack() {
 // master. The caller sets the signals it can afford to miss to be ignored
 // instead (see UpgradeOptions.Quiesce in upgrader).
 func (h *Host) Exec(path string, argv, env []string, keep []int) error {
+	return h.exec(path, path, argv, env, keep)
+}
+
+// exec is Exec of path, called name in its error.
+func (h *Host) exec(path, name string, argv, env []string, keep []int) error {
 	return h.spawn.run(func() error {
 		for _, fd := range keep {
 			unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0)
@@ -141,11 +147,65 @@ func (h *Host) Exec(path string, argv, env []string, keep []int) error {
 		for _, fd := range keep {
 			unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC)
 		}
-		return fmt.Errorf("exec %s: %w", path, err)
+		return fmt.Errorf("exec %s: %w", name, err)
 	})
 }
 
-// CheckRun runs path (argv, env) to its end beside the loop, with stdin as
+// Image is the new binary of an in-place upgrade, opened once: its check
+// run and its exec both execute this very file, whatever is at its path
+// meanwhile, so that the binary executed is always the one checked. A
+// deploy that puts another file at the path after the check does not
+// change what runs; one that rewrites this file in place fails the exec
+// (ExecImage) instead of running what was not checked.
+type Image struct {
+	fd   int
+	path string
+	st   unix.Stat_t
+}
+
+// OpenImage opens the binary at path for an in-place upgrade.
+func OpenImage(path string) (*Image, error) {
+	fd, err := unix.Open(path, unix.O_PATH|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	img := &Image{fd: fd, path: path}
+	if err := unix.Fstat(fd, &img.st); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("stat %s: %w", path, err)
+	}
+	return img, nil
+}
+
+// Path is the path the image was opened from.
+func (img *Image) Path() string { return img.path }
+
+// Close lets the image go. A nil Image is closed.
+func (img *Image) Close() {
+	if img != nil && img.fd >= 0 {
+		unix.Close(img.fd)
+		img.fd = -1
+	}
+}
+
+// imageAt is where a process finds the image open as its descriptor fd.
+func imageAt(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
+
+// Changed says, as an error, whether the file was written to since it
+// was opened (its size or modification time changed; not its change
+// time, which its path being removed or replaced changes too).
+func (img *Image) Changed() error {
+	var st unix.Stat_t
+	if err := unix.Fstat(img.fd, &st); err != nil {
+		return fmt.Errorf("stat %s: %w", img.path, err)
+	}
+	if st.Size != img.st.Size || st.Mtim != img.st.Mtim {
+		return errors.New("it was written to since its check began: ask for the upgrade again once it is in place")
+	}
+	return nil
+}
+
+// CheckRun runs img (argv, env) to its end beside the loop, with stdin as
 // its input, and reports its standard output, or why it failed: it could
 // not start, it exited other than with 0 (with what it said on stderr),
 // or it ran past timeout and was killed. timeout bounds the whole run,
@@ -154,14 +214,15 @@ func (h *Host) Exec(path string, argv, env []string, keep []int) error {
 // instead of holding the upgrade (and the reloads queued behind it)
 // forever. It is the check of an in-place upgrade's new binary, before
 // anything is handed over.
-func (h *Host) CheckRun(path string, argv, env []string, stdin []byte, timeout time.Duration, done func(stdout string, err error)) {
-	go func() { done(h.checkRun(path, argv, env, stdin, timeout)) }()
+// The check process has img as its descriptor 3.
+func (h *Host) CheckRun(img *Image, argv, env []string, stdin []byte, timeout time.Duration, done func(stdout string, err error)) {
+	go func() { done(h.checkRun(img, argv, env, stdin, timeout)) }()
 }
 
 // checkOutputMax bounds what is kept of a check run's stdout and stderr.
 const checkOutputMax = 64 << 10
 
-func (h *Host) checkRun(path string, argv, env []string, stdin []byte, timeout time.Duration) (string, error) {
+func (h *Host) checkRun(img *Image, argv, env []string, stdin []byte, timeout time.Duration) (string, error) {
 	deadline := time.Now().Add(timeout)
 	in, inW, err := os.Pipe()
 	if err != nil {
@@ -183,9 +244,11 @@ func (h *Host) checkRun(path string, argv, env []string, stdin []byte, timeout t
 	}
 	pidfd := -1
 	pid, exited, err := h.kids.fork(func() (int, error) {
-		return syscall.ForkExec(path, argv, &syscall.ProcAttr{
+		// The image is the child's fd 3, open across its exec: a script
+		// reads itself from there.
+		return syscall.ForkExec(imageAt(3), argv, &syscall.ProcAttr{
 			Env:   env,
-			Files: []uintptr{in.Fd(), out.Fd(), errW.Fd()},
+			Files: []uintptr{in.Fd(), out.Fd(), errW.Fd(), uintptr(img.fd)},
 			Sys:   &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, PidFD: &pidfd},
 		})
 	})
@@ -445,8 +508,13 @@ func (k *keeperProc) flush(deadline time.Time) bool {
 
 // ExecImage writes state to an anonymous file kept open across the exec,
 // names it in the new image's environment (envnames.UpgradeState), and
-// executes the new image (see Exec). It returns only if that failed.
-func (h *Host) ExecImage(path string, argv, env []string, keep []int, state []byte) error {
+// executes img (see Exec), unless it was written to since it was opened
+// (Image.Changed).
+// It returns only if that failed.
+func (h *Host) ExecImage(img *Image, argv, env []string, keep []int, state []byte) error {
+	if err := img.Changed(); err != nil {
+		return fmt.Errorf("the new binary %s: %w", img.path, err)
+	}
 	fd, err := unix.MemfdCreate("baton-upgrade-state", unix.MFD_CLOEXEC)
 	if err != nil {
 		return fmt.Errorf("state file: %w", err)
@@ -461,18 +529,45 @@ func (h *Host) ExecImage(path string, argv, env []string, keep []int, state []by
 	}
 	var next []string
 	for _, kv := range env {
-		if !strings.HasPrefix(kv, envnames.UpgradeState+"=") && !strings.HasPrefix(kv, envnames.UpgradeCheck+"=") {
+		if !strings.HasPrefix(kv, envnames.UpgradeState+"=") && !strings.HasPrefix(kv, envnames.UpgradeCheck+"=") &&
+			!strings.HasPrefix(kv, envnames.UpgradeImage+"=") {
 			next = append(next, kv)
 		}
 	}
-	next = append(next, envnames.UpgradeState+"="+strconv.Itoa(fd))
-	return h.Exec(path, argv, next, append(keep, fd))
+	next = append(next, envnames.UpgradeState+"="+strconv.Itoa(fd), envnames.UpgradeImage+"="+strconv.Itoa(img.fd))
+	return h.exec(imageAt(img.fd), img.path, argv, next, append(keep, fd, img.fd))
+}
+
+// renameSelf gives this process back the name (comm: ps, pgrep, top) the
+// path it was started from gave it, if an exec from the image's
+// descriptor fd named it after that number instead.
+func renameSelf(fd string) {
+	b, err := os.ReadFile("/proc/self/comm")
+	if err != nil || strings.TrimSpace(string(b)) != fd {
+		return // a script executed in between, or no /proc
+	}
+	name := filepath.Base(os.Args[0])
+	if len(name) > 15 {
+		name = name[:15] // as the kernel cuts it
+	}
+	os.WriteFile("/proc/self/comm", []byte(name), 0)
 }
 
 // TakeState reads, in a master's new image, the state its old image
 // handed over, and removes the variable that named it: nil when this
 // process was not started by an in-place upgrade.
 func TakeState() ([]byte, error) {
+	if v, ok := os.LookupEnv(envnames.UpgradeImage); ok {
+		os.Unsetenv(envnames.UpgradeImage)
+		// Only the image's own descriptor, opened O_PATH: a variable a
+		// build that did not know it left behind may name another.
+		if fd, err := strconv.Atoi(v); err == nil && fd > 2 {
+			if fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0); err == nil && fl&unix.O_PATH != 0 {
+				unix.Close(fd)
+				renameSelf(v)
+			}
+		}
+	}
 	v, ok := os.LookupEnv(envnames.UpgradeState)
 	if !ok {
 		return nil, nil
