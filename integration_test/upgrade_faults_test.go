@@ -157,9 +157,7 @@ func TestUpgradeKilledDuringTheCheck(t *testing.T) {
 	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
 	s.b.Signal(t, syscall.SIGKILL)
 	s.b.Wait(t, 10*time.Second)
-	harness.Eventually(t, 10*time.Second, "the check's child and the worker gone", func() bool {
-		return !harness.Alive(pid) && !harness.Alive(worker)
-	})
+	harness.WaitGone(t, 10*time.Second, "the check's child and the worker", pid, worker)
 }
 
 // A deploy that puts another file at the binary's path after its check

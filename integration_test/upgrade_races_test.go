@@ -126,19 +126,10 @@ func TestUpgradeHUPAndTERMTogether(t *testing.T) {
 			if code != 0 && !(code == -1 && inExec) {
 				t.Fatalf("baton exited %d after upgrade+HUP+TERM, want 0", code)
 			}
-			harness.Eventually(t, 10*time.Second, "every worker gone", func() bool {
-				for _, st := range s.b.Find(func(e harness.Event) bool { return e.Kind() == "worker_started" }) {
-					if harness.Alive(st.Int("pid")) {
-						return false
-					}
-				}
-				for _, p := range pids {
-					if harness.Alive(p) {
-						return false
-					}
-				}
-				return true
-			})
+			for _, st := range s.b.Find(func(e harness.Event) bool { return e.Kind() == "worker_started" }) {
+				pids = append(pids, st.Int("pid"))
+			}
+			harness.WaitGone(t, 10*time.Second, "every worker", pids...)
 		})
 	}
 }
@@ -160,14 +151,7 @@ func TestUpgradeKilledAroundTheExec(t *testing.T) {
 			s.b.WaitFor(t, 20*time.Second, func(e harness.Event) bool { return e.Kind() == at })
 			s.b.Signal(t, syscall.SIGKILL)
 			s.b.Wait(t, 10*time.Second)
-			harness.Eventually(t, 10*time.Second, "the workers and the keeper gone", func() bool {
-				for _, p := range pids {
-					if harness.Alive(p) {
-						return false
-					}
-				}
-				return true
-			})
+			harness.WaitGone(t, 10*time.Second, "the workers and the keeper", pids...)
 		})
 	}
 }
@@ -257,12 +241,5 @@ func TestUpgradeWithTheKeeperStopped(t *testing.T) {
 	}
 	s.b.Signal(t, syscall.SIGKILL)
 	s.b.Wait(t, 10*time.Second)
-	harness.Eventually(t, 15*time.Second, "the workers and the keeper gone", func() bool {
-		for _, p := range pids {
-			if harness.Alive(p) {
-				return false
-			}
-		}
-		return true
-	})
+	harness.WaitGone(t, 15*time.Second, "the workers and the keeper", pids...)
 }

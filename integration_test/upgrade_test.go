@@ -241,14 +241,7 @@ func TestUpgradedMasterKilledLeavesNothing(t *testing.T) {
 	pids := workerPIDs(s.b.State(t))
 	s.b.Signal(t, syscall.SIGKILL)
 	s.b.Wait(t, 10*time.Second)
-	harness.Eventually(t, 10*time.Second, "the workers gone", func() bool {
-		for _, p := range pids {
-			if harness.Alive(p) {
-				return false
-			}
-		}
-		return true
-	})
+	harness.WaitGone(t, 10*time.Second, "the workers", pids...)
 }
 
 // An upgrade asked for while a reload's new worker is in --min-ready

@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -402,6 +403,15 @@ func Zombies(parent int) []Proc {
 func Alive(pid int) bool {
 	p, ok := ReadProc(pid)
 	return ok && p.State != "Z"
+}
+
+// WaitGone waits up to d until none of pids is alive, and fails the test
+// naming what (such as "the workers and the keeper") otherwise.
+func WaitGone(t testing.TB, d time.Duration, what string, pids ...int) {
+	t.Helper()
+	Eventually(t, d, what+" gone", func() bool {
+		return !slices.ContainsFunc(pids, Alive)
+	})
 }
 
 // Run runs baton to completion with args, for commands and start-up
