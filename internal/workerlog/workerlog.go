@@ -188,7 +188,7 @@ func AppendLine(b []byte, cfg *Config, t time.Time, src Source, s Stream, line [
 		b = append(b, ' ')
 		b = append(b, s.short()...)
 		b = append(b, "| "...)
-		b = append(b, line...)
+		b = appendTerminalText(b, line)
 		if cut {
 			b = append(b, " [cut]"...)
 		}
@@ -266,6 +266,51 @@ func appendTail(b []byte, t time.Time, msg []byte) []byte {
 	b = append(b, `","message":`...)
 	b = AppendJSONString(b, msg)
 	return append(b, "}\n"...)
+}
+
+// appendTerminalText appends s for a terminal: colour sequences (ESC [
+// digits and semicolons m) pass, so a worker's coloured log stays
+// coloured, followed by a reset so no colour leaks into baton's next
+// line; every other control byte but tab is written as \xNN, so a
+// worker's line cannot move the cursor, clear the screen, retitle the
+// window or end baton's line early.
+func appendTerminalText(b, s []byte) []byte {
+	const hex = "0123456789abcdef"
+	coloured := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x20 && c != 0x7f || c == '\t' {
+			b = append(b, c)
+			continue
+		}
+		if n := sgrLen(s[i:]); n > 0 {
+			b = append(b, s[i:i+n]...)
+			i += n - 1
+			coloured = true
+			continue
+		}
+		b = append(b, '\\', 'x', hex[c>>4], hex[c&0xf])
+	}
+	if coloured {
+		b = append(b, "\x1b[0m"...)
+	}
+	return b
+}
+
+// sgrLen is the length of the colour sequence (SGR) s begins with, or 0.
+func sgrLen(s []byte) int {
+	if len(s) < 3 || s[0] != 0x1b || s[1] != '[' {
+		return 0
+	}
+	for i := 2; i < len(s) && i < 64; i++ {
+		switch c := s[i]; {
+		case c == 'm':
+			return i + 1
+		case c != ';' && (c < '0' || c > '9'):
+			return 0
+		}
+	}
+	return 0
 }
 
 // AppendJSONString appends s as a JSON string: quotes and backslashes

@@ -315,3 +315,22 @@ func TestReaderRate(t *testing.T) {
 		t.Fatalf("%d logged, %v reported dropped; want the burst of 100 and the rest reported", logged, dropped)
 	}
 }
+
+func TestTerminalText(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"plain text, tab\there", "plain text, tab\there"},
+		{"\x1b[31mred\x1b[0m", "\x1b[31mred\x1b[0m\x1b[0m"},
+		{"\x1b[1;32mbold green", "\x1b[1;32mbold green\x1b[0m"},
+		{"clear\x1b[2J screen", `clear\x1b[2J screen`},
+		{"title\x1b]0;pwned\x07", `title\x1b]0;pwned\x07`},
+		{"cr\rover", `cr\x0dover`},
+		{"nul\x00 del\x7f bell\x07", `nul\x00 del\x7f bell\x07`},
+		{"cut short \x1b[3", `cut short \x1b[3`},
+		{"utf-8 é ✓ and invalid \xff", "utf-8 é ✓ and invalid \xff"},
+	}
+	for _, tt := range tests {
+		if got := string(appendTerminalText(nil, []byte(tt.in))); got != tt.want {
+			t.Errorf("appendTerminalText(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
