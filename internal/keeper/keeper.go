@@ -128,8 +128,13 @@ func Run(config string) int {
 	out := k.readOutput()
 	k.release()
 	out.wait(outputDrain)
+	k.log.flush(logFlush)
 	return 0
 }
+
+// logFlush bounds how long a keeper that has done its job waits for its
+// last log lines to be written: a stalled log reader must not keep it.
+const logFlush = time.Second
 
 type keeper struct {
 	cfg   Config
