@@ -94,6 +94,51 @@ func TestContainmentMasterKilledLogStalled(t *testing.T) {
 	containAllGone(t, mark, killed)
 }
 
+// The master is SIGKILLed while a process in a session of its own
+// (setsid) ignores the drain signal, the child of a worker that drains at
+// once or of an on-ready hook: its parent exits in the same moment as the
+// master (the worker on its parent-death signal, the hook killed by its
+// own), before the keeper can see whose child it was. The keeper finds it
+// by the master's PID in its environment: a worker's is drained and
+// killed at the drain timeout, a hook's is killed at once.
+func TestContainmentMasterKilledSessionLeftBehind(t *testing.T) {
+	const session = `setsid sh -c 'trap "" TERM; exec sleep 300' &`
+	for _, tc := range []struct {
+		name   string
+		hook   bool
+		sleeps int           // the sleeps running once it is all set up
+		within time.Duration // everything gone this long after the master
+	}{
+		{"worker", false, 1, containDrain + containMargin},
+		{"hook", true, 2, containDrain},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			worker := []string{harness.Build(t).TestWorker}
+			var flags []string
+			if tc.hook {
+				hook := filepath.Join(dir, "on-ready")
+				hardScript(t, hook, "trap '' TERM\n"+session+"\nexec sleep 300")
+				flags = []string{"--on-ready", hook, "--hook-timeout", "60s"}
+			} else {
+				wrapper := filepath.Join(dir, "worker")
+				hardScript(t, wrapper, session+"\nexec "+worker[0])
+				worker = []string{wrapper}
+			}
+			b, mark := hardStartMarked(t, flags, worker...)
+			harness.Eventually(t, 10*time.Second, "the process in a session of its own running", func() bool {
+				return len(hardLiveComm(mark, "sleep")) == tc.sleeps
+			})
+			t.Logf("left running by baton: %v", containLive(mark))
+
+			killed := containKillMaster(t, b.PID())
+			if took := containAllGone(t, mark, killed); took > tc.within {
+				t.Fatalf("everything was gone %s after the master, want within %s", took, tc.within)
+			}
+		})
+	}
+}
+
 // The keeper SIGKILLed while the master runs is started again, knows the
 // worker, and does its job when the master is SIGKILLed in turn.
 func TestContainmentKeeperKilledIsRestarted(t *testing.T) {
