@@ -43,7 +43,7 @@ func TestContainmentMasterKilledWorkerIgnoresDrain(t *testing.T) {
 	})
 	t.Logf("left running by baton: %v", containLive(mark))
 
-	killed := containKillMaster(t, b)
+	killed := containKillMaster(t, b.PID())
 	gone := containAllGone(t, mark, killed)
 	if gone < containDrain-200*time.Millisecond {
 		t.Fatalf("everything was gone %s after the master, before the drain timeout (%s): the worker ignores the drain signal", gone, containDrain)
@@ -62,12 +62,81 @@ func TestContainmentMasterKilledWorkerFinishesItsRequest(t *testing.T) {
 	slow := harness.GetInBackground("http://" + addr + "/slow?d=1500ms")
 	b.OutputContains(t, 10*time.Second, "slow request started")
 
-	killed := containKillMaster(t, b)
+	killed := containKillMaster(t, b.PID())
 	if a := <-slow; a.Err != nil || !strings.Contains(a.Body, "slow done") {
 		t.Fatalf("the request in flight when the master was killed: %q %v", a.Body, a.Err)
 	}
 	containAllGone(t, mark, killed)
 	containBindable(t, addr)
+}
+
+// The master is SIGKILLed while nobody reads baton's log (a collector that
+// stalled: the stderr pipe is full, filled by a worker's output) and the
+// worker ignores the drain signal: the keeper cannot write a line, yet it
+// kills the worker at the drain timeout.
+func TestContainmentMasterKilledLogStalled(t *testing.T) {
+	r, w := logPipe(t)
+	mark := containMark(t)
+	d := harness.StartDetached(t, w, []string{mark}, "--listen", "http=tcp://127.0.0.1:0",
+		"--drain-timeout", containDrain.String(), "--worker-output", "log",
+		"--", harness.Build(t).TestWorker, "-ignore-drain", "-flood", "1000")
+	w.Close()
+	newLogReader(r).until(t, 20*time.Second, "generation 1 serving", func(e harness.Event) bool {
+		return e.Kind() == "reload_complete" && e.Int("gen") == 1
+	})
+	// From here on nobody reads: the worker's lines fill the pipe.
+	harness.Eventually(t, 10*time.Second, "baton's log pipe full", func() bool {
+		n, err := unix.IoctlGetInt(int(r.Fd()), unix.TIOCINQ)
+		return err == nil && n >= 3<<10 // a line more does not fit
+	})
+
+	killed := containKillMaster(t, d.PID())
+	containAllGone(t, mark, killed)
+}
+
+// The master is SIGKILLed while a process in a session of its own
+// (setsid) ignores the drain signal, the child of a worker that drains at
+// once or of an on-ready hook: its parent exits in the same moment as the
+// master (the worker on its parent-death signal, the hook killed by its
+// own), before the keeper can see whose child it was. The keeper finds it
+// by the master's PID in its environment: a worker's is drained and
+// killed at the drain timeout, a hook's is killed at once.
+func TestContainmentMasterKilledSessionLeftBehind(t *testing.T) {
+	const session = `setsid sh -c 'trap "" TERM; exec sleep 300' &`
+	for _, tc := range []struct {
+		name   string
+		hook   bool
+		sleeps int           // the sleeps running once it is all set up
+		within time.Duration // everything gone this long after the master
+	}{
+		{"worker", false, 1, containDrain + containMargin},
+		{"hook", true, 2, containDrain},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			worker := []string{harness.Build(t).TestWorker}
+			var flags []string
+			if tc.hook {
+				hook := filepath.Join(dir, "on-ready")
+				hardScript(t, hook, "trap '' TERM\n"+session+"\nexec sleep 300")
+				flags = []string{"--on-ready", hook, "--hook-timeout", "60s"}
+			} else {
+				wrapper := filepath.Join(dir, "worker")
+				hardScript(t, wrapper, session+"\nexec "+worker[0])
+				worker = []string{wrapper}
+			}
+			b, mark := hardStartMarked(t, flags, worker...)
+			harness.Eventually(t, 10*time.Second, "the process in a session of its own running", func() bool {
+				return len(hardLiveComm(mark, "sleep")) == tc.sleeps
+			})
+			t.Logf("left running by baton: %v", containLive(mark))
+
+			killed := containKillMaster(t, b.PID())
+			if took := containAllGone(t, mark, killed); took > tc.within {
+				t.Fatalf("everything was gone %s after the master, want within %s", took, tc.within)
+			}
+		})
+	}
 }
 
 // The keeper SIGKILLed while the master runs is started again, knows the
@@ -88,7 +157,7 @@ func TestContainmentKeeperKilledIsRestarted(t *testing.T) {
 		t.Fatalf("the new keeper %d: %+v, want a child of the master %d named baton-keeper", second.pid, p, b.PID())
 	}
 
-	killed := containKillMaster(t, b)
+	killed := containKillMaster(t, b.PID())
 	containAllGone(t, mark, killed)
 	containBindable(t, addr)
 }
@@ -197,7 +266,7 @@ func containStart(t *testing.T, workerFlags ...string) (*harness.Baton, string) 
 // returns once the first generation serves.
 func containStartCommand(t *testing.T, command ...string) (*harness.Baton, string) {
 	t.Helper()
-	mark := fmt.Sprintf("BATON_CONTAIN_TEST=%s-%d-%d", t.Name(), os.Getpid(), time.Now().UnixNano())
+	mark := containMark(t)
 	args := append([]string{"--listen", "http=tcp://127.0.0.1:0", "--drain-timeout", containDrain.String(), "--"}, command...)
 	b := harness.StartWith(t, harness.Setup{Env: []string{mark}}, args...)
 	// Before baton's own clean-up, which waits for its output to end: a
@@ -213,6 +282,15 @@ func containStartCommand(t *testing.T, command ...string) (*harness.Baton, strin
 	})
 	b.WaitFor(t, 20*time.Second, func(e harness.Event) bool { return e.Kind() == "reload_complete" && e.Int("gen") == 1 })
 	return b, mark
+}
+
+// containMark is a variable of the test's own for baton's environment,
+// which everything baton starts inherits. Whatever holds it is killed
+// when the test ends, after the master.
+func containMark(t *testing.T) string {
+	mark := fmt.Sprintf("BATON_CONTAIN_TEST=%s-%d-%d", t.Name(), os.Getpid(), time.Now().UnixNano())
+	t.Cleanup(func() { containSweep(t, mark) })
+	return mark
 }
 
 // containSweep SIGKILLs every live process that holds mark, through a
@@ -258,9 +336,9 @@ func containWhere(mark string, match func(env []byte) bool) []harness.Proc {
 }
 
 // containKillMaster SIGKILLs the master and returns when.
-func containKillMaster(t *testing.T, b *harness.Baton) time.Time {
+func containKillMaster(t *testing.T, master int) time.Time {
 	t.Helper()
-	if err := syscall.Kill(b.PID(), syscall.SIGKILL); err != nil {
+	if err := syscall.Kill(master, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	return time.Now()

@@ -197,7 +197,7 @@ func TestMasterKilledDuringAHook(t *testing.T) {
 	harness.Eventually(t, 10*time.Second, "the hook and its child running", func() bool {
 		return len(hardLiveComm(mark, "sleep")) == 2
 	})
-	killed := containKillMaster(t, b)
+	killed := containKillMaster(t, b.PID())
 	containAllGone(t, mark, killed)
 }
 
@@ -422,7 +422,7 @@ func TestStoppedKeeperIsReplaced(t *testing.T) {
 		t.Fatalf("master fds %d before, %d after: %s", fds, after, soakFDList(master))
 	}
 	// The new keeper knows the workers: it stops them when the master dies.
-	killed := containKillMaster(t, b)
+	killed := containKillMaster(t, b.PID())
 	containAllGone(t, mark, killed)
 }
 

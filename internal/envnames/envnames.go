@@ -41,7 +41,11 @@ const (
 	// WorkerPIDs is, in a hook, every serving worker's PID of the
 	// generation it is about, comma-separated, by slot. Set by the master.
 	WorkerPIDs = "BATON_WORKER_PIDS"
-	// MasterPID is the master's PID.
+	// MasterPID is the master's PID, set by the master in every worker's
+	// and hook's environment. Everything they start inherits it, which
+	// is how the keeper finds, once the master is gone, a process whose
+	// link to a worker or hook was cut (it moved to a session of its own
+	// and its parent exited).
 	MasterPID = "BATON_MASTER_PID"
 	// Addrs lists the bound sockets, name=address,… in --listen order.
 	Addrs = "BATON_ADDRS"

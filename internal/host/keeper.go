@@ -265,6 +265,9 @@ func (l *keeperLink) newKeeper() (*keeperProc, error) {
 	if c.Output != nil {
 		cfg.OutputRate = c.Output.Rate
 	}
+	if self, err := proc.ReadStat(os.Getpid()); err == nil {
+		cfg.Master, cfg.MasterStart = self.PID, self.StartTime
+	}
 	var env []string
 	for _, kv := range os.Environ() {
 		if len(kv) < len(envnames.Keeper)+1 || kv[:len(envnames.Keeper)+1] != envnames.Keeper+"=" {

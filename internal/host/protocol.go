@@ -94,13 +94,15 @@ func (p systemd) handoff(s Start, socks []*sockets.Socket, notifySocket string) 
 }
 
 // withWorker sets the worker's own variables in env, replacing any
-// inherited: BATON_GENERATION, BATON_WORKER_INDEX, BATON_WORKERS, and
-// WATCHDOG_USEC (with --watchdog; WATCHDOG_PID is the exec shim's).
+// inherited: BATON_GENERATION, BATON_WORKER_INDEX, BATON_WORKERS,
+// BATON_MASTER_PID (which the keeper looks for in what a worker left once
+// the master is gone), and WATCHDOG_USEC (with --watchdog; WATCHDOG_PID is
+// the exec shim's).
 func withWorker(env []string, s Start) []string {
 	out := env[:0:0]
 	for _, kv := range env {
 		switch name, _, _ := strings.Cut(kv, "="); name {
-		case envGeneration, envWorkerIndex, envWorkers, "WATCHDOG_USEC", "WATCHDOG_PID":
+		case envGeneration, envWorkerIndex, envWorkers, envMasterPID, "WATCHDOG_USEC", "WATCHDOG_PID":
 		default:
 			out = append(out, kv)
 		}
@@ -108,7 +110,8 @@ func withWorker(env []string, s Start) []string {
 	out = append(out,
 		envGeneration+"="+strconv.Itoa(s.Generation),
 		envWorkerIndex+"="+strconv.Itoa(s.Index),
-		envWorkers+"="+strconv.Itoa(s.Workers))
+		envWorkers+"="+strconv.Itoa(s.Workers),
+		envMasterPID+"="+strconv.Itoa(os.Getpid()))
 	if s.Watchdog > 0 {
 		out = append(out, "WATCHDOG_USEC="+strconv.FormatInt(s.Watchdog.Microseconds(), 10))
 	}
@@ -122,4 +125,5 @@ const (
 	envWorkerIndex = envnames.WorkerIndex
 	envWorkers     = envnames.Workers
 	envHook        = envnames.Hook
+	envMasterPID   = envnames.MasterPID
 )

@@ -1,6 +1,8 @@
 package host
 
 import (
+	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -39,9 +41,10 @@ func TestParseSignal(t *testing.T) {
 }
 
 func TestWithWorkerReplacesInheritedOnes(t *testing.T) {
-	got := withWorker([]string{"A=1", envGeneration + "=7", "B=2", envGeneration + "X=keep", envWorkerIndex + "=9"},
+	got := withWorker([]string{"A=1", envGeneration + "=7", "B=2", envMasterPID + "=1", envGeneration + "X=keep", envWorkerIndex + "=9"},
 		Start{Generation: 3, Index: 1, Workers: 4})
-	want := []string{"A=1", "B=2", envGeneration + "X=keep", envGeneration + "=3", envWorkerIndex + "=1", envWorkers + "=4"}
+	want := []string{"A=1", "B=2", envGeneration + "X=keep", envGeneration + "=3", envWorkerIndex + "=1", envWorkers + "=4",
+		envMasterPID + "=" + strconv.Itoa(os.Getpid())}
 	if len(got) != len(want) {
 		t.Fatalf("got %q, want %q", got, want)
 	}

@@ -66,6 +66,12 @@ type Config struct {
 	// OutputRate is the master's workerlog.Config.Rate, for the output
 	// of workers the keeper reads once the master is gone.
 	OutputRate int
+	// Master and MasterStart name the master (its PID and proc.Stat's
+	// StartTime): a process started since then whose environment says
+	// envnames.MasterPID=Master descends from one of its workers or
+	// hooks. 0: unknown, no process is taken in by its environment.
+	Master      int
+	MasterStart uint64
 }
 
 // String encodes c as the value of envnames.Keeper, which makes a baton
@@ -77,7 +83,8 @@ func (c Config) String() string {
 	}
 	return "signal=" + strconv.Itoa(int(c.DrainSignal)) + ",timeout=" + c.DrainTimeout.String() +
 		",group=" + strconv.FormatBool(c.DrainGroup) + ",log=" + format + ",level=" + c.LogLevel +
-		",rate=" + strconv.Itoa(c.OutputRate)
+		",rate=" + strconv.Itoa(c.OutputRate) +
+		",master=" + strconv.Itoa(c.Master) + "." + strconv.FormatUint(c.MasterStart, 10)
 }
 
 func parseConfig(s string) (Config, error) {
@@ -100,6 +107,11 @@ func parseConfig(s string) (Config, error) {
 			c.LogLevel = v
 		case "rate":
 			c.OutputRate, err = strconv.Atoi(v)
+		case "master":
+			pid, start, _ := strings.Cut(v, ".")
+			if c.Master, err = strconv.Atoi(pid); err == nil {
+				c.MasterStart, err = strconv.ParseUint(start, 10, 64)
+			}
 		}
 		if err != nil {
 			return c, errors.New("bad " + envnames.Keeper + " " + kv)
@@ -128,8 +140,13 @@ func Run(config string) int {
 	out := k.readOutput()
 	k.release()
 	out.wait(outputDrain)
+	k.log.flush(logFlush)
 	return 0
 }
+
+// logFlush bounds how long a keeper that has done its job waits for its
+// last log lines to be written: a stalled log reader must not keep it.
+const logFlush = time.Second
 
 type keeper struct {
 	cfg   Config

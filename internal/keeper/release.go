@@ -5,10 +5,12 @@ package keeper
 import (
 	"errors"
 	"os"
+	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/baton-sh/baton/internal/envnames"
 	"github.com/baton-sh/baton/internal/proc"
 )
 
@@ -24,6 +26,9 @@ type member struct {
 	drained bool    // the keeper sent it the drain signal
 	killed  bool    // worker: its process group was killed
 	out     []int   // worker: the read ends of its stdout and stderr pipes, or none
+	// hook: it descends from a hook, found by its environment or as the
+	// child of one that was; the hook has ended, so it is killed at once.
+	hook bool
 }
 
 // family is everything the keeper must see ended: what the master told of
@@ -41,6 +46,13 @@ type family struct {
 	sessions map[int][]*member // members in sessions other than the master's
 	mySID    int
 	self     int
+	unmarked map[procKey]bool // processes whose environment names another master, or none
+}
+
+// procKey names a process for good: its PID and its start time.
+type procKey struct {
+	pid   int
+	start uint64
 }
 
 // release ends what the master left running, as a stopping master would
@@ -97,7 +109,7 @@ func (k *keeper) release() {
 func (k *keeper) family() *family {
 	f := &family{
 		k: k, members: map[int]*member{}, workers: map[int]*member{}, sessions: map[int][]*member{},
-		self: os.Getpid(),
+		self: os.Getpid(), unmarked: map[procKey]bool{},
 	}
 	f.mySID, _ = unix.Getsid(0) // the master's session: the keeper never leaves it
 	for pid, m := range k.known {
@@ -153,6 +165,9 @@ func (f *family) refresh() {
 	for _, m := range f.members {
 		switch {
 		case m.gone || m.worker || m.drained:
+		case m.hook:
+			m.drained = true
+			m.fd.Signal(unix.SIGKILL)
 		case m.group != nil && f.k.cfg.DrainGroup:
 			m.drained = true
 			m.fd.Signal(unix.Signal(f.k.cfg.DrainSignal))
@@ -250,7 +265,12 @@ func (f *family) related(p proc.Stat) bool {
 }
 
 // grow scans /proc for processes related to the members and takes each
-// one in whose relation it can prove. It reports whether it took any.
+// one in whose relation it can prove, and then any that its environment
+// says descends from the master's workers or hooks (takeMarked): its
+// parent may have exited before the keeper looked, in the very moment the
+// master died (a worker exits at once on its parent-death signal, a hook
+// is killed by its own), leaving it no relation to prove. It reports
+// whether it took any.
 func (f *family) grow() bool {
 	var cands []proc.Stat
 	pids, _ := proc.PIDs()
@@ -274,8 +294,54 @@ func (f *family) grow() bool {
 			}
 			cands[i].PID = 0
 		}
+		if progress {
+			continue
+		}
+		for i := range cands {
+			if cands[i].PID != 0 && f.takeMarked(cands[i]) {
+				took, progress = true, true
+				cands[i].PID = 0
+			}
+		}
 	}
 	return took
+}
+
+// takeMarked takes in p, as read, if it started after the master and its
+// environment holds envnames.MasterPID with the master's PID: it
+// descends from a worker or a hook, whose environment it inherited (a
+// process of another master with the same PID would have started after
+// this one ended, not before). The environment is read through a pidfd
+// opened first, so it was p's own.
+func (f *family) takeMarked(p proc.Stat) bool {
+	c := f.k.cfg
+	key := procKey{p.PID, p.StartTime}
+	if c.Master <= 0 || p.StartTime < c.MasterStart || f.unmarked[key] {
+		return false
+	}
+	fd, p, err := proc.Open(p.PID, proc.StartedAt(p.StartTime))
+	if err != nil {
+		return false
+	}
+	env, err := proc.Getenvs(p.PID, envnames.MasterPID, envnames.Generation, envnames.Hook)
+	if err != nil || fd.Exited() || env[envnames.MasterPID] != strconv.Itoa(c.Master) {
+		f.unmarked[key] = err == nil && !fd.Exited()
+		fd.Close()
+		return false
+	}
+	m := &member{pid: p.PID, fd: fd, hook: env[envnames.Hook] != ""}
+	m.gen, _ = strconv.Atoi(env[envnames.Generation])
+	if w := f.workers[p.PGID]; w != nil && f.groupPinned(w) {
+		m.group = w
+	}
+	if p.SID != f.mySID {
+		f.sessions[p.SID] = append(f.sessions[p.SID], m)
+	}
+	if old := f.members[p.PID]; old != nil {
+		old.fd.Close()
+	}
+	f.members[p.PID] = m
+	return true
 }
 
 // take opens pid and makes it a member if one of its relations is proved:
@@ -289,7 +355,7 @@ func (f *family) take(pid int) bool {
 	}
 	m := &member{pid: pid, fd: fd}
 	if par := f.members[p.PPID]; par != nil && !par.gone && !par.fd.Exited() {
-		m.parent, m.gen = par, par.gen
+		m.parent, m.gen, m.hook = par, par.gen, par.hook
 	}
 	if w := f.workers[p.PGID]; w != nil && f.groupPinned(w) {
 		m.group = w

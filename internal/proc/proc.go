@@ -218,15 +218,29 @@ func Children(pid int) []int {
 // the process has no such variable; err is set when its environment could
 // not be read (the process is gone, or is another user's).
 func Getenv(pid int, name string) (value string, found bool, err error) {
+	vars, err := Getenvs(pid, name)
+	value, found = vars[name]
+	return value, found, err
+}
+
+// Getenvs is Getenv for several names in one read: the variables found,
+// by name.
+func Getenvs(pid int, names ...string) (map[string]string, error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
 	if err != nil {
-		return "", false, err
+		return nil, err
 	}
-	prefix := []byte(name + "=")
+	vars := map[string]string{}
 	for _, kv := range bytes.Split(b, []byte{0}) {
-		if v, ok := bytes.CutPrefix(kv, prefix); ok {
-			return string(v), true, nil
+		k, v, ok := bytes.Cut(kv, []byte{'='})
+		if !ok {
+			continue
+		}
+		for _, n := range names {
+			if _, seen := vars[n]; !seen && string(k) == n {
+				vars[n] = string(v)
+			}
 		}
 	}
-	return "", false, nil
+	return vars, nil
 }
