@@ -343,6 +343,12 @@ func TestChildren(t *testing.T) {
 func TestGetenv(t *testing.T) {
 	sleep := start(t, []string{"PROC_TEST_A=1 2", "PROC_TEST_EMPTY="}, "sleep", "60")
 	pid := sleep.Process.Pid
+	// Start returns once the exec has closed the child's descriptors, a
+	// moment before the kernel has set up the new environment.
+	harness.Eventually(t, 10*time.Second, "the environment of the exec'd sleep", func() bool {
+		_, found, _ := proc.Getenv(pid, "PROC_TEST_A")
+		return found
+	})
 	for _, tc := range []struct {
 		name, value string
 		found       bool
