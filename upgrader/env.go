@@ -70,9 +70,6 @@ type env interface {
 	// exec executes img, the binary checked, handing it state. It returns
 	// only if that failed.
 	exec(img *host.Image, args, env []string, keep []int, state []byte) error
-	// exited reports whether process pid has exited (it may wait to be
-	// reaped): for workers handed over across an upgrade.
-	exited(pid int) bool
 	// tellService tells the master's own service manager where it is.
 	tellService(st host.ServiceState)
 }

@@ -1,9 +1,6 @@
 package upgrader
 
-import (
-	"sync"
-	"syscall"
-)
+import "sync"
 
 // pendingRequests are the events that came while the master handed over
 // for an in-place upgrade. A reload and a stop are handed to the new image
@@ -79,23 +76,6 @@ func (p *pendingRequests) take() (reload *Trigger, stop int) {
 	reload, stop = p.reload, p.stop
 	p.reload, p.stop = nil, 0
 	return reload, stop
-}
-
-// signals takes what is pending as the signals that ask for it, for the
-// new image (see env.exec): a reload as HUP, a stop as TERM or QUIT.
-func (p *pendingRequests) signals() []syscall.Signal {
-	reload, stop := p.take()
-	var out []syscall.Signal
-	if reload != nil {
-		out = append(out, syscall.SIGHUP)
-	}
-	switch stop {
-	case 1:
-		out = append(out, syscall.SIGTERM)
-	case 2:
-		out = append(out, syscall.SIGQUIT)
-	}
-	return out
 }
 
 // putBack returns what take took.

@@ -1,9 +1,6 @@
 package upgrader
 
-import (
-	"fmt"
-	"time"
-)
+import "time"
 
 // replacement is one slot's worker replaced outside a rollout: a restart
 // after a crash, a slot added by a scale-up, or (self-healing) a fresh
@@ -141,6 +138,3 @@ func (m *Master) cancelRestart(s *slot) {
 		s.restartDue = nil
 	}
 }
-
-// describeSlots is for errors: "worker 2".
-func describeSlot(s *slot) string { return fmt.Sprintf("worker %d", s.index) }

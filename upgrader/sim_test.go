@@ -40,7 +40,6 @@ type fakeEnv struct {
 	checks      []upgradeCheck // check runs asked for
 	execState   []byte         // the state handed to the last exec
 	execErr     error          // what exec returns (it returns only on failure)
-	exitedPIDs  map[int]bool   // processes seen exited (exited)
 	rss         map[int]int64  // resident memory by worker
 	probes      int            // probes sent
 	hooksLive   int            // hooks started whose hookDone has not been stepped
@@ -125,8 +124,7 @@ func (f *fakeEnv) exec(img *host.Image, args, env []string, keep []int, state []
 	f.execState = state
 	return f.execErr
 }
-func (f *fakeEnv) exited(pid int) bool { return f.exitedPIDs[pid] }
-func (f *fakeEnv) probe(string)        { f.probes++ }
+func (f *fakeEnv) probe(string) { f.probes++ }
 func (f *fakeEnv) adopted() []host.Stray {
 	a := f.adopt
 	f.adopt = nil
