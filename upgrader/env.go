@@ -10,7 +10,7 @@ import (
 // env is everything the loop does to the world outside its own state: the
 // seam between the lifecycle (this package) and the operating system
 // (internal/host). Methods are called from the loop only and never block
-// on it; what they learn later reaches the loop as events. master_test.go
+// on it; what they learn later reaches the loop as events. sim_test.go
 // drives the loop through a fake.
 type env interface {
 	now() time.Time
