@@ -33,16 +33,17 @@ func (m *Master) startWorker(s *slot, gen *generation, why Trigger) (*worker, er
 
 // arm sets w's one timer for its current state.
 func (m *Master) arm(w *worker, d time.Duration) {
-	if w.timer != nil {
-		w.timer()
-	}
+	cancel(&w.timer)
 	w.timer = m.env.after(d, workerTimer{w, w.state})
 }
 
-func (m *Master) disarm(w *worker) {
-	if w.timer != nil {
-		w.timer()
-		w.timer = nil
+func (m *Master) disarm(w *worker) { cancel(&w.timer) }
+
+// cancel stops the timer *stop cancels, if one is armed, and forgets it.
+func cancel(stop *func()) {
+	if *stop != nil {
+		(*stop)()
+		*stop = nil
 	}
 }
 
