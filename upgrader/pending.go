@@ -3,9 +3,11 @@ package upgrader
 import "sync"
 
 // pendingRequests are the events that came while the master handed over
-// for an in-place upgrade. A reload and a stop are handed to the new image
-// (or, if the exec failed, carried out by this one); any other request is
-// answered ErrUpgrading, and the caller may ask again. Everything else (a
+// for an in-place upgrade. A reload a signal asked for and a stop are
+// handed to the new image (or, if the exec failed, carried out by this
+// one); a reload, scale or upgrade with a reply is answered ErrUpgrading,
+// and the caller may ask again; a status is answered ErrNotRunning (send
+// reports false), and a signal to forward is dropped. Everything else (a
 // child's exit, a timer, a notify datagram, a hook's end) is kept in
 // order: if the exec fails, this image applies it as if it had just
 // come, so no drain deadline or exit is lost to a failed upgrade. If the

@@ -20,9 +20,9 @@ import (
 // The old image hands the new one its state (HandOver, JSON, versioned)
 // through a descriptor, and the new one carries on from it.
 //
-// It runs only when the master is quiet: no reload moving workers, no
-// worker starting, no hook or self-healing replacement running, no scale
-// under way; it waits for that, and a reload asked for meanwhile runs
+// It runs only when the master is quiet (see quiet): no reload moving
+// workers, no worker starting, no hook, probe or self-healing replacement
+// running, no scale under way, no stop begun; it waits for that, and a reload asked for meanwhile runs
 // first. Workers that drain carry on draining, on their old deadline.
 //
 // It never leaves a broken master: first the new binary runs in a check
