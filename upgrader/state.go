@@ -224,6 +224,47 @@ func Resume(opts Options, ho *HandOver) (*Master, error) {
 	return m, nil
 }
 
+// restoreWorker files a worker handed over, serving or draining, in its
+// slot (a retired slot's, with a negative index, outside the slots), and
+// arms its timers for what left says they had left.
+func (m *Master) restoreWorker(ws workerSnapshot, gens map[int]*generation, left func(time.Duration) time.Duration) {
+	now := m.env.now()
+	var s *slot
+	if ws.Index >= 0 && ws.Index < len(m.slots) {
+		s = m.slots[ws.Index]
+	} else {
+		index := ws.Index
+		if index < 0 {
+			index = -1 - index
+		}
+		s = &slot{index: index, gen: gens[ws.Gen], retired: true}
+	}
+	w := &worker{gen: gens[ws.Gen], slot: s, pid: ws.PID, trigger: ws.Trigger, started: ws.Started, readyAt: ws.ReadyAt,
+		killed: ws.Killed, mainExit: ws.MainExit, watchdogEvery: ws.WatchdogEvery}
+	w.status.text = ws.Status
+	m.workers[w.pid] = w
+	if ws.State != serving.String() {
+		w.state = draining
+		w.drainUntil = now.Add(left(ws.DrainLeft))
+		if !w.killed {
+			m.arm(w, left(ws.DrainLeft))
+		}
+		return
+	}
+	w.state = serving
+	s.serving = w
+	// Its timers go on from what they had left, rather than afresh: else
+	// upgrades more often than --max-age or the watchdog interval would
+	// keep a worker from ever being replaced for either.
+	if ws.AgeLeft != nil {
+		w.ageDue = now.Add(left(*ws.AgeLeft))
+	}
+	m.serves(w)
+	if ws.WatchdogLeft != nil {
+		m.armWatchdogIn(w, left(*ws.WatchdogLeft))
+	}
+}
+
 // restore rebuilds the loop's state from ho, arms its timers afresh from
 // what they had left, and carries out what was asked during the hand-over.
 func (m *Master) restore(ho *HandOver) {
@@ -265,42 +306,7 @@ func (m *Master) restore(ho *HandOver) {
 		m.slots = append(m.slots, &slot{index: i, gen: m.current})
 	}
 	for _, ws := range st.Workers {
-		var s *slot
-		if ws.Index >= 0 && ws.Index < len(m.slots) {
-			s = m.slots[ws.Index]
-		} else {
-			index := ws.Index
-			if index < 0 {
-				index = -1 - index
-			}
-			s = &slot{index: index, gen: gens[ws.Gen], retired: true}
-		}
-		w := &worker{gen: gens[ws.Gen], slot: s, pid: ws.PID, trigger: ws.Trigger, started: ws.Started, readyAt: ws.ReadyAt,
-			killed: ws.Killed, mainExit: ws.MainExit, watchdogEvery: ws.WatchdogEvery}
-		w.status.text = ws.Status
-		m.workers[w.pid] = w
-		switch ws.State {
-		case "serving":
-			w.state = serving
-			s.serving = w
-			// Its timers go on from what they had left, rather than
-			// afresh: else upgrades more often than --max-age or the
-			// watchdog interval would keep a worker from ever being
-			// replaced for either.
-			if ws.AgeLeft != nil {
-				w.ageDue = now.Add(left(*ws.AgeLeft))
-			}
-			m.serves(w)
-			if ws.WatchdogLeft != nil {
-				m.armWatchdogIn(w, left(*ws.WatchdogLeft))
-			}
-		default:
-			w.state = draining
-			w.drainUntil = now.Add(left(ws.DrainLeft))
-			if !w.killed {
-				m.arm(w, left(ws.DrainLeft))
-			}
-		}
+		m.restoreWorker(ws, gens, left)
 	}
 	for _, ss := range st.Strays {
 		s := &stray{pid: ss.PID, key: workerKey{ss.Gen, ss.Index}, comm: ss.Comm, pgid: ss.PGID, hook: ss.Hook, drained: ss.Drained}
