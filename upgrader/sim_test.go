@@ -183,6 +183,7 @@ func (s *sim) step(e event) {
 		s.env.hooksLive--
 	}
 	e.apply(s.m)
+	s.m.maybeUpgrade() // as the loop does after every event
 	s.check()
 	if err := was.kept(s.m, s.env); err != nil {
 		s.t.Fatalf("step broke a promise: %v\nstate: %s\nlog:\n%s", err, s.describe(), s.log)
