@@ -184,8 +184,9 @@ type Options struct {
 	StopDelay time.Duration
 
 	// OnReady, if set, is run (argv, no shell) each time a generation
-	// becomes the serving one; OnStopping at the start of a stop, before
-	// StopDelay. See Hook for their environment and guarantees.
+	// becomes the serving one, and when the service serves again after
+	// every worker had died; OnStopping at the start of a stop, before
+	// StopDelay. hooks.go gives their environment and guarantees.
 	OnReady, OnStopping []string
 	// HookTimeout bounds each run of OnReady and OnStopping
 	// (DefaultHookTimeout): its process group is killed after it.
