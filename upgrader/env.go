@@ -10,7 +10,7 @@ import (
 // env is everything the loop does to the world outside its own state: the
 // seam between the lifecycle (this package) and the operating system
 // (internal/host). Methods are called from the loop only and never block
-// on it; what they learn later reaches the loop as events. master_test.go
+// on it; what they learn later reaches the loop as events. sim_test.go
 // drives the loop through a fake.
 type env interface {
 	now() time.Time
@@ -70,9 +70,6 @@ type env interface {
 	// exec executes img, the binary checked, handing it state. It returns
 	// only if that failed.
 	exec(img *host.Image, args, env []string, keep []int, state []byte) error
-	// exited reports whether process pid has exited (it may wait to be
-	// reaped): for workers handed over across an upgrade.
-	exited(pid int) bool
 	// tellService tells the master's own service manager where it is.
 	tellService(st host.ServiceState)
 }

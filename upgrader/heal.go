@@ -121,21 +121,7 @@ func (m *Master) retryIn(s *slot, why Trigger, d time.Duration) {
 	s.healRetry = m.env.after(d, healRetry{s.serving, why})
 }
 
-func (m *Master) cancelRetry(s *slot) {
-	if s.healRetry != nil {
-		s.healRetry()
-		s.healRetry = nil
-	}
-}
-
-// backoff is the delay before the nth attempt after a failure.
-func (m *Master) backoff(n int) time.Duration {
-	d := m.opts.RestartBackoff << (n - 1)
-	if d > m.opts.RestartBackoffMax || d <= 0 {
-		d = m.opts.RestartBackoffMax
-	}
-	return d
-}
+func (m *Master) cancelRetry(s *slot) { cancel(&s.healRetry) }
 
 // serves arms the self-healing timers of a worker that has just taken
 // over its slot. The age timer counts from then; a worker handed over
@@ -159,12 +145,8 @@ func (m *Master) serves(w *worker) {
 
 // unserve stops w's self-healing timers: it no longer serves.
 func (m *Master) unserve(w *worker) {
-	for _, stop := range []*func(){&w.watchdog, &w.ageTimer} {
-		if *stop != nil {
-			(*stop)()
-			*stop = nil
-		}
-	}
+	cancel(&w.watchdog)
+	cancel(&w.ageTimer)
 }
 
 // armWatchdog sets w's watchdog deadline afresh.
@@ -172,10 +154,7 @@ func (m *Master) armWatchdog(w *worker) { m.armWatchdogIn(w, w.watchdogEvery) }
 
 // armWatchdogIn sets w's watchdog deadline d from now.
 func (m *Master) armWatchdogIn(w *worker, d time.Duration) {
-	if w.watchdog != nil {
-		w.watchdog()
-		w.watchdog = nil
-	}
+	cancel(&w.watchdog)
 	w.watchdogDue = time.Time{}
 	if w.watchdogEvery > 0 && (w.state == serving || w.state == probation || w.state == held) {
 		w.watchdogSeq++
@@ -244,17 +223,12 @@ func (m *Master) checkMemory() {
 // stopHealing ends every self-healing timer and replacement: the master
 // stops.
 func (m *Master) stopHealing() {
-	h := &m.heals
-	for _, stop := range []*func(){&h.memTick, &h.probe.tick} {
-		if *stop != nil {
-			(*stop)()
-			*stop = nil
-		}
-	}
+	cancel(&m.heals.memTick)
+	cancel(&m.heals.probe.tick)
 	for _, s := range m.slots {
 		m.cancelRetry(s)
 	}
-	h.waiting = nil
+	m.heals.waiting = nil
 }
 
 // capDraining kills the oldest draining generation early when more than

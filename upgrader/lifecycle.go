@@ -33,16 +33,17 @@ func (m *Master) startWorker(s *slot, gen *generation, why Trigger) (*worker, er
 
 // arm sets w's one timer for its current state.
 func (m *Master) arm(w *worker, d time.Duration) {
-	if w.timer != nil {
-		w.timer()
-	}
+	cancel(&w.timer)
 	w.timer = m.env.after(d, workerTimer{w, w.state})
 }
 
-func (m *Master) disarm(w *worker) {
-	if w.timer != nil {
-		w.timer()
-		w.timer = nil
+func (m *Master) disarm(w *worker) { cancel(&w.timer) }
+
+// cancel stops the timer *stop cancels, if one is armed, and forgets it.
+func cancel(stop *func()) {
+	if *stop != nil {
+		(*stop)()
+		*stop = nil
 	}
 }
 
@@ -250,6 +251,10 @@ func (m *Master) workerEnded(w *worker, how string) {
 // servingExited handles the death of a slot's serving worker.
 func (m *Master) servingExited(w *worker, how string) {
 	s := w.slot
+	exited := func(then string) {
+		m.log.Warn().Str("event", "serving_exited").Int("gen", w.gen.n).Int("index", s.index).Str("how", how).
+			Msg("serving worker exited " + then)
+	}
 	if r := m.rollout; r != nil {
 		if mv := r.covering(s); mv != nil {
 			switch {
@@ -258,16 +263,13 @@ func (m *Master) servingExited(w *worker, how string) {
 				m.rolloutFailed(r, fmt.Errorf("new worker (%s) %s %s after it was ready, during the reload",
 					m.who(w), how, m.env.now().Sub(w.readyAt).Round(time.Millisecond)))
 			case mv.w != nil && (mv.w.state == held || mv.w.state == probation):
-				m.log.Warn().Str("event", "serving_exited").Int("gen", w.gen.n).Int("index", s.index).Str("how", how).
-					Msg("serving worker exited during the reload: its replacement takes over now")
+				exited("during the reload: its replacement takes over now")
 				m.takeOver(mv.w)
 				m.advance(r)
 			case mv.w != nil:
-				m.log.Warn().Str("event", "serving_exited").Int("gen", w.gen.n).Int("index", s.index).Str("how", how).
-					Msg("serving worker exited during the reload: its replacement takes over when ready")
+				exited("during the reload: its replacement takes over when ready")
 			default:
-				m.log.Warn().Str("event", "serving_exited").Int("gen", w.gen.n).Int("index", s.index).Str("how", how).
-					Msg("serving worker exited during the reload: the new generation takes its place now")
+				exited("during the reload: the new generation takes its place now")
 				r.hurry(mv)
 				m.advance(r)
 			}
@@ -283,8 +285,7 @@ func (m *Master) servingExited(w *worker, how string) {
 		// Its replacement (self-healing) is starting: it takes the slot
 		// over once ready, or, should it fail, the slot restarts as after
 		// a crash (replaceFailed). A restart now would run beside it.
-		m.log.Warn().Str("event", "serving_exited").Int("gen", w.gen.n).Int("index", s.index).Str("how", how).
-			Msg("serving worker exited while its replacement starts: the replacement takes over when ready")
+		exited("while its replacement starts: the replacement takes over when ready")
 		return
 	}
 	m.crashed(s, w.readyAt, fmt.Errorf("worker (%s) %s", m.who(w), how))

@@ -104,13 +104,7 @@ func newMaster(opts Options, e env) *Master {
 // reaped when Run returns; the sockets are left open for the caller to
 // close.
 func (m *Master) Run() error {
-	defer func() {
-		select {
-		case <-m.done:
-		default:
-			close(m.done)
-		}
-	}()
+	defer m.closeDone()
 	m.started = time.Now()
 	var handed *host.State
 	if m.handed != nil {
@@ -120,17 +114,12 @@ func (m *Master) Run() error {
 	if err != nil {
 		return &StartupError{err}
 	}
-	// Deferred after close(m.done), so it runs first: from then on nobody
-	// waits for the loop, and the reaper, still reaping what exits late,
-	// lets sys.close wait for the keeper's exit.
+	// The loop's end is announced before sys.close (defers run last
+	// first): from then on nobody waits for the loop, and the reaper,
+	// still reaping what exits late, lets sys.close wait for the keeper's
+	// exit. The closeDone above covers a Run that failed to start.
 	defer sys.close()
-	defer func() {
-		select {
-		case <-m.done:
-		default:
-			close(m.done)
-		}
-	}()
+	defer m.closeDone()
 	m.env = sys
 	if m.handed != nil {
 		m.restore(m.handed)
@@ -142,6 +131,15 @@ func (m *Master) Run() error {
 	m.keepServiceAlive()
 	m.loop()
 	return m.exitErr
+}
+
+// closeDone tells every sender that the loop has ended (see send).
+func (m *Master) closeDone() {
+	select {
+	case <-m.done:
+	default:
+		close(m.done)
+	}
 }
 
 // loop handles events until a stop has reaped every worker, stray and hook.

@@ -74,12 +74,16 @@ const (
 
 // Options configures a Master. Fields left zero take the named defaults.
 type Options struct {
-	// Command is the worker's argv. Command[0] is looked up anew at every
-	// start: in PATH when it has no slash, relative to Dir when relative.
+	// Command is the worker's argv. Command[0] is looked up anew for every
+	// generation, at start and at each reload: in PATH when it has no
+	// slash, relative to Dir when relative. Every worker of a generation
+	// (a crash restart, a scale-up, a rollback) runs the program found
+	// then.
 	Command []string
-	// Dir is the worker's working directory as a path, resolved by the
-	// kernel at every start, so a "current -> releases/N" symlink swapped
-	// by a deploy is followed by the next reload. Empty means the master's.
+	// Dir is the worker's working directory as a path, its symbolic links
+	// resolved for every generation as Command[0] is, so a "current ->
+	// releases/N" symlink swapped by a deploy is followed by the next
+	// reload. Empty means the master's.
 	Dir string
 	// Env is the base environment of workers and hooks (nil: the
 	// master's). Over it, in this order: User's HOME, USER, LOGNAME and
@@ -180,8 +184,9 @@ type Options struct {
 	StopDelay time.Duration
 
 	// OnReady, if set, is run (argv, no shell) each time a generation
-	// becomes the serving one; OnStopping at the start of a stop, before
-	// StopDelay. See Hook for their environment and guarantees.
+	// becomes the serving one, and when the service serves again after
+	// every worker had died; OnStopping at the start of a stop, before
+	// StopDelay. hooks.go gives their environment and guarantees.
 	OnReady, OnStopping []string
 	// HookTimeout bounds each run of OnReady and OnStopping
 	// (DefaultHookTimeout): its process group is killed after it.

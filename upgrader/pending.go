@@ -1,14 +1,13 @@
 package upgrader
 
-import (
-	"sync"
-	"syscall"
-)
+import "sync"
 
 // pendingRequests are the events that came while the master handed over
-// for an in-place upgrade. A reload and a stop are handed to the new image
-// (or, if the exec failed, carried out by this one); any other request is
-// answered ErrUpgrading, and the caller may ask again. Everything else (a
+// for an in-place upgrade. A reload a signal asked for and a stop are
+// handed to the new image (or, if the exec failed, carried out by this
+// one); a reload, scale or upgrade with a reply is answered ErrUpgrading,
+// and the caller may ask again; a status is answered ErrNotRunning (send
+// reports false), and a signal to forward is dropped. Everything else (a
 // child's exit, a timer, a notify datagram, a hook's end) is kept in
 // order: if the exec fails, this image applies it as if it had just
 // come, so no drain deadline or exit is lost to a failed upgrade. If the
@@ -79,23 +78,6 @@ func (p *pendingRequests) take() (reload *Trigger, stop int) {
 	reload, stop = p.reload, p.stop
 	p.reload, p.stop = nil, 0
 	return reload, stop
-}
-
-// signals takes what is pending as the signals that ask for it, for the
-// new image (see env.exec): a reload as HUP, a stop as TERM or QUIT.
-func (p *pendingRequests) signals() []syscall.Signal {
-	reload, stop := p.take()
-	var out []syscall.Signal
-	if reload != nil {
-		out = append(out, syscall.SIGHUP)
-	}
-	switch stop {
-	case 1:
-		out = append(out, syscall.SIGTERM)
-	case 2:
-		out = append(out, syscall.SIGQUIT)
-	}
-	return out
 }
 
 // putBack returns what take took.

@@ -54,10 +54,7 @@ func (m *Master) armProbe() {
 	every := m.opts.ProbeInterval
 	if m.onProbation() {
 		every = probeDuringProbation
-		if p.tick != nil {
-			p.tick() // sooner than the one armed
-			p.tick = nil
-		}
+		cancel(&p.tick) // sooner than the one armed
 	}
 	if p.tick == nil {
 		m.armProbeIn(every)

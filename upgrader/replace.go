@@ -1,9 +1,6 @@
 package upgrader
 
-import (
-	"fmt"
-	"time"
-)
+import "time"
 
 // replacement is one slot's worker replaced outside a rollout: a restart
 // after a crash, a slot added by a scale-up, or (self-healing) a fresh
@@ -113,15 +110,23 @@ func (m *Master) crashed(s *slot, readyAt time.Time, why error) {
 		m.stop(false)
 		return
 	}
-	delay := m.opts.RestartBackoff << (s.crashes - 1)
-	if delay > m.opts.RestartBackoffMax || delay <= 0 {
-		delay = m.opts.RestartBackoffMax
-	}
+	delay := m.backoff(s.crashes)
 	m.log.Warn().Str("event", "worker_crashed").Err(why).Int("index", s.index).Int("crashes", s.crashes).
 		Str("restart_in", delay.String()).Msg("worker crashed: restarting")
 	m.cancelRestart(s)
 	s.restartAt = m.env.now().Add(delay)
 	s.restartDue = m.env.after(delay, restartDue{s})
+}
+
+// backoff is the delay before the nth attempt after a failure in a row
+// (a crash restart, a replacement retried, a probe's next replacement):
+// RestartBackoff doubled each time, at most RestartBackoffMax.
+func (m *Master) backoff(n int) time.Duration {
+	d := m.opts.RestartBackoff << (n - 1)
+	if d > m.opts.RestartBackoffMax || d <= 0 {
+		d = m.opts.RestartBackoffMax
+	}
+	return d
 }
 
 // restartSlot restarts s once its backoff has passed.
@@ -135,12 +140,4 @@ func (m *Master) restartSlot(s *slot) {
 	m.replace(s, TriggerCrash)
 }
 
-func (m *Master) cancelRestart(s *slot) {
-	if s.restartDue != nil {
-		s.restartDue()
-		s.restartDue = nil
-	}
-}
-
-// describeSlots is for errors: "worker 2".
-func describeSlot(s *slot) string { return fmt.Sprintf("worker %d", s.index) }
+func (m *Master) cancelRestart(s *slot) { cancel(&s.restartDue) }

@@ -40,9 +40,9 @@ type fakeEnv struct {
 	checks      []upgradeCheck // check runs asked for
 	execState   []byte         // the state handed to the last exec
 	execErr     error          // what exec returns (it returns only on failure)
-	exitedPIDs  map[int]bool   // processes seen exited (exited)
 	rss         map[int]int64  // resident memory by worker
 	probes      int            // probes sent
+	hooksLive   int            // hooks started whose hookDone has not been stepped
 }
 
 type upgradeCheck struct {
@@ -109,7 +109,7 @@ func (f *fakeEnv) forget(pid int)                  { f.forgotten[pid] = true }
 func (f *fakeEnv) tookOver(pid int)                { f.tookOvers[pid]++ }
 func (f *fakeEnv) settled(pid int)                 { f.settledPIDs[pid] = true }
 func (f *fakeEnv) accepting(int) (int, string)     { return 0, "" }
-func (f *fakeEnv) hook(h host.Hook)                { f.hooks = append(f.hooks, h) }
+func (f *fakeEnv) hook(h host.Hook)                { f.hooks = append(f.hooks, h); f.hooksLive++ }
 func (f *fakeEnv) stopping(fast bool)              { f.hooksKilled = f.hooksKilled || fast }
 func (f *fakeEnv) tellService(s host.ServiceState) { f.service = append(f.service, s) }
 func (f *fakeEnv) memory(pid int) (int64, error)   { return f.rss[pid], nil }
@@ -124,8 +124,7 @@ func (f *fakeEnv) exec(img *host.Image, args, env []string, keep []int, state []
 	f.execState = state
 	return f.execErr
 }
-func (f *fakeEnv) exited(pid int) bool { return f.exitedPIDs[pid] }
-func (f *fakeEnv) probe(string)        { f.probes++ }
+func (f *fakeEnv) probe(string) { f.probes++ }
 func (f *fakeEnv) adopted() []host.Stray {
 	a := f.adopt
 	f.adopt = nil
@@ -179,15 +178,120 @@ func newSim(t *testing.T, tweak func(*Options)) *sim {
 
 func (s *sim) step(e event) {
 	s.t.Helper()
+	was := s.before()
+	if _, ok := e.(hookDone); ok {
+		s.env.hooksLive--
+	}
 	e.apply(s.m)
+	s.m.maybeUpgrade() // as the loop does after every event
 	s.check()
+	if err := was.kept(s.m, s.env); err != nil {
+		s.t.Fatalf("step broke a promise: %v\nstate: %s\nlog:\n%s", err, s.describe(), s.log)
+	}
 }
 
 func (s *sim) check() {
 	s.t.Helper()
-	if err := invariants(s.m); err != nil {
+	err := invariants(s.m)
+	if err == nil {
+		err = s.env.agrees(s.m)
+	}
+	if err != nil {
 		s.t.Fatalf("invariant broken: %v\nstate: %s\nlog:\n%s", err, s.describe(), s.log)
 	}
+}
+
+// stepStart is what a step may not undo, as it was before the step.
+type stepStart struct {
+	serving  []*worker // every slot's serving worker
+	stopping bool
+	starts   int
+}
+
+func (s *sim) before() stepStart {
+	b := stepStart{stopping: s.m.stopping, starts: len(s.env.starts)}
+	for _, sl := range s.m.slots {
+		if sl.serving != nil {
+			b.serving = append(b.serving, sl.serving)
+		}
+	}
+	return b
+}
+
+// kept checks the promises about what a step may do: a serving worker
+// stops serving only by its own death, by a worker that took its slot
+// over, by its slot's removal or by a stop (so a reload or a replacement
+// never lowers serving capacity); and once stopping, nothing starts.
+func (b stepStart) kept(m *Master, f *fakeEnv) error {
+	for _, w := range b.serving {
+		if m.workers[w.pid] != w || w.state == serving || m.stopping || w.slot.retired {
+			continue
+		}
+		if s := w.slot.serving; s == nil || s == w {
+			return fmt.Errorf("worker %d stopped serving (%s) with nothing serving slot %d in its place", w.pid, w.state, w.slot.index)
+		}
+	}
+	if b.stopping && len(f.starts) > b.starts {
+		return fmt.Errorf("%d workers started while stopping", len(f.starts)-b.starts)
+	}
+	return nil
+}
+
+// agrees checks what the loop keeps about the env against the fake env:
+// every deadline the loop keeps beside a timer (which an in-place upgrade
+// hands over as time left) is that of a live timer for the same event;
+// a draining worker's drain timer is live; at most one hook runs; and a
+// stray told to drain has its SIGKILL armed or has had it.
+func (f *fakeEnv) agrees(m *Master) error {
+	timed := func(what string, e event, at time.Time) error {
+		for _, t := range f.timers {
+			if !t.stopped && t.e == e {
+				if !t.at.Equal(at) {
+					return fmt.Errorf("%s: the loop keeps %s, its timer fires at %s", what, at.Sub(f.clock), t.at.Sub(f.clock))
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("%s: no live timer", what)
+	}
+	var errs []error
+	for _, w := range m.sortedWorkers() {
+		if w.state == draining && !w.killed {
+			errs = append(errs, timed(fmt.Sprintf("worker %d's drain", w.pid), workerTimer{w, draining}, w.drainUntil))
+		}
+		if w.watchdog != nil {
+			errs = append(errs, timed(fmt.Sprintf("worker %d's watchdog", w.pid), watchdogExpired{w, w.watchdogSeq}, w.watchdogDue))
+		}
+		if w.ageTimer != nil {
+			errs = append(errs, timed(fmt.Sprintf("worker %d's --max-age", w.pid), ageReached{w}, w.ageDue))
+		}
+	}
+	for _, s := range m.slots {
+		if s.restartDue != nil {
+			errs = append(errs, timed(fmt.Sprintf("slot %d's restart", s.index), restartDue{s}, s.restartAt))
+		}
+		if s.healRetry != nil {
+			errs = append(errs, timed(fmt.Sprintf("slot %d's replacement retry", s.index), healRetry{s.serving, s.retryWhy}, s.retryAt))
+		}
+	}
+	if m.heals.probe.tick != nil {
+		errs = append(errs, timed("the probe", probeTick{}, m.heals.probe.tickAt))
+	}
+	if m.heals.memTick != nil {
+		errs = append(errs, timed("the memory check", memoryCheck{}, m.heals.memAt))
+	}
+	for _, s := range m.sortedStrays() {
+		switch {
+		case s.kill != nil:
+			errs = append(errs, timed(fmt.Sprintf("stray %d's SIGKILL", s.pid), strayKill{s}, s.killAt))
+		case s.drained && !f.signalled(s.pid, syscall.SIGKILL):
+			errs = append(errs, fmt.Errorf("stray %d was told to drain but has no SIGKILL armed or sent", s.pid))
+		}
+	}
+	if f.hooksLive > 1 {
+		errs = append(errs, fmt.Errorf("%d hooks run at once", f.hooksLive))
+	}
+	return errors.Join(errs...)
 }
 
 // advance moves the clock by d, firing every timer due on the way, in order.
@@ -394,9 +498,21 @@ func invariants(m *Master) error {
 		if s.pid != pid {
 			return fmt.Errorf("stray %d filed under %d", s.pid, pid)
 		}
-		if s.drained && s.kill == nil && !s.hook && !m.stopping && m.workers[s.pgid] == nil {
-			// killed at once: only when its time had come
+	}
+	healing := 0
+	for _, s := range m.slots {
+		if s.replacing == nil {
+			continue
 		}
+		if s.replacing.trigger.heals() {
+			healing++
+		}
+		if s.incoming == nil && !m.stopping {
+			return fmt.Errorf("slot %d's replacement (%s) has no incoming worker", s.index, s.replacing.trigger)
+		}
+	}
+	if healing > 1 {
+		return fmt.Errorf("%d self-healing replacements run at once", healing)
 	}
 	return nil
 }

@@ -123,6 +123,8 @@ type healSnapshot struct {
 // state hs and the caller's files and data.
 func (m *Master) handOverState(hs host.State, files map[string]int, data []byte) (*HandOver, error) {
 	now := m.env.now()
+	// Every timer goes as the time it had left (see doc.go): the loop
+	// keeps each one's deadline beside it.
 	until := func(t time.Time) *time.Duration {
 		d := max(t.Sub(now), 0)
 		return &d
@@ -155,8 +157,7 @@ func (m *Master) handOverState(hs host.State, files map[string]int, data []byte)
 			addGen(s.gen)
 		}
 		if s.restartDue != nil {
-			d := m.timerLeft(restartDue{s}, now)
-			ss.RestartIn = &d
+			ss.RestartIn = until(s.restartAt)
 		}
 		if s.healRetry != nil {
 			ss.RetryIn, ss.RetryWhy = until(s.retryAt), s.retryWhy
@@ -171,23 +172,16 @@ func (m *Master) handOverState(hs host.State, files map[string]int, data []byte)
 		ws := workerSnapshot{PID: w.pid, Gen: w.gen.n, Index: w.slot.index, State: w.state.String(), Trigger: w.trigger,
 			Started: w.started, ReadyAt: w.readyAt, Killed: w.killed, MainExit: w.mainExit, Status: w.status.text,
 			WatchdogEvery: w.watchdogEvery}
-		left := func(due time.Time) *time.Duration {
-			if due.IsZero() {
-				return nil
-			}
-			d := max(due.Sub(now), 0)
-			return &d
-		}
 		if w.state == serving {
 			if w.watchdog != nil {
-				ws.WatchdogLeft = left(w.watchdogDue)
+				ws.WatchdogLeft = until(w.watchdogDue)
 			}
 			if w.ageTimer != nil {
-				ws.AgeLeft = left(w.ageDue)
+				ws.AgeLeft = until(w.ageDue)
 			}
 		}
 		if w.state == draining {
-			ws.DrainLeft = max(w.drainUntil.Sub(now), 0)
+			ws.DrainLeft = *until(w.drainUntil)
 			if w.slot.retired {
 				ws.Index = -1 - w.slot.index // a retired slot's: not one of the slots
 			}
@@ -197,8 +191,7 @@ func (m *Master) handOverState(hs host.State, files map[string]int, data []byte)
 	for _, s := range m.sortedStrays() {
 		ss := straySnapshot{PID: s.pid, Gen: s.key.gen, Index: s.key.index, Comm: s.comm, PGID: s.pgid, Hook: s.hook, Drained: s.drained}
 		if s.kill != nil {
-			d := m.timerLeft(strayKill{s}, now)
-			ss.KillIn = &d
+			ss.KillIn = until(s.killAt)
 		}
 		st.Strays = append(st.Strays, ss)
 	}
@@ -219,19 +212,6 @@ func (m *Master) handOverState(hs host.State, files map[string]int, data []byte)
 	return &HandOver{Version: StateVersion, From: m.opts.Version, At: now, Engine: st, Host: hs, Files: files, Data: data}, nil
 }
 
-// timerLeft is how long the timer that delivers e has left. The loop
-// does not keep timers' deadlines apart from what they are for, so it
-// works them out from the state they guard.
-func (m *Master) timerLeft(e event, now time.Time) time.Duration {
-	switch e := e.(type) {
-	case restartDue:
-		return max(e.s.restartAt.Sub(now), 0)
-	case strayKill:
-		return max(e.s.killAt.Sub(now), 0)
-	}
-	return 0
-}
-
 // Resume returns a Master that carries on, in a new image, from what its
 // old image handed over in an in-place upgrade. opts are the new image's
 // own (its flags, its sockets taken back from the caller's files).
@@ -242,6 +222,47 @@ func Resume(opts Options, ho *HandOver) (*Master, error) {
 	m := newMaster(opts, nil)
 	m.handed = ho
 	return m, nil
+}
+
+// restoreWorker files a worker handed over, serving or draining, in its
+// slot (a retired slot's, with a negative index, outside the slots), and
+// arms its timers for what left says they had left.
+func (m *Master) restoreWorker(ws workerSnapshot, gens map[int]*generation, left func(time.Duration) time.Duration) {
+	now := m.env.now()
+	var s *slot
+	if ws.Index >= 0 && ws.Index < len(m.slots) {
+		s = m.slots[ws.Index]
+	} else {
+		index := ws.Index
+		if index < 0 {
+			index = -1 - index
+		}
+		s = &slot{index: index, gen: gens[ws.Gen], retired: true}
+	}
+	w := &worker{gen: gens[ws.Gen], slot: s, pid: ws.PID, trigger: ws.Trigger, started: ws.Started, readyAt: ws.ReadyAt,
+		killed: ws.Killed, mainExit: ws.MainExit, watchdogEvery: ws.WatchdogEvery}
+	w.status.text = ws.Status
+	m.workers[w.pid] = w
+	if ws.State != serving.String() {
+		w.state = draining
+		w.drainUntil = now.Add(left(ws.DrainLeft))
+		if !w.killed {
+			m.arm(w, left(ws.DrainLeft))
+		}
+		return
+	}
+	w.state = serving
+	s.serving = w
+	// Its timers go on from what they had left, rather than afresh: else
+	// upgrades more often than --max-age or the watchdog interval would
+	// keep a worker from ever being replaced for either.
+	if ws.AgeLeft != nil {
+		w.ageDue = now.Add(left(*ws.AgeLeft))
+	}
+	m.serves(w)
+	if ws.WatchdogLeft != nil {
+		m.armWatchdogIn(w, left(*ws.WatchdogLeft))
+	}
 }
 
 // restore rebuilds the loop's state from ho, arms its timers afresh from
@@ -285,42 +306,7 @@ func (m *Master) restore(ho *HandOver) {
 		m.slots = append(m.slots, &slot{index: i, gen: m.current})
 	}
 	for _, ws := range st.Workers {
-		var s *slot
-		if ws.Index >= 0 && ws.Index < len(m.slots) {
-			s = m.slots[ws.Index]
-		} else {
-			index := ws.Index
-			if index < 0 {
-				index = -1 - index
-			}
-			s = &slot{index: index, gen: gens[ws.Gen], retired: true}
-		}
-		w := &worker{gen: gens[ws.Gen], slot: s, pid: ws.PID, trigger: ws.Trigger, started: ws.Started, readyAt: ws.ReadyAt,
-			killed: ws.Killed, mainExit: ws.MainExit, watchdogEvery: ws.WatchdogEvery}
-		w.status.text = ws.Status
-		m.workers[w.pid] = w
-		switch ws.State {
-		case "serving":
-			w.state = serving
-			s.serving = w
-			// Its timers go on from what they had left, rather than
-			// afresh: else upgrades more often than --max-age or the
-			// watchdog interval would keep a worker from ever being
-			// replaced for either.
-			if ws.AgeLeft != nil {
-				w.ageDue = now.Add(left(*ws.AgeLeft))
-			}
-			m.serves(w)
-			if ws.WatchdogLeft != nil {
-				m.armWatchdogIn(w, left(*ws.WatchdogLeft))
-			}
-		default:
-			w.state = draining
-			w.drainUntil = now.Add(left(ws.DrainLeft))
-			if !w.killed {
-				m.arm(w, left(ws.DrainLeft))
-			}
-		}
+		m.restoreWorker(ws, gens, left)
 	}
 	for _, ss := range st.Strays {
 		s := &stray{pid: ss.PID, key: workerKey{ss.Gen, ss.Index}, comm: ss.Comm, pgid: ss.PGID, hook: ss.Hook, drained: ss.Drained}

@@ -91,9 +91,7 @@ func (m *Master) endStopDelayIfDone() {
 
 // cancelStopDelay ends the stop delay, if one runs.
 func (m *Master) cancelStopDelay() {
-	if m.delay.cancel != nil {
-		m.delay.cancel()
-	}
+	cancel(&m.delay.cancel)
 	m.delay = stopDelay{}
 }
 
@@ -171,10 +169,7 @@ type socketsLost map[string]string // socket name → the error logged
 // the master stops. Called again, it starts the wait for the next look
 // over.
 func (m *Master) watchSockets() {
-	if m.socketCheck != nil {
-		m.socketCheck()
-		m.socketCheck = nil
-	}
+	cancel(&m.socketCheck)
 	if m.stopping {
 		return
 	}

@@ -103,7 +103,6 @@ func (s *system) takeBack()                                            { s.h.Tak
 func (s *system) exec(img *host.Image, args, env []string, keep []int, state []byte) error {
 	return s.h.ExecImage(img, args, env, keep, state)
 }
-func (s *system) exited(pid int) bool { return s.h.Exited(pid) }
 func (s *system) probe(url string) {
 	s.h.Probe(url, func(ok bool, detail string) { s.m.send(probeDone{ok, detail}) })
 }

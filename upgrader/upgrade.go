@@ -20,19 +20,21 @@ import (
 // The old image hands the new one its state (HandOver, JSON, versioned)
 // through a descriptor, and the new one carries on from it.
 //
-// It runs only when the master is quiet: no reload moving workers, no
-// worker starting, no hook or self-healing replacement running, no scale
-// under way; it waits for that, and a reload asked for meanwhile runs
+// It runs only when the master is quiet (see quiet): no reload moving
+// workers, no worker starting, no hook, probe or self-healing replacement
+// running, no scale under way, no stop begun; it waits for that, and a reload asked for meanwhile runs
 // first. Workers that drain carry on draining, on their old deadline.
 //
 // It never leaves a broken master: first the new binary runs in a check
-// mode (UpgradeCheckTimeout at most), given the state it would be handed
+// mode (UpgradeOptions.CheckTimeout at most), given the state it would be handed
 // on stdin and the master's own flags, and must say its version and exit
 // 0; any failure (not executable, wrong architecture, a crash, a state
 // version or a flag it does not know) refuses the upgrade with the reason,
-// and this master carries on untouched. Signals sent during the exec stay
-// pending for the new image (see host.Exec); one the old image caught
-// just before is handed over.
+// and this master carries on untouched. A signal that arrives during the
+// exec itself is the caller's to provide for (UpgradeOptions.Quiesce: the
+// baton command misses a reload, scale or forward signal then, and lets a
+// stop signal end it, its keeper draining the workers); one the old image
+// caught just before is handed over.
 
 // UpgradeOptions makes a Master upgradable in place (Options.Upgrade).
 type UpgradeOptions struct {

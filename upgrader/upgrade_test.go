@@ -24,7 +24,6 @@ func (s *sim) upgradeNow(to string, checkErr error) <-chan UpgradeResult {
 	s.t.Helper()
 	c := make(chan UpgradeResult, 1)
 	s.step(upgradeReq{c})
-	s.m.maybeUpgrade()
 	if len(s.env.checks) == 0 {
 		return c
 	}
@@ -108,7 +107,6 @@ func TestUpgradeWaitsForAReload(t *testing.T) {
 	}
 	s.ready(102)
 	s.exit(101, 0)
-	s.m.maybeUpgrade()
 	if len(s.env.checks) != 1 {
 		t.Fatal("the upgrade did not begin once the reload ended")
 	}

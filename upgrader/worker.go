@@ -74,8 +74,8 @@ type worker struct {
 }
 
 // slot is one of the N places a worker serves from. It has at most one
-// serving worker and at most one incoming one (its replacement, starting
-// or on probation); workers it had before drain outside it.
+// serving worker and at most one incoming one (its replacement, starting,
+// on probation or held); workers it had before drain outside it.
 type slot struct {
 	index    int
 	gen      *generation // the generation it runs, or is moving to
@@ -94,8 +94,9 @@ type slot struct {
 	healRetry func()
 	retryAt   time.Time
 	retryWhy  Trigger
-	// replacing is the self-healing or crash replacement of its serving
-	// worker under way, outside any rollout.
+	// replacing is the replacement of its worker under way outside any
+	// rollout (a crash restart, a scale-up, self-healing): its incoming
+	// worker is that replacement's.
 	replacing *replacement
 }
 

@@ -12,13 +12,6 @@ import (
 	"github.com/baton-sh/baton/upgrader"
 )
 
-// flagRow is one row of a markdown table of master flags: the flags its
-// first cell names and the default its second cell gives each.
-type flagRow struct {
-	flags    []string
-	defaults []string
-}
-
 var (
 	flagName    = regexp.MustCompile("`(--[a-z-]+)")
 	backtickVal = regexp.MustCompile("^`([^`]*)`$")

@@ -1,6 +1,15 @@
 // Command baton runs a server as a worker behind a master process with a
 // stable PID, and replaces the worker on SIGHUP without refusing or cutting
 // a connection. See README.md for the whole story.
+//
+// It owns the command line and the wiring: the master's flags become
+// upgrader.Options (master.go), with the sockets, pidfile, control socket,
+// admin endpoint and privileges it holds for the engine; its other
+// commands (reload, status, scale, upgrade) drive a running master
+// through its control socket (client.go, upgrade.go); demo shows it off.
+// The same binary is the master's re-exec helpers (exec shim, parent
+// stub, keeper) and a new image's upgrade check, each chosen at the top
+// of main.
 package main
 
 import (

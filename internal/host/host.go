@@ -1,15 +1,19 @@
 //go:build linux
 
-// Package host is the operating-system side of baton's master: it starts
-// worker processes with the sockets and their protocol's environment,
-// holds a pidfd for each and signals only through them, reaps every
-// child, receives each worker's sd_notify messages on a socket of its own,
-// watches for readiness (--ready accepting, a protocol's own channel),
-// reads each worker's output pipes into the log (Config.Output),
-// watches the process group of a worker whose main process has exited,
-// finds the processes the master adopts, runs hooks, keeps the keeper
-// (internal/keeper) informed, and talks to the master's own service
-// manager.
+// Package host is the operating-system side of baton's master: it
+// resolves the worker program of a release, starts worker processes with
+// the sockets and their protocol's environment, holds a pidfd for each
+// and signals only through them, reaps every child, receives each
+// worker's sd_notify messages on a socket of its own, watches for
+// readiness (--ready accepting, a protocol's own channel), reads each
+// worker's output pipes into the log (Config.Output), watches the process
+// group of a worker whose main process has exited, finds the processes
+// the master adopts, binds lost sockets anew (CheckSockets), runs hooks,
+// probes the service and measures a worker's memory (health.go), keeps
+// the keeper (internal/keeper) informed, and talks to the master's own
+// service manager. For an in-place upgrade it runs the new binary's
+// check, hands its own state over, executes the new image, and in that
+// image takes everything back (upgrade.go).
 //
 // A Host owns no lifecycle: upgrader's loop decides, a Host does, and what
 // it learns later reaches the loop through Events. Every method of Host is

@@ -72,17 +72,23 @@ func (o *outputReaders) run(run *outputRun) {
 	}()
 }
 
+// running lists the readers that run now.
+func (o *outputReaders) running() []*outputRun {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	runs := make([]*outputRun, 0, len(o.runs))
+	for run := range o.runs {
+		runs = append(runs, run)
+	}
+	return runs
+}
+
 // stop interrupts every reader, once what it has read is logged, and
 // describes them for an in-place upgrade's new image, with the
 // descriptors to keep open; the readers that ended meanwhile are left
 // out. resume undoes it.
 func (o *outputReaders) stop() ([]OutputState, []int) {
-	o.mu.Lock()
-	runs := make([]*outputRun, 0, len(o.runs))
-	for run := range o.runs {
-		runs = append(runs, run)
-	}
-	o.mu.Unlock()
+	runs := o.running()
 	for _, run := range runs {
 		run.r.Stop()
 	}
@@ -130,12 +136,7 @@ func (o *outputReaders) resume() {
 // a process still writing into one then gets EPIPE.
 func (o *outputReaders) close() {
 	deadline := time.After(outputDrain)
-	o.mu.Lock()
-	runs := make([]*outputRun, 0, len(o.runs))
-	for run := range o.runs {
-		runs = append(runs, run)
-	}
-	o.mu.Unlock()
+	runs := o.running()
 	for _, run := range runs {
 		select {
 		case <-run.done:

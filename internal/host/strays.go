@@ -3,8 +3,6 @@
 package host
 
 import (
-	"bytes"
-	"os"
 	"strconv"
 	"time"
 
@@ -51,7 +49,7 @@ func (h *Host) Adopted() []Stray {
 			fd := int(pfd)
 			var env map[string]string
 			if err == nil {
-				env = readEnv(pid, envGeneration, envWorkerIndex, envHook)
+				env, _ = proc.Environ(pid, envGeneration, envWorkerIndex, envHook)
 				if proc.PidFD(fd).Exited() { // the environment read may not have been its own
 					unix.Close(fd)
 					err = unix.ESRCH
@@ -84,25 +82,3 @@ func (h *Host) Adopted() []Stray {
 // all its threads, some of which its children may belong to. It takes
 // microseconds, unless a thread is stuck in the kernel.
 const exitWait = 100 * time.Millisecond
-
-// readEnv reads the named variables of process pid's environment as it
-// was exec'd (/proc/PID/environ).
-func readEnv(pid int, names ...string) map[string]string {
-	out := map[string]string{}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
-	if err != nil {
-		return out
-	}
-	for _, kv := range bytes.Split(b, []byte{0}) {
-		k, v, ok := bytes.Cut(kv, []byte{'='})
-		if !ok {
-			continue
-		}
-		for _, n := range names {
-			if string(k) == n {
-				out[n] = string(v)
-			}
-		}
-	}
-	return out
-}

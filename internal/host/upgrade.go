@@ -122,22 +122,18 @@ func (h *Host) TakeBack() {
 	}
 }
 
-// Exec replaces the master's image with path, argv and env, keeping the
-// descriptors keep open. It runs on the spawner's thread, the one every
-// worker was forked from: the other threads end at the exec, and a
-// worker's parent-death signal follows the thread that forked it. Exec
-// returns only if the exec failed, with every change undone.
+// exec replaces the master's image with path, argv and env, keeping the
+// descriptors keep open; name is what its error calls the binary. It
+// runs on the spawner's thread, the one every worker was forked from: the
+// other threads end at the exec, and a worker's parent-death signal
+// follows the thread that forked it. It returns only if the exec failed,
+// with every change undone.
 //
 // A signal cannot be held pending for the new image: a Go program
 // unblocks SIGHUP, SIGINT and SIGTERM as it starts, before it has a
 // handler, so one pending then would take its default action and end the
 // master. The caller sets the signals it can afford to miss to be ignored
 // instead (see UpgradeOptions.Quiesce in upgrader).
-func (h *Host) Exec(path string, argv, env []string, keep []int) error {
-	return h.exec(path, path, argv, env, keep)
-}
-
-// exec is Exec of path, called name in its error.
 func (h *Host) exec(path, name string, argv, env []string, keep []int) error {
 	return h.spawn.run(func() error {
 		for _, fd := range keep {
@@ -373,13 +369,6 @@ func Resume(cfg Config, ev Events, st State) (*Host, error) {
 	return h, errors.Join(errs...)
 }
 
-// Exited reports whether process pid, which the Host holds, has exited
-// (it may wait to be reaped).
-func (h *Host) Exited(pid int) bool {
-	p := h.procs[pid]
-	return p == nil || (p.fd >= 0 && proc.PidFD(p.fd).Exited())
-}
-
 // handOver sends what is queued for the keeper, then describes it.
 func (l *keeperLink) handOver() (*KeeperState, []int, error) {
 	l.mu.Lock()
@@ -508,7 +497,7 @@ func (k *keeperProc) flush(deadline time.Time) bool {
 
 // ExecImage writes state to an anonymous file kept open across the exec,
 // names it in the new image's environment (envnames.UpgradeState), and
-// executes img (see Exec), unless it was written to since it was opened
+// executes img (see exec), unless it was written to since it was opened
 // (Image.Changed).
 // It returns only if that failed.
 func (h *Host) ExecImage(img *Image, argv, env []string, keep []int, state []byte) error {

@@ -323,7 +323,7 @@ func (f *family) takeMarked(p proc.Stat) bool {
 	if err != nil {
 		return false
 	}
-	env, err := proc.Getenvs(p.PID, envnames.MasterPID, envnames.Generation, envnames.Hook)
+	env, err := proc.Environ(p.PID, envnames.MasterPID, envnames.Generation, envnames.Hook)
 	if err != nil || fd.Exited() || env[envnames.MasterPID] != strconv.Itoa(c.Master) {
 		f.unmarked[key] = err == nil && !fd.Exited()
 		fd.Close()

@@ -1,8 +1,10 @@
-// Package proc is baton's one reader of other processes: what /proc says
-// about them (their stat line, their process group, their children, a
-// variable of their environment) and the pidfd through which baton holds,
-// signals and waits for one of them without ever mistaking a reused PID
-// for it.
+// Package proc is how baton reads and holds other processes: what /proc
+// says about them (their stat line, their process group, their children,
+// variables of their environment) and the pidfd through which baton
+// holds, signals and waits for one of them without ever mistaking a
+// reused PID for it. Two hot paths read /proc in their own way, for
+// speed: internal/accepting's look for a waiting accept and the host's
+// memory walk (internal/host/health.go).
 //
 // Everything read from /proc by number may already be stale when it is
 // returned: the process may have exited and its PID gone to another. Open
@@ -218,29 +220,30 @@ func Children(pid int) []int {
 // the process has no such variable; err is set when its environment could
 // not be read (the process is gone, or is another user's).
 func Getenv(pid int, name string) (value string, found bool, err error) {
-	vars, err := Getenvs(pid, name)
-	value, found = vars[name]
+	env, err := Environ(pid, name)
+	value, found = env[name]
 	return value, found, err
 }
 
-// Getenvs is Getenv for several names in one read: the variables found,
-// by name.
-func Getenvs(pid int, names ...string) (map[string]string, error) {
+// Environ reads the named variables of process pid's environment, as
+// Getenv does one, in one read: those it has, by name (the first of a
+// name given twice, as getenv(3) finds it).
+func Environ(pid int, names ...string) (map[string]string, error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
 	if err != nil {
 		return nil, err
 	}
-	vars := map[string]string{}
+	env := map[string]string{}
 	for _, kv := range bytes.Split(b, []byte{0}) {
 		k, v, ok := bytes.Cut(kv, []byte{'='})
 		if !ok {
 			continue
 		}
 		for _, n := range names {
-			if _, seen := vars[n]; !seen && string(k) == n {
-				vars[n] = string(v)
+			if _, dup := env[n]; string(k) == n && !dup {
+				env[n] = string(v)
 			}
 		}
 	}
-	return vars, nil
+	return env, nil
 }

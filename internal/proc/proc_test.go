@@ -363,6 +363,10 @@ func TestGetenv(t *testing.T) {
 			t.Errorf("Getenv(%d, %s) = %q, %v, %v; want %q, %v", pid, tc.name, v, found, err, tc.value, tc.found)
 		}
 	}
+	env, err := proc.Environ(pid, "PROC_TEST_A", "PROC_TEST_EMPTY", "PROC_TEST_NONE")
+	if err != nil || len(env) != 2 || env["PROC_TEST_A"] != "1 2" || env["PROC_TEST_EMPTY"] != "" {
+		t.Errorf("Environ(%d) = %v, %v; want PROC_TEST_A and PROC_TEST_EMPTY", pid, env, err)
+	}
 	if _, found, err := proc.Getenv(1<<30, "PATH"); err == nil || found {
 		t.Errorf("Getenv of no process = %v, %v; want an error", found, err)
 	}
