@@ -101,12 +101,12 @@
 //	output reader, per worker stream nothing                         its pipe; outputReaders.mu (host/output.go)
 //	API callers (Reload, Scale, …)  requests with reply channels     nothing; replies are buffered
 //
-// A timer stopped while its event is already on its way (it fired as
-// the loop handled another) still delivers it, so a timer event's handler
-// checks that what it was armed for still stands before it acts: a
-// workerTimer its worker's state, a watchdogExpired its sequence number,
-// a strayKill its stray, a restartDue that its slot is still empty, a
-// healRetry or ageReached that its worker still serves.
+// Cancelling a timer is final, even when it has already fired and its
+// event waits to reach the loop (it fired as the loop handled another):
+// the event arrives marked cancelled and is dropped (system.after). The
+// handlers still check what they act on (a workerTimer its worker's
+// state, a watchdogExpired its sequence number), as the fake clock of the
+// tests does not model that race.
 //
 // Lock order: keeperLink.mu, then host.children.mu (held across the fork
 // of a hook or the keeper, and by the reaper while it hands one's exit

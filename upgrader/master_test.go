@@ -693,3 +693,28 @@ func TestServiceManagerHearsEachStep(t *testing.T) {
 		t.Fatalf("service manager heard %v", got)
 	}
 }
+
+// countEvent counts its applications.
+type countEvent struct{ n *int }
+
+func (c countEvent) apply(*Master) { *c.n++ }
+
+// A timer cancelled after it fired, while its event waits to reach the
+// loop (the loop was busy with another event), never reaches its handler;
+// one not cancelled does.
+func TestTimerCancelledInFlightIsDropped(t *testing.T) {
+	m := newMaster(Options{}, nil)
+	s := &system{m: m}
+	for _, cancel := range []bool{true, false} {
+		applied := 0
+		stop := s.after(0, countEvent{&applied})
+		e := <-m.events // fired, and sent
+		if cancel {
+			stop()
+		}
+		e.apply(m)
+		if want := map[bool]int{true: 0, false: 1}[cancel]; applied != want {
+			t.Errorf("cancelled %v: the event was applied %d times, want %d", cancel, applied, want)
+		}
+	}
+}

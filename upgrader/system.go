@@ -62,9 +62,31 @@ func (s *system) HookDone(r host.HookResult)                 { s.m.send(hookDone
 
 func (s *system) now() time.Time { return time.Now() }
 
+// after arms a timer for e. Its cancel, called on the loop, is final: a
+// timer that has already fired has its event on the way (the timer's
+// goroutine waits to send it), and Stop cannot recall it; the event then
+// arrives marked cancelled and is dropped, so no handler has to ask
+// whether what it was armed for still stands.
 func (s *system) after(d time.Duration, e event) func() {
-	t := time.AfterFunc(d, func() { s.m.send(e) })
-	return func() { t.Stop() }
+	a := &armed{e: e}
+	t := time.AfterFunc(d, func() { s.m.send(a) })
+	return func() {
+		a.cancelled = true
+		t.Stop()
+	}
+}
+
+// armed is a timer's event as it reaches the loop. cancelled is written
+// and read only on the loop.
+type armed struct {
+	e         event
+	cancelled bool
+}
+
+func (a *armed) apply(m *Master) {
+	if !a.cancelled {
+		a.e.apply(m)
+	}
 }
 
 func (s *system) resolve() (host.Release, error)   { return s.h.Resolve() }
