@@ -19,6 +19,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -37,7 +38,7 @@ func main() {
 		orphan      = flag.Bool("orphan", false, "leave a grandchild process (sleep) re-parented away from us")
 		failFile    = flag.String("fail-if-exists", "", "exit 1 at start if this file exists")
 		udp         = flag.String("udp", "", "also echo datagrams on the inherited socket of this name")
-		crashAfter  = flag.Duration("crash-after", 0, "exit 1 this long after becoming ready (with -crash-if-exists: only if that file exists at start)")
+		crashAfter  = flag.Duration("crash-after", 0, "exit 1 this long after becoming ready, once it has answered what it has in flight, as on its drain signal (a release that dies on probation; what its own death would cut is not baton's to save, so a test counts only what baton loses); with -crash-if-exists: only if that file exists at start")
 		crashFile   = flag.String("crash-if-exists", "", "see -crash-after")
 		shutdown    = flag.Bool("shutdown-on-drain", false, "shutdown(2) the inherited listening socket on the drain signal, as old HAProxy did")
 		status      = flag.String("status", "", "send this STATUS= text to baton before READY=1")
@@ -160,11 +161,14 @@ func main() {
 	} else {
 		close(echoed)
 	}
+	var crashing atomic.Bool
 	if *crashAfter > 0 && (*crashFile == "" || exists(*crashFile)) {
+		sig := drain[0].(syscall.Signal)
 		go func() {
 			time.Sleep(*crashAfter)
 			fmt.Fprintln(os.Stderr, "testworker: crashing after ready as asked")
-			os.Exit(1)
+			crashing.Store(true)
+			syscall.Kill(os.Getpid(), sig)
 		}()
 	}
 	if *shutdown {
@@ -197,6 +201,9 @@ func main() {
 		os.Exit(1)
 	}
 	<-echoed
+	if crashing.Load() {
+		os.Exit(1)
+	}
 	if *growMB > 0 {
 		// Tests read how big it got before it was replaced.
 		fmt.Fprintf(os.Stderr, "testworker: exiting pid=%d peak_rss_kb=%d\n", os.Getpid(), peakRSS())
