@@ -526,6 +526,7 @@ func peakRSS(t *testing.T, pid int) int {
 // `reload --wait` without --timeout must not wait forever on a master
 // that stopped answering or died.
 func TestReloadWaitOnAMasterThatNeverAnswers(t *testing.T) {
+	t.Parallel() // it waits out the control socket's silence, idle
 	for _, tc := range []struct {
 		name string
 		sig  syscall.Signal
@@ -535,6 +536,7 @@ func TestReloadWaitOnAMasterThatNeverAnswers(t *testing.T) {
 		{"killed", syscall.SIGKILL, "closed the connection without an answer"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			b, _ := startWorker(t, nil, "-ready-after", "3s")
 			bin := harness.Build(t)
 			type result struct {
@@ -576,6 +578,7 @@ func TestReloadWaitOnAMasterThatNeverAnswers(t *testing.T) {
 // A plain `baton reload` (no --wait) to a stopped master gives up too: a
 // deploy script's reload must not hang.
 func TestReloadOnAStoppedMaster(t *testing.T) {
+	t.Parallel() // it waits out the control socket's silence, idle
 	b, _ := startWorker(t, nil)
 	b.Signal(t, syscall.SIGSTOP)
 	defer b.Cmd.Process.Signal(syscall.SIGCONT)

@@ -27,6 +27,7 @@ func wrapper(t *testing.T, check, build string) string {
 // session holding its output: the check is still bounded by its 10s, the
 // upgrade is refused in one line, and the master reloads afterwards.
 func TestUpgradeCheckOutputHeldOpen(t *testing.T) {
+	t.Parallel() // it waits out the check's timeout, idle
 	bin := harness.Build(t)
 	s := startUpgradable(t, "--listen", "http=tcp://127.0.0.1:0", "--", bin.TestWorker)
 	held := filepath.Join(t.TempDir(), "held.pid")
