@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -500,4 +501,144 @@ func podmanStatus(url string) int {
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// The pod of scripts/kubernetes/pod.yaml, run by `podman kube play` with
+// the test image and worker, loopback host ports and a stop delay of 1 s:
+// baton is PID 1 of the app container with four workers, a HUP replaces
+// them under load, /-/ready answers 200; stopping the app container
+// with the pod's grace period answers the request in flight, says 503
+// on /-/ready first, and exits 0; `podman kube down` then removes it.
+func TestPodmanKubePlay(t *testing.T) {
+	image := podmanNeed(t)
+	if _, err := exec.LookPath("catatonit"); err != nil {
+		t.Skip("podman kube play needs catatonit for its pod's infra container (Debian package catatonit; scripts/test installs it)")
+	}
+	manifest, err := os.ReadFile(filepath.Join(harness.ModuleRoot(), "scripts", "kubernetes", "pod.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	grace := regexp.MustCompile(`terminationGracePeriodSeconds: (\d+)`).FindSubmatch(manifest)
+	if grace == nil {
+		t.Fatal("scripts/kubernetes/pod.yaml: no terminationGracePeriodSeconds")
+	}
+	pod := fmt.Sprintf("baton-test-%d-%d", os.Getpid(), podmanSeq.Add(1))
+	app := pod + "-app"
+	web, admin := freePort(t), freePort(t)
+	yaml := string(manifest)
+	for _, r := range []struct{ old, new string }{
+		{"  name: app\nspec:", "  name: " + pod + "\nspec:"},
+		{"image: example/app", "image: " + image},
+		{"/usr/local/bin/baton", "/bin/baton"},
+		{"/app/server", "/bin/testworker"},
+		{`"--stop-delay", "5s"`, `"--stop-delay", "1s"`},
+		{"- containerPort: 8080", fmt.Sprintf("- containerPort: 8080\n      hostIP: 127.0.0.1\n      hostPort: %s", web[strings.LastIndex(web, ":")+1:])},
+		{"- containerPort: 9090", fmt.Sprintf("- containerPort: 9090\n      hostIP: 127.0.0.1\n      hostPort: %s", admin[strings.LastIndex(admin, ":")+1:])},
+	} {
+		if !strings.Contains(yaml, r.old) {
+			t.Fatalf("scripts/kubernetes/pod.yaml no longer has %q", r.old)
+		}
+		yaml = strings.ReplaceAll(yaml, r.old, r.new)
+	}
+	dir := t.TempDir()
+	file := filepath.Join(dir, "pod.yaml")
+	// kube play takes no --ulimit or --runtime: podmanRunFlags go in a
+	// containers.conf of the test's own.
+	flags := podmanRunFlags()
+	conf := "[containers]\ndefault_ulimits = ["
+	for i := 0; i < len(flags); i += 2 {
+		switch flags[i] {
+		case "--ulimit":
+			conf += fmt.Sprintf("%q, ", flags[i+1])
+		}
+	}
+	conf = strings.TrimSuffix(conf, ", ") + "]\n"
+	if slices.Contains(flags, "runc") {
+		conf += "[engine]\nruntime = \"runc\"\n"
+	}
+	confFile := filepath.Join(dir, "containers.conf")
+	for path, text := range map[string]string{file: yaml, confFile: conf} {
+		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kube := func(d time.Duration, args ...string) (int, string) {
+		t.Helper()
+		cmd := exec.Command("podman", args...)
+		cmd.Env = append(os.Environ(), "CONTAINERS_CONF="+confFile)
+		done := make(chan struct{})
+		defer close(done)
+		go func() {
+			select {
+			case <-done:
+			case <-time.After(d):
+				cmd.Process.Kill()
+			}
+		}()
+		out, err := cmd.CombinedOutput()
+		if _, ok := err.(*exec.ExitError); err != nil && !ok {
+			t.Fatalf("podman %s: %v", strings.Join(args, " "), err)
+		}
+		return cmd.ProcessState.ExitCode(), string(out)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			_, out := kube(30*time.Second, "logs", app)
+			t.Logf("podman logs %s:\n%s", app, out)
+		}
+		kube(60*time.Second, "pod", "rm", "--force", pod)
+	})
+	if code, out := kube(60*time.Second, "kube", "play", file); code != 0 {
+		t.Fatalf("podman kube play scripts/kubernetes/pod.yaml: exit %d: %s", code, out)
+	}
+	c := &container{name: app}
+	requirePID1(t, c.hostPID(t))
+	url := "http://" + web + "/"
+	ready := "http://" + admin + "/-/ready"
+	harness.Eventually(t, 30*time.Second, "the pod's four workers serving, /-/ready 200", func() bool {
+		return podmanStatus(ready) == http.StatusOK
+	})
+	c.waitFleet(t, "", 4, 1)
+
+	load := startLoad(t, url)
+	if code, out := c.podman(t, 30*time.Second, "kill", "--signal", "HUP", app); code != 0 {
+		t.Fatalf("podman kill --signal HUP %s: exit %d: %s", app, code, out)
+	}
+	c.waitFleet(t, "", 4, 2)
+	sum := requireNoFailures(t, load)
+
+	// The stop: podman 4.3's kube play leaves the container's stop
+	// timeout at 10 s whatever terminationGracePeriodSeconds says, and
+	// stopping the pod stops its infra container, and with it the
+	// published ports, at once; so the app container is stopped first,
+	// with the pod's grace period.
+	slow := harness.GetInBackground(url + "slow?d=2s")
+	harness.Eventually(t, 10*time.Second, "a slow request in flight", func() bool {
+		_, out := c.podman(t, 30*time.Second, "logs", app)
+		return strings.Contains(out, "slow request started")
+	})
+	start := time.Now()
+	stopped := make(chan string, 1)
+	go func() {
+		out, err := exec.Command("podman", "stop", "--time", string(grace[1]), app).CombinedOutput()
+		stopped <- fmt.Sprintf("%v %s", err, bytes.TrimSpace(out))
+	}()
+	harness.Eventually(t, 5*time.Second, "/-/ready 503 once the stop has begun", func() bool {
+		return podmanStatus(ready) == http.StatusServiceUnavailable
+	})
+	if a := <-slow; a.Err != nil || !strings.Contains(a.Body, "slow done") {
+		t.Fatalf("the request in flight at the stop: %q, %v; want it answered", a.Body, a.Err)
+	}
+	if out := <-stopped; !strings.HasPrefix(out, "<nil>") {
+		t.Fatalf("podman stop --time %s %s: %s", grace[1], app, out)
+	}
+	took := time.Since(start)
+	if code, out := c.podman(t, 30*time.Second, "inspect", "--format", "{{.State.ExitCode}}", app); code != 0 || strings.TrimSpace(out) != "0" {
+		t.Fatalf("the app container exited %q (podman inspect exit %d), want 0", strings.TrimSpace(out), code)
+	}
+	if code, out := kube(60*time.Second, "kube", "down", file); code != 0 {
+		t.Fatalf("podman kube down: exit %d: %s", code, out)
+	}
+	t.Logf("podman kube play: HUP under load: %d requests, 0 failed; stop with a 2 s request in flight: answered, exit 0 after %s",
+		sum.Requests, took.Round(time.Millisecond))
 }
