@@ -5,12 +5,15 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,6 +26,7 @@ import (
 
 	"github.com/baton-sh/baton/internal/harness"
 	"github.com/baton-sh/baton/internal/loadgen"
+	"github.com/baton-sh/baton/upgrader"
 )
 
 // baton as PID 1 of a real container run by podman: the image holds
@@ -242,9 +246,51 @@ func requirePID1(t *testing.T, pid int) {
 	}
 }
 
+// status is `baton status --json` run in the container by podman exec,
+// as user (a name or uid:gid inside the container, "" for root), for a
+// baton started with --pidfile /tmp/baton.pid.
+func (c *container) status(t *testing.T, user string) upgrader.Status {
+	t.Helper()
+	args := []string{"exec"}
+	if user != "" {
+		args = append(args, "--user", user)
+	}
+	args = append(args, c.name, "/bin/baton", "status", "--json", "--pidfile", "/tmp/baton.pid")
+	code, stdout, stderr := harness.RunProgram(t, 30*time.Second, "podman", args...)
+	var st upgrader.Status
+	if err := json.Unmarshal([]byte(stdout), &st); code != 0 || err != nil {
+		t.Fatalf("podman exec … baton status --json: exit %d, %v: %s%s", code, err, stdout, stderr)
+	}
+	return st
+}
+
+// waitFleet waits until `baton status --json`, run in the container as
+// user, shows n workers of generation gen serving and nothing else, and
+// returns that status.
+func (c *container) waitFleet(t *testing.T, user string, n, gen int) upgrader.Status {
+	t.Helper()
+	var st upgrader.Status
+	defer func() {
+		if t.Failed() {
+			t.Logf("the last status: %+v", st.Workers)
+		}
+	}()
+	harness.Eventually(t, 30*time.Second, fmt.Sprintf("%d workers of generation %d serving", n, gen), func() bool {
+		st = c.status(t, user)
+		ok := len(st.Workers) == n
+		for _, w := range st.Workers {
+			ok = ok && w.State == "serving" && w.Generation == gen
+		}
+		return ok
+	})
+	return st
+}
+
+// Four workers behind PID 1: each `podman kill --signal HUP` replaces all
+// four under load, with a request in flight on one of them answered.
 func TestPodmanReloadUnderLoad(t *testing.T) {
 	c := podmanRun(t, []string{"-p", "127.0.0.1::8080"},
-		"--listen", "http=tcp://0.0.0.0:8080", "--", "/bin/testworker")
+		"--pidfile", "/tmp/baton.pid", "--workers", "4", "--listen", "http=tcp://0.0.0.0:8080", "--", "/bin/testworker")
 	requirePID1(t, c.hostPID(t))
 	url := "http://" + c.port(t, "8080")
 	load, err := loadgen.Start(loadgen.Config{URL: url + "/", NewConns: 4, KeepAlive: 4, PostBody: []byte("podman"), MaxDuration: time.Minute})
@@ -267,26 +313,46 @@ func TestPodmanReloadUnderLoad(t *testing.T) {
 		if a := <-slow; a.Err != nil || !strings.Contains(a.Body, "slow done") {
 			t.Fatalf("reload to generation %d: the request in flight: %q, %v", gen, a.Body, a.Err)
 		}
+		if st := c.waitFleet(t, "", 4, gen); st.PID != 1 {
+			t.Fatalf("reload to generation %d: baton status says the master is pid %d, want 1", gen, st.PID)
+		}
 		before := load.Done()
 		harness.Eventually(t, 20*time.Second, "requests flowing after the reload", func() bool { return load.Done() >= before+100 })
 	}
 	sum := requireNoFailures(t, load)
-	if len(sum.PIDs) < 4 {
-		t.Errorf("answers came from %d worker pids, want 4 (one per generation)", len(sum.PIDs))
+	if len(sum.PIDs) < 8 {
+		t.Errorf("answers came from %d worker pids, want at least 8 of the 16 the four generations ran", len(sum.PIDs))
 	}
 }
 
+// A deploy user in the container: workers run as nobody, the control
+// socket is nogroup's, and `podman exec --user 65534:65534 … baton reload
+// --wait` says how each reload ended. Then root copies a newer baton into
+// the running container and `baton upgrade --wait` puts it in place: the
+// same PID 1, the same workers, the container never restarted.
 func TestPodmanReloadWait(t *testing.T) {
 	// The release directory is mounted; a file in it makes the next
 	// worker fail at start, as a broken release would.
 	srv := t.TempDir()
+	if err := os.Chmod(srv, 0o755); err != nil { // nobody's workers look in it
+		t.Fatal(err)
+	}
 	c := podmanRun(t, []string{"-p", "127.0.0.1::8080", "-v", srv + ":/srv"},
-		"--pidfile", "/tmp/baton.pid", "--listen", "http=tcp://0.0.0.0:8080", "--", "/bin/testworker", "-fail-if-exists", "/srv/broken")
+		"--pidfile", "/tmp/baton.pid", "--user", "nobody", "--control-group", "nogroup", "--workers", "2",
+		"--listen", "http=tcp://0.0.0.0:8080", "--", "/bin/testworker", "-fail-if-exists", "/srv/broken")
 	url := "http://" + c.port(t, "8080") + "/"
-	reload := []string{"exec", c.name, "/bin/baton", "reload", "--wait", "--pidfile", "/tmp/baton.pid"}
+	const deployer = "65534:65534"
+	reload := []string{"exec", "--user", deployer, c.name, "/bin/baton", "reload", "--wait", "--pidfile", "/tmp/baton.pid"}
 
 	if code, out := c.podman(t, 60*time.Second, reload...); code != 0 || !strings.Contains(get(t, url), "gen=2") {
-		t.Fatalf("podman exec … baton reload --wait: exit %d, want 0 and generation 2 serving: %s", code, out)
+		t.Fatalf("podman exec --user %s … baton reload --wait: exit %d, want 0 and generation 2 serving: %s", deployer, code, out)
+	}
+	pid1 := c.hostPID(t)
+	for _, p := range harness.ProcsWhere(func(p harness.Proc) bool { return p.PPID == pid1 && p.Comm == "testworker" }) {
+		status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.PID))
+		if !regexp.MustCompile(`(?m)^Uid:\s+65534\s`).Match(status) {
+			t.Fatalf("worker %d does not run as nobody (65534):\n%s", p.PID, status)
+		}
 	}
 	if err := os.WriteFile(filepath.Join(srv, "broken"), nil, 0o644); err != nil {
 		t.Fatal(err)
@@ -301,11 +367,33 @@ func TestPodmanReloadWait(t *testing.T) {
 	if code, out := c.podman(t, 60*time.Second, reload...); code != 0 || !strings.Contains(get(t, url), "gen=4") {
 		t.Fatalf("podman exec … baton reload --wait of a fixed release: exit %d, want 0 and generation 4 serving: %s", code, out)
 	}
+
+	// A newer baton copied over the running one, under load.
+	before := c.waitFleet(t, deployer, 2, 4)
+	load := startLoad(t, url)
+	if code, out := c.podman(t, 30*time.Second, "cp", harness.BuildStaticBaton(t, "upgrade-new"), c.name+":/bin/baton"); code != 0 {
+		t.Fatalf("podman cp of a new baton: exit %d: %s", code, out)
+	}
+	code, out := c.podman(t, 60*time.Second, "exec", c.name, "/bin/baton", "upgrade", "--wait", "--pidfile", "/tmp/baton.pid")
+	if code != 0 || !strings.Contains(out, "upgrade-new") {
+		t.Fatalf("podman exec … baton upgrade --wait: exit %d, want 0 and the new version: %s", code, out)
+	}
+	after := c.status(t, deployer)
+	if c.hostPID(t) != pid1 || after.PID != 1 || !strings.Contains(after.Version, "upgrade-new") ||
+		fmt.Sprint(workerPIDs(after)) != fmt.Sprint(workerPIDs(before)) {
+		t.Fatalf("after the upgrade: pid %d (host pid %d, was %d), version %q, workers %v (were %v); want PID 1 unchanged, the new version, the same workers",
+			after.PID, c.hostPID(t), pid1, after.Version, workerPIDs(after), workerPIDs(before))
+	}
+	if code, out := c.podman(t, 60*time.Second, reload...); code != 0 || !strings.Contains(get(t, url), "gen=5") {
+		t.Fatalf("podman exec … baton reload --wait after the upgrade: exit %d, want 0 and generation 5 serving: %s", code, out)
+	}
+	sum := requireNoFailures(t, load)
+	t.Logf("%s; %d requests through the upgrade and a reload, 0 failed", strings.TrimSpace(out), sum.Requests)
 }
 
 func TestPodmanStopAnswersRequestInFlight(t *testing.T) {
 	c := podmanRun(t, []string{"-p", "127.0.0.1::8080"},
-		"--listen", "http=tcp://0.0.0.0:8080", "--", "/bin/testworker")
+		"--workers", "4", "--listen", "http=tcp://0.0.0.0:8080", "--", "/bin/testworker")
 	url := "http://" + c.port(t, "8080")
 	slow := c.InFlight(t, url, 3*time.Second)
 	start := time.Now()
@@ -326,14 +414,33 @@ func TestPodmanStopAnswersRequestInFlight(t *testing.T) {
 	t.Logf("podman stop with a 3 s request in flight took %s", took.Round(time.Millisecond))
 }
 
+// Each of four workers leaves an orphan behind; a storm of HUPs replaces
+// them all five times over: what is left is four orphans (those of the
+// serving workers) adopted by baton, and not one zombie.
 func TestPodmanReapsOrphans(t *testing.T) {
-	c := podmanRun(t, nil, "--listen", "http=tcp://0.0.0.0:8080", "--", "/bin/testworker", "-orphan")
+	c := podmanRun(t, nil, "--pidfile", "/tmp/baton.pid", "--workers", "4",
+		"--listen", "http=tcp://0.0.0.0:8080", "--", "/bin/testworker", "-orphan")
 	baton := c.hostPID(t)
-	// The worker's helper (sh -c "sleep 300 &") was orphaned when sh
-	// exited: baton, PID 1, adopted it.
-	orphan := harness.WaitProc(t, 10*time.Second, "the orphaned sleep adopted by baton", func(p harness.Proc) bool {
-		return p.PPID == baton && p.Comm == "sleep"
+	for range 5 {
+		if code, out := c.podman(t, 30*time.Second, "kill", "--signal", "HUP", c.name); code != 0 {
+			t.Fatalf("podman kill --signal HUP: exit %d: %s", code, out)
+		}
+	}
+	// HUPs during a reload are coalesced into one more: generation 3 at
+	// least, whatever the timing.
+	c.WaitFor(t, 60*time.Second, func(e harness.Event) bool { return e.Kind() == "reload_complete" && e.Int("gen") >= 3 })
+	gen := c.status(t, "").Generation
+	c.waitFleet(t, "", 4, gen)
+	// Each worker's helper (sh -c "sleep 300 &") was orphaned when sh
+	// exited: baton, PID 1, adopted it. Those of the replaced workers went
+	// with them.
+	var orphans []harness.Proc
+	harness.Eventually(t, 10*time.Second, "four orphaned sleeps adopted by baton", func() bool {
+		orphans = harness.ProcsWhere(func(p harness.Proc) bool { return p.PPID == baton && p.Comm == "sleep" && p.State != "Z" })
+		return len(orphans) == 4
 	})
+	requireNoZombies(t, baton)
+	orphan := orphans[0]
 	if err := syscall.Kill(orphan.PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -394,4 +501,144 @@ func podmanStatus(url string) int {
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// The pod of scripts/kubernetes/pod.yaml, run by `podman kube play` with
+// the test image and worker, loopback host ports and a stop delay of 1 s:
+// baton is PID 1 of the app container with four workers, a HUP replaces
+// them under load, /-/ready answers 200; stopping the app container
+// with the pod's grace period answers the request in flight, says 503
+// on /-/ready first, and exits 0; `podman kube down` then removes it.
+func TestPodmanKubePlay(t *testing.T) {
+	image := podmanNeed(t)
+	if _, err := exec.LookPath("catatonit"); err != nil {
+		t.Skip("podman kube play needs catatonit for its pod's infra container (Debian package catatonit; scripts/test installs it)")
+	}
+	manifest, err := os.ReadFile(filepath.Join(harness.ModuleRoot(), "scripts", "kubernetes", "pod.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	grace := regexp.MustCompile(`terminationGracePeriodSeconds: (\d+)`).FindSubmatch(manifest)
+	if grace == nil {
+		t.Fatal("scripts/kubernetes/pod.yaml: no terminationGracePeriodSeconds")
+	}
+	pod := fmt.Sprintf("baton-test-%d-%d", os.Getpid(), podmanSeq.Add(1))
+	app := pod + "-app"
+	web, admin := freePort(t), freePort(t)
+	yaml := string(manifest)
+	for _, r := range []struct{ old, new string }{
+		{"  name: app\nspec:", "  name: " + pod + "\nspec:"},
+		{"image: example/app", "image: " + image},
+		{"/usr/local/bin/baton", "/bin/baton"},
+		{"/app/server", "/bin/testworker"},
+		{`"--stop-delay", "5s"`, `"--stop-delay", "1s"`},
+		{"- containerPort: 8080", fmt.Sprintf("- containerPort: 8080\n      hostIP: 127.0.0.1\n      hostPort: %s", web[strings.LastIndex(web, ":")+1:])},
+		{"- containerPort: 9090", fmt.Sprintf("- containerPort: 9090\n      hostIP: 127.0.0.1\n      hostPort: %s", admin[strings.LastIndex(admin, ":")+1:])},
+	} {
+		if !strings.Contains(yaml, r.old) {
+			t.Fatalf("scripts/kubernetes/pod.yaml no longer has %q", r.old)
+		}
+		yaml = strings.ReplaceAll(yaml, r.old, r.new)
+	}
+	dir := t.TempDir()
+	file := filepath.Join(dir, "pod.yaml")
+	// kube play takes no --ulimit or --runtime: podmanRunFlags go in a
+	// containers.conf of the test's own.
+	flags := podmanRunFlags()
+	conf := "[containers]\ndefault_ulimits = ["
+	for i := 0; i < len(flags); i += 2 {
+		switch flags[i] {
+		case "--ulimit":
+			conf += fmt.Sprintf("%q, ", flags[i+1])
+		}
+	}
+	conf = strings.TrimSuffix(conf, ", ") + "]\n"
+	if slices.Contains(flags, "runc") {
+		conf += "[engine]\nruntime = \"runc\"\n"
+	}
+	confFile := filepath.Join(dir, "containers.conf")
+	for path, text := range map[string]string{file: yaml, confFile: conf} {
+		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kube := func(d time.Duration, args ...string) (int, string) {
+		t.Helper()
+		cmd := exec.Command("podman", args...)
+		cmd.Env = append(os.Environ(), "CONTAINERS_CONF="+confFile)
+		done := make(chan struct{})
+		defer close(done)
+		go func() {
+			select {
+			case <-done:
+			case <-time.After(d):
+				cmd.Process.Kill()
+			}
+		}()
+		out, err := cmd.CombinedOutput()
+		if _, ok := err.(*exec.ExitError); err != nil && !ok {
+			t.Fatalf("podman %s: %v", strings.Join(args, " "), err)
+		}
+		return cmd.ProcessState.ExitCode(), string(out)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			_, out := kube(30*time.Second, "logs", app)
+			t.Logf("podman logs %s:\n%s", app, out)
+		}
+		kube(60*time.Second, "pod", "rm", "--force", pod)
+	})
+	if code, out := kube(60*time.Second, "kube", "play", file); code != 0 {
+		t.Fatalf("podman kube play scripts/kubernetes/pod.yaml: exit %d: %s", code, out)
+	}
+	c := &container{name: app}
+	requirePID1(t, c.hostPID(t))
+	url := "http://" + web + "/"
+	ready := "http://" + admin + "/-/ready"
+	harness.Eventually(t, 30*time.Second, "the pod's four workers serving, /-/ready 200", func() bool {
+		return podmanStatus(ready) == http.StatusOK
+	})
+	c.waitFleet(t, "", 4, 1)
+
+	load := startLoad(t, url)
+	if code, out := c.podman(t, 30*time.Second, "kill", "--signal", "HUP", app); code != 0 {
+		t.Fatalf("podman kill --signal HUP %s: exit %d: %s", app, code, out)
+	}
+	c.waitFleet(t, "", 4, 2)
+	sum := requireNoFailures(t, load)
+
+	// The stop: podman 4.3's kube play leaves the container's stop
+	// timeout at 10 s whatever terminationGracePeriodSeconds says, and
+	// stopping the pod stops its infra container, and with it the
+	// published ports, at once; so the app container is stopped first,
+	// with the pod's grace period.
+	slow := harness.GetInBackground(url + "slow?d=2s")
+	harness.Eventually(t, 10*time.Second, "a slow request in flight", func() bool {
+		_, out := c.podman(t, 30*time.Second, "logs", app)
+		return strings.Contains(out, "slow request started")
+	})
+	start := time.Now()
+	stopped := make(chan string, 1)
+	go func() {
+		out, err := exec.Command("podman", "stop", "--time", string(grace[1]), app).CombinedOutput()
+		stopped <- fmt.Sprintf("%v %s", err, bytes.TrimSpace(out))
+	}()
+	harness.Eventually(t, 5*time.Second, "/-/ready 503 once the stop has begun", func() bool {
+		return podmanStatus(ready) == http.StatusServiceUnavailable
+	})
+	if a := <-slow; a.Err != nil || !strings.Contains(a.Body, "slow done") {
+		t.Fatalf("the request in flight at the stop: %q, %v; want it answered", a.Body, a.Err)
+	}
+	if out := <-stopped; !strings.HasPrefix(out, "<nil>") {
+		t.Fatalf("podman stop --time %s %s: %s", grace[1], app, out)
+	}
+	took := time.Since(start)
+	if code, out := c.podman(t, 30*time.Second, "inspect", "--format", "{{.State.ExitCode}}", app); code != 0 || strings.TrimSpace(out) != "0" {
+		t.Fatalf("the app container exited %q (podman inspect exit %d), want 0", strings.TrimSpace(out), code)
+	}
+	if code, out := kube(60*time.Second, "kube", "down", file); code != 0 {
+		t.Fatalf("podman kube down: exit %d: %s", code, out)
+	}
+	t.Logf("podman kube play: HUP under load: %d requests, 0 failed; stop with a 2 s request in flight: answered, exit 0 after %s",
+		sum.Requests, took.Round(time.Millisecond))
 }

@@ -74,8 +74,10 @@ func TestSupervisordSignalHUPStopStartRestart(t *testing.T) {
 
 // The same program with --workers 4: `supervisorctl signal HUP app`
 // replaces all four workers under load with no failed request while
-// supervisord sees the same PID RUNNING; a SIGKILLed worker is restarted
-// by baton alone, supervisord none the wiser; stop leaves no worker.
+// supervisord sees the same PID RUNNING; `supervisorctl signal TTIN` and
+// `TTOU` add and remove a worker, still under load; a SIGKILLed worker is
+// restarted by baton alone, supervisord none the wiser; stop leaves no
+// worker.
 func TestSupervisordFourWorkers(t *testing.T) {
 	s := startSupervisord(t, harness.Build(t).Baton, "--workers", "4")
 	baton := s.requireBatonServing(t)
@@ -103,6 +105,14 @@ func TestSupervisordFourWorkers(t *testing.T) {
 		}
 		harness.Eventually(t, 10*time.Second, "requests flowing after the reload", func() bool { return load.Done() >= before+100 })
 	}
+	// Capacity by signal, still under load: TTIN adds a fifth worker of
+	// the serving generation, TTOU takes one away, no reload either way.
+	serving := bySlot(t, st)
+	s.mustCtl(t, "app: signalled", "signal", "TTIN", "app")
+	st = s.waitStatus(t, "a fifth worker serving", func(st upgrader.Status) bool { return servingOf(st, 4) == 5 && len(st.Workers) == 5 })
+	s.mustCtl(t, "app: signalled", "signal", "TTOU", "app")
+	st = s.fleet(t, 4)
+	requireSame(t, "after TTIN and TTOU", serving, bySlot(t, st), 0, 1, 2, 3)
 	sum := requireNoFailures(t, load)
 	t.Logf("3 × supervisorctl signal HUP app with 4 workers: %d requests, %d failed, answered by %d worker pids; reloads took %s",
 		sum.Requests, sum.Failed, len(sum.PIDs), strings.Join(took, "; "))

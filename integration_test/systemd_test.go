@@ -835,6 +835,23 @@ func TestSystemdUnits(t *testing.T) {
 			}
 			load.flowing(t, before)
 		}
+		// One worker more and one fewer, still under load, the way
+		// docs/systemd.md says: to MainPID alone. systemctl kill's
+		// default (every process of the unit) would stop each worker,
+		// for which SIGTTIN's default action is to stop.
+		serving := bySlot(t, st)
+		m.must("systemctl", "kill", "--kill-whom=main", "--signal=TTIN", "app")
+		m.waitStatus("a fifth worker serving", func(s upgrader.Status) bool {
+			return len(s.Workers) == 5 && servingOf(s, 3) == 5
+		})
+		m.must("systemctl", "kill", "--kill-whom=main", "--signal=TTOU", "app")
+		st = m.fleet(3)
+		requireSame(t, "after TTIN and TTOU", serving, bySlot(t, st), 0, 1, 2, 3)
+		for _, pid := range m.unitProcs("app") {
+			if stat := strings.TrimSpace(m.must("ps", "-o", "stat=", "-p", strconv.Itoa(pid))); strings.HasPrefix(stat, "T") {
+				t.Fatalf("after systemctl kill --kill-whom=main --signal=TTIN and TTOU, pid %d is stopped (%s)", pid, stat)
+			}
+		}
 		post, keep, pids := load.stop(t)
 
 		// A killed worker is baton's to restart: systemd sees nothing.
@@ -855,7 +872,7 @@ func TestSystemdUnits(t *testing.T) {
 			t.Fatal(err)
 		}
 		m.must("systemctl", "daemon-reload")
-		numbers.add("--workers 4: 2 × systemctl reload app under load: %d POST + %d GET, 0 failed, %d worker PIDs; systemctl reload took %s; a SIGKILLed worker restarted by baton, NRestarts=0; the step took %s",
+		numbers.add("--workers 4: 2 × systemctl reload app and a TTIN and a TTOU under load: %d POST + %d GET, 0 failed, %d worker PIDs; systemctl reload took %s; a SIGKILLed worker restarted by baton, NRestarts=0; the step took %s",
 			post.Requests, keep.Requests, pids, strings.Join(took, ", "), time.Since(start).Round(100*time.Millisecond))
 	})
 	if !ok {
