@@ -34,6 +34,43 @@ const (
 // The master is SIGKILLed while its worker ignores the drain signal (and
 // keeps a grandchild in its process group): the keeper SIGKILLs them at the
 // drain timeout, and a new baton can bind the port.
+// The master's signals, when they reach its whole process group or unit
+// (a terminal's ^C or ^\, `systemctl kill --signal=TTIN` without
+// --kill-whom=main), leave the keeper as it was: it ignores them, so TTIN
+// does not stop it nor USR1 end it, and a SIGKILLed master is still
+// cleaned up after.
+func TestContainmentKeeperIgnoresTheMastersSignals(t *testing.T) {
+	b, _ := startWorker(t, nil)
+	keeper := harness.WaitProc(t, 10*time.Second, "the keeper", func(p harness.Proc) bool {
+		return p.PPID == b.PID() && p.Comm == "baton-keeper"
+	})
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", keeper.PID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ignored uint64
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "SigIgn:\t"); ok {
+			ignored, _ = strconv.ParseUint(v, 16, 64)
+		}
+	}
+	sigs := []syscall.Signal{syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGTERM, syscall.SIGUSR1,
+		syscall.SIGUSR2, syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGTSTP}
+	for _, sig := range sigs {
+		if ignored&(1<<(sig-1)) == 0 {
+			t.Errorf("the keeper does not ignore %v (SigIgn %x)", sig, ignored)
+		}
+		syscall.Kill(keeper.PID, sig)
+	}
+	worker := b.State(t).WorkerPID
+	if p, ok := harness.ReadProc(keeper.PID); !ok || p.State == "T" || p.PPID != b.PID() {
+		t.Fatalf("the keeper after the master's signals: %+v, alive %v; want it running as before", p, ok)
+	}
+	b.Signal(t, syscall.SIGKILL)
+	b.Wait(t, 10*time.Second)
+	harness.WaitGone(t, 10*time.Second, "the worker and the keeper", worker, keeper.PID)
+}
+
 func TestContainmentMasterKilledWorkerIgnoresDrain(t *testing.T) {
 	b, mark := containStart(t, "-ignore-drain", "-orphan")
 	addr := b.Addr(t, "http")

@@ -79,6 +79,29 @@ func TestFaultOldGenerationIgnoresTheDrainSignal(t *testing.T) {
 // more than two workers run at once. Under load, no request fails, and the
 // last generation serves. Two storms: 100 HUPs at once, then 100 paced
 // over 900ms.
+// A worker that is stopped (SIGSTOP, a TTIN sent to a whole unit, a
+// debugger) when it is told to drain is continued, as systemd does after
+// its stop signal: it answers its request in flight and exits, instead of
+// waiting, stopped, for SIGKILL at the drain timeout.
+func TestFaultStoppedWorkerIsContinuedToDrain(t *testing.T) {
+	b, url := startWorker(t, []string{"--drain-timeout", "20s"})
+	old := b.State(t).WorkerPID
+	slow := b.InFlight(t, url, time.Second)
+	if err := syscall.Kill(old, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	code, _, errOut := b.ReloadWait(t, 40*time.Second)
+	took := time.Since(start)
+	t.Logf("reload with the old worker stopped: exit %d after %s", code, took.Round(time.Millisecond))
+	if code != 0 || took > 10*time.Second {
+		t.Fatalf("reload --wait exited %d after %s (%s): want 0, the stopped worker continued and drained long before its 20s drain timeout", code, took, errOut)
+	}
+	if a := <-slow; a.Err != nil {
+		t.Fatalf("the stopped worker's request in flight: %v", a.Err)
+	}
+}
+
 func TestFaultHUPStorm(t *testing.T) {
 	b, url := startWorker(t, nil)
 	load := startLoad(t, url+"/")

@@ -150,9 +150,20 @@ func (m *Master) drain(w *worker) {
 	defer m.capDraining()
 	m.emit(Event{Kind: Draining, Generation: w.gen.n, PID: w.pid, Index: w.slot.index},
 		m.log.Info().Str("signal", host.SignalName(m.opts.DrainSignal)).Bool("group", m.opts.DrainGroup))
-	if err := m.env.signal(w.pid, m.opts.DrainSignal, m.opts.DrainGroup); err != nil && !errors.Is(err, syscall.ESRCH) {
+	if err := m.tellToDrain(w.pid, m.opts.DrainGroup); err != nil && !errors.Is(err, syscall.ESRCH) {
 		m.log.Error().Str("event", "drain_signal_failed").Err(err).Int("gen", w.gen.n).Int("pid", w.pid).Msg("cannot signal worker to drain")
 	}
+}
+
+// tellToDrain sends the drain signal to pid (its process group if group),
+// then SIGCONT, as systemd does after its stop signal: a stopped process
+// (SIGSTOP, a TTIN sent to a whole unit, a debugger) would act on the
+// drain signal only when SIGKILLed at the drain timeout, losing its
+// requests in flight. The drain signal's error is returned.
+func (m *Master) tellToDrain(pid int, group bool) error {
+	err := m.env.signal(pid, m.opts.DrainSignal, group)
+	m.env.signal(pid, syscall.SIGCONT, group)
+	return err
 }
 
 // reaped handles a reaped child: first the processes its end handed to
@@ -193,7 +204,7 @@ func (m *Master) mainExited(w *worker, how string) {
 		// drain until SIGKILL.
 		w.mainExit = how
 		if !m.opts.DrainGroup {
-			m.env.signal(w.pid, m.opts.DrainSignal, true)
+			m.tellToDrain(w.pid, true)
 		}
 		m.log.Info().Str("event", "main_exited").Int("gen", w.gen.n).Int("index", w.slot.index).Int("pid", w.pid).
 			Str("how", how).Strs("left", left).Msg("worker's main process exited; the rest of its process group drains")

@@ -210,7 +210,7 @@ func TestDrainEndsWithTheProcessGroup(t *testing.T) {
 	s := up(t, func(o *Options) { o.DrainGroup = true; o.DrainTimeout = 5 * time.Second })
 	r := s.reload()
 	s.ready(102)
-	if x := s.env.signals[len(s.env.signals)-1]; x.pid != 101 || !x.group {
+	if x := s.env.lastDrain(t); x.pid != 101 || !x.group {
 		t.Fatalf("drain signal %+v, want to worker 101's group", x)
 	}
 	s.env.left[101] = []string{"555 (server)"}
@@ -252,12 +252,12 @@ func TestWhatAWorkerLeavesInItsGroup(t *testing.T) {
 	s := up(t, nil)
 	r := s.reload()
 	s.ready(102)
-	if x := s.env.signals[len(s.env.signals)-1]; x.pid != 101 || x.group {
+	if x := s.env.lastDrain(t); x.pid != 101 || x.group {
 		t.Fatalf("drain signal %+v, want worker 101's main process only", x)
 	}
 	s.env.left[101] = []string{"555 (helper)"}
 	s.exit(101, 0)
-	if x := s.env.signals[len(s.env.signals)-1]; x.pid != 101 || !x.group || x.sig != syscall.SIGTERM {
+	if x := s.env.lastDrain(t); x.pid != 101 || !x.group || x.sig != syscall.SIGTERM {
 		t.Fatalf("after its main process exited, last signal %+v, want TERM to worker 101's group", x)
 	}
 	s.step(groupEmpty{101})

@@ -137,6 +137,23 @@ func (f *fakeEnv) checkSockets() []host.LostSocket {
 }
 
 // signalled reports whether sig was sent to pid (or its group).
+// lastDrain is the last signal sent that is not SIGCONT, which it
+// requires to be followed by a SIGCONT to the same target: a stopped
+// worker must hear its drain signal.
+func (f *fakeEnv) lastDrain(t *testing.T) sent {
+	t.Helper()
+	for i := len(f.signals) - 1; i >= 0; i-- {
+		if x := f.signals[i]; x.sig != syscall.SIGCONT {
+			if i+1 == len(f.signals) || f.signals[i+1] != (sent{x.pid, syscall.SIGCONT, x.group}) {
+				t.Fatalf("%+v was not followed by SIGCONT to the same target: %+v", x, f.signals[i+1:])
+			}
+			return x
+		}
+	}
+	t.Fatal("no signal sent")
+	return sent{}
+}
+
 func (f *fakeEnv) signalled(pid int, sig syscall.Signal) bool {
 	for _, s := range f.signals {
 		if s.pid == pid && s.sig == sig {

@@ -110,7 +110,7 @@ func (m *Master) judge(s *stray) {
 	}
 	m.log.Info().Str("event", "stray_draining").Int("gen", s.key.gen).Int("index", s.key.index).Int("pid", s.pid).
 		Str("comm", s.comm).Str("signal", host.SignalName(m.opts.DrainSignal)).Msg("draining a process its worker left running")
-	if err := m.env.signal(s.pid, m.opts.DrainSignal, false); err != nil {
+	if err := m.tellToDrain(s.pid, false); err != nil {
 		m.log.Error().Str("event", "stray_signal_failed").Err(err).Int("pid", s.pid).Msg("cannot signal a process left running")
 	}
 	s.killAt = killAt

@@ -131,10 +131,13 @@ func Run(config string) int {
 		return 2
 	}
 	os.WriteFile("/proc/self/comm", []byte(Comm), 0)
-	// The master's stop signals are for the master: a supervisor's TERM to
-	// the master's process group, a terminal's ^C. PIPE: a log reader gone
-	// must not end the keeper.
-	signal.Ignore(syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGPIPE)
+	// The master's signals are for the master, even when they reach its
+	// whole process group or unit (a supervisor's TERM, a terminal's ^C or
+	// ^\, `systemctl kill --signal=TTIN` without --kill-whom=main): TTIN,
+	// TTOU and TSTP would stop the keeper, USR1 and USR2 end it. PIPE: a
+	// log reader gone must not end the keeper.
+	signal.Ignore(syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGPIPE,
+		syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGTSTP, syscall.SIGUSR1, syscall.SIGUSR2)
 	k := &keeper{cfg: cfg, log: newLogger(cfg), known: map[int]*member{}}
 	k.listen(Fd)
 	out := k.readOutput()

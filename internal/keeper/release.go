@@ -25,6 +25,7 @@ type member struct {
 	gone    bool    // it has exited
 	drained bool    // the keeper sent it the drain signal
 	killed  bool    // worker: its process group was killed
+	woken   bool    // the keeper sent it SIGCONT
 	out     []int   // worker: the read ends of its stdout and stderr pipes, or none
 	// hook: it descends from a hook, found by its environment or as the
 	// child of one that was; the hook has ended, so it is killed at once.
@@ -76,6 +77,7 @@ func (k *keeper) release() {
 	if len(f.live()) == 0 {
 		return // all of it exited as the master did
 	}
+	f.wake()
 	workers := 0
 	for _, w := range f.workers {
 		if !w.gone {
@@ -100,6 +102,7 @@ func (k *keeper) release() {
 		}
 		f.grow()
 		f.refresh()
+		f.wake()
 	}
 	n := f.killAll()
 	k.log.log(lWarn, "processes the master left running were still running after the drain timeout: killed them", "event", "keeper_killed",
@@ -133,6 +136,20 @@ func (k *keeper) family() *family {
 		}
 	}
 	return f
+}
+
+// wake sends SIGCONT to every member not woken yet, as systemd does after
+// its stop signal: a stopped process (SIGSTOP, a TTIN sent to the whole
+// unit, a debugger) acts on neither its drain signal nor its parent-death
+// signal until it runs, and would otherwise lose its requests in flight
+// to the SIGKILL at the drain timeout.
+func (f *family) wake() {
+	for _, m := range f.members {
+		if !m.gone && !m.woken {
+			m.woken = true
+			m.fd.Signal(unix.SIGCONT)
+		}
+	}
 }
 
 // live lists the pidfds of the members that have not exited.
