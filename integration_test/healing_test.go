@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -28,6 +29,39 @@ import (
 // A worker that stops sending WATCHDOG=1 but still serves is replaced one
 // --watchdog after its last ping, and not before: while it pings, it
 // serves on.
+// A pause that freezes baton with its workers (`podman pause`, here
+// SIGSTOP to each) for longer than the watchdog's interval: once they
+// run again, the deadlines that passed meanwhile prove nothing, since
+// baton could hear no ping, and nothing is replaced.
+func TestHealWatchdogAfterAPause(t *testing.T) {
+	b, url := startWorker(t, []string{"--watchdog", "1s", "--workers", "2"})
+	st := b.WaitState(t, 20*time.Second, "2 workers serving", func(s upgrader.Status) bool {
+		return len(s.Workers) == 2 && s.Workers[0].State == "serving" && s.Workers[1].State == "serving"
+	})
+	workers := workerPIDs(st)
+	keeper := harness.WaitProc(t, 10*time.Second, "the keeper", func(p harness.Proc) bool {
+		return p.PPID == b.PID() && p.Comm == "baton-keeper"
+	})
+	frozen := append([]int{b.PID(), keeper.PID}, workers...)
+	for _, pid := range frozen {
+		syscall.Kill(pid, syscall.SIGSTOP)
+	}
+	time.Sleep(2500 * time.Millisecond) // the pause itself
+	for _, pid := range frozen {
+		syscall.Kill(pid, syscall.SIGCONT)
+	}
+	b.WaitFor(t, 5*time.Second, isEvent("watchdog_deferred"))
+	load := startLoad(t, url+"/")
+	time.Sleep(2 * time.Second) // two intervals of pings, heard
+	if n := len(b.Find(isEvent("replacing"))); n != 0 {
+		t.Fatalf("%d workers replaced after a pause of baton and its workers, want none", n)
+	}
+	requireNoFailures(t, load)
+	if now := workerPIDs(b.State(t)); !slices.Equal(now, workers) {
+		t.Fatalf("workers %v after the pause, were %v", now, workers)
+	}
+}
+
 func TestHealWatchdogReplacesASilentWorker(t *testing.T) {
 	wedged := flagFile(t, "wedged")
 	b, url := startWorker(t, []string{"--watchdog", "1s", "--admin", "127.0.0.1:0"},

@@ -124,7 +124,7 @@ func (serviceWatchdogTick) apply(m *Master) { m.keepServiceAlive() }
 func (e watchdogExpired) apply(m *Master) {
 	if e.w.watchdogSeq == e.seq && e.w.watchdog != nil {
 		e.w.watchdog = nil
-		m.heal(e.w, TriggerWatchdog, fmt.Sprintf("no WATCHDOG=1 for %s", e.w.watchdogEvery))
+		m.watchdogExpired(e.w)
 	}
 }
 func (e ageReached) apply(m *Master) {

@@ -163,6 +163,27 @@ func (m *Master) armWatchdogIn(w *worker, d time.Duration) {
 	}
 }
 
+// watchdogLate is how late the loop may see a watchdog deadline before
+// it concludes that baton itself was not running when the deadline
+// passed (SIGSTOPped, its cgroup frozen by `podman pause` or `docker
+// pause`): a timer is otherwise seen within milliseconds.
+const watchdogLate = time.Second
+
+// watchdogExpired replaces w, silent for its whole watchdog interval,
+// unless baton was not running itself when the deadline passed: it could
+// not hear a WATCHDOG=1 then (and a frozen worker sent none), so the
+// silence proves nothing, and w gets a fresh interval instead.
+func (m *Master) watchdogExpired(w *worker) {
+	if late := m.env.now().Sub(w.watchdogDue); late > watchdogLate {
+		m.log.Warn().Str("event", "watchdog_deferred").Int("gen", w.gen.n).Int("index", w.slot.index).Int("pid", w.pid).
+			Str("late", late.Round(time.Millisecond).String()).
+			Msg("the worker's watchdog deadline passed while baton itself was not running: it gets a fresh interval")
+		m.armWatchdog(w)
+		return
+	}
+	m.heal(w, TriggerWatchdog, fmt.Sprintf("no WATCHDOG=1 for %s", w.watchdogEvery))
+}
+
 // watchdogNotice handles WATCHDOG=… and WATCHDOG_USEC=… from w.
 func (m *Master) watchdogNotice(w *worker, ping, usec string) {
 	if usec != "" {

@@ -41,6 +41,48 @@ func TestWatchdogReplacesAWedgedWorker(t *testing.T) {
 	s.want("serving=1 [0:1:103:serving]")
 }
 
+// freeze is the master not running for d (SIGSTOP, a frozen cgroup): the
+// clock moves on, and the timers that fell due meanwhile fire late, all
+// at once, when it runs again.
+func (s *sim) freeze(d time.Duration) {
+	s.t.Helper()
+	s.env.clock = s.env.clock.Add(d)
+	for {
+		var due *fakeTimer
+		for _, t := range s.env.timers {
+			if !t.stopped && !t.at.After(s.env.clock) && (due == nil || t.at.Before(due.at)) {
+				due = t
+			}
+		}
+		if due == nil {
+			return
+		}
+		due.stopped = true
+		s.step(due.e)
+	}
+}
+
+// A watchdog deadline that passed while baton itself was not running
+// (`podman pause` froze the master with its workers) proves nothing about
+// the worker: it gets a fresh interval, and only silence that baton was
+// running to hear replaces it.
+func TestWatchdogDeadlineMissedWhileFrozen(t *testing.T) {
+	s := up(t, func(o *Options) { o.Watchdog = 2 * time.Second })
+	s.advance(time.Second)
+	s.notify(101, notify.Message{"WATCHDOG": "1"})
+	s.freeze(5 * time.Second)
+	s.want("serving=1 [0:1:101:serving]")
+	if !strings.Contains(s.log.String(), `"event":"watchdog_deferred"`) {
+		t.Fatal("no watchdog_deferred event")
+	}
+	s.advance(time.Second)
+	s.notify(101, notify.Message{"WATCHDOG": "1"}) // it runs again too
+	s.advance(time.Second)
+	s.want("serving=1 [0:1:101:serving]")
+	s.advance(time.Second + time.Millisecond) // silent while baton runs
+	s.want("serving=1 [0:1:101:serving 0:1:102:starting]")
+}
+
 func TestExtendTimeoutUsec(t *testing.T) {
 	s := newSim(t, func(o *Options) { o.ReadyTimeout = time.Second })
 	s.notify(101, notify.Message{"EXTEND_TIMEOUT_USEC": "3000000"})
