@@ -4,6 +4,7 @@ package host
 
 import (
 	"bytes"
+	"debug/elf"
 	"errors"
 	"fmt"
 	"io"
@@ -184,6 +185,37 @@ func (img *Image) Close() {
 	}
 }
 
+// whyNotRun explains err, from executing img, where the kernel's word
+// misleads: ENOENT for a file that is there means that what it needs to
+// run is not, its ELF interpreter (the dynamic loader: a dynamically
+// linked baton copied into an image without libc) or its #! interpreter.
+func (img *Image) whyNotRun(err error) error {
+	if !errors.Is(err, syscall.ENOENT) {
+		return err
+	}
+	if f, ferr := elf.Open(imageAt(img.fd)); ferr == nil {
+		defer f.Close()
+		for _, p := range f.Progs {
+			if p.Type == elf.PT_INTERP {
+				b, _ := io.ReadAll(io.LimitReader(p.Open(), 4096))
+				return fmt.Errorf("%s cannot run here: its dynamic loader %s is missing; use a statically linked baton (CGO_ENABLED=0 go build)",
+					img.path, strings.TrimRight(string(b), "\x00"))
+			}
+		}
+		return err
+	}
+	if f, ferr := os.Open(imageAt(img.fd)); ferr == nil {
+		defer f.Close()
+		head := make([]byte, 256)
+		n, _ := f.Read(head)
+		if line, _, _ := strings.Cut(string(head[:n]), "\n"); strings.HasPrefix(line, "#!") {
+			interp, _, _ := strings.Cut(strings.TrimSpace(line[2:]), " ")
+			return fmt.Errorf("%s cannot run here: its interpreter %s is missing", img.path, interp)
+		}
+	}
+	return err
+}
+
 // imageAt is where a process finds the image open as its descriptor fd.
 func imageAt(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
 
@@ -255,7 +287,7 @@ func (h *Host) checkRun(img *Image, argv, env []string, stdin []byte, timeout ti
 		inW.Close()
 		outR.Close()
 		errR.Close()
-		return "", err
+		return "", img.whyNotRun(err)
 	}
 	defer unix.Close(pidfd)
 	if k := h.keeper; k != nil {
