@@ -159,7 +159,7 @@ func TestUpgradeKilledAroundTheExec(t *testing.T) {
 // Twenty upgrades back and forth with 4 workers logging their output and
 // the admin endpoint: the master's descriptors, private memory and
 // threads stay flat, the counters of /metrics go on, and output logged
-// by the workers still comes through.
+// by the workers still comes through; it still reloads and stops cleanly.
 func TestUpgradeTwentyTimesWithOutputAndAdmin(t *testing.T) {
 	bin := harness.Build(t)
 	s := startUpgradable(t, "--listen", "http=tcp://127.0.0.1:0", "--workers", "4", "--worker-output", "log",
@@ -208,6 +208,9 @@ func TestUpgradeTwentyTimesWithOutputAndAdmin(t *testing.T) {
 	harness.Eventually(t, 10*time.Second, "the worker's output logged after the upgrades", func() bool {
 		return len(s.b.Find(func(e harness.Event) bool { return e.Kind() == "worker_output" })) > seen
 	})
+	if code, _, errOut := s.b.ReloadWait(t, 30*time.Second); code != 0 {
+		t.Fatalf("reload after 20 upgrades: %d %s", code, errOut)
+	}
 	stopCleanly(t, s.b, s.b.State(t).WorkerPID)
 }
 

@@ -147,36 +147,6 @@ func foreignELF() []byte {
 	return h
 }
 
-// Twenty upgrades in a row between two builds: the master's descriptors
-// and private memory stay flat, and it still reloads and stops cleanly.
-func TestUpgradeTwentyTimes(t *testing.T) {
-	bin := harness.Build(t)
-	s := startUpgradable(t, "--listen", "http=tcp://127.0.0.1:0", "--workers", "2", "--", bin.TestWorker)
-	pid := s.b.PID()
-	var fds, anon []int
-	for i := range 20 {
-		build := s.new
-		if i%2 == 1 {
-			build = s.old
-		}
-		if code, stdout, stderr := s.upgrade(t, build); code != 0 {
-			t.Fatalf("upgrade %d: exit %d %q %q", i+1, code, stdout, stderr)
-		}
-		if i == 1 || i == 19 {
-			fds = append(fds, soakFDs(t, pid))
-			anon = append(anon, soakAnonKB(t, pid))
-		}
-	}
-	t.Logf("after 2 and 20 upgrades: %v open fds, RssAnon %v kB", fds, anon)
-	if fds[1] != fds[0] || anon[1] > anon[0]+2048 {
-		t.Fatalf("after 2 and 20 upgrades: %v open fds, RssAnon %v kB: not flat", fds, anon)
-	}
-	if code, _, errOut := s.b.ReloadWait(t, 30*time.Second); code != 0 {
-		t.Fatalf("reload after 20 upgrades: %d %s", code, errOut)
-	}
-	stopCleanly(t, s.b, s.b.State(t).WorkerPID)
-}
-
 // An upgrade while a generation drains a slow request: the drain carries
 // over and the request is answered. HUPs sent all through the upgrade
 // never end the master: one caught before the exec is a reload of the new
