@@ -48,6 +48,9 @@ type family struct {
 	mySID    int
 	self     int
 	unmarked map[procKey]bool // processes whose environment names another master, or none
+	// ended is when the master was found gone, in clock ticks since boot
+	// (0: unknown): a process started later is no orphan of its end.
+	ended uint64
 }
 
 // procKey names a process for good: its PID and its start time.
@@ -115,6 +118,9 @@ func (k *keeper) family() *family {
 		self: os.Getpid(), unmarked: map[procKey]bool{},
 	}
 	f.mySID, _ = unix.Getsid(0) // the master's session: the keeper never leaves it
+	if now, err := proc.Uptime(); err == nil {
+		f.ended = now + 1 // a tick's grace: /proc/uptime rounds down
+	}
 	for pid, m := range k.known {
 		f.members[pid] = m
 		if m.worker {
@@ -324,16 +330,21 @@ func (f *family) grow() bool {
 	return took
 }
 
-// takeMarked takes in p, as read, if it started after the master and its
-// environment holds envnames.MasterPID with the master's PID: it
-// descends from a worker or a hook, whose environment it inherited (a
-// process of another master with the same PID would have started after
-// this one ended, not before). The environment is read through a pidfd
+// takeMarked takes in p, as read, if it started while the master ran and
+// its environment holds envnames.MasterPID with the master's PID: it
+// descends from a worker or a hook, whose environment it inherited. A
+// process of another master that got the same PID started after this
+// one ended, and one in another PID namespace (a container's) counts
+// PIDs apart: neither is taken. The environment is read through a pidfd
 // opened first, so it was p's own.
 func (f *family) takeMarked(p proc.Stat) bool {
 	c := f.k.cfg
 	key := procKey{p.PID, p.StartTime}
-	if c.Master <= 0 || p.StartTime < c.MasterStart || f.unmarked[key] {
+	if c.Master <= 0 || p.StartTime < c.MasterStart || p.StartTime > f.ended || f.unmarked[key] {
+		return false
+	}
+	if !proc.SamePIDNamespace(p.PID) {
+		f.unmarked[key] = true
 		return false
 	}
 	fd, p, err := proc.Open(p.PID, proc.StartedAt(p.StartTime))

@@ -43,6 +43,33 @@ type Stat struct {
 	StartTime uint64
 }
 
+// Uptime is the time since boot in clock ticks, as Stat.StartTime counts
+// it: a process with a StartTime above it started afterwards.
+func Uptime() (uint64, error) {
+	b, err := os.ReadFile("/proc/uptime")
+	if err != nil {
+		return 0, err
+	}
+	secs, _, _ := strings.Cut(string(b), " ")
+	whole, frac, _ := strings.Cut(secs, ".")
+	w, err1 := strconv.ParseUint(whole, 10, 64)
+	f, err2 := strconv.ParseUint((frac + "00")[:2], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("unreadable /proc/uptime %q", b)
+	}
+	return w*100 + f, nil
+}
+
+// SamePIDNamespace reports whether process pid is in the caller's PID
+// namespace. Its numbers, and the environment variables that carry them,
+// mean something else in another (a container's); false when it cannot
+// be told.
+func SamePIDNamespace(pid int) bool {
+	theirs, err1 := os.Readlink("/proc/" + strconv.Itoa(pid) + "/ns/pid")
+	mine, err2 := os.Readlink("/proc/self/ns/pid")
+	return err1 == nil && err2 == nil && theirs == mine
+}
+
 // Dead reports whether the process has exited and only waits to be reaped
 // (a zombie), or is being reaped.
 func (s Stat) Dead() bool { return s.State == 'Z' || s.State == 'X' }

@@ -371,3 +371,49 @@ func TestGetenv(t *testing.T) {
 		t.Errorf("Getenv of no process = %v, %v; want an error", found, err)
 	}
 }
+
+// Uptime counts as StartTime does: a process started before it was read
+// started at most then, one started after it at least then.
+func TestUptime(t *testing.T) {
+	before, err := proc.Uptime()
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, err := proc.ReadStat(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	kid := start(t, nil, "sleep", "60")
+	s := sleeping(t, kid.Process.Pid)
+	after, err := proc.Uptime()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if self.StartTime > before+1 || s.StartTime+1 < before || s.StartTime > after+1 {
+		t.Errorf("uptime %d then %d; this process started at %d, the sleep at %d", before, after, self.StartTime, s.StartTime)
+	}
+}
+
+func TestSamePIDNamespace(t *testing.T) {
+	if !proc.SamePIDNamespace(os.Getpid()) {
+		t.Fatal("this process is not in its own PID namespace")
+	}
+	if _, err := exec.LookPath("unshare"); err != nil || os.Geteuid() != 0 {
+		t.Skip("a PID namespace of its own needs unshare and root")
+	}
+	kid := start(t, nil, "unshare", "--pid", "--fork", "--kill-child", "sleep", "60")
+	var inner int
+	harness.Eventually(t, 10*time.Second, "the sleep in its own PID namespace", func() bool {
+		kids := proc.Children(kid.Process.Pid)
+		if len(kids) == 1 {
+			inner = kids[0]
+		}
+		return inner != 0
+	})
+	if proc.SamePIDNamespace(inner) {
+		t.Errorf("process %d, in a PID namespace of its own, is said to be in this one", inner)
+	}
+	if !proc.SamePIDNamespace(kid.Process.Pid) {
+		t.Errorf("unshare %d, in this PID namespace, is said not to be", kid.Process.Pid)
+	}
+}
