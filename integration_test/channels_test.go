@@ -241,6 +241,20 @@ func TestServiceManagerStopsReading(t *testing.T) {
 	}
 }
 
+// systemd's watchdog watches the unit's main process; when that is not
+// baton (a shell that did not exec it), baton cannot feed it, and the
+// unit would be restarted at every WatchdogSec= with nothing saying why:
+// baton says so at start.
+func TestServiceWatchdogOfAnotherProcess(t *testing.T) {
+	bin := harness.Build(t)
+	b := harness.StartWith(t, harness.Setup{Env: []string{"WATCHDOG_USEC=1000000", "WATCHDOG_PID=1"}},
+		"--listen", "http=tcp://127.0.0.1:0", "--", bin.TestWorker)
+	w := b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Kind() == "service_watchdog_not_ours" })
+	if w.Str("watchdog_pid") != "1" {
+		t.Fatalf("warning %v, want watchdog_pid 1", w)
+	}
+}
+
 // A /tmp cleaner, or a TMPDIR too long for a socket address, must not
 // matter: baton's private NOTIFY_SOCKET is a file in TMPDIR, made anew at
 // the next start when a cleaner has deleted it, and abstract where no path

@@ -62,6 +62,32 @@ func TestHealWatchdogAfterAPause(t *testing.T) {
 	}
 }
 
+// baton alone starved (here stopped 3 s, run 50 ms, twice over) sees
+// every deadline late; a worker that stopped pinging is still replaced,
+// at the second late deadline, not once baton runs freely again.
+func TestHealWatchdogWhileBatonIsStarved(t *testing.T) {
+	t.Parallel() // it mostly waits, stopped
+	wedged := flagFile(t, "wedged")
+	b, _ := startWorker(t, []string{"--watchdog", "1s"}, "-watchdog-stop-after", "500ms", "-only-if-exists", wedged)
+	os.Remove(wedged)
+	first := b.WorkerPID(t, 1)
+	// Its last ping heard, before baton is starved: baton hears none late.
+	b.OutputContains(t, 5*time.Second, "silent to the watchdog")
+	for range 2 {
+		syscall.Kill(b.PID(), syscall.SIGSTOP)
+		time.Sleep(3 * time.Second) // starved
+		syscall.Kill(b.PID(), syscall.SIGCONT)
+		time.Sleep(50 * time.Millisecond)
+	}
+	replacing := b.WaitFor(t, 5*time.Second, isEvent("replacing"))
+	if replacing.Int("pid") != first {
+		t.Fatalf("replaced %v, want worker %d", replacing, first)
+	}
+	if n := len(b.Find(isEvent("watchdog_deferred"))); n != 1 {
+		t.Fatalf("%d watchdog_deferred events before the replacement, want 1", n)
+	}
+}
+
 func TestHealWatchdogReplacesASilentWorker(t *testing.T) {
 	wedged := flagFile(t, "wedged")
 	b, url := startWorker(t, []string{"--watchdog", "1s", "--admin", "127.0.0.1:0"},

@@ -882,8 +882,9 @@ func TestSystemdUnits(t *testing.T) {
 	ok = t.Run("WatchdogSec", func(t *testing.T) {
 		m := m.on(t)
 		// A drop-in gives app.service a watchdog: baton's loop keeps it
-		// fed through a reload, and systemd restarts a master whose loop
-		// no longer runs (here, one that is SIGSTOPped).
+		// fed through a reload and an in-place upgrade (the new image
+		// reads WATCHDOG_USEC anew), and systemd restarts a master whose
+		// loop no longer runs (here, one that is SIGSTOPped).
 		dropin := filepath.Join(m.c.Root, "etc", "systemd", "system", "app.service.d", "watchdog.conf")
 		if err := os.MkdirAll(filepath.Dir(dropin), 0o755); err != nil {
 			t.Fatal(err)
@@ -903,16 +904,21 @@ func TestSystemdUnits(t *testing.T) {
 			return n
 		}
 		last, seen := fed(), 0
-		harness.Eventually(t, 10*time.Second, "6 keep-alives in a row, a reload among them", func() bool {
+		harness.Eventually(t, 10*time.Second, "8 keep-alives in a row, a reload and an upgrade among them", func() bool {
 			if now := fed(); now > last {
 				last, seen = now, seen+1
-				if seen == 3 {
+				switch seen {
+				case 3:
 					if out, code, _ := m.timed("reload", "app"); code != 0 {
 						t.Fatalf("systemctl reload app with WatchdogSec=1s exited %d: %s", code, firstLine(out))
 					}
+				case 5:
+					if out, code := m.run("/usr/local/bin/baton", "upgrade", "--wait", "--pidfile", "/run/app/baton.pid"); code != 0 {
+						t.Fatalf("baton upgrade --wait with WatchdogSec=1s exited %d: %s", code, firstLine(out))
+					}
 				}
 			}
-			return seen >= 6
+			return seen >= 8
 		})
 		if pid, n := m.mainPID("app"), m.show("app", "NRestarts"); pid != baton || n != "0" {
 			t.Fatalf("with WatchdogSec=1s: MainPID %d (was %d), NRestarts %s; want baton fed systemd's watchdog", pid, baton, n)
@@ -927,7 +933,7 @@ func TestSystemdUnits(t *testing.T) {
 		if !strings.Contains(m.journal("app"), "Watchdog timeout") {
 			t.Fatal("app.service was restarted, but not by its watchdog")
 		}
-		numbers.add("WatchdogSec=1s: 6 keep-alives and a reload, NRestarts=0; baton SIGSTOPped → restarted by the watchdog, serving under a new MainPID, in %s", restarted.Round(time.Millisecond))
+		numbers.add("WatchdogSec=1s: 8 keep-alives, a reload and an in-place upgrade among them, NRestarts=0; baton SIGSTOPped → restarted by the watchdog, serving under a new MainPID, in %s", restarted.Round(time.Millisecond))
 		m.must("systemctl", "stop", "app")
 		if procs := m.unitProcs("app"); len(procs) != 0 {
 			t.Fatalf("processes left after stopping app: %v", procs)

@@ -172,9 +172,14 @@ const watchdogLate = time.Second
 // watchdogExpired replaces w, silent for its whole watchdog interval,
 // unless baton was not running itself when the deadline passed: it could
 // not hear a WATCHDOG=1 then (and a frozen worker sent none), so the
-// silence proves nothing, and w gets a fresh interval instead.
+// silence proves nothing, and w gets a fresh interval instead. Once only
+// until w pings again: a master starved of CPU, or paused again and
+// again, sees every deadline late, and a wedged worker would otherwise
+// never be replaced while that lasts; a working one, which ran during
+// the fresh interval, has pinged by its end.
 func (m *Master) watchdogExpired(w *worker) {
-	if late := m.env.now().Sub(w.watchdogDue); late > watchdogLate {
+	if late := m.env.now().Sub(w.watchdogDue); late > watchdogLate && !w.watchdogDeferred {
+		w.watchdogDeferred = true
 		m.log.Warn().Str("event", "watchdog_deferred").Int("gen", w.gen.n).Int("index", w.slot.index).Int("pid", w.pid).
 			Str("late", late.Round(time.Millisecond).String()).
 			Msg("the worker's watchdog deadline passed while baton itself was not running: it gets a fresh interval")
@@ -196,6 +201,7 @@ func (m *Master) watchdogNotice(w *worker, ping, usec string) {
 	}
 	switch ping {
 	case "1":
+		w.watchdogDeferred = false
 		m.armWatchdog(w)
 	case "trigger":
 		m.heal(w, TriggerWatchdog, "it sent WATCHDOG=trigger")

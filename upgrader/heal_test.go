@@ -83,6 +83,26 @@ func TestWatchdogDeadlineMissedWhileFrozen(t *testing.T) {
 	s.want("serving=1 [0:1:101:serving 0:1:102:starting]")
 }
 
+// A master starved of CPU (or paused again and again) sees every deadline
+// late; a wedged worker must not escape replacement for as long as that
+// lasts. A deadline seen late is deferred once; the next one, with no
+// WATCHDOG=1 heard in between, replaces the worker however late it is
+// seen. A ping in between earns the worker a deferral again.
+func TestWatchdogDefersOnceBetweenPings(t *testing.T) {
+	s := up(t, func(o *Options) { o.Watchdog = 2 * time.Second })
+	s.freeze(4 * time.Second) // due at 2s, seen at 4s: deferred to 6s
+	s.want("serving=1 [0:1:101:serving]")
+	s.advance(time.Second)
+	s.notify(101, notify.Message{"WATCHDOG": "1"}) // due at 7s
+	s.freeze(4 * time.Second)                      // seen at 9s: deferred to 11s
+	s.want("serving=1 [0:1:101:serving]")
+	s.freeze(4 * time.Second) // seen at 13s, nothing heard since 5s
+	s.want("serving=1 [0:1:101:serving 0:1:102:starting]")
+	if n := strings.Count(s.log.String(), `"event":"watchdog_deferred"`); n != 2 {
+		t.Fatalf("%d watchdog_deferred events, want 2", n)
+	}
+}
+
 func TestExtendTimeoutUsec(t *testing.T) {
 	s := newSim(t, func(o *Options) { o.ReadyTimeout = time.Second })
 	s.notify(101, notify.Message{"EXTEND_TIMEOUT_USEC": "3000000"})

@@ -672,6 +672,24 @@ func TestServiceWatchdogKeepAlive(t *testing.T) {
 	}
 }
 
+// A watchdog interval far too short to keep (WATCHDOG_USEC=1) does not
+// make the loop spin sending keep-alives: they go at most every
+// serviceWatchdogFloor.
+func TestServiceWatchdogFloor(t *testing.T) {
+	s := up(t, func(o *Options) { o.ServiceWatchdog = time.Microsecond })
+	s.m.keepServiceAlive()
+	s.advance(100 * time.Millisecond)
+	n := 0
+	for _, st := range s.env.service {
+		if st.Watchdog {
+			n++
+		}
+	}
+	if n != 11 { // at 0, 10, ..., 100 ms
+		t.Fatalf("%d keep-alives over 100 ms with a 1 µs watchdog, want 11", n)
+	}
+}
+
 func TestServiceManagerHearsEachStep(t *testing.T) {
 	s := up(t, nil)
 	s.reload()

@@ -2,6 +2,7 @@ package upgrader
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/baton-sh/baton/internal/host"
 )
@@ -64,5 +65,12 @@ func (m *Master) keepServiceAlive() {
 		return
 	}
 	m.env.tellService(host.ServiceState{Watchdog: true})
-	m.env.after(m.opts.ServiceWatchdog/2, serviceWatchdogTick{})
+	m.env.after(max(m.opts.ServiceWatchdog/2, serviceWatchdogFloor), serviceWatchdogTick{})
 }
+
+// serviceWatchdogFloor is the shortest time between two keep-alives. An
+// interval under twice this (WATCHDOG_USEC=1, a WatchdogSec= in
+// microseconds) cannot be kept by any process; the loop would spend its
+// time sending datagrams the manager cannot read as fast, so baton sends
+// what it sensibly can and the manager restarts it if that is too little.
+const serviceWatchdogFloor = 10 * time.Millisecond

@@ -274,6 +274,13 @@ func TestSignalsGoToEveryServingWorker(t *testing.T) {
 	if s.env.signalled(104, syscall.SIGUSR2) {
 		t.Error("a starting worker got USR2")
 	}
+	// Only a drain signal is followed by SIGCONT: a worker stopped on
+	// purpose stays stopped for a forwarded one.
+	for _, x := range s.env.signals {
+		if x.sig == syscall.SIGCONT {
+			t.Errorf("forwarding USR2 sent %+v", x)
+		}
+	}
 }
 
 func TestOnReadyRunsOncePerGeneration(t *testing.T) {

@@ -66,9 +66,12 @@ type worker struct {
 	// sequence number tells a stale expiry from a live one, and its age
 	// timer. watchdogDue and ageDue are when those timers fire: an
 	// in-place upgrade hands them over, so that neither starts afresh.
-	watchdogEvery       time.Duration
-	watchdog            func()
-	watchdogSeq         int
+	watchdogEvery time.Duration
+	watchdog      func()
+	watchdogSeq   int
+	// watchdogDeferred: its last deadline was deferred (seen late) and
+	// no WATCHDOG=1 has come since, so the next one is not deferred.
+	watchdogDeferred    bool
 	ageTimer            func()
 	watchdogDue, ageDue time.Time
 }

@@ -266,6 +266,13 @@ func masterCmd(args []string, stdout, stderr io.Writer) int {
 	opts.ServiceNotify = os.Getenv("NOTIFY_SOCKET")
 	// And its watchdog (WatchdogSec=), fed from the master's loop.
 	opts.ServiceWatchdog, _ = notify.Watchdog()
+	if p := os.Getenv("WATCHDOG_PID"); opts.ServiceWatchdog == 0 && p != "" && os.Getenv("WATCHDOG_USEC") != "" && p != strconv.Itoa(os.Getpid()) {
+		// systemd watches its main process, here not baton (a shell
+		// that did not exec it, say): it will restart the unit at every
+		// WatchdogSec=, and nothing else would say why.
+		log.Warn().Str("event", "service_watchdog_not_ours").Str("watchdog_pid", p).
+			Msgf("the service manager's watchdog (WATCHDOG_USEC) watches pid %s, not baton (pid %d), so baton cannot feed it: if a shell runs baton, start baton with exec", p, os.Getpid())
+	}
 	if handed != nil {
 		m, err = upgrader.Resume(opts, handed)
 	} else {

@@ -156,6 +156,10 @@ type Host struct {
 	// handed holds the duplicates HandOver made until the exec.
 	reaperDone chan struct{}
 	handed     []int
+	// keepAliveFailing: the last watchdog keep-alive to the service
+	// manager was dropped, and said so; the next ones are dropped quietly
+	// until one gets through. Only the loop's goroutine touches it.
+	keepAliveFailing bool
 }
 
 // held is a worker or a stray, and what the Host holds for it.
@@ -634,9 +638,14 @@ func (h *Host) TellService(st ServiceState) {
 	var msg string
 	switch {
 	case st.Watchdog:
-		if err := notify.SendTo(h.cfg.ServiceNotify, "WATCHDOG=1"); err != nil {
-			h.cfg.Log.Warn().Str("event", "service_notify_failed").Err(err).Msg("cannot send the service manager's watchdog its keep-alive")
+		// One line per run of failures: a manager that stopped reading
+		// would otherwise get one every half interval until it kills
+		// baton, or forever if it only stopped watching.
+		err := notify.SendTo(h.cfg.ServiceNotify, "WATCHDOG=1")
+		if err != nil && !h.keepAliveFailing {
+			h.cfg.Log.Warn().Str("event", "service_notify_failed").Err(err).Msg("cannot send the service manager's watchdog its keep-alive (said once until one gets through)")
 		}
+		h.keepAliveFailing = err != nil
 		return
 	case st.Reloading:
 		msg = "RELOADING=1\nMONOTONIC_USEC=" + monotonicUsec() + "\n"

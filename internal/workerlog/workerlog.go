@@ -273,12 +273,27 @@ func appendTail(b []byte, t time.Time, msg []byte) []byte {
 // coloured, followed by a reset so no colour leaks into baton's next
 // line; every other control byte but tab is written as \xNN, so a
 // worker's line cannot move the cursor, clear the screen, retitle the
-// window or end baton's line early.
+// window or end baton's line early. So are the C1 controls (U+0080 to
+// U+009F, such as CSI and NEL, which terminals obey in UTF-8 too) and
+// bytes that are not UTF-8 (a lone 0x9B is CSI to a Latin-1 terminal).
 func appendTerminalText(b, s []byte) []byte {
 	const hex = "0123456789abcdef"
 	coloured := false
 	for i := 0; i < len(s); i++ {
 		c := s[i]
+		if c >= 0x80 {
+			r, n := utf8.DecodeRune(s[i:])
+			if n > 1 && r > 0x9f { // a character past the C1 controls
+				b = append(b, s[i:i+n]...)
+				i += n - 1
+				continue
+			}
+			for _, c := range s[i : i+n] {
+				b = append(b, '\\', 'x', hex[c>>4], hex[c&0xf])
+			}
+			i += n - 1
+			continue
+		}
 		if c >= 0x20 && c != 0x7f || c == '\t' {
 			b = append(b, c)
 			continue

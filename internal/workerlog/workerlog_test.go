@@ -326,7 +326,13 @@ func TestTerminalText(t *testing.T) {
 		{"cr\rover", `cr\x0dover`},
 		{"nul\x00 del\x7f bell\x07", `nul\x00 del\x7f bell\x07`},
 		{"cut short \x1b[3", `cut short \x1b[3`},
-		{"utf-8 é ✓ and invalid \xff", "utf-8 é ✓ and invalid \xff"},
+		{"utf-8 é ✓ and invalid \xff", `utf-8 é ✓ and invalid \xff`},
+		// C1 controls: CSI as U+009B (in UTF-8) or as the lone byte a
+		// Latin-1 terminal reads, NEL ending the line.
+		{"csi \u009b2J clear", `csi \xc2\x9b2J clear`},
+		{"raw csi \x9b2J", `raw csi \x9b2J`},
+		{"nel\u0085forged", `nel\xc2\x85forged`},
+		{"nbsp\u00a0ok", "nbsp\u00a0ok"},
 	}
 	for _, tt := range tests {
 		if got := string(appendTerminalText(nil, []byte(tt.in))); got != tt.want {
