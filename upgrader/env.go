@@ -14,6 +14,11 @@ import (
 // drives the loop through a fake.
 type env interface {
 	now() time.Time
+	// monotonic is the time on a clock nobody sets (CLOCK_MONOTONIC),
+	// the same for both images of an in-place upgrade: what time left
+	// across the exec is measured with, so that a wall clock stepped
+	// meanwhile fires no handed-over timer early or late.
+	monotonic() time.Duration
 	// after delivers e to the loop once d has passed, unless the returned
 	// function is called first.
 	after(d time.Duration, e event) (cancel func())

@@ -19,6 +19,7 @@ import (
 // when a test says so and processes that exist only as PIDs.
 type fakeEnv struct {
 	clock       time.Time
+	wallStep    time.Duration // see monotonic
 	nextPID     int
 	timers      []*fakeTimer
 	signals     []sent
@@ -69,6 +70,10 @@ func newFakeEnv() *fakeEnv {
 }
 
 func (f *fakeEnv) now() time.Time { return f.clock }
+
+// monotonic follows the clock, less wallStep: how far the wall clock was
+// set forward beyond the time that passed.
+func (f *fakeEnv) monotonic() time.Duration { return f.clock.Sub(time.Unix(0, 0)) - f.wallStep }
 func (f *fakeEnv) after(d time.Duration, e event) func() {
 	t := &fakeTimer{at: f.clock.Add(d), e: e}
 	f.timers = append(f.timers, t)

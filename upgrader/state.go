@@ -209,7 +209,7 @@ func (m *Master) handOverState(hs host.State, files map[string]int, data []byte)
 		reload = &t
 	}
 	st.Pending = pendingSnapshot{Reload: reload, Stop: stop, Exits: m.pending.exits()}
-	return &HandOver{Version: StateVersion, From: m.opts.Version, At: now, Engine: st, Host: hs, Files: files, Data: data}, nil
+	return &HandOver{Version: StateVersion, From: m.opts.Version, At: now, Mono: m.env.monotonic(), Engine: st, Host: hs, Files: files, Data: data}, nil
 }
 
 // Resume returns a Master that carries on, in a new image, from what its
@@ -271,6 +271,9 @@ func (m *Master) restore(ho *HandOver) {
 	st := ho.Engine
 	now := m.env.now()
 	elapsed := max(now.Sub(ho.At), 0)
+	if ho.Mono > 0 {
+		elapsed = max(m.env.monotonic()-ho.Mono, 0)
+	}
 	left := func(d time.Duration) time.Duration { return max(d-elapsed, 0) }
 	m.started, m.lastGen, m.restarts, m.lastReload, m.lastSuccess = st.Started, st.LastGen, st.Restarts, st.LastReload, st.LastSuccess
 	m.hooks.served = st.Served

@@ -4,6 +4,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/baton-sh/baton/internal/host"
 	"github.com/baton-sh/baton/notify"
 )
@@ -61,6 +63,11 @@ func (s *system) HookDone(r host.HookResult)                 { s.m.send(hookDone
 // env.
 
 func (s *system) now() time.Time { return time.Now() }
+func (s *system) monotonic() time.Duration {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return time.Duration(ts.Nano())
+}
 
 // after arms a timer for e. Its cancel, called on the loop, is final: a
 // timer that has already fired has its event on the way (the timer's

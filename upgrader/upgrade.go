@@ -83,8 +83,11 @@ type HandOver struct {
 	Version int       `json:"version"`
 	From    string    `json:"from"` // the old image's version
 	At      time.Time `json:"at"`
-	Engine  engineState
-	Host    host.State `json:"host"`
+	// Mono is env.monotonic at the hand-over: time left is measured from
+	// it (from At, the wall clock, for a state written without it).
+	Mono   time.Duration `json:"mono,omitempty"`
+	Engine engineState
+	Host   host.State `json:"host"`
 	// Files and Data are the caller's (UpgradeOptions.Carry).
 	Files map[string]int  `json:"files,omitempty"`
 	Data  json.RawMessage `json:"data,omitempty"`

@@ -48,6 +48,7 @@ func (s *sim) resumed(tweak func(*Options)) *sim {
 	}
 	env := newFakeEnv()
 	env.clock = s.env.clock.Add(50 * time.Millisecond)
+	env.wallStep = s.env.wallStep
 	env.nextPID = s.env.nextPID
 	n := &sim{t: s.t, m: newMaster(o, env), env: env, log: s.log}
 	n.m.restore(ho)
@@ -290,6 +291,26 @@ func TestUpgradeKeepsWatchdogAndAgeDeadlines(t *testing.T) {
 			n.want("serving=1 [0:1:101:serving 0:1:102:starting]")
 		})
 	}
+}
+
+// Time left across the exec is measured on the monotonic clock: a wall
+// clock set an hour forward meanwhile fires no handed-over timer early.
+func TestUpgradeTimeLeftIgnoresAWallClockStep(t *testing.T) {
+	opts := func(o *Options) { upgradable(o); o.Watchdog = 10 * time.Second }
+	s := up(t, opts)
+	s.advance(8 * time.Second)
+	s.env.execErr = errExeced
+	if r := <-s.upgradeNow("baton 2", nil); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	s.env.clock = s.env.clock.Add(time.Hour)
+	s.env.wallStep = time.Hour
+	n := s.resumed(opts)
+	n.want("serving=1 [0:1:101:serving]")
+	n.advance(time.Second)
+	n.want("serving=1 [0:1:101:serving]")
+	n.advance(2 * time.Second) // 11s after its last ping
+	n.want("serving=1 [0:1:101:serving 0:1:102:starting]")
 }
 
 // The probe's and the --max-memory check's timers go on across an
