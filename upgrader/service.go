@@ -61,11 +61,20 @@ func (m *Master) servingStatus() string {
 // last longer than the interval, and a manager that has stopped watching
 // ignores it.
 func (m *Master) keepServiceAlive() {
+	if m.feedServiceWatchdog() {
+		m.env.after(max(m.opts.ServiceWatchdog/2, serviceWatchdogFloor), serviceWatchdogTick{})
+	}
+}
+
+// feedServiceWatchdog sends one keep-alive, if the service manager asked
+// for them, and says whether it did: also before an in-place upgrade's
+// exec, after the loop may have waited up to a second for its callers.
+func (m *Master) feedServiceWatchdog() bool {
 	if m.opts.ServiceNotify == "" || m.opts.ServiceWatchdog <= 0 {
-		return
+		return false
 	}
 	m.env.tellService(host.ServiceState{Watchdog: true})
-	m.env.after(max(m.opts.ServiceWatchdog/2, serviceWatchdogFloor), serviceWatchdogTick{})
+	return true
 }
 
 // serviceWatchdogFloor is the shortest time between two keep-alives. An

@@ -273,6 +273,7 @@ func (m *Master) execUpgrade(to string, img *host.Image) {
 		}
 	}
 	m.upgrade.waiters = nil
+	m.feedServiceWatchdog()
 	m.log.Info().Str("event", "upgrading").Str("from", m.opts.Version).Str("to", to).Msg("upgrading in place")
 	m.env.tellService(host.ServiceState{Reloading: true, Status: "upgrading baton in place: " + to})
 	// From here on a request is kept for the new image instead of waiting
