@@ -162,7 +162,7 @@ func TestContainmentMasterKilledSessionLeftBehind(t *testing.T) {
 				hardScript(t, wrapper, session+"\nexec "+worker[0])
 				worker = []string{wrapper}
 			}
-			b, mark := hardStartMarked(t, flags, worker...)
+			b, mark := containStartWith(t, flags, worker...)
 			harness.Eventually(t, 10*time.Second, "the process in a session of its own running", func() bool {
 				return len(hardLiveComm(mark, "sleep")) == tc.sleeps
 			})
@@ -303,15 +303,22 @@ func containStart(t *testing.T, workerFlags ...string) (*harness.Baton, string) 
 // returns once the first generation serves.
 func containStartCommand(t *testing.T, command ...string) (*harness.Baton, string) {
 	t.Helper()
+	return containStartWith(t, nil, command...)
+}
+
+// containStartWith is containStartCommand with more of baton's flags.
+func containStartWith(t *testing.T, flags []string, command ...string) (*harness.Baton, string) {
+	t.Helper()
 	mark := containMark(t)
-	args := append([]string{"--listen", "http=tcp://127.0.0.1:0", "--drain-timeout", containDrain.String(), "--"}, command...)
+	args := append([]string{"--listen", "http=tcp://127.0.0.1:0", "--drain-timeout", containDrain.String()}, flags...)
+	args = append(append(args, "--"), command...)
 	b := harness.StartWith(t, harness.Setup{Env: []string{mark}}, args...)
 	// Before baton's own clean-up, which waits for its output to end: a
 	// test that fails because something outlived the master ends it here.
 	t.Cleanup(func() {
 		if t.Failed() && harness.Alive(b.PID()) {
 			b.Signal(t, syscall.SIGQUIT)
-			harness.Eventually(t, 10*time.Second, "baton gone after QUIT", func() bool { return !harness.Alive(b.PID()) })
+			harness.WaitGone(t, 10*time.Second, "baton after QUIT", b.PID())
 		}
 		if !harness.Alive(b.PID()) {
 			containSweep(t, mark)
@@ -321,9 +328,6 @@ func containStartCommand(t *testing.T, command ...string) (*harness.Baton, strin
 	return b, mark
 }
 
-// containMark is a variable of the test's own for baton's environment,
-// which everything baton starts inherits. Whatever holds it is killed
-// when the test ends, after the master.
 func containMark(t *testing.T) string {
 	mark := fmt.Sprintf("BATON_CONTAIN_TEST=%s-%d-%d", t.Name(), os.Getpid(), time.Now().UnixNano())
 	t.Cleanup(func() { containSweep(t, mark) })

@@ -192,7 +192,7 @@ func TestMasterKilledDuringAHook(t *testing.T) {
 	dir := t.TempDir()
 	hook := filepath.Join(dir, "on-ready")
 	hardScript(t, hook, "sleep 300 &\nsleep 300")
-	b, mark := hardStartMarked(t, []string{"--on-ready", hook, "--hook-timeout", "60s"}, harness.Build(t).TestWorker)
+	b, mark := containStartWith(t, []string{"--on-ready", hook, "--hook-timeout", "60s"}, harness.Build(t).TestWorker)
 	b.WaitFor(t, 10*time.Second, func(e harness.Event) bool { return e.Kind() == "hook_started" })
 	harness.Eventually(t, 10*time.Second, "the hook and its child running", func() bool {
 		return len(hardLiveComm(mark, "sleep")) == 2
@@ -378,7 +378,7 @@ func TestDrainGroupWaitCostsNothing(t *testing.T) {
 func TestStoppedKeeperIsReplaced(t *testing.T) {
 	app := filepath.Join(t.TempDir(), "app")
 	hardScript(t, app, "i=0\nwhile [ $i -lt 50 ]; do (sleep 1000 &); i=$((i+1)); done\nexec sleep 1000")
-	b, mark := hardStartMarked(t, []string{"--ready", "delay=100ms"}, app)
+	b, mark := containStartWith(t, []string{"--ready", "delay=100ms"}, app)
 	master := b.PID()
 	// In step: a generation's 50 processes adopted, the last one's reaped.
 	for range 2 {
@@ -582,28 +582,6 @@ func hardGet(t *testing.T, url string) (int, string) {
 		t.Fatal(err)
 	}
 	return resp.StatusCode, string(body)
-}
-
-// hardStartMarked starts baton with flags over command, as
-// containStartCommand does: marked, drain timeout containDrain, swept of
-// what it leaves when the test fails.
-func hardStartMarked(t *testing.T, flags []string, command ...string) (*harness.Baton, string) {
-	t.Helper()
-	mark := fmt.Sprintf("BATON_CONTAIN_TEST=%s-%d-%d", t.Name(), os.Getpid(), time.Now().UnixNano())
-	args := append([]string{"--listen", "http=tcp://127.0.0.1:0", "--drain-timeout", containDrain.String()}, flags...)
-	args = append(append(args, "--"), command...)
-	b := harness.StartWith(t, harness.Setup{Env: []string{mark}}, args...)
-	t.Cleanup(func() {
-		if t.Failed() && harness.Alive(b.PID()) {
-			b.Signal(t, syscall.SIGQUIT)
-			harness.Eventually(t, 10*time.Second, "baton gone after QUIT", func() bool { return !harness.Alive(b.PID()) })
-		}
-		if !harness.Alive(b.PID()) {
-			containSweep(t, mark)
-		}
-	})
-	b.WaitFor(t, 20*time.Second, func(e harness.Event) bool { return e.Kind() == "reload_complete" && e.Int("gen") == 1 })
-	return b, mark
 }
 
 // hardLiveComm lists the live processes holding mark named comm.
